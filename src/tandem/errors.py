@@ -1,0 +1,172 @@
+"""Every error Tandem raises, each with a stable wire ``code``.
+
+The pure core raises these; the gateway turns one exception into exactly one
+``{"type": "error", "code": ..., "message": ...}`` reply (or a close frame with
+``close_code`` for the fatal ones). Codes never change once published.
+
+Hierarchy::
+
+    TandemError                      ERR_INTERNAL
+    ├── InvalidOperation             ERR_INVALID_OP         malformed delta / component
+    │   └── OperationTooLong         ERR_OP_TOO_LONG        op reaches past the document
+    ├── ProtocolError                ERR_BAD_MESSAGE        malformed frame or message
+    │   ├── UnknownMessageType       ERR_UNKNOWN_TYPE
+    │   └── FrameTooLarge            ERR_FRAME_TOO_LARGE    (closes, 1009)
+    ├── VersionError                 ERR_BAD_VERSION        base version in the future / negative
+    │   └── HistoryUnavailable       ERR_HISTORY_PRUNED     base older than retained history
+    ├── DocumentError                ERR_DOCUMENT
+    │   ├── NotJoined                ERR_NOT_JOINED
+    │   ├── InvalidDocumentId        ERR_BAD_DOC_ID
+    │   └── DocumentTooLarge         ERR_DOC_TOO_LARGE
+    ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
+    │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
+    │   └── Forbidden                ERR_FORBIDDEN          (4403 when fatal)
+    │       └── ReadOnly             ERR_READ_ONLY
+    ├── RateLimited                  ERR_RATE_LIMITED
+    │   └── LimitExceeded            ERR_LIMIT_EXCEEDED     connection/join caps (closes, 4429)
+    ├── SlowConsumer                 ERR_SLOW_CONSUMER      (closes, 4408)
+    └── StorageError                 ERR_STORAGE            commit failed; nothing was acked
+        └── ConflictError            ERR_CONFLICT           (doc, version) already taken
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConflictError",
+    "DocumentError",
+    "DocumentTooLarge",
+    "Forbidden",
+    "FrameTooLarge",
+    "HistoryUnavailable",
+    "InvalidDocumentId",
+    "InvalidOperation",
+    "LimitExceeded",
+    "NotJoined",
+    "OperationTooLong",
+    "ProtocolError",
+    "RateLimited",
+    "ReadOnly",
+    "SlowConsumer",
+    "StorageError",
+    "TandemError",
+    "TokenExpired",
+    "UnknownMessageType",
+    "VersionError",
+]
+
+
+class TandemError(Exception):
+    """Base of every Tandem error. ``code`` is stable and goes on the wire."""
+
+    code = "ERR_INTERNAL"
+    #: WebSocket close code when this error ends the connection; None keeps it open.
+    close_code: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidOperation(TandemError):
+    """The delta is malformed: unknown keys, bad counts, non-string inserts, bad attributes."""
+
+    code = "ERR_INVALID_OP"
+
+
+class OperationTooLong(InvalidOperation):
+    """The delta retains or deletes past the end of the document it is applied to."""
+
+    code = "ERR_OP_TOO_LONG"
+
+
+class ProtocolError(TandemError):
+    """The frame or message does not follow ``docs/protocol.md``."""
+
+    code = "ERR_BAD_MESSAGE"
+
+
+class UnknownMessageType(ProtocolError):
+    code = "ERR_UNKNOWN_TYPE"
+
+
+class FrameTooLarge(ProtocolError):
+    code = "ERR_FRAME_TOO_LARGE"
+    close_code = 1009
+
+
+class VersionError(TandemError):
+    """The base version is not one the server has (negative or in the future)."""
+
+    code = "ERR_BAD_VERSION"
+
+
+class HistoryUnavailable(VersionError):
+    """The base version is older than the history the server retains."""
+
+    code = "ERR_HISTORY_PRUNED"
+
+
+class DocumentError(TandemError):
+    code = "ERR_DOCUMENT"
+
+
+class NotJoined(DocumentError):
+    code = "ERR_NOT_JOINED"
+
+
+class InvalidDocumentId(DocumentError):
+    code = "ERR_BAD_DOC_ID"
+
+
+class DocumentTooLarge(DocumentError):
+    code = "ERR_DOC_TOO_LARGE"
+
+
+class AuthError(TandemError):
+    """The token is missing, malformed, badly signed or otherwise unacceptable."""
+
+    code = "ERR_UNAUTHORIZED"
+    close_code = 4401
+
+
+class TokenExpired(AuthError):
+    code = "ERR_TOKEN_EXPIRED"
+    close_code = 4401
+
+
+class Forbidden(AuthError):
+    """The token is valid but does not grant this action on this document."""
+
+    code = "ERR_FORBIDDEN"
+    close_code = None
+
+
+class ReadOnly(Forbidden):
+    code = "ERR_READ_ONLY"
+
+
+class RateLimited(TandemError):
+    code = "ERR_RATE_LIMITED"
+
+
+class LimitExceeded(RateLimited):
+    code = "ERR_LIMIT_EXCEEDED"
+    close_code = 4429
+
+
+class SlowConsumer(TandemError):
+    code = "ERR_SLOW_CONSUMER"
+    close_code = 4408
+
+
+class StorageError(TandemError):
+    """The store failed; the op was not committed and was not acknowledged."""
+
+    code = "ERR_STORAGE"
+
+
+class ConflictError(StorageError):
+    """Another writer already committed this ``(doc, version)``."""
+
+    code = "ERR_CONFLICT"

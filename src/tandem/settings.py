@@ -1,0 +1,126 @@
+"""One ``Settings`` object: every limit and default in one table.
+
+Each field can be set by keyword, or from the environment as ``TANDEM_<FIELD>``
+(upper case) through ``Settings.from_env()``; the CLI maps its flags onto the
+same fields. ``docs/operations.md`` lists them all. Pure: no I/O besides
+reading ``os.environ`` in ``from_env``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings"]
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- where -----------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Data directory for the embedded SQLite database and the generated dev secret.
+    data_dir: Path = Path("tandem-data")
+    #: ``sqlite:///path`` or ``postgresql://…``; empty means SQLite in ``data_dir``.
+    database_url: str = ""
+    #: ``redis://…`` for several nodes; empty means the in-process bus.
+    redis_url: str = ""
+    #: Names this node in metrics, leases and logs.
+    node_id: str = field(default_factory=_default_node_id)
+    #: Public base URL printed at start-up (defaults to http://host:port).
+    public_url: str = ""
+
+    # -- auth ------------------------------------------------------------------
+    #: HS256 secret. Empty: generated once into ``data_dir/dev-secret`` (development).
+    jwt_secret: str = ""
+    #: PEM public key file, or a JWKS file, for RS256/ES256 tokens.
+    jwt_public_key_file: str = ""
+    jwt_jwks_file: str = ""
+    #: Accepted algorithms, pinned here and never taken from the token.
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    #: Clock skew allowed on exp/nbf, seconds.
+    jwt_leeway: float = 5.0
+    #: Claim holding per-document permissions: {"glob": "read"|"write"}.
+    jwt_permissions_claim: str = "docs"
+    #: Seconds before expiry at which a connected client is warned.
+    token_expiry_warning: float = 60.0
+    #: Serve a development token to the demo page (never in production).
+    dev_mode: bool = False
+    #: Allowed ``Origin`` values for browser connections; empty allows any.
+    allowed_origins: tuple[str, ...] = ()
+
+    # -- limits ------------------------------------------------------------------
+    max_frame_bytes: int = 1 << 20
+    max_document_chars: int = 10_000_000
+    max_op_components: int = 10_000
+    #: Token bucket per connection: sustained messages per second, and burst.
+    messages_per_second: float = 200.0
+    message_burst: int = 400
+    max_connections_per_user: int = 50
+    max_connections_per_ip: int = 500
+    max_joins_per_connection: int = 100
+    #: Frames queued for one client before it is dropped as a slow consumer.
+    send_queue_frames: int = 2000
+    #: Versions behind head a submit may be based on; 0 keeps all history usable.
+    max_version_lag: int = 0
+
+    # -- timing ------------------------------------------------------------------
+    #: Presence broadcast at most once per client per this many seconds.
+    presence_interval: float = 0.05
+    #: Presence entries expire after this much silence.
+    presence_timeout: float = 30.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    #: Unload a document this many seconds after its last client left.
+    document_idle_unload: float = 30.0
+    #: Longest a commit waits to gather more ops into one transaction.
+    commit_max_delay: float = 0.0
+    commit_max_batch: int = 512
+    #: Write a snapshot every this many versions.
+    snapshot_every: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``TANDEM_*`` variables, then ``overrides`` (ignored when None)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f"TANDEM_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _convert(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path":
+        return Path(raw)
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
