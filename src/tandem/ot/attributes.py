@@ -8,7 +8,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from tandem.ot.delta import Attributes
+from tandem.ot.delta import Attributes, AttributeValue, same_value
 
 __all__ = ["compose_attributes", "diff_attributes", "invert_attributes", "transform_attributes"]
 
@@ -19,10 +19,9 @@ def compose_attributes(
     """``b`` applied over ``a``; ``keep_null`` keeps removals (for retains over retains)."""
     if not b:
         return dict(a) if a else None
-    if keep_null:
-        result = dict(b)
-    else:
-        result = {key: value for key, value in b.items() if value is not None}
+    result: dict[str, AttributeValue] = (
+        dict(b) if keep_null else {k: v for k, v in b.items() if v is not None}
+    )
     if a:
         for key, value in a.items():
             if key not in b:
@@ -50,7 +49,7 @@ def invert_attributes(attributes: Attributes | None, base: Attributes | None) ->
     base = base or {}
     result: dict[str, object] = {}
     for key, value in base.items():
-        if key in attributes and attributes[key] != value:
+        if key in attributes and not same_value(attributes[key], value):
             result[key] = value
     for key in attributes:
         if key not in base:
@@ -64,9 +63,6 @@ def diff_attributes(a: Attributes | None, b: Attributes | None) -> Attributes | 
     b = b or {}
     result: dict[str, object] = {}
     for key in a.keys() | b.keys():
-        if a.get(key, _MISSING) != b.get(key, _MISSING):
+        if key not in a or key not in b or not same_value(a[key], b[key]):
             result[key] = b.get(key)
     return result or None  # type: ignore[return-value]
-
-
-_MISSING = object()

@@ -24,6 +24,7 @@ This module is pure: it must not import asyncio, storage or network code.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, TypeAlias
 
@@ -38,6 +39,9 @@ __all__ = [
     "Insert",
     "MAX_COUNT",
     "Retain",
+    "has_lone_surrogate",
+    "same_attributes",
+    "same_value",
     "validate_attributes",
 ]
 
@@ -59,14 +63,16 @@ class Insert:
 
     def __init__(self, text: str, attributes: Attributes | None = None) -> None:
         self.text = text
-        self.attributes = attributes
+        self.attributes = attributes or None
 
     def __len__(self) -> int:
         return len(self.text)
 
     def __eq__(self, other: object) -> bool:
         return (
-            type(other) is Insert and self.text == other.text and self.attributes == other.attributes
+            type(other) is Insert
+            and self.text == other.text
+            and same_attributes(self.attributes, other.attributes)
         )
 
     def __hash__(self) -> int:
@@ -85,7 +91,7 @@ class Retain:
 
     def __init__(self, count: int, attributes: Attributes | None = None) -> None:
         self.count = count
-        self.attributes = attributes
+        self.attributes = attributes or None
 
     def __len__(self) -> int:
         return self.count
@@ -94,7 +100,7 @@ class Retain:
         return (
             type(other) is Retain
             and self.count == other.count
-            and self.attributes == other.attributes
+            and same_attributes(self.attributes, other.attributes)
         )
 
     def __hash__(self) -> int:
@@ -128,6 +134,27 @@ class Delete:
 
 
 Component: TypeAlias = Insert | Retain | Delete
+
+
+def same_value(a: AttributeValue, b: AttributeValue) -> bool:
+    """Attribute values equal as JSON values: ``True`` is not ``1``; ``1`` is ``1.0``."""
+    return a == b and (type(a) is bool) is (type(b) is bool)
+
+
+def same_attributes(a: Attributes | None, b: Attributes | None) -> bool:
+    """Attribute maps equal as JSON values (``None`` and ``{}`` both mean "none").
+
+    Python's ``==`` says ``True == 1`` and ``False == 0``; JSON (and quill-delta's
+    ``isEqual``) does not, so ``{"bold": true}`` and ``{"bold": 1}`` must stay
+    distinct runs. ``1 == 1.0`` is fine: JSON has one number type.
+    """
+    if a is b:
+        return True
+    if not a or not b:
+        return not a and not b
+    if a != b:
+        return False
+    return all((type(value) is bool) is (type(b[key]) is bool) for key, value in a.items())
 
 
 def _attrs_or_none(attributes: Attributes | None) -> Attributes | None:
@@ -201,7 +228,7 @@ class Delta:
                 last = ops[index - 1]
             if kind is type(last) and kind is not Delete:
                 attributes = component.attributes  # type: ignore[union-attr]
-                if attributes == last.attributes:  # type: ignore[union-attr]
+                if same_attributes(attributes, last.attributes):  # type: ignore[union-attr]
                     if kind is Insert:
                         merged: Component = Insert(last.text + component.text, attributes)  # type: ignore[union-attr]
                     else:
@@ -341,6 +368,8 @@ def _component_from_json(item: object, index: int) -> Component:
             raise InvalidOperation(f"{where}: insert must be a string (embeds are not supported)")
         if not value:
             raise InvalidOperation(f"{where}: insert must not be empty")
+        if has_lone_surrogate(value):
+            raise InvalidOperation(f"{where}: insert contains a lone UTF-16 surrogate")
         attributes = validate_attributes(raw_attributes, where, allow_null=False)
         return Insert(value, attributes)
     count = _count(value, f"{where}: {kind}")
@@ -374,6 +403,8 @@ def validate_attributes(raw: object, where: str, *, allow_null: bool) -> Attribu
             raise InvalidOperation(
                 f"{where}: attribute names must be strings of 1 to {MAX_ATTRIBUTE_NAME} characters"
             )
+        if has_lone_surrogate(name):
+            raise InvalidOperation(f"{where}: attribute name contains a lone UTF-16 surrogate")
         if value is None:
             if not allow_null:
                 raise InvalidOperation(
@@ -389,8 +420,21 @@ def validate_attributes(raw: object, where: str, *, allow_null: bool) -> Attribu
         elif isinstance(value, str):
             if len(value) > MAX_ATTRIBUTE_VALUE:
                 raise InvalidOperation(f"{where}: attribute {name!r} is too long")
+            if has_lone_surrogate(value):
+                raise InvalidOperation(f"{where}: attribute {name!r} contains a lone surrogate")
         else:
             raise InvalidOperation(
                 f"{where}: attribute {name!r} must be a string, number, boolean or null"
             )
     return dict(raw) if raw else None
+
+
+# A JS client that slices a string between the halves of a UTF-16 pair sends a
+# lone surrogate. It is not a character (decision 3: no op splits one), and
+# UTF-8 encoders (orjson) refuse it, so it would break every later broadcast.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds half of a UTF-16 surrogate pair (not a character)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None

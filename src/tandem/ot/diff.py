@@ -13,7 +13,7 @@ import difflib
 from typing import Final
 
 from tandem.ot.attributes import diff_attributes
-from tandem.ot.delta import Delta
+from tandem.ot.delta import Attributes, Delta
 from tandem.ot.document import Document
 
 __all__ = ["diff"]
@@ -72,8 +72,8 @@ def _text_edits(a: str, b: str) -> list[tuple[str, int, int]]:
 
 def _retain_formatting(
     result: Delta,
-    a_runs: list[tuple[str, object]],
-    b_runs: list[tuple[str, object]],
+    a_runs: list[tuple[str, Attributes | None]],
+    b_runs: list[tuple[str, Attributes | None]],
 ) -> None:
     """Retain equal text, with the attribute changes between the two formattings."""
     ai = bi = 0
@@ -82,7 +82,7 @@ def _retain_formatting(
         a_text, a_attrs = a_runs[ai]
         b_text, b_attrs = b_runs[bi]
         take = min(len(a_text) - a_off, len(b_text) - b_off)
-        result.retain(take, diff_attributes(a_attrs, b_attrs))  # type: ignore[arg-type]
+        result.retain(take, diff_attributes(a_attrs, b_attrs))
         a_off += take
         b_off += take
         if a_off == len(a_text):

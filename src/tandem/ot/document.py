@@ -23,7 +23,7 @@ from typing import Final
 
 from tandem.errors import InvalidOperation, OperationTooLong
 from tandem.ot.attributes import compose_attributes
-from tandem.ot.delta import Attributes, Delta, Insert, Retain
+from tandem.ot.delta import Attributes, Delta, Insert, Retain, same_attributes
 
 __all__ = ["CHUNK", "Document", "apply"]
 
@@ -72,7 +72,7 @@ class Document:
         pending: list[str] = []
         current: Attributes | None = None
         for text, attributes in self._chunks:
-            if pending and attributes != current:
+            if pending and not same_attributes(attributes, current):
                 yield "".join(pending), current
                 pending = []
             pending.append(text)
@@ -108,7 +108,13 @@ class Document:
             return self.to_delta() == other
         if not isinstance(other, Document):
             return NotImplemented
-        return len(self) == len(other) and list(self.runs()) == list(other.runs())
+        if len(self) != len(other):
+            return False
+        mine, theirs = list(self.runs()), list(other.runs())
+        return len(mine) == len(theirs) and all(
+            text == other_text and same_attributes(attributes, other_attributes)
+            for (text, attributes), (other_text, other_attributes) in zip(mine, theirs, strict=True)
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -154,7 +160,8 @@ class Document:
             count = component.count  # type: ignore[union-attr]
             if position + count > total:
                 raise OperationTooLong(
-                    f"op reaches position {position + count} but the document has {total} characters"
+                    f"op reaches position {position + count} "
+                    f"but the document has {total} characters"
                 )
             position += count
             is_retain = kind is Retain
@@ -196,10 +203,11 @@ def _append(chunks: list[Chunk], text: str, attributes: Attributes | None) -> No
         return
     if chunks:
         last_text, last_attributes = chunks[-1]
-        if last_attributes == attributes and len(last_text) + len(text) <= CHUNK:
+        same = same_attributes(last_attributes, attributes)
+        if same and len(last_text) + len(text) <= CHUNK:
             chunks[-1] = (last_text + text, attributes)
             return
-        if last_attributes == attributes and len(last_text) < CHUNK:
+        if same and len(last_text) < CHUNK:
             room = CHUNK - len(last_text)
             chunks[-1] = (last_text + text[:room], attributes)
             text = text[room:]

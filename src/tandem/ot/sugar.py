@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tandem.errors import InvalidOperation
-from tandem.ot.delta import MAX_COUNT, Delta, validate_attributes
+from tandem.ot.delta import MAX_COUNT, Delta, has_lone_surrogate, validate_attributes
 
 __all__ = ["SUGAR_TYPES", "from_simple", "to_text"]
 
@@ -23,29 +23,32 @@ def _non_negative(message: Mapping[str, object], key: str, *, positive: bool = F
     value = message.get(key)
     if type(value) is not int or value < (1 if positive else 0) or value > MAX_COUNT:
         need = "a positive" if positive else "a non-negative"
-        raise InvalidOperation(f"{message.get('type')}: {key!r} must be {need} integer")
+        raise InvalidOperation(f"{message['type']}: {key!r} must be {need} integer")
     return value
 
 
 def from_simple(message: Mapping[str, object]) -> Delta:
     """Turn one simple message into the equivalent delta."""
     kind = message.get("type")
+    if not isinstance(kind, str) or kind not in SUGAR_TYPES:
+        raise InvalidOperation(f"unknown simple edit type {str(kind)[:40]!r}")
     pos = _non_negative(message, "pos")
     if kind == "insert":
         text = message.get("text")
         if not isinstance(text, str) or not text:
             raise InvalidOperation("insert: 'text' must be a non-empty string")
+        if has_lone_surrogate(text):
+            raise InvalidOperation("insert: 'text' contains a lone UTF-16 surrogate")
         attributes = validate_attributes(message.get("attributes"), "insert", allow_null=False)
         return Delta().retain(pos).insert(text, attributes)
     if kind == "delete":
         return Delta().retain(pos).delete(_non_negative(message, "length", positive=True))
-    if kind == "format":
-        length = _non_negative(message, "length", positive=True)
-        attributes = validate_attributes(message.get("attributes"), "format", allow_null=True)
-        if not attributes:
-            raise InvalidOperation("format: 'attributes' must be a non-empty object")
-        return Delta().retain(pos).retain(length, attributes)
-    raise InvalidOperation(f"unknown simple edit type {str(kind)[:40]!r}")
+    # kind == "format"
+    length = _non_negative(message, "length", positive=True)
+    attributes = validate_attributes(message.get("attributes"), "format", allow_null=True)
+    if not attributes:
+        raise InvalidOperation("format: 'attributes' must be a non-empty object")
+    return Delta().retain(pos).retain(length, attributes)
 
 
 def to_text(delta: Delta) -> str:
