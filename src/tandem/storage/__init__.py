@@ -1,0 +1,85 @@
+"""Storage: the ``Store`` contract, its backends, and choosing one by URL.
+
+``open_store(url, data_dir)`` maps ``Settings.database_url`` to a backend:
+
+==========================  ==============================================
+``""``                      SQLite at ``data_dir/tandem.db`` (dir created)
+``sqlite:///relative.db``   SQLite; four slashes for an absolute path
+``memory://``               ``MemoryStore`` (tests, demos; nothing persists)
+``postgresql://…``          ``PostgresStore`` (``postgres://`` too)
+==========================  ==============================================
+
+The returned store is not open yet: call ``await store.open()``. This package
+must not import the server, the document sessions or the bus.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tandem.storage.base import (
+    DocumentInfo,
+    LoadedDocument,
+    OpRecord,
+    Snapshot,
+    StorageError,
+    Store,
+)
+from tandem.storage.memory import MemoryStore
+from tandem.storage.postgres import PostgresStore
+from tandem.storage.sqlite import SQLiteStore
+
+__all__ = [
+    "DocumentInfo",
+    "LoadedDocument",
+    "MemoryStore",
+    "OpRecord",
+    "PostgresStore",
+    "SQLiteStore",
+    "Snapshot",
+    "StorageError",
+    "Store",
+    "migrate",
+    "open_store",
+]
+
+#: File name of the embedded database inside ``data_dir``.
+DEFAULT_SQLITE_FILE = "tandem.db"
+
+
+def open_store(url: str, data_dir: Path) -> Store:
+    """The (unopened) store for ``url``; see the table in the module docstring.
+
+    Raises ``ValueError`` for a URL it does not understand.
+    """
+    if url == "":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return SQLiteStore(data_dir / DEFAULT_SQLITE_FILE)
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if not path or path == ":memory:":
+            raise ValueError("sqlite:/// needs a file path; use memory:// for an in-memory store")
+        return SQLiteStore(Path(path))
+    if url in ("memory://", "memory:"):
+        return MemoryStore()
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    scheme = url.split(":", 1)[0]
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///path, "
+        "postgresql://…, memory:// or leave it empty for SQLite in the data directory"
+    )
+
+
+async def migrate(url: str, data_dir: Path) -> list[str]:
+    """Bring the database at ``url`` to the current schema; return the migrations applied.
+
+    For a future ``tandem migrate`` command: opening a store migrates it, so
+    this opens one, reports what that did, and closes it.
+    """
+    store = open_store(url, data_dir)
+    await store.open()
+    try:
+        return list(getattr(store, "applied_on_open", ()))
+    finally:
+        await store.close()
