@@ -1,0 +1,514 @@
+"""JWT verification: a token in, a ``Principal`` with per-document permissions out.
+
+Owns the verification keys (an HS secret, a PEM public key, a JWKS file), the
+claim checks, the permission rules and the three places a token may travel
+(``Authorization`` header, WebSocket subprotocol, ``token`` query parameter).
+Pure: never awaits, never reads the clock unless ``now`` is omitted, and must
+not import asyncio, FastAPI, storage or the bus. Files are read once, when the
+``Authenticator`` is built.
+
+Security rules, each one tested in ``tests/unit/test_auth.py``:
+
+* Algorithms are pinned by ``Settings.jwt_algorithms`` and never taken from
+  the token: ``alg: none`` is always refused, an HS token is refused unless an
+  HS algorithm is pinned, and an HS token is only ever checked against the HS
+  secret, never against a public key (no algorithm confusion). Each key is
+  used only with the algorithm family of its type (RSA → RS/PS, EC → ES with
+  the matching curve); symmetric (``oct``) keys in a JWKS are ignored.
+* ``exp``, ``nbf`` and ``iat`` are checked against ``now`` with
+  ``Settings.jwt_leeway``; each must be a finite number when present. A token
+  without ``exp`` is accepted and never expires (``Principal.expires is None``),
+  because some service tokens carry none; issuers should set one.
+* ``aud``/``iss`` are required and checked when configured. When no audience is
+  configured a token that carries an ``aud`` is refused (PyJWT's behaviour: it
+  was minted for some other service).
+* ``sub`` is required: a non-empty string of at most 256 characters.
+* Error messages never contain the token, the secret or a key.
+
+Permissions live in one claim (``Settings.jwt_permissions_claim``, default
+``docs``), an object mapping a glob pattern to ``"read"`` or ``"write"``::
+
+    {"sub": "ada", "docs": {"*": "read", "notes/*": "write", "notes/secret": "read"}}
+
+A token without that claim grants **no** document access (secure default).
+When several patterns match a document, the most specific one wins:
+
+1. an exact name (no ``*``, ``?`` or ``[``) beats every glob;
+2. otherwise the pattern with more literal (non-wildcard) characters wins;
+3. ties go to the pattern listed later.
+
+So in the example ``notes/a`` is writable, ``notes/secret`` and ``todo`` are
+read-only. Globs use ``fnmatch.fnmatchcase``: case-sensitive, and ``*``
+crosses ``/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import math
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired
+from tandem.settings import Settings
+
+__all__ = [
+    "SUBPROTOCOL",
+    "Authenticator",
+    "Permission",
+    "Principal",
+    "extract_token",
+]
+
+logger = logging.getLogger(__name__)
+
+Permission: TypeAlias = Literal["read", "write"]
+PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+#: The WebSocket subprotocol the server accepts; the token rides next to it as ``bearer.<JWT>``.
+SUBPROTOCOL = "tandem.v1"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+
+#: Longest token accepted, in characters (a JWT with a large ``docs`` claim fits easily).
+MAX_TOKEN_CHARS = 16_384
+MAX_USER_CHARS = 256
+MAX_NAME_CHARS = 256
+#: Most patterns one token may carry; bounds the cost of every permission check.
+MAX_PERMISSION_RULES = 1_000
+DEV_SECRET_FILE = "dev-secret"
+
+_HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}  # algorithm → minimum secret bytes (RFC 7518 3.2)
+_RSA = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+_EC_CURVE = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+SUPPORTED_ALGORITHMS = frozenset(_HMAC) | _RSA | frozenset(_EC_CURVE)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified token speaks for, and what it may do.
+
+    ``permissions`` keeps the claim's order, which breaks ties (see the module
+    docstring). ``expires`` is the ``exp`` claim, or None when the token has none.
+    """
+
+    user: str
+    name: str
+    permissions: tuple[tuple[str, Permission], ...] = ()
+    expires: float | None = None
+
+    def permission(self, doc: str) -> Permission | None:
+        """The access this principal has to ``doc``: the most specific matching rule wins."""
+        best: tuple[bool, int, int] | None = None
+        granted: Permission | None = None
+        for index, (pattern, access) in enumerate(self.permissions):
+            if not fnmatch.fnmatchcase(doc, pattern):
+                continue
+            rank = (_is_exact(pattern), _literal_chars(pattern), index)
+            if best is None or rank > best:
+                best, granted = rank, access
+        return granted
+
+    def can_read(self, doc: str) -> bool:
+        """True when the principal may open ``doc`` (write access implies read)."""
+        return self.permission(doc) is not None
+
+    def can_write(self, doc: str) -> bool:
+        """True when the principal may edit ``doc``."""
+        return self.permission(doc) == "write"
+
+    def require_read(self, doc: str) -> None:
+        """Raise ``Forbidden`` unless the principal may open ``doc``."""
+        if not self.can_read(doc):
+            raise Forbidden(f"user {self.user!r} has no access to document {doc!r}")
+
+    def require_write(self, doc: str) -> None:
+        """Raise ``ReadOnly`` if ``doc`` is only readable, ``Forbidden`` if not even that."""
+        access = self.permission(doc)
+        if access == "write":
+            return
+        if access == "read":
+            raise ReadOnly(f"user {self.user!r} may read but not edit document {doc!r}")
+        raise Forbidden(f"user {self.user!r} has no access to document {doc!r}")
+
+    def seconds_left(self, now: float) -> float:
+        """Seconds until the token expires (negative once it has); ``math.inf`` without ``exp``."""
+        return math.inf if self.expires is None else self.expires - now
+
+
+def _is_exact(pattern: str) -> bool:
+    return not any(c in pattern for c in "*?[")
+
+
+def _literal_chars(pattern: str) -> int:
+    """Characters of ``pattern`` that must match themselves (``[...]`` classes count zero)."""
+    count, i = 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            end = pattern.find("]", i + 2)  # fnmatch: a "]" right after "[" or "[!" is literal
+            if end != -1:
+                i = end + 1
+                continue
+            count += 1  # an unclosed "[" matches itself
+        elif c not in "*?":
+            count += 1
+        i += 1
+    return count
+
+
+class Authenticator:
+    """Verifies tokens against the keys the settings name; build it once at start-up.
+
+    Keys: ``jwt_secret`` for HS algorithms (when it is empty and ``data_dir`` is
+    given, a random secret is read from or created in ``data_dir/dev-secret``,
+    mode 0600: the zero-configuration development mode); ``jwt_public_key_file``
+    (PEM) and/or ``jwt_jwks_file`` for RS/PS/ES algorithms. A token's ``kid``
+    picks the JWKS key; a token without ``kid`` uses the only key of a one-key
+    JWKS, else the PEM key. Raises ``ValueError`` for a configuration that
+    could never verify a token.
+    """
+
+    def __init__(self, settings: Settings, *, data_dir: Path | str | None = None) -> None:
+        self._settings = settings
+        algorithms = tuple(settings.jwt_algorithms)
+        unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(
+                f"jwt_algorithms must be a non-empty subset of {sorted(SUPPORTED_ALGORITHMS)}; "
+                f"got {list(algorithms)!r}"
+            )
+        self._algorithms = frozenset(algorithms)
+        self._hmac_algorithms = [a for a in algorithms if a in _HMAC]
+        self._secret = self._load_secret(settings, data_dir)
+        self._public_key: PublicKey | None = None
+        if settings.jwt_public_key_file:
+            self._public_key = _load_pem(Path(settings.jwt_public_key_file))
+        self._jwks: dict[str | None, tuple[PublicKey, str | None]] = {}
+        if settings.jwt_jwks_file:
+            self._jwks = _load_jwks(Path(settings.jwt_jwks_file))
+        has_asymmetric = any(a not in _HMAC for a in algorithms)
+        if (self._public_key is not None or self._jwks) and not has_asymmetric:
+            raise ValueError(
+                "a public key or JWKS file is configured but jwt_algorithms pins no "
+                "RS/PS/ES algorithm"
+            )
+        if has_asymmetric and self._public_key is None and not self._jwks:
+            raise ValueError(
+                "jwt_algorithms pins an RS/PS/ES algorithm but neither jwt_public_key_file "
+                "nor jwt_jwks_file is set"
+            )
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _load_secret(self, settings: Settings, data_dir: Path | str | None) -> bytes | None:
+        if not self._hmac_algorithms:
+            return None
+        if settings.jwt_secret:
+            secret = settings.jwt_secret.encode()
+        elif data_dir is not None:
+            secret = _dev_secret(Path(data_dir))
+        else:
+            raise ValueError(
+                f"jwt_algorithms pins {self._hmac_algorithms[0]} but jwt_secret is empty "
+                "and no data directory was given for a development secret"
+            )
+        needed = max(_HMAC[a] for a in self._hmac_algorithms)
+        if len(secret) < needed:
+            raise ValueError(
+                f"jwt_secret is {len(secret)} bytes; {'/'.join(self._hmac_algorithms)} "
+                f"needs at least {needed} (RFC 7518 section 3.2)"
+            )
+        return secret
+
+    def _key_for(self, alg: str, header: Mapping[str, Any]) -> bytes | PublicKey:
+        if alg in _HMAC:
+            if self._secret is None:  # unreachable: an HS algorithm pinned implies a secret
+                raise AuthError("no key for this token's algorithm")
+            return self._secret
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise AuthError("malformed token header: kid must be a string")
+        key: PublicKey | None = None
+        if self._jwks:
+            entry = self._jwks.get(kid)
+            if entry is None and kid is None and len(self._jwks) == 1:
+                entry = next(iter(self._jwks.values()))
+            if entry is not None:
+                key, key_alg = entry
+                if key_alg is not None and key_alg != alg:
+                    raise AuthError(f"key {kid!r} is not for algorithm {alg}")
+        if key is None:
+            key = self._public_key
+        if key is None:
+            raise AuthError(f"unknown signing key {kid!r}" if kid else "token has no kid")
+        if not _key_fits(key, alg):
+            raise AuthError(f"the signing key does not fit algorithm {alg}")
+        return key
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, token: str, now: float | None = None) -> Principal:
+        """Check ``token`` and return its ``Principal``; raise ``AuthError`` otherwise.
+
+        ``TokenExpired`` (an ``AuthError``) when ``exp`` has passed, by more than
+        the leeway. ``now`` defaults to the wall clock.
+        """
+        if not isinstance(token, str) or not token:
+            raise AuthError("missing token")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError(f"token longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            shown = alg if isinstance(alg, str) and len(alg) <= 16 else "?"
+            raise AuthError(f"token algorithm {shown!r} is not accepted")
+        key = self._key_for(alg, header)
+        settings = self._settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],  # only the pinned one we chose the key for
+                audience=settings.jwt_audience or None,
+                issuer=settings.jwt_issuer or None,
+                options={
+                    # time claims are checked below against ``now``
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "require": ["sub"],
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad token signature") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"token has no {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("token is from another issuer") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise AuthError("malformed token") from None
+        return self._principal(claims, time.time() if now is None else now)
+
+    def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:
+        leeway = self._settings.jwt_leeway
+        exp = _numeric_date(claims, "exp")
+        nbf = _numeric_date(claims, "nbf")
+        iat = _numeric_date(claims, "iat")
+        if exp is not None and now >= exp + leeway:
+            raise TokenExpired("token expired")
+        if nbf is not None and now + leeway < nbf:
+            raise AuthError("token not valid yet (nbf)")
+        if iat is not None and now + leeway < iat:
+            raise AuthError("token issued in the future (iat)")
+        if iat is not None and exp is not None and iat > exp:
+            raise AuthError("token expires before it was issued")
+        user = claims.get("sub")
+        if not isinstance(user, str) or not user or len(user) > MAX_USER_CHARS:
+            raise AuthError(f"sub must be a non-empty string of at most {MAX_USER_CHARS} chars")
+        name = claims.get("name", user)
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+            raise AuthError(f"name must be a non-empty string of at most {MAX_NAME_CHARS} chars")
+        rules = _parse_permissions(claims.get(self._settings.jwt_permissions_claim))
+        return Principal(user=user, name=name, permissions=rules, expires=exp)
+
+    # -- issuing -----------------------------------------------------------------------
+
+    def issue(
+        self,
+        user: str,
+        *,
+        name: str | None = None,
+        docs: Mapping[str, Permission] | None = None,
+        ttl: float = 3600,
+        now: float | None = None,
+    ) -> str:
+        """Mint an HS token for the CLI and the development demo.
+
+        Sets ``aud``/``iss`` when configured so the token verifies here. Raises
+        ``RuntimeError`` when no HS algorithm and secret are configured (only a
+        public key: tokens must come from the identity provider).
+        """
+        if self._secret is None or not self._hmac_algorithms:
+            raise RuntimeError(
+                "cannot issue tokens: only public keys are configured; "
+                "set jwt_secret and pin an HS algorithm"
+            )
+        if not isinstance(user, str) or not user or len(user) > MAX_USER_CHARS:
+            raise ValueError(f"user must be a non-empty string of at most {MAX_USER_CHARS} chars")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        issued = time.time() if now is None else now
+        claims: dict[str, Any] = {
+            "sub": user,
+            "iat": math.floor(issued),
+            "exp": math.floor(issued + ttl),
+        }
+        if name is not None:
+            claims["name"] = name
+        if docs is not None:
+            try:
+                _parse_permissions(dict(docs))
+            except AuthError as exc:
+                raise ValueError(exc.message) from None
+            claims[self._settings.jwt_permissions_claim] = dict(docs)
+        if self._settings.jwt_audience:
+            claims["aud"] = self._settings.jwt_audience
+        if self._settings.jwt_issuer:
+            claims["iss"] = self._settings.jwt_issuer
+        return jwt.encode(claims, self._secret, algorithm=self._hmac_algorithms[0])
+
+
+def _numeric_date(claims: Mapping[str, Any], claim: str) -> float | None:
+    value = claims.get(claim)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AuthError(f"{claim} must be a finite number")
+    return float(value)
+
+
+def _parse_permissions(raw: object) -> tuple[tuple[str, Permission], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise AuthError("permissions claim must be an object of pattern → 'read' | 'write'")
+    if len(raw) > MAX_PERMISSION_RULES:
+        raise AuthError(f"permissions claim has more than {MAX_PERMISSION_RULES} patterns")
+    rules: list[tuple[str, Permission]] = []
+    for pattern, access in raw.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise AuthError("permission patterns must be non-empty strings")
+        if access == "read" or access == "write":
+            rules.append((pattern, access))
+        else:
+            raise AuthError(f"permission for {pattern!r} must be 'read' or 'write'")
+    return tuple(rules)
+
+
+def _key_fits(key: PublicKey, alg: str) -> bool:
+    if alg in _RSA:
+        return isinstance(key, rsa.RSAPublicKey)
+    if alg in _EC_CURVE:
+        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _EC_CURVE[alg]
+    return False
+
+
+def _load_pem(path: Path) -> PublicKey:
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read jwt_public_key_file: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError("jwt_public_key_file does not hold a PEM public key") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError("jwt_public_key_file must hold an RSA or EC public key")
+    return key
+
+
+def _load_jwks(path: Path) -> dict[str | None, tuple[PublicKey, str | None]]:
+    """``kid`` → (key, the JWK's ``alg`` if it names one). Unusable keys are skipped."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read jwt_jwks_file: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError("jwt_jwks_file is not JSON") from None
+    entries = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError('jwt_jwks_file must be a JSON object with a "keys" list')
+    keys: dict[str | None, tuple[PublicKey, str | None]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        if entry.get("kty") not in ("RSA", "EC"):  # never an "oct" (HMAC) key from a JWKS
+            continue
+        kid, alg = entry.get("kid"), entry.get("alg")
+        if (kid is not None and not isinstance(kid, str)) or (
+            alg is not None and alg not in SUPPORTED_ALGORITHMS
+        ):
+            continue
+        try:
+            key = jwt.PyJWK(entry).key
+        except (jwt.PyJWTError, ValueError, TypeError):
+            logger.warning("jwt_jwks_file: skipping unusable key %r", kid)
+            continue
+        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            keys[kid] = (key, alg)
+    if not keys:
+        raise ValueError("jwt_jwks_file holds no usable RSA or EC signing key")
+    return keys
+
+
+def _dev_secret(data_dir: Path) -> bytes:
+    """Read ``data_dir/dev-secret``, creating it (mode 0600) with a random secret if absent.
+
+    The file appears atomically (written aside, then hard-linked into place), so
+    two processes starting together agree on one secret.
+    """
+    path = data_dir / DEV_SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        temp = data_dir / f".{DEV_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        logger.warning("generated a development JWT secret in %s (not for production)", path)
+    if path.stat().st_mode & 0o077:
+        logger.warning("%s is readable by other users; chmod 600 it", path)
+    secret = path.read_text().strip().encode()
+    if not secret:
+        raise ValueError(f"{path} is empty; delete it to generate a new development secret")
+    return secret
+
+
+def extract_token(
+    query_token: str | None,
+    authorization_header: str | None,
+    subprotocols: Sequence[str] | None,
+) -> tuple[str | None, str | None]:
+    """Find the token a client sent and the subprotocol to accept: ``(token, subprotocol)``.
+
+    Looks, in order, at ``Authorization: Bearer <JWT>``, a ``bearer.<JWT>``
+    WebSocket subprotocol (browsers cannot set headers on a WebSocket, so the
+    JS client offers ``["tandem.v1", "bearer.<JWT>"]``), then the ``token`` query
+    parameter. The subprotocol to accept is ``"tandem.v1"`` whenever the client
+    offered it, and None otherwise; the ``bearer.`` entry is never echoed back.
+    Empty values count as absent. Verification is ``Authenticator.verify``'s job.
+    """
+    offered = list(subprotocols or ())
+    accept = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    if authorization_header:
+        scheme, _, credentials = authorization_header.strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            return credentials, accept
+    for protocol in offered:
+        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(protocol) > len(
+            BEARER_SUBPROTOCOL_PREFIX
+        ):
+            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :], accept
+    if query_token:
+        return query_token, accept
+    return None, accept
