@@ -1,0 +1,1 @@
+"""The Python client: ``state`` is the pure protocol state machine, ``connection`` the I/O."""

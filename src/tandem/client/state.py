@@ -1,0 +1,333 @@
+"""The client side of the protocol as a pure state machine: one document, no I/O.
+
+Owns the local document, the last server version the client has seen, the op
+in flight (with its ``seq`` and base version), the buffer of edits typed
+meanwhile, and the document as the server has it at that version
+(``confirmed``). It implements docs/protocol.md, "The client state machine"
+(ot.js's three states)::
+
+    Synchronized ──local edit──▶ AwaitingAck(inflight) ──local edit──▶ AwaitingAckWithBuffer
+         ▲                             │ ack                                  │ ack: buffer becomes
+         └─────────────────────────────┘                                      ▼ the new inflight
+                                                                   AwaitingAck(buffer)
+
+Methods take what arrived and return what to send (a message dict) or what to
+apply to the editor (a ``Delta``); the connection does the sending. Errors
+are raised: ``VersionGap`` when a server op or ack does not follow on from
+the current version (re-join with ``v`` to catch up).
+
+Must not import asyncio or any network code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tandem.errors import ProtocolError, VersionError
+from tandem.ot.compose import compose
+from tandem.ot.cursor import transform_selection
+from tandem.ot.delta import Delta
+from tandem.ot.diff import diff
+from tandem.ot.document import Document
+from tandem.ot.invert import invert
+from tandem.ot.transform import Side, transform
+
+__all__ = ["ClientState", "Pending", "Status", "VersionGap"]
+
+#: Server ops remembered for moving remote cursors sent at older versions.
+HISTORY: Final = 256
+
+
+class VersionGap(VersionError):
+    """A server op or ack does not follow on from the client's version: re-join with ``v``."""
+
+    def __init__(self, message: str, *, expected: int, got: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
+
+
+class Status(enum.Enum):
+    """The three states of docs/protocol.md."""
+
+    SYNCHRONIZED = "synchronized"
+    AWAITING_ACK = "awaiting_ack"
+    AWAITING_ACK_WITH_BUFFER = "awaiting_ack_with_buffer"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The op in flight: rebased as server ops arrive, but its ``seq`` and ``base_version``
+    stay those it was first sent with, so a resend after a reconnect is recognised."""
+
+    op: Delta
+    seq: int
+    base_version: int
+    #: The op as first sent; resends repeat it unchanged with ``base_version``.
+    sent: Delta
+
+
+class ClientState:
+    """One client's view of one document (see the module docstring).
+
+    ``document`` is what the user sees: ``confirmed`` with the in-flight op and
+    the buffer applied. ``version`` is the last server version applied.
+    """
+
+    def __init__(
+        self,
+        doc: str,
+        client_id: str,
+        *,
+        content: Document | Delta | str | None = None,
+        version: int = 0,
+        first_seq: int = 1,
+    ) -> None:
+        self.doc = doc
+        self.client_id = client_id
+        self.version = version
+        self.confirmed = content if isinstance(content, Document) else Document(content)
+        self.document = self.confirmed
+        self.inflight: Pending | None = None
+        self.buffer: Delta | None = None
+        self.next_seq = first_seq
+        #: ``(version, op, client)`` of recent server ops, in server form.
+        self._history: deque[tuple[int, Delta, str | None]] = deque(maxlen=HISTORY)
+
+    # -- reading -------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        """Which of the three states the client is in."""
+        if self.inflight is None:
+            return Status.SYNCHRONIZED
+        if self.buffer is None:
+            return Status.AWAITING_ACK
+        return Status.AWAITING_ACK_WITH_BUFFER
+
+    @property
+    def synchronized(self) -> bool:
+        """True when nothing is in flight or buffered."""
+        return self.inflight is None
+
+    @property
+    def text(self) -> str:
+        """The local document's plain text."""
+        return self.document.text()
+
+    # -- local edits ---------------------------------------------------------
+
+    def local_edit(self, op: Delta) -> dict[str, Any] | None:
+        """Apply a local edit; return the ``op`` message to send, or None if it was buffered.
+
+        Raises ``OperationTooLong`` (and changes nothing) when ``op`` reaches
+        past the end of the local document. Empty ops are ignored.
+        """
+        document = self.document.apply(op)
+        if not op.ops:
+            return None
+        self.document = document
+        if self.inflight is None:
+            self.inflight = Pending(op, self.next_seq, self.version, op)
+            self.next_seq += 1
+            return self._op_message(self.inflight)
+        self.buffer = op if self.buffer is None else compose(self.buffer, op)
+        return None
+
+    def resend(self) -> dict[str, Any] | None:
+        """The in-flight op as first sent (same ``seq``, same base version), for a reconnect."""
+        return None if self.inflight is None else self._op_message(self.inflight)
+
+    def _op_message(self, pending: Pending) -> dict[str, Any]:
+        return {
+            "type": "op",
+            "doc": self.doc,
+            "v": pending.base_version,
+            "seq": pending.seq,
+            "op": pending.sent.to_json(),
+        }
+
+    # -- server messages ---------------------------------------------------------
+
+    def receive_op(self, version: int, op: Delta, client: str | None = None) -> Delta:
+        """Apply someone else's op that produced ``version``; return the delta for the editor.
+
+        Raises ``VersionGap`` unless ``version`` is the current version + 1.
+        """
+        if version != self.version + 1:
+            raise VersionGap(
+                f"server op for version {version} but the client is at {self.version}",
+                expected=self.version + 1,
+                got=version,
+            )
+        #          server op S
+        #   (pending) ─────────▶
+        #     P │              │ P' = transform(P, S, "right")
+        #       ▼              ▼
+        #          S' = transform(S, P, "left")
+        # once against the in-flight op, then against the buffer.
+        incoming = op
+        if self.inflight is not None:
+            pending = self.inflight
+            self.inflight = Pending(
+                transform(pending.op, incoming, "right"),
+                pending.seq,
+                pending.base_version,
+                pending.sent,
+            )
+            incoming = transform(incoming, pending.op, "left")
+        if self.buffer is not None:
+            buffer = self.buffer
+            self.buffer = transform(buffer, incoming, "right")
+            incoming = transform(incoming, buffer, "left")
+        self.confirmed = self.confirmed.apply(op)
+        self.document = self.document.apply(incoming)
+        self.version = version
+        self._history.append((version, op, client))
+        return incoming
+
+    def receive_ack(self, seq: int | None, version: int) -> dict[str, Any] | None:
+        """The in-flight op was committed as ``version``; return the next op message, if any.
+
+        An ack for a ``seq`` that was already acknowledged (a duplicate
+        delivery) is ignored. ``version`` equal to the current version means
+        the op turned into a no-op on the server. Raises ``VersionGap`` when
+        the ack skips versions, ``ProtocolError`` for an ack of nothing sent.
+        """
+        pending = self.inflight
+        if pending is None or seq != pending.seq:
+            if seq is not None and seq < (pending.seq if pending else self.next_seq):
+                return None
+            raise ProtocolError(f"ack for seq {seq}, which is not in flight")
+        if version == self.version + 1:
+            self.confirmed = self.confirmed.apply(pending.op)
+            self._history.append((version, pending.op, self.client_id))
+        elif version != self.version or pending.op.ops:
+            raise VersionGap(
+                f"ack of seq {seq} as version {version} but the client is at {self.version}",
+                expected=self.version + 1,
+                got=version,
+            )
+        self.version = version
+        self.inflight = None
+        if self.buffer is None:
+            return None
+        self.inflight = Pending(self.buffer, self.next_seq, self.version, self.buffer)
+        self.next_seq += 1
+        self.buffer = None
+        return self._op_message(self.inflight)
+
+    def catchup(self, ops: Iterable[Mapping[str, Any]]) -> Delta:
+        """Apply a ``catchup``'s ops; return the composed delta for the editor.
+
+        Entries at or below the current version are skipped. An entry with
+        this client's id and the in-flight ``seq`` is that op's ack; a buffer
+        then becomes the new in-flight op, which is *not* returned: call
+        ``resend()`` once the catch-up is applied.
+        """
+        change = Delta()
+        for entry in ops:
+            version = entry["v"]
+            if version <= self.version:
+                continue
+            pending = self.inflight
+            if (
+                pending is not None
+                and entry.get("client") == self.client_id
+                and entry.get("seq") == pending.seq
+            ):
+                self.receive_ack(pending.seq, version)
+                continue
+            op = Delta.from_json(entry["op"])
+            change = compose(change, self.receive_op(version, op, entry.get("client")))
+        return change
+
+    def load_snapshot(self, version: int, content: Delta | Document) -> Delta:
+        """Replace everything with the server's document at ``version``.
+
+        Pending edits cannot be rebased onto a snapshot (there is no common
+        version), so they are dropped; use ``discard_pending`` first to learn
+        what they were. Returns the delta taking the local document to the
+        snapshot, for the editor.
+        """
+        document = content if isinstance(content, Document) else Document(content)
+        change = diff(self.document, document)
+        self.confirmed = self.document = document
+        self.version = version
+        self.inflight = self.buffer = None
+        self._history.clear()
+        return change
+
+    def discard_pending(self) -> Delta:
+        """Drop the in-flight op and the buffer (after an error for them).
+
+        Returns the delta that undoes them in the editor; the document is
+        ``confirmed`` again, so a re-join with ``v`` can catch up.
+        """
+        change = invert(self.pending_op(), self.confirmed)
+        self.document = self.confirmed
+        self.inflight = self.buffer = None
+        return change
+
+    def pending_op(self) -> Delta:
+        """The in-flight op and the buffer, composed (empty when synchronized)."""
+        pending = self.inflight.op if self.inflight is not None else Delta()
+        return pending if self.buffer is None else compose(pending, self.buffer)
+
+    # -- cursors -----------------------------------------------------------------
+
+    def transform_remote_cursor(
+        self,
+        index: int,
+        length: int = 0,
+        *,
+        version: int | None = None,
+        client: str | None = None,
+    ) -> tuple[int, int]:
+        """Where a remote cursor (at server ``version``, default: ours) falls in our document.
+
+        It is moved through the server ops after ``version`` that we know
+        (``client``'s own inserts push its caret along), then through our
+        in-flight op and buffer: our pending insert at the caret leaves it
+        before the insert, as the server will when it commits ours. The result
+        is clamped to the local document.
+        """
+        if version is not None and version < self.version:
+            for op_version, op, author in self._history:
+                if op_version > version:
+                    side: Side = "right" if client is not None and author == client else "left"
+                    index, length = transform_selection(index, length, op, side)
+        for pending in (self.inflight.op if self.inflight else None, self.buffer):
+            if pending is not None:
+                index, length = transform_selection(index, length, pending, "left")
+        size = len(self.document)
+        index = min(max(index, 0), size)
+        return index, max(0, min(length, size - index))
+
+    def local_cursor_at_version(self, index: int, length: int = 0) -> tuple[int, int]:
+        """A local cursor moved back to ``version`` (undoing our pending edits), to send."""
+        pending = self.pending_op()
+        if pending.ops:
+            back = invert(pending, self.confirmed)
+            index, length = transform_selection(index, length, back, "left")
+        size = len(self.confirmed)
+        index = min(max(index, 0), size)
+        return index, max(0, min(length, size - index))
+
+    def presence_message(
+        self, cursor: tuple[int, int] | None, state: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The ``presence`` message for a local cursor ``(index, length)`` or None."""
+        message: dict[str, Any] = {"type": "presence", "doc": self.doc, "v": self.version}
+        if cursor is None:
+            message["cursor"] = None
+        else:
+            index, length = self.local_cursor_at_version(*cursor)
+            message["cursor"] = {"index": index, "length": length}
+        if state is not None:
+            message["state"] = dict(state)
+        return message
