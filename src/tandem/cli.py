@@ -1,14 +1,30 @@
-"""The ``tandem`` command line."""
+"""The ``tandem`` command line: ``serve``, ``token``, ``migrate``.
+
+Every flag maps onto a ``Settings`` field; the same fields can come from
+``TANDEM_*`` environment variables (flags win).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from tandem import __version__
+from tandem.settings import Settings
 
 __all__ = ["main"]
+
+
+def _doc_rule(text: str) -> tuple[str, str]:
+    pattern, sep, permission = text.rpartition("=")
+    if not sep or not pattern or permission not in ("read", "write"):
+        raise argparse.ArgumentTypeError("use PATTERN=read or PATTERN=write, e.g. 'notes/*=write'")
+    return pattern, permission
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,16 +32,128 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tandem", description="Tandem: real-time collaborative editing server."
     )
     parser.add_argument("--version", action="version", version=f"tandem {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--data", type=Path, help="data directory (default ./tandem-data)")
+    serve.add_argument(
+        "--database", help="sqlite:///PATH or postgresql://... (default: SQLite in --data)"
+    )
+    serve.add_argument("--redis", help="redis://... to run several nodes (default: in-process bus)")
+    serve.add_argument("--node-id", help="name of this node in metrics and logs")
+    serve.add_argument(
+        "--dev", action="store_true", default=None, help="serve development tokens to the demo page"
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    token = commands.add_parser("token", help="print a signed JWT")
+    token.add_argument("--user", required=True, help="the 'sub' claim")
+    token.add_argument("--name", help="display name (default: the user)")
+    token.add_argument(
+        "--doc",
+        action="append",
+        type=_doc_rule,
+        metavar="PATTERN=read|write",
+        help="document permission (repeatable; default '*=write')",
+    )
+    token.add_argument(
+        "--ttl", type=int, default=3600 * 24, help="lifetime in seconds (default 1 day)"
+    )
+    token.add_argument("--data", type=Path, help="data directory holding the dev secret")
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.add_argument("--database", help="sqlite:///PATH or postgresql://...")
+    migrate.add_argument("--data", type=Path, help="data directory (default ./tandem-data)")
     return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": getattr(args, "data", None),
+        "database_url": getattr(args, "database", None),
+        "redis_url": getattr(args, "redis", None),
+        "node_id": getattr(args, "node_id", None),
+        "dev_mode": getattr(args, "dev", None),
+    }
+    return Settings.from_env(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tandem.auth import Authenticator
+    from tandem.server.app import create_app
+
+    settings = _settings(args)
+    if not settings.jwt_secret and not settings.jwt_public_key_file and not settings.jwt_jwks_file:
+        # Zero configuration: a generated secret, and the demo may hand out tokens.
+        settings = settings.replace(dev_mode=True if args.dev is None else args.dev)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    url = settings.base_url
+    lines = [f"Tandem {__version__} on {url}  (node {settings.node_id})"]
+    lines.append(f"  storage: {settings.database_url or 'SQLite in ' + str(settings.data_dir)}")
+    lines.append(f"  bus:     {settings.redis_url or 'in-process'}")
+    try:
+        token = Authenticator(settings, data_dir=settings.data_dir).issue(
+            "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600
+        )
+        ws = url.replace("http", "ws", 1)
+        lines.append(f"  demo:    {url}/")
+        lines.append(f"  token:   {token}")
+        lines.append(f'  try:     wscat -c "{ws}/collab?token={token}&doc=hello"')
+    except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
+        lines.append("  (tokens are issued by your identity provider)")
+    print("\n".join(lines), flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        ws_max_size=settings.max_frame_bytes + 1024,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        access_log=False,
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from tandem.auth import Authenticator
+
+    settings = _settings(args)
+    docs = dict(args.doc) if args.doc else {"*": "write"}
+    authenticator = Authenticator(settings, data_dir=settings.data_dir)
+    print(authenticator.issue(args.user, name=args.name, docs=docs, ttl=args.ttl))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from tandem.storage import migrate
+
+    settings = _settings(args)
+    asyncio.run(migrate(settings.database_url, settings.data_dir))
+    print("migrations applied")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "token":
+        return _token(args)
+    if args.command == "migrate":
+        return _migrate(args)
+    parser.print_help()
     return 0
 
 

@@ -126,7 +126,9 @@ ClientMessage = Join | Leave | Submit | Presence | Ping
 # -- parsing -----------------------------------------------------------------
 
 
-def parse(frame: str | bytes, *, max_bytes: int = 1 << 20, max_components: int = 10_000) -> ClientMessage:
+def parse(
+    frame: str | bytes, *, max_bytes: int = 1 << 20, max_components: int = 10_000
+) -> ClientMessage:
     """Parse and validate one client frame (see ``docs/protocol.md``)."""
     if isinstance(frame, bytes):
         raise ProtocolError("binary frames are not accepted on /collab; send JSON text")
@@ -149,9 +151,7 @@ def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> C
         raw_op = data.get("op")
         if isinstance(raw_op, list) and len(raw_op) > max_components:
             raise InvalidOperation(f"op has more than {max_components} components")
-        return Submit(
-            _optional_doc(data), Delta.from_json(raw_op), _version(data), _seq(data), ref
-        )
+        return Submit(_optional_doc(data), Delta.from_json(raw_op), _version(data), _seq(data), ref)
     if kind in SUGAR_TYPES:
         return Submit(_optional_doc(data), from_simple(data), _version(data), _seq(data), ref)
     if kind == "presence":
@@ -209,7 +209,7 @@ def _cursor(data: Mapping[str, Any]) -> Cursor | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ProtocolError("'cursor' must be {\"index\": I, \"length\": L} or null")
+        raise ProtocolError('\'cursor\' must be {"index": I, "length": L} or null')
     index, length = raw.get("index"), raw.get("length", 0)
     for name, value in (("index", index), ("length", length)):
         if type(value) is not int or value < 0 or value > MAX_COUNT:

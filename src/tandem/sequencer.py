@@ -174,11 +174,14 @@ class Sequencer:
         if not op.ops:
             return NoOp(self.version)
         document = self.document.apply(op)
-        if self._max_chars and len(document) > self._max_chars and len(document) > len(
-            self.document
+        if (
+            self._max_chars
+            and len(document) > self._max_chars
+            and len(document) > len(self.document)
         ):
             raise DocumentTooLarge(
-                f"the document would have {len(document)} characters; the limit is {self._max_chars}"
+                f"the document would have {len(document)} characters; "
+                f"the limit is {self._max_chars}"
             )
         entry = Entry(self.version + 1, op, client_id, seq, user, now)
         self._advance(entry, document)

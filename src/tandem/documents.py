@@ -1,0 +1,595 @@
+"""Open documents: one session per document, single-flight loads, group commit, fan-out.
+
+This is the async shell around the pure parts. For each submitted op the
+session asks the ``Sequencer`` for a decision *synchronously* (so ops are
+ordered by arrival, with no await in between), hands a commit to the
+``GroupCommitter``, and only when the store reports the batch durable does it
+acknowledge the author and broadcast the op — in version order, from an
+outbox. Acknowledgements of duplicates and no-ops wait in the same outbox, so
+no client ever hears of a version before it is durable.
+
+A failed commit acknowledges nothing: the session rolls back to its last
+durable state (which is exactly what the store holds, as appends are atomic)
+and tells the authors of every pending op ``ERR_STORAGE``; their clients
+resubmit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tandem.errors import (
+    HistoryUnavailable,
+    NotJoined,
+    ReadOnly,
+    StorageError,
+    TandemError,
+)
+from tandem.metrics import Metrics
+from tandem.ot.cursor import transform_selection
+from tandem.ot.delta import Delta
+from tandem.ot.document import Document
+from tandem.presence import PresenceTable
+from tandem.protocol import (
+    Cursor,
+    ack_message,
+    catchup_message,
+    encode,
+    error_message,
+    op_message,
+    snapshot_message,
+)
+from tandem.sequencer import Commit, Entry, HistoryGap, Sequencer
+from tandem.settings import Settings
+from tandem.storage.base import OpRecord, Snapshot, Store
+
+__all__ = ["DocumentManager", "DocumentSession", "GroupCommitter", "Member", "Peer"]
+
+log = logging.getLogger("tandem.documents")
+
+
+class Peer(Protocol):
+    """A connected client, as a session sees it."""
+
+    client: str
+    user: str
+    name: str
+
+    def send(self, message: str) -> None:
+        """Queue one encoded message for this client. Never blocks."""
+
+
+@dataclass(eq=False)
+class Member:
+    """A peer's membership in one document."""
+
+    peer: Peer
+    permission: str  # "read" | "write"
+
+    @property
+    def key(self) -> str:
+        """Idempotency identity: the client id scoped by user (see docs/protocol.md)."""
+        return f"{self.peer.client}@{self.peer.user}"
+
+
+def public_client(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+@dataclass(eq=False)
+class _Pending:
+    """Something to do once ``version`` is durable."""
+
+    version: int
+    entry: Entry | None = None
+    document: Document | None = None
+    author: Member | None = None
+    seq: int | None = None
+    ref: str | int | None = None
+    received: float = 0.0
+    done: Callable[[int], None] | None = None
+
+
+class GroupCommitter:
+    """Writes pending op records of all documents in as few transactions as possible.
+
+    Whatever accumulates while one transaction is in flight goes into the next:
+    under load many ops share one fsync, idle there is no added delay.
+    """
+
+    def __init__(self, store: Store, metrics: Metrics, settings: Settings) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._max_batch = settings.commit_max_batch
+        self._max_delay = settings.commit_max_delay
+        self._queue: deque[tuple[DocumentSession, OpRecord]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tandem-group-commit")
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is written (or failed)."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            if self._queue:
+                await asyncio.sleep(0)
+
+    def enqueue(self, session: DocumentSession, record: OpRecord) -> None:
+        self._queue.append((session, record))
+        self._idle.clear()
+        self._wakeup.set()
+
+    def discard(self, session: DocumentSession) -> None:
+        """Drop the queued (not yet written) records of a session that rolled back."""
+        self._queue = deque(item for item in self._queue if item[0] is not session)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._max_delay:
+                await asyncio.sleep(self._max_delay)
+            while self._queue:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
+                started = time.perf_counter()
+                try:
+                    await self._store.append([record for _, record in batch])
+                except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
+                    log.error("commit of %d ops failed: %s", len(batch), exc)
+                    failed = {id(session): session for session, _ in batch}
+                    for session in failed.values():
+                        self.discard(session)
+                        session.commit_failed(exc)
+                    continue
+                self._metrics.committed(len(batch), time.perf_counter() - started)
+                highest: dict[int, tuple[DocumentSession, int]] = {}
+                for session, record in batch:
+                    highest[id(session)] = (session, record.version)
+                for session, version in highest.values():
+                    session.durable(version)
+            if not self._queue:
+                self._idle.set()
+
+
+class DocumentSession:
+    """The single sequencer of one open document, with its members and presence."""
+
+    def __init__(
+        self,
+        doc: str,
+        sequencer: Sequencer,
+        manager: DocumentManager,
+    ) -> None:
+        self.doc = doc
+        self.sequencer = sequencer
+        self.manager = manager
+        self.settings = manager.settings
+        self.members: dict[Peer, Member] = {}
+        self.presence = PresenceTable()
+        self.durable_version = sequencer.version
+        self.durable_document = sequencer.document
+        self.last_snapshot = sequencer.version
+        self._outbox: deque[_Pending] = deque()
+        self._presence_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = time.monotonic()
+
+    # -- membership -----------------------------------------------------------
+
+    async def join(self, peer: Peer, permission: str, version: int | None) -> None:
+        """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up)."""
+        entries: list[Entry] | None = None
+        if version is not None and version <= self.durable_version:
+            entries = await self._entries_between(version, self.durable_version)
+        # No await from here on: the reply and the membership are consistent.
+        member = Member(peer, permission)
+        self.members[peer] = member
+        self.idle_since = None
+        presence = self.presence.snapshot()
+        if entries is None:
+            message = snapshot_message(
+                self.doc,
+                self.durable_version,
+                self.durable_document.to_delta(),
+                presence,
+                permission,
+            )
+        else:
+            ops = [
+                {
+                    "v": entry.version,
+                    "op": entry.op.to_json(),
+                    "client": public_client(entry.client_id),
+                    "user": entry.user,
+                    "seq": entry.seq,
+                }
+                for entry in entries
+            ]
+            message = catchup_message(
+                self.doc, version or 0, self.durable_version, ops, presence, permission
+            )
+        peer.send(encode(message))
+        self.manager.metrics.set_documents(len(self.manager.sessions))
+
+    def leave(self, peer: Peer) -> None:
+        member = self.members.pop(peer, None)
+        if member is None:
+            return
+        if self.presence.remove(peer.client):
+            self._broadcast_all(
+                encode(self.presence.left_message(peer.client, peer.user, self.doc))
+            )
+        if not self.members:
+            self.idle_since = time.monotonic()
+
+    def member(self, peer: Peer) -> Member:
+        member = self.members.get(peer)
+        if member is None:
+            raise NotJoined(f"not joined to document {self.doc!r}")
+        return member
+
+    async def _entries_between(self, after: int, upto: int) -> list[Entry]:
+        """Committed entries with ``after < version <= upto``, loading old history if needed."""
+        for _ in range(5):
+            try:
+                entries = self.sequencer.entries_since(after)
+                break
+            except HistoryGap as gap:
+                await self._load_history(gap.needed_from)
+        else:
+            raise HistoryUnavailable("history is changing too fast to load; re-join")
+        return [entry for entry in entries if entry.version <= upto]
+
+    async def _load_history(self, from_version: int) -> None:
+        start = self.sequencer.window_start
+        records = await self.manager.store.get_ops(self.doc, from_version, start)
+        if self.sequencer.window_start != start:
+            return  # the window moved while we waited; the caller retries
+        if len(records) != start - from_version:
+            raise HistoryUnavailable(
+                f"history of {self.doc!r} from version {from_version} is not available"
+            )
+        self.sequencer.extend_history([_entry(record) for record in records])
+
+    # -- edits ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        member: Member,
+        op: Delta,
+        base_version: int | None,
+        seq: int | None,
+        ref: str | int | None = None,
+        *,
+        received: float | None = None,
+        done: Callable[[int], None] | None = None,
+    ) -> None:
+        """Sequence one op; the ack (or error) reaches ``member.peer`` once durable."""
+        if member.permission != "write":
+            raise ReadOnly(f"read-only access to {self.doc!r}: edits are refused")
+        received = time.perf_counter() if received is None else received
+        base = self.sequencer.version if base_version is None else base_version
+        started = time.perf_counter()
+        for _ in range(5):
+            try:
+                decision = self.sequencer.submit(
+                    op, base, client_id=member.key, seq=seq, user=member.peer.user, now=time.time()
+                )
+                break
+            except HistoryGap as gap:
+                await self._load_history(gap.needed_from)
+        else:
+            raise HistoryUnavailable("history is changing too fast to load; resubmit")
+        self.manager.metrics.transform_time(time.perf_counter() - started)
+        if isinstance(decision, Commit):
+            entry = decision.entry
+            self._outbox.append(
+                _Pending(entry.version, entry, decision.document, member, seq, ref, received, done)
+            )
+            self.manager.committer.enqueue(self, _record(self.doc, entry))
+            return
+        version = decision.version
+        pending = _Pending(version, author=member, seq=seq, ref=ref, received=received, done=done)
+        if version <= self.durable_version:
+            self._acknowledge(pending)
+        else:
+            self._outbox.append(pending)
+
+    def durable(self, version: int) -> None:
+        """The store has committed everything up to ``version``: ack and broadcast it."""
+        outbox = self._outbox
+        while outbox and outbox[0].version <= version:
+            pending = outbox.popleft()
+            if pending.entry is None:
+                self._acknowledge(pending)
+                continue
+            entry = pending.entry
+            assert pending.document is not None
+            self.durable_version = entry.version
+            self.durable_document = pending.document
+            author = pending.author
+            message = encode(
+                op_message(
+                    self.doc,
+                    entry.version,
+                    entry.op,
+                    public_client(entry.client_id),
+                    entry.user,
+                    entry.seq,
+                )
+            )
+            for peer in self.members:
+                if author is None or peer is not author.peer:
+                    peer.send(message)
+            self._acknowledge(pending)
+            self.presence.transform(entry.op, public_client(entry.client_id), version=entry.version)
+        if self.durable_version - self.last_snapshot >= self.settings.snapshot_every:
+            self._snapshot()
+
+    def _acknowledge(self, pending: _Pending) -> None:
+        author = pending.author
+        if author is not None:
+            author.peer.send(
+                encode(ack_message(self.doc, pending.seq, pending.version, pending.ref))
+            )
+            self.manager.metrics.op_latency(time.perf_counter() - pending.received)
+        if pending.done is not None:
+            pending.done(pending.version)
+
+    def commit_failed(self, exc: BaseException) -> None:
+        """Roll back to the durable state; every pending author hears ERR_STORAGE."""
+        error = StorageError(f"the op could not be stored ({type(exc).__name__}); resubmit it")
+        outbox, self._outbox = self._outbox, deque()
+        for pending in outbox:
+            if pending.author is not None:
+                pending.author.peer.send(
+                    encode(error_message(error, doc=self.doc, seq=pending.seq, ref=pending.ref))
+                )
+            if pending.done is not None:
+                pending.done(-1)
+        try:
+            history = self.sequencer.entries_since(self.sequencer.window_start)
+        except HistoryGap:  # pragma: no cover - window_start is always available
+            history = []
+        self.sequencer = Sequencer(
+            self.doc,
+            self.durable_document,
+            self.durable_version,
+            [entry for entry in history if entry.version <= self.durable_version],
+            max_document_chars=self.settings.max_document_chars,
+            max_version_lag=self.settings.max_version_lag,
+        )
+
+    def _snapshot(self) -> None:
+        self.last_snapshot = self.durable_version
+        snapshot = Snapshot(self.doc, self.durable_version, self.durable_document.to_delta())
+        self.manager.background(self.manager.store.save_snapshot(snapshot))
+
+    # -- presence ---------------------------------------------------------------
+
+    def update_presence(
+        self,
+        member: Member,
+        cursor: Cursor | None,
+        state: dict[str, Any] | None,
+        base_version: int | None,
+        now: float,
+    ) -> None:
+        peer = member.peer
+        if cursor is not None:
+            index, length = cursor.index, cursor.length
+            if base_version is not None and base_version < self.durable_version:
+                try:
+                    entries = self.sequencer.entries_since(base_version)
+                except HistoryGap:
+                    raise HistoryUnavailable("presence is too far behind; re-join") from None
+                own = public_client(member.key)
+                for entry in entries:
+                    if entry.version > self.durable_version:
+                        break
+                    side = "right" if public_client(entry.client_id) == own else "left"
+                    index, length = transform_selection(index, length, entry.op, side)
+            elif base_version is not None and base_version > self.durable_version:
+                raise HistoryUnavailable(
+                    f"presence version {base_version} is ahead of the document "
+                    f"({self.durable_version})"
+                )
+            cursor = Cursor(index, length)
+        self.presence.update(
+            peer.client,
+            peer.user,
+            peer.name,
+            cursor,
+            state,
+            now,
+            length=len(self.durable_document),
+            version=self.durable_version,
+        )
+        self._flush_presence(now)
+
+    def touch(self, peer: Peer, now: float) -> None:
+        self.presence.touch(peer.client, now)
+
+    def _flush_presence(self, now: float) -> None:
+        interval = self.settings.presence_interval
+        for client in self.presence.due(now, interval):
+            message = encode(self.presence.entry_message(client, self.doc))
+            for peer in self.members:
+                if peer.client != client:
+                    peer.send(message)
+            self.presence.mark_sent(client, now)
+        wait = self.presence.next_due(now, interval)
+        if wait is not None and self._presence_timer is None:
+            loop = asyncio.get_running_loop()
+            self._presence_timer = loop.call_later(wait, self._presence_tick)
+
+    def _presence_tick(self) -> None:
+        self._presence_timer = None
+        self._flush_presence(time.monotonic())
+
+    def expire_presence(self, now: float) -> None:
+        for client in self.presence.expire(now, self.settings.presence_timeout):
+            user = next((p.user for p in self.members if p.client == client), "")
+            self._broadcast_all(encode(self.presence.left_message(client, user, self.doc)))
+
+    def _broadcast_all(self, message: str) -> None:
+        for peer in self.members:
+            peer.send(message)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._outbox)
+
+    def close(self) -> None:
+        if self._presence_timer is not None:
+            self._presence_timer.cancel()
+            self._presence_timer = None
+
+
+def _record(doc: str, entry: Entry) -> OpRecord:
+    return OpRecord(
+        doc, entry.version, entry.op, entry.client_id, entry.seq, entry.user, entry.time
+    )
+
+
+def _entry(record: OpRecord) -> Entry:
+    return Entry(record.version, record.op, record.client_id, record.seq, record.user, record.time)
+
+
+@dataclass(eq=False)
+class _Loading:
+    future: asyncio.Future[DocumentSession] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class DocumentManager:
+    """Opens documents once (single flight), keeps them while used, unloads idle ones."""
+
+    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.sessions: dict[str, DocumentSession] = {}
+        self.committer = GroupCommitter(store, metrics, settings)
+        self._loading: dict[str, _Loading] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.committer.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="tandem-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.committer.close()
+        for session in list(self.sessions.values()):
+            await self._unload(session, force=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def background(self, coroutine: Any) -> None:
+        """Run a best-effort coroutine (snapshots); failures are logged, never raised."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("background task failed: %s", t.exception())
+
+        task.add_done_callback(finished)
+
+    async def open(self, doc: str) -> DocumentSession:
+        """The session of ``doc``, loading it once however many ask at the same time."""
+        session = self.sessions.get(doc)
+        if session is not None:
+            return session
+        loading = self._loading.get(doc)
+        if loading is not None:
+            return await asyncio.shield(loading.future)
+        loading = _Loading()
+        self._loading[doc] = loading
+        try:
+            session = await self._load(doc)
+        except BaseException as exc:
+            loading.future.set_exception(exc)
+            loading.future.exception()  # mark retrieved
+            raise
+        finally:
+            self._loading.pop(doc, None)
+        self.sessions[doc] = session
+        loading.future.set_result(session)
+        self.metrics.set_documents(len(self.sessions))
+        return session
+
+    async def _load(self, doc: str) -> DocumentSession:
+        loaded = await self.store.load(doc)
+        document = Document(loaded.snapshot.content) if loaded.snapshot else Document()
+        for record in loaded.ops:
+            document = document.apply(record.op)
+        sequencer = Sequencer(
+            doc,
+            document,
+            loaded.version,
+            [_entry(record) for record in loaded.ops],
+            max_document_chars=self.settings.max_document_chars,
+            max_version_lag=self.settings.max_version_lag,
+        )
+        session = DocumentSession(doc, sequencer, self)
+        if loaded.snapshot is not None:
+            session.last_snapshot = loaded.snapshot.version
+        elif loaded.ops:
+            session.last_snapshot = 0
+        return session
+
+    async def _unload(self, session: DocumentSession, *, force: bool = False) -> None:
+        if not force and (session.members or session.busy):
+            return
+        if self.sessions.get(session.doc) is session:
+            del self.sessions[session.doc]
+        session.close()
+        if session.durable_version > session.last_snapshot:
+            snapshot = Snapshot(
+                session.doc, session.durable_version, session.durable_document.to_delta()
+            )
+            try:
+                await self.store.save_snapshot(snapshot)
+            except TandemError as exc:
+                log.warning("snapshot of %s on unload failed: %s", session.doc, exc)
+        self.metrics.set_documents(len(self.sessions))
+
+    async def _sweep(self) -> None:
+        """Expire silent presence and unload documents nobody has had open for a while."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.document_idle_unload / 2 or 1.0))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                session.expire_presence(now)
+                idle = session.idle_since
+                if idle is not None and now - idle >= self.settings.document_idle_unload:
+                    await self._unload(session)

@@ -1,0 +1,65 @@
+"""Rate and connection limits, pure: time is passed in, nothing sleeps.
+
+``TokenBucket`` meters messages per connection; ``ConnectionCounter`` caps
+concurrent connections per user and per IP. The gateway asks them and turns
+a refusal into ``ERR_RATE_LIMITED`` / ``ERR_LIMIT_EXCEEDED``.
+Must not import asyncio or network code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tandem.errors import LimitExceeded
+
+__all__ = ["ConnectionCounter", "TokenBucket"]
+
+
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``; one message costs one."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if available; False means "over the limit"."""
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.stamp = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+
+class ConnectionCounter:
+    """Counts open connections per user and per IP against their caps."""
+
+    def __init__(self, per_user: int, per_ip: int) -> None:
+        self.per_user = per_user
+        self.per_ip = per_ip
+        self.users: Counter[str] = Counter()
+        self.ips: Counter[str] = Counter()
+
+    def acquire(self, user: str, ip: str) -> None:
+        """Count one more connection, or raise ``LimitExceeded`` and count nothing."""
+        if self.per_user and self.users[user] >= self.per_user:
+            raise LimitExceeded(f"too many connections for this user (limit {self.per_user})")
+        if self.per_ip and self.ips[ip] >= self.per_ip:
+            raise LimitExceeded(f"too many connections from this address (limit {self.per_ip})")
+        self.users[user] += 1
+        self.ips[ip] += 1
+
+    def release(self, user: str, ip: str) -> None:
+        self.users[user] -= 1
+        if self.users[user] <= 0:
+            del self.users[user]
+        self.ips[ip] -= 1
+        if self.ips[ip] <= 0:
+            del self.ips[ip]

@@ -1,0 +1,122 @@
+"""Every Prometheus metric Tandem exports, defined once.
+
+Metrics live in a private ``CollectorRegistry`` per ``Metrics`` object (one per
+app), so several apps in one process (tests, embedding) never collide. Every
+metric carries a ``node`` label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+_FAST_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+
+
+class Metrics:
+    """The metric families, bound to one node label."""
+
+    def __init__(self, node: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.node = node
+        self._connections = Gauge(
+            "tandem_connections", "Open WebSocket connections", ["node", "endpoint"], registry=r
+        )
+        self._documents = Gauge("tandem_open_documents", "Documents loaded", ["node"], registry=r)
+        self._ops = Counter("tandem_ops_committed_total", "Ops committed", ["node"], registry=r)
+        self._commits = Counter(
+            "tandem_commit_batches_total", "Storage transactions for ops", ["node"], registry=r
+        )
+        self._op_latency = Histogram(
+            "tandem_op_latency_seconds",
+            "Submit received to ack/broadcast sent (includes the durable commit)",
+            ["node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._commit_latency = Histogram(
+            "tandem_commit_seconds",
+            "Durable commit of one batch",
+            ["node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._transform = Histogram(
+            "tandem_transform_seconds",
+            "Transforming one submit to the head",
+            ["node"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self._presence_latency = Histogram(
+            "tandem_presence_latency_seconds",
+            "Presence update received to broadcast",
+            ["node"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._auth = Histogram(
+            "tandem_auth_seconds", "Token verification", ["node"], buckets=_FAST_BUCKETS, registry=r
+        )
+        self._errors = Counter(
+            "tandem_errors_total", "Errors sent to clients, by code", ["node", "code"], registry=r
+        )
+        self._dropped = Counter(
+            "tandem_slow_consumers_total",
+            "Connections dropped for not reading",
+            ["node"],
+            registry=r,
+        )
+
+    def connection_opened(self, endpoint: str) -> None:
+        self._connections.labels(self.node, endpoint).inc()
+
+    def connection_closed(self, endpoint: str) -> None:
+        self._connections.labels(self.node, endpoint).dec()
+
+    def set_documents(self, count: int) -> None:
+        self._documents.labels(self.node).set(count)
+
+    def committed(self, ops: int, seconds: float) -> None:
+        self._ops.labels(self.node).inc(ops)
+        self._commits.labels(self.node).inc()
+        self._commit_latency.labels(self.node).observe(seconds)
+
+    def op_latency(self, seconds: float) -> None:
+        self._op_latency.labels(self.node).observe(seconds)
+
+    def transform_time(self, seconds: float) -> None:
+        self._transform.labels(self.node).observe(seconds)
+
+    def presence_latency(self, seconds: float) -> None:
+        self._presence_latency.labels(self.node).observe(seconds)
+
+    def auth_time(self, seconds: float) -> None:
+        self._auth.labels(self.node).observe(seconds)
+
+    def error(self, code: str) -> None:
+        self._errors.labels(self.node, code).inc()
+
+    def slow_consumer(self) -> None:
+        self._dropped.labels(self.node).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,162 @@
+"""``create_app(settings)`` and the embeddable ``Tandem`` object.
+
+``Tandem`` owns the store, the authenticator, the document manager and the
+metrics, and exposes ``router`` (every route: ``/collab``, ``/api``,
+``/healthz``, ``/metrics``, the demo) and ``lifespan``. To embed Tandem in an
+existing FastAPI app::
+
+    tandem = Tandem(Settings.from_env())
+    app = FastAPI(lifespan=tandem.lifespan)
+    app.include_router(tandem.router, prefix="/collab-server")
+
+(Starlette does not run the lifespan of *mounted* sub-apps, which is why we
+offer a router plus a lifespan rather than an app to mount.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from tandem import __version__
+from tandem.auth import Authenticator
+from tandem.documents import DocumentManager
+from tandem.errors import TandemError
+from tandem.limits import ConnectionCounter
+from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
+from tandem.server.collab import serve_collab
+from tandem.server.rest import build_rest_router
+from tandem.settings import Settings
+from tandem.storage import open_store
+from tandem.storage.base import Store
+
+__all__ = ["Tandem", "create_app"]
+
+#: The JS client and demo page live in the repository's client/ folder.
+CLIENT_DIR = Path(__file__).resolve().parents[3] / "client"
+
+
+class Tandem:
+    """One Tandem server: its parts, its routes and its lifespan."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.node_id)
+        self._given_store = store
+        self.store: Store = (
+            store if store is not None else open_store(settings.database_url, settings.data_dir)
+        )
+        self.authenticator = Authenticator(settings, data_dir=settings.data_dir)
+        self.documents = DocumentManager(self.store, settings, self.metrics)
+        self.connections = ConnectionCounter(
+            settings.max_connections_per_user, settings.max_connections_per_ip
+        )
+        self.started = 0.0
+        self.router = self._build_router()
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.documents.start()
+        self.started = time.time()
+
+    async def stop(self) -> None:
+        await self.documents.close()
+        await self.store.close()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    def _build_router(self) -> APIRouter:
+        router = APIRouter()
+
+        @router.websocket("/collab")
+        async def collab(websocket: WebSocket) -> None:
+            await serve_collab(websocket, self)
+
+        router.include_router(build_rest_router(self))
+
+        @router.get("/healthz", tags=["operations"], summary="Liveness and dependency health")
+        async def healthz() -> Response:
+            checks: dict[str, Any] = {"node": self.settings.node_id, "version": __version__}
+            healthy = True
+            try:
+                await self.store.head("__healthz__")
+                checks["storage"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - report, don't raise
+                checks["storage"] = f"error: {type(exc).__name__}"
+                healthy = False
+            checks["bus"] = "ok"
+            checks["documents"] = len(self.documents.sessions)
+            checks["uptime"] = round(time.time() - self.started, 1) if self.started else 0
+            return JSONResponse(checks, status_code=200 if healthy else 503)
+
+        @router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+        async def metrics() -> Response:
+            return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+        @router.get(
+            "/api/dev/token", tags=["development"], summary="A token (development mode only)"
+        )
+        async def dev_token(user: str = "guest", name: str | None = None) -> Response:
+            if not self.settings.dev_mode:
+                return JSONResponse(
+                    {"code": "ERR_FORBIDDEN", "message": "development tokens are disabled"},
+                    status_code=403,
+                )
+            try:
+                token = self.authenticator.issue(
+                    user[:64] or "guest",
+                    name=(name or user)[:64],
+                    docs={"*": "write"},
+                    ttl=12 * 3600,
+                )
+            except TandemError as error:
+                return JSONResponse({"code": error.code, "message": error.message}, status_code=400)
+            return JSONResponse({"token": token})
+
+        if (CLIENT_DIR / "demo" / "index.html").is_file():
+            demo_index = CLIENT_DIR / "demo" / "index.html"
+
+            @router.get("/", include_in_schema=False)
+            async def index() -> FileResponse:
+                return FileResponse(demo_index)
+
+        return router
+
+    def mount_static(self, app: FastAPI, prefix: str = "") -> None:
+        """Serve the demo page, the JS client and its vendored modules."""
+        for path, folder in (
+            ("/demo", CLIENT_DIR / "demo"),
+            ("/client", CLIENT_DIR / "src"),
+            ("/vendor", CLIENT_DIR / "node_modules"),
+        ):
+            if folder.is_dir():
+                app.mount(prefix + path, StaticFiles(directory=folder), name=f"tandem{path}")
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """A complete Tandem server as a FastAPI app."""
+    settings = settings or Settings.from_env()
+    tandem = Tandem(settings, store=store)
+    app = FastAPI(
+        title="Tandem",
+        version=__version__,
+        description="Real-time collaborative editing: OT over WebSocket, REST, presence.",
+        lifespan=tandem.lifespan,
+    )
+    app.include_router(tandem.router)
+    tandem.mount_static(app)
+    app.state.tandem = tandem
+    return app

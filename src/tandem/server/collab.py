@@ -1,0 +1,324 @@
+"""The ``/collab`` WebSocket: frame → protocol → documents → frame; nothing else.
+
+One ``Connection`` per socket. Its reader parses each frame and dispatches it
+to the document sessions; its writer sends what the sessions queued, batching
+everything queued within one event-loop tick into one frame. The queue is
+bounded: a client that stops reading is dropped with ``ERR_SLOW_CONSUMER``
+(close 4408) rather than slowing its document or growing memory.
+
+Every exception raised while handling a message becomes exactly one ``error``
+reply; only fatal ones (auth, oversized frames, slow consumer) close the
+socket, with the code ``TandemError.close_code`` gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from tandem.auth import Principal, extract_token
+from tandem.documents import DocumentSession
+from tandem.errors import (
+    AuthError,
+    LimitExceeded,
+    NotJoined,
+    RateLimited,
+    SlowConsumer,
+    TandemError,
+    TokenExpired,
+)
+from tandem.limits import TokenBucket
+from tandem.protocol import (
+    Join,
+    Leave,
+    Ping,
+    Presence,
+    Submit,
+    batch,
+    encode,
+    error_message,
+    hello_message,
+    parse,
+    validate_client_id,
+    validate_doc_id,
+)
+
+if TYPE_CHECKING:
+    from tandem.server.app import Tandem
+
+__all__ = ["Connection", "serve_collab"]
+
+log = logging.getLogger("tandem.collab")
+
+
+class Connection:
+    """One client socket: identity, joined documents, bounded outbound queue."""
+
+    def __init__(
+        self, websocket: WebSocket, principal: Principal, client: str, tandem: Tandem
+    ) -> None:
+        self.websocket = websocket
+        self.principal = principal
+        self.client = client
+        self.user = principal.user
+        self.name = principal.name
+        self.tandem = tandem
+        settings = tandem.settings
+        self.documents: dict[str, DocumentSession] = {}
+        self._queue: deque[str] = deque()
+        self._limit = settings.send_queue_frames
+        self._ready = asyncio.Event()
+        self._closing: tuple[int, str] | None = None
+        self._bucket = TokenBucket(
+            settings.messages_per_second, settings.message_burst, time.monotonic()
+        )
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    # -- outbound ---------------------------------------------------------------
+
+    def send(self, message: str) -> None:
+        if self._closing is not None:
+            return
+        if len(self._queue) >= self._limit:
+            self.tandem.metrics.slow_consumer()
+            error = SlowConsumer("you are not reading your messages fast enough; reconnect")
+            self._queue.clear()
+            self._queue.append(encode(error_message(error)))
+            self.close(error.close_code or 4408, "slow consumer")
+            return
+        self._queue.append(message)
+        self._ready.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the writer to flush what is queued and close with ``code``."""
+        if self._closing is None:
+            self._closing = (code, reason)
+            self._ready.set()
+
+    async def writer(self) -> None:
+        queue = self._queue
+        websocket = self.websocket
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while queue:
+                frames = list(queue)
+                queue.clear()
+                await websocket.send_text(batch(frames))
+            if self._closing is not None:
+                code, reason = self._closing
+                with contextlib.suppress(Exception):
+                    await websocket.close(code, reason)
+                return
+
+    def reply_error(self, error: TandemError, **where: Any) -> None:
+        self.tandem.metrics.error(error.code)
+        self._queue.append(encode(error_message(error, **where)))
+        self._ready.set()
+        if error.close_code is not None:
+            self.close(error.close_code, error.code)
+
+    # -- inbound ------------------------------------------------------------------
+
+    async def handle(self, frame: str | bytes) -> None:
+        """Handle one frame; any error becomes one reply."""
+        where: dict[str, Any] = {}
+        try:
+            if not self._bucket.take(time.monotonic()):
+                raise RateLimited("too many messages; slow down (the message was dropped)")
+            message = parse(
+                frame,
+                max_bytes=self.tandem.settings.max_frame_bytes,
+                max_components=self.tandem.settings.max_op_components,
+            )
+            if isinstance(message, Submit):
+                where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
+                session = self._session(message.doc)
+                where["doc"] = session.doc
+                member = session.member(self)
+                session.touch(self, time.monotonic())
+                await session.submit(
+                    member, message.op, message.base_version, message.seq, message.ref
+                )
+            elif isinstance(message, Presence):
+                where = {"ref": message.ref, "doc": message.doc}
+                session = self._session(message.doc)
+                where["doc"] = session.doc
+                session.update_presence(
+                    session.member(self),
+                    message.cursor,
+                    message.state,
+                    message.base_version,
+                    time.monotonic(),
+                )
+            elif isinstance(message, Join):
+                where = {"ref": message.ref, "doc": message.doc}
+                await self.join(message.doc, message.version)
+            elif isinstance(message, Leave):
+                where = {"ref": message.ref, "doc": message.doc}
+                session = self.documents.pop(message.doc, None)
+                if session is None:
+                    raise NotJoined(f"not joined to document {message.doc!r}")
+                session.leave(self)
+            elif isinstance(message, Ping):
+                for session in self.documents.values():
+                    session.touch(self, time.monotonic())
+                reply: dict[str, Any] = {"type": "pong"}
+                if message.id is not None:
+                    reply["id"] = message.id
+                self.send(encode(reply))
+        except TandemError as error:
+            self.reply_error(error, **where)
+        except Exception:  # noqa: BLE001 - a bug must not kill the connection
+            log.exception("internal error handling a message")
+            self.reply_error(TandemError("internal error; the message was not applied"), **where)
+
+    def _session(self, doc: str | None) -> DocumentSession:
+        if doc is None:
+            if len(self.documents) != 1:
+                raise NotJoined(
+                    "'doc' is required when the connection has joined "
+                    f"{'no' if not self.documents else 'several'} documents"
+                )
+            return next(iter(self.documents.values()))
+        session = self.documents.get(doc)
+        if session is None:
+            raise NotJoined(f"not joined to document {doc!r}; send a join first")
+        return session
+
+    async def join(self, doc: str, version: int | None) -> None:
+        self.principal.require_read(doc)
+        if doc in self.documents:
+            self.documents[doc].leave(self)
+            del self.documents[doc]
+        limit = self.tandem.settings.max_joins_per_connection
+        if len(self.documents) >= limit:
+            raise LimitExceeded(f"a connection may join at most {limit} documents")
+        permission = "write" if self.principal.can_write(doc) else "read"
+        session = await self.tandem.documents.open(doc)
+        self.documents[doc] = session
+        await session.join(self, permission, version)
+
+    def leave_all(self) -> None:
+        for session in self.documents.values():
+            session.leave(self)
+        self.documents.clear()
+
+
+def _query_doc(websocket: WebSocket) -> str | None:
+    doc = websocket.query_params.get("doc")
+    return None if doc is None else validate_doc_id(doc)
+
+
+async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
+    """Run one ``/collab`` connection from handshake to close."""
+    settings = tandem.settings
+    origin = websocket.headers.get("origin")
+    if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+        await websocket.close(4403, "origin not allowed")
+        return
+    token, subprotocol = extract_token(
+        websocket.query_params.get("token"),
+        websocket.headers.get("authorization"),
+        websocket.scope.get("subprotocols") or [],
+    )
+    await websocket.accept(subprotocol=subprotocol)
+    started = time.perf_counter()
+    try:
+        if not token:
+            raise AuthError(
+                "a token is required (query 'token', Authorization header or subprotocol)"
+            )
+        principal = tandem.authenticator.verify(token)
+        raw_client = websocket.query_params.get("client")
+        client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
+        doc = _query_doc(websocket)
+    except TandemError as error:
+        tandem.metrics.error(error.code)
+        close_code = error.close_code or (4401 if isinstance(error, AuthError) else 4400)
+        with contextlib.suppress(Exception):
+            await websocket.send_text(encode(error_message(error)))
+            await websocket.close(close_code, error.code)
+        return
+    finally:
+        tandem.metrics.auth_time(time.perf_counter() - started)
+    ip = websocket.client.host if websocket.client else "unknown"
+    try:
+        tandem.connections.acquire(principal.user, ip)
+    except LimitExceeded as error:
+        tandem.metrics.error(error.code)
+        with contextlib.suppress(Exception):
+            await websocket.send_text(encode(error_message(error)))
+            await websocket.close(error.close_code or 4429, error.code)
+        return
+    connection = Connection(websocket, principal, client, tandem)
+    tandem.metrics.connection_opened("collab")
+    writer = asyncio.create_task(connection.writer(), name="tandem-writer")
+    expiry = _schedule_expiry(connection, principal, settings.token_expiry_warning)
+    try:
+        connection.send(
+            encode(hello_message(client, principal.user, principal.name, principal.expires))
+        )
+        if doc is not None:
+            await connection.handle(encode({"type": "join", "doc": doc}))
+        while not writer.done():
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            await connection.handle(text if text is not None else message.get("bytes") or b"")
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        for handle in expiry:
+            handle.cancel()
+        connection.leave_all()
+        tandem.connections.release(principal.user, ip)
+        tandem.metrics.connection_closed("collab")
+        if not writer.done():
+            connection.close(1000, "bye")
+            try:
+                await asyncio.wait_for(writer, timeout=1.0)
+            except (TimeoutError, Exception):  # noqa: BLE001
+                writer.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer
+        if websocket.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await websocket.close(1000)
+
+
+def _schedule_expiry(
+    connection: Connection, principal: Principal, warning: float
+) -> list[asyncio.TimerHandle]:
+    """Warn before the token expires, then close with 4401 when it does."""
+    if principal.expires is None:
+        return []
+    loop = asyncio.get_running_loop()
+    left = principal.expires - time.time()
+    handles = []
+
+    def warn() -> None:
+        connection.send(encode({"type": "token_expiring", "expires": int(principal.expires or 0)}))
+
+    def expire() -> None:
+        connection.reply_error(TokenExpired("your token has expired; reconnect with a fresh one"))
+
+    if left > warning:
+        handles.append(loop.call_later(left - warning, warn))
+    else:
+        warn()
+    handles.append(loop.call_later(max(left, 0.0), expire))
+    return handles

@@ -1,0 +1,229 @@
+"""REST routes under ``/api``: read documents and history, submit ops, list documents.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route
+signatures' annotations at runtime, and ``Auth`` is local to the builder.)
+
+Bearer-token auth with the same JWT rules as ``/collab``. ``POST`` submits go
+through the same session, sequencer and durable commit as WebSocket ops and
+return only once the op is committed.
+"""
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from tandem.auth import Principal
+from tandem.documents import Member
+from tandem.errors import (
+    AuthError,
+    Forbidden,
+    ReadOnly,
+    StorageError,
+    TandemError,
+    TokenExpired,
+)
+from tandem.protocol import Submit, parse_message, validate_client_id, validate_doc_id
+
+if TYPE_CHECKING:
+    from tandem.server.app import Tandem
+
+__all__ = ["build_rest_router", "error_response"]
+
+_STATUS = {
+    AuthError: 401,
+    TokenExpired: 401,
+    Forbidden: 403,
+    ReadOnly: 403,
+    StorageError: 503,
+}
+
+
+def error_response(error: TandemError) -> JSONResponse:
+    status = 400
+    for kind in type(error).__mro__:
+        if kind in _STATUS:
+            status = _STATUS[kind]
+            break
+    return JSONResponse({"code": error.code, "message": error.message}, status_code=status)
+
+
+class DocumentOut(BaseModel):
+    v: int = Field(description="Version of the document")
+    content: list[dict[str, Any]] = Field(description="The document as a delta of inserts")
+    text: str = Field(description="Plain text, formatting dropped")
+
+
+class OpOut(BaseModel):
+    v: int
+    op: list[dict[str, Any]]
+    client: str
+    user: str
+    seq: int | None
+    time: float
+
+
+class OpsOut(BaseModel):
+    ops: list[OpOut]
+    v: int = Field(description="Head version of the document")
+
+
+class SubmitIn(BaseModel):
+    op: list[dict[str, Any]] | None = Field(None, description="A delta; or use type/pos/... sugar")
+    v: int | None = Field(None, description="Base version; default: the head")
+    seq: int | None = Field(None, description="Sequence number for idempotent retries")
+    client: str | None = Field(None, description="Client id for idempotent retries")
+    type: str | None = Field(None, description="'op' or a simple edit: insert, delete, format")
+    pos: int | None = None
+    text: str | None = None
+    length: int | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class SubmitOut(BaseModel):
+    v: int = Field(description="Version the op was committed as (or the head, for a no-op)")
+
+
+class DocInfoOut(BaseModel):
+    doc: str
+    v: int
+    updated: float
+
+
+class _RestPeer:
+    """The author of a REST submit: collects the single ack or error."""
+
+    def __init__(self, client: str, principal: Principal) -> None:
+        self.client = client
+        self.user = principal.user
+        self.name = principal.name
+        self.messages: list[str] = []
+
+    def send(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def build_rest_router(tandem: "Tandem") -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["documents"])
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        started = time.perf_counter()
+        try:
+            if not authorization or not authorization.lower().startswith("bearer "):
+                raise AuthError("send 'Authorization: Bearer <token>'")
+            return tandem.authenticator.verify(authorization[7:].strip())
+        except TandemError as error:
+            tandem.metrics.error(error.code)
+            raise HTTPException(
+                status_code=401,
+                detail={"code": error.code, "message": error.message},
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from None
+        finally:
+            tandem.metrics.auth_time(time.perf_counter() - started)
+
+    Auth = Annotated[Principal, Depends(principal)]
+
+    def checked_doc(doc: str, who: Principal, write: bool = False) -> str:
+        validate_doc_id(doc)
+        if write:
+            who.require_write(doc)
+        else:
+            who.require_read(doc)
+        return doc
+
+    @router.get("/docs", response_model=list[DocInfoOut], summary="Documents the token may read")
+    async def list_docs(who: Auth) -> Any:
+        infos = await tandem.store.list_documents()
+        return [
+            {"doc": info.doc, "v": info.version, "updated": info.updated}
+            for info in infos
+            if who.can_read(info.doc)
+        ]
+
+    @router.get(
+        "/docs/{doc:path}/ops", response_model=OpsOut, summary="Committed ops after a version"
+    )
+    async def get_ops(
+        doc: str,
+        who: Auth,
+        from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> Any:
+        try:
+            checked_doc(doc, who)
+        except TandemError as error:
+            return error_response(error)
+        head = await tandem.store.head(doc)
+        records = await tandem.store.get_ops(doc, from_, min(head, from_ + limit))
+        return {
+            "v": head,
+            "ops": [
+                {
+                    "v": r.version,
+                    "op": r.op.to_json(),
+                    "client": r.client_id.split("@", 1)[0],
+                    "user": r.user,
+                    "seq": r.seq,
+                    "time": r.time,
+                }
+                for r in records
+            ],
+        }
+
+    @router.get("/docs/{doc:path}", response_model=DocumentOut, summary="A document's content")
+    async def get_doc(doc: str, who: Auth) -> Any:
+        try:
+            checked_doc(doc, who)
+            session = await tandem.documents.open(doc)
+        except TandemError as error:
+            return error_response(error)
+        content = session.durable_document
+        return {
+            "v": session.durable_version,
+            "content": content.to_delta().to_json(),
+            "text": content.text(),
+        }
+
+    @router.post(
+        "/docs/{doc:path}/ops",
+        response_model=SubmitOut,
+        summary="Submit an op; returns once it is durably committed",
+    )
+    async def post_op(doc: str, body: SubmitIn, who: Auth, request: Request) -> Any:
+        try:
+            checked_doc(doc, who, write=True)
+            raw = body.model_dump(exclude_none=True)
+            raw.setdefault("type", "op")
+            raw["doc"] = doc
+            message = parse_message(raw, max_components=tandem.settings.max_op_components)
+            if not isinstance(message, Submit):
+                raise TandemError("only op, insert, delete and format may be posted")
+            client = validate_client_id(body.client) if body.client else "rest"
+            session = await tandem.documents.open(doc)
+            peer = _RestPeer(client, who)
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            def finished(version: int) -> None:
+                if not done.done():
+                    done.set_result(version)
+
+            await session.submit(
+                Member(peer, "write"),
+                message.op,
+                message.base_version,
+                message.seq if body.client else None,
+                done=finished,
+            )
+            version = await done
+            if version < 0:
+                raise StorageError("the op could not be stored; retry")
+        except TandemError as error:
+            tandem.metrics.error(error.code)
+            return error_response(error)
+        return {"v": version}
+
+    return router
