@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 
 from tandem.ot.delta import Delta
 from tandem.storage import OpRecord, PostgresStore, SQLiteStore, Store

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from tandem.storage import MemoryStore, PostgresStore, SQLiteStore, Store

@@ -252,7 +252,9 @@ class SQLiteStore:
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn)
         except sqlite3.IntegrityError as exc:
-            # The only constraints an append can break after check_heads are the
+            if "UNIQUE" not in str(exc):  # a CHECK, e.g. a negative snapshot version
+                raise StorageError(f"SQLite refused the write: {exc}") from exc
+            # The only unique keys an append can hit after check_heads are the
             # primary key (another writer) and the (doc, client_id, seq) index.
             what = "a (client_id, seq) was already committed" if "seq" in str(exc) else "conflict"
             raise ConflictError(f"{what}: {exc}") from exc
