@@ -1,1 +1,56 @@
-"""The Python client: ``state`` is the pure protocol state machine, ``connection`` the I/O."""
+"""The Python client: ``state`` is the pure protocol state machine, ``connection`` the I/O.
+
+``TandemClient`` and friends are imported lazily, so ``import tandem.client.state``
+(which must not import asyncio) does not pull in the connection module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tandem.client.state import ClientState, Pending, Status, VersionGap
+
+if TYPE_CHECKING:
+    from tandem.client.connection import (
+        Change,
+        ChangeStream,
+        ClientClosed,
+        DocumentHandle,
+        RemotePresence,
+        ServerError,
+        TandemClient,
+    )
+
+__all__ = [
+    "Change",
+    "ChangeStream",
+    "ClientClosed",
+    "ClientState",
+    "DocumentHandle",
+    "Pending",
+    "RemotePresence",
+    "ServerError",
+    "Status",
+    "TandemClient",
+    "VersionGap",
+]
+
+_LAZY = frozenset(
+    {
+        "Change",
+        "ChangeStream",
+        "ClientClosed",
+        "DocumentHandle",
+        "RemotePresence",
+        "ServerError",
+        "TandemClient",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from tandem.client import connection
+
+        return getattr(connection, name)
+    raise AttributeError(f"module 'tandem.client' has no attribute {name!r}")

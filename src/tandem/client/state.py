@@ -97,6 +97,8 @@ class ClientState:
         self.next_seq = first_seq
         #: ``(version, op, client)`` of recent server ops, in server form.
         self._history: deque[tuple[int, Delta, str | None]] = deque(maxlen=HISTORY)
+        #: Other clients' cursors ``(index, length)`` at ``version`` (server coordinates).
+        self._remote: dict[str, tuple[int, int] | None] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -187,8 +189,16 @@ class ClientState:
         self.confirmed = self.confirmed.apply(op)
         self.document = self.document.apply(incoming)
         self.version = version
-        self._history.append((version, op, client))
+        self._committed(version, op, client)
         return incoming
+
+    def _committed(self, version: int, op: Delta, author: str | None) -> None:
+        """Record a server op (in server form) and move the remote cursors through it."""
+        self._history.append((version, op, author))
+        for client, cursor in self._remote.items():
+            if cursor is not None:
+                side: Side = "right" if client == author else "left"
+                self._remote[client] = transform_selection(*cursor, op, side)
 
     def receive_ack(self, seq: int | None, version: int) -> dict[str, Any] | None:
         """The in-flight op was committed as ``version``; return the next op message, if any.
@@ -205,7 +215,7 @@ class ClientState:
             raise ProtocolError(f"ack for seq {seq}, which is not in flight")
         if version == self.version + 1:
             self.confirmed = self.confirmed.apply(pending.op)
-            self._history.append((version, pending.op, self.client_id))
+            self._committed(version, pending.op, self.client_id)
         elif version != self.version or pending.op.ops:
             raise VersionGap(
                 f"ack of seq {seq} as version {version} but the client is at {self.version}",
@@ -260,6 +270,7 @@ class ClientState:
         self.version = version
         self.inflight = self.buffer = None
         self._history.clear()
+        self._remote.clear()
         return change
 
     def discard_pending(self) -> Delta:
@@ -279,6 +290,32 @@ class ClientState:
         return pending if self.buffer is None else compose(pending, self.buffer)
 
     # -- cursors -----------------------------------------------------------------
+
+    def set_remote_cursor(
+        self, client: str, cursor: tuple[int, int] | None, version: int | None = None
+    ) -> None:
+        """Remember ``client``'s cursor, sent at server ``version`` (default: ours).
+
+        It is kept in server coordinates and moved through every later server
+        op, so it stays right however long the client stays still.
+        """
+        if cursor is not None and version is not None and version < self.version:
+            index, length = cursor
+            for op_version, op, author in self._history:
+                if op_version > version:
+                    side: Side = "right" if author == client else "left"
+                    index, length = transform_selection(index, length, op, side)
+            cursor = (index, length)
+        self._remote[client] = cursor
+
+    def forget_remote_cursor(self, client: str) -> None:
+        """Drop ``client``'s cursor (it left)."""
+        self._remote.pop(client, None)
+
+    def remote_cursor(self, client: str) -> tuple[int, int] | None:
+        """``client``'s cursor in the local document (through our pending ops), or None."""
+        cursor = self._remote.get(client)
+        return None if cursor is None else self.transform_remote_cursor(*cursor)
 
     def transform_remote_cursor(
         self,

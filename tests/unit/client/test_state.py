@@ -302,3 +302,32 @@ def test_presence_message_sends_the_cursor_at_the_confirmed_version() -> None:
     assert message["cursor"] == {"index": 2, "length": 0} and message["v"] == 3
     assert "state" not in message
     assert s.presence_message(None)["cursor"] is None
+
+
+def test_remote_cursors_are_tracked_through_every_server_op() -> None:
+    s = state("hello", 0, client="me")
+    s.set_remote_cursor("bob", (5, 0))
+    s.set_remote_cursor("carol", (1, 2))
+    s.set_remote_cursor("dave", None)
+    for version in range(1, HISTORY_SPAN):
+        s.receive_op(version, Delta().insert("x"), "zed")
+    # Far more ops than the history keeps: the cursors still moved through all of them.
+    moved = HISTORY_SPAN - 1
+    assert s.remote_cursor("bob") == (5 + moved, 0)
+    assert s.remote_cursor("carol") == (1 + moved, 2)
+    assert s.remote_cursor("dave") is None
+    # Bob's own insert at his caret pushes it; our pending insert there does not.
+    s.receive_op(HISTORY_SPAN, Delta().retain(5 + moved).insert("B"), "bob")
+    s.local_edit(Delta().retain(6 + moved).insert("me"))
+    assert s.remote_cursor("bob") == (6 + moved, 0)
+    # Our acked op moves them too.
+    s.receive_ack(1, HISTORY_SPAN + 1)
+    s.set_remote_cursor("erin", (0, 0), version=HISTORY_SPAN)
+    assert s.remote_cursor("erin") == (0, 0)
+    s.forget_remote_cursor("bob")
+    assert s.remote_cursor("bob") is None
+    s.load_snapshot(0, Delta())
+    assert s.remote_cursor("carol") is None
+
+
+HISTORY_SPAN = 400

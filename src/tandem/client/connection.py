@@ -1,0 +1,750 @@
+"""The asyncio Python client: one WebSocket, reconnects, and a handle per joined document.
+
+Owns the I/O around ``tandem.client.state.ClientState``: connecting (token and
+client id in the query string), reading frames (a frame may be a JSON array
+of messages, processed in order), a writer task per connection, re-joining
+every document after a reconnect (``join`` with ``v``, then resending the
+in-flight op with its original ``seq``), exponential backoff with jitter
+cycling through the server URLs, and the public ``TandemClient`` /
+``DocumentHandle`` API. Every decision about ops is ``ClientState``'s; this
+module only moves messages and wakes waiters.
+
+Edits are synchronous: they apply locally at once and go out when the
+connection is up, so typing keeps working while disconnected (edits compose
+into the buffer and are sent after the catch-up).
+
+Must not import the server, storage or bus.
+
+Example::
+
+    async with TandemClient("ws://localhost:8080/collab", token) as client:
+        notes = await client.join("notes")
+        notes.insert(0, "Hello")
+        await notes.synced()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from tandem.client.state import ClientState
+from tandem.errors import TandemError
+from tandem.ot.cursor import transform_selection
+from tandem.ot.delta import Attributes, Delta
+from tandem.ot.transform import Side
+
+__all__ = [
+    "Change",
+    "ChangeStream",
+    "ClientClosed",
+    "DocumentHandle",
+    "RemotePresence",
+    "ServerError",
+    "TandemClient",
+]
+
+log = logging.getLogger(__name__)
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+
+#: Close codes after which reconnecting with the same token is pointless.
+AUTH_CLOSE_CODES: Final = frozenset({4401, 4403})
+#: Error codes for an op that was not applied but may simply be sent again.
+RETRY_CODES: Final = frozenset({"ERR_RATE_LIMITED", "ERR_STORAGE", "ERR_INTERNAL"})
+
+
+class ClientClosed(ConnectionError):
+    """The client was closed (or gave up) while something was waiting on it."""
+
+
+class ServerError(TandemError):
+    """An ``error`` message from the server, with its wire ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change to a document's local content, in the order it happened.
+
+    ``remote`` is False for the user's own edits; ``client``/``user`` name the
+    author of a remote op (None for catch-ups, snapshots and undone edits).
+    """
+
+    delta: Delta
+    version: int
+    remote: bool
+    client: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePresence:
+    """Another client's presence; ``cursor`` is ``(index, length)`` in the local document."""
+
+    client: str
+    user: str
+    name: str
+    cursor: tuple[int, int] | None
+    state: Mapping[str, Any]
+
+
+class ChangeStream:
+    """An async iterator of ``Change``s; ends when the handle leaves or the client closes."""
+
+    def __init__(self, handle: DocumentHandle) -> None:
+        self._handle = handle
+        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self._done = False
+
+    def _push(self, change: Change | None) -> None:
+        if not self._done:
+            self._queue.put_nowait(change)
+
+    def __aiter__(self) -> ChangeStream:
+        return self
+
+    async def __anext__(self) -> Change:
+        if self._done and self._queue.empty():
+            raise StopAsyncIteration
+        change = await self._queue.get()
+        if change is None:
+            self._done = True
+            raise StopAsyncIteration
+        return change
+
+    def close(self) -> None:
+        """Stop receiving changes."""
+        self._handle._streams.discard(self)
+        self._done = True
+        self._queue.put_nowait(None)
+
+
+class DocumentHandle:
+    """One joined document: its local content, edits, presence and sync state."""
+
+    def __init__(self, client: TandemClient, doc: str) -> None:
+        self.doc = doc
+        self._client = client
+        self._state: ClientState | None = None
+        #: ``"read"`` or ``"write"``, from the server's snapshot/catch-up.
+        self.permission: str | None = None
+        #: True between a processed snapshot/catch-up and the next disconnect.
+        self.live = False
+        self._joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._streams: set[ChangeStream] = set()
+        self._callbacks: list[Callable[[Change], object]] = []
+        self._others: dict[str, dict[str, Any]] = {}
+        self._cursor: tuple[int, int] | None = None
+        self._presence_state: dict[str, Any] | None = None
+        self._presence_set = False
+        #: Edits dropped because the server answered a re-join with a snapshot.
+        self.lost: list[Delta] = []
+        #: The last ``error`` messages about this document.
+        self.errors: deque[ServerError] = deque(maxlen=32)
+
+    # -- reading --------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        """The pure state machine (raises RuntimeError before the first snapshot)."""
+        if self._state is None:
+            raise RuntimeError(f"document {self.doc!r} has not been loaded yet")
+        return self._state
+
+    @property
+    def text(self) -> str:
+        """The local plain text (with pending edits)."""
+        return self.state.text
+
+    @property
+    def content(self) -> Delta:
+        """The local content as a delta of inserts."""
+        return self.state.document.to_delta()
+
+    @property
+    def version(self) -> int:
+        """The last server version applied locally."""
+        return self.state.version
+
+    @property
+    def pending(self) -> bool:
+        """True while an edit is in flight or buffered."""
+        return self._state is not None and not self._state.synchronized
+
+    @property
+    def others(self) -> dict[str, RemotePresence]:
+        """Presence of the other clients, cursors moved into the local document."""
+        state = self.state
+        return {
+            client: RemotePresence(
+                client,
+                entry.get("user", ""),
+                entry.get("name", ""),
+                state.remote_cursor(client),
+                entry.get("state") or {},
+            )
+            for client, entry in self._others.items()
+        }
+
+    # -- editing --------------------------------------------------------------
+
+    def submit(self, op: Delta | Sequence[Mapping[str, Any]]) -> None:
+        """Apply ``op`` locally now and send it when possible (raises if it does not fit)."""
+        delta = op if isinstance(op, Delta) else Delta.from_json(list(op))
+        if self.permission == "read":
+            raise PermissionError(f"read-only access to {self.doc!r}")
+        state = self.state
+        message = state.local_edit(delta)
+        if delta.ops:
+            self._move_own_cursor(delta, "right")
+            self._emit(Change(delta, state.version, remote=False))
+        if message is not None:
+            self._send(message)
+
+    def insert(self, pos: int, text: str, attributes: Attributes | None = None) -> None:
+        """Insert ``text`` at code point ``pos``."""
+        self.submit(Delta().retain(pos).insert(text, attributes))
+
+    def delete(self, pos: int, length: int) -> None:
+        """Delete ``length`` code points at ``pos``."""
+        self.submit(Delta().retain(pos).delete(length))
+
+    def format(self, pos: int, length: int, attributes: Attributes) -> None:
+        """Set (or with None remove) ``attributes`` on ``[pos, pos + length)``."""
+        self.submit(Delta().retain(pos).retain(length, attributes))
+
+    def set_presence(
+        self, cursor: int | tuple[int, int] | None, state: Mapping[str, Any] | None = None
+    ) -> None:
+        """Publish our cursor (an index, ``(index, length)``, or None) and optional state."""
+        if isinstance(cursor, int):
+            cursor = (cursor, 0)
+        self._cursor = cursor
+        if state is not None:
+            self._presence_state = dict(state)
+        self._presence_set = True
+        self._send_presence(state)
+
+    # -- waiting --------------------------------------------------------------
+
+    async def synced(self, timeout: float | None = None) -> None:
+        """Wait until nothing is pending (every local edit acknowledged)."""
+        if not self.pending:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            if future in self._waiters:
+                self._waiters.remove(future)
+            if not future.done():
+                future.cancel()
+
+    def changes(self) -> ChangeStream:
+        """Every later ``Change``: ``async for change in handle.changes(): ...``."""
+        stream = ChangeStream(self)
+        self._streams.add(stream)
+        return stream
+
+    def on_change(self, callback: Callable[[Change], object]) -> Callable[[], None]:
+        """Call ``callback(change)`` on every change; returns a function that unsubscribes."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    async def leave(self) -> None:
+        """Leave the document: no more ops or presence; our presence is removed."""
+        self._send({"type": "leave", "doc": self.doc})
+        self._client._handles.pop(self.doc, None)
+        self._finish(ClientClosed(f"left {self.doc!r}"))
+
+    # -- inside: called by TandemClient ----------------------------------------
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        if self.live:
+            self._client._send(message)
+
+    def _send_presence(self, state: Mapping[str, Any] | None = None) -> None:
+        if self._state is None or not self._presence_set:
+            return
+        self._send(self._state.presence_message(self._cursor, state))
+
+    def _join_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "join", "doc": self.doc, "ref": f"join:{self.doc}"}
+        if self._state is not None:
+            message["v"] = self._state.version
+        return message
+
+    def _rejoin(self) -> None:
+        """Catch up after a gap or a failed op: join again with our version."""
+        self.live = False
+        self._client._send(self._join_message())
+
+    def _emit(self, change: Change) -> None:
+        for stream in list(self._streams):
+            stream._push(change)
+        for callback in list(self._callbacks):
+            try:
+                callback(change)
+            except Exception:
+                log.exception("change callback for %r failed", self.doc)
+
+    def _move_own_cursor(self, delta: Delta, side: Side) -> None:
+        if self._cursor is not None:
+            self._cursor = transform_selection(*self._cursor, delta, side)
+
+    def _remote_change(self, change: Change) -> None:
+        if change.delta.ops:
+            self._move_own_cursor(change.delta, "left")
+            self._emit(change)
+
+    def _wake(self) -> None:
+        if self.pending:
+            return
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+        self._waiters.clear()
+
+    def _finish(self, error: BaseException) -> None:
+        """Fail every waiter and end every stream (leave or close)."""
+        self.live = False
+        for future in [self._joined, *self._waiters]:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody awaiting is not an error
+        self._waiters.clear()
+        for stream in list(self._streams):
+            stream.close()
+
+    def _loaded(self, message: Mapping[str, Any]) -> None:
+        """A snapshot or catch-up was processed: go live, resend, republish presence."""
+        self.permission = message.get("permission", self.permission)
+        self._others = {}
+        for entry in message.get("presence") or ():
+            self._presence(entry)
+        self.live = True
+        if not self._joined.done():
+            self._joined.set_result(None)
+        resend = self.state.resend()
+        if resend is not None:
+            self._client._send(resend)
+        self._send_presence(self._presence_state)
+        self._wake()
+
+    def _presence(self, message: Mapping[str, Any]) -> None:
+        client = message.get("client")
+        if not isinstance(client, str) or client == self._client.client_id:
+            return
+        state = self.state
+        if message.get("left"):
+            self._others.pop(client, None)
+            state.forget_remote_cursor(client)
+            return
+        raw = message.get("cursor")
+        cursor = None if raw is None else (int(raw["index"]), int(raw.get("length", 0)))
+        state.set_remote_cursor(client, cursor, message.get("v"))
+        self._others[client] = dict(message)
+
+
+class TandemClient:
+    """A connection to a Tandem server, kept up across failures (see the module docstring).
+
+    ``urls`` are ``ws://…/collab`` endpoints of one deployment, tried in turn;
+    ``token`` is a JWT, or a function (sync or async) returning a fresh one,
+    called before every connection attempt.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str] | str,
+        token: TokenSource,
+        *,
+        client_id: str | None = None,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        open_timeout: float = 10.0,
+        max_frame_bytes: int = 16 << 20,
+        connect_options: Mapping[str, Any] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("give at least one server URL")
+        self._token = token
+        #: Our stable client id, kept across reconnects so resends are recognised.
+        self.client_id = client_id or "py-" + secrets.token_hex(8)
+        self.user: str | None = None
+        self.name: str | None = None
+        #: When the token expires (seconds since the epoch), from hello/token_expiring.
+        self.expires: float | None = None
+        #: Successful connections so far (1 after the first).
+        self.connections = 0
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._open_timeout = open_timeout
+        self._max_frame_bytes = max_frame_bytes
+        self._connect_options = dict(connect_options or {})
+        self._rng = rng or random.Random()
+        self._handles: dict[str, DocumentHandle] = {}
+        self._outbox: asyncio.Queue[str] | None = None
+        self._ws: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._closing = False
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._ping_ids = 0
+        self._retry: asyncio.TimerHandle | None = None
+        #: ``error`` messages not tied to a document.
+        self.errors: deque[ServerError] = deque(maxlen=32)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def __aenter__(self) -> TandemClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and greeted."""
+        return self._outbox is not None
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Start the connection loop and wait for the first ``hello``."""
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        if self._runner is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            self._runner = asyncio.create_task(self._run(), name=f"tandem-client-{self.client_id}")
+        assert self._ready is not None
+        await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+
+    async def close(self) -> None:
+        """Close the connection, stop reconnecting, fail waiters; leaves no task behind."""
+        self._closing = True
+        error = ClientClosed("the client was closed")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for handle in list(self._handles.values()):
+            handle._finish(error)
+        for future in self._pings.values():
+            if not future.done():
+                future.set_exception(error)
+                future.exception()
+        self._pings.clear()
+
+    async def join(self, doc: str, timeout: float | None = None) -> DocumentHandle:
+        """Open ``doc`` and wait for its content (the server's snapshot)."""
+        if self._runner is None:
+            await self.connect(timeout)
+        handle = self._handles.get(doc)
+        if handle is None:
+            handle = DocumentHandle(self, doc)
+            self._handles[doc] = handle
+            if self.connected:
+                self._send(handle._join_message())
+        await asyncio.wait_for(asyncio.shield(handle._joined), timeout)
+        return handle
+
+    async def ping(self, timeout: float | None = 10.0) -> None:
+        """Send an application ``ping`` and wait for its ``pong``."""
+        self._ping_ids += 1
+        ping_id = self._ping_ids
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[ping_id] = future
+        self._send({"type": "ping", "id": ping_id})
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        finally:
+            self._pings.pop(ping_id, None)
+            if not future.done():
+                future.cancel()
+
+    async def disconnect(self) -> None:
+        """Drop the current connection (the client reconnects): for tests and token refresh."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    # -- the connection loop ------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        index = 0
+        while not self._closing:
+            url = self.urls[index % len(self.urls)]
+            try:
+                token = await self._get_token()
+                async with connect(
+                    _endpoint(url, token, self.client_id),
+                    open_timeout=self._open_timeout,
+                    max_size=self._max_frame_bytes,
+                    **self._connect_options,
+                ) as ws:
+                    greeted = await self._session(ws)
+                    if greeted:
+                        attempt = 0
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                if code in AUTH_CLOSE_CODES and isinstance(self._token, str):
+                    self._fail(ClientClosed(f"the server refused the token (close {code})"))
+                    return
+                log.info("connection to %s closed (%s)", url, code)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403) and isinstance(self._token, str):
+                    self._fail(ClientClosed(f"the server refused the token (HTTP {status})"))
+                    return
+                log.info("connecting to %s failed: HTTP %s", url, status)
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                log.info("connecting to %s failed: %r", url, exc)
+            finally:
+                self._disconnected()
+            if self._closing:
+                return
+            delay = min(self._max_backoff, self._initial_backoff * 2**attempt)
+            attempt = min(attempt + 1, 30)
+            index += 1
+            await asyncio.sleep(self._rng.uniform(delay / 2, delay))
+
+    async def _get_token(self) -> str:
+        if isinstance(self._token, str):
+            return self._token
+        token = self._token()
+        if inspect.isawaitable(token):
+            token = await token
+        return str(token)
+
+    async def _session(self, ws: ClientConnection) -> bool:
+        """Run one connection until it closes; True when it got as far as ``hello``."""
+        self._ws = ws
+        greeted = False
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+        writer = asyncio.create_task(self._write(ws, outbox), name="tandem-client-writer")
+        try:
+            async for frame in ws:
+                text = frame.decode() if isinstance(frame, bytes) else frame
+                data = orjson.loads(text)
+                for message in data if isinstance(data, list) else [data]:
+                    if not greeted:
+                        if message.get("type") != "hello":
+                            log.warning("expected hello, got %r", message.get("type"))
+                            continue
+                        greeted = True
+                        self._outbox = outbox
+                        self._hello(message)
+                        continue
+                    self._dispatch(message)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        return greeted
+
+    async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[str]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await outbox.get())
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        """Queue a message on the current connection; dropped while disconnected."""
+        if self._outbox is not None:
+            self._outbox.put_nowait(orjson.dumps(message).decode())
+
+    def _disconnected(self) -> None:
+        self._ws = None
+        self._outbox = None
+        for handle in self._handles.values():
+            handle.live = False
+
+    def _fail(self, error: BaseException) -> None:
+        self._closing = True
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+        for handle in self._handles.values():
+            handle._finish(error)
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def _hello(self, message: Mapping[str, Any]) -> None:
+        self.connections += 1
+        self.client_id = message.get("client") or self.client_id
+        self.user = message.get("user")
+        self.name = message.get("name")
+        self.expires = message.get("expires")
+        for handle in self._handles.values():
+            if handle._state is not None:
+                handle._state.client_id = self.client_id
+            self._send(handle._join_message())
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "pong":
+            future = self._pings.get(message.get("id"))  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_result(None)
+            return
+        if kind == "token_expiring":
+            # At expiry the server closes with 4401; a token function is then
+            # asked for a fresh token on the reconnect.
+            self.expires = message.get("expires")
+            return
+        if kind == "error" and message.get("doc") is None and not _is_join_ref(message):
+            error = ServerError(message.get("code", ""), message.get("message", ""))
+            self.errors.append(error)
+            log.warning("server error: %s %s", error.code, error.message)
+            if error.code in RETRY_CODES:
+                # A message was dropped before the server could tell which one:
+                # repeat whatever may be waiting on it (both are idempotent).
+                self._schedule(self._repeat_pending)
+            return
+        doc = message.get("doc")
+        if doc is None and isinstance(message.get("ref"), str):
+            doc = message["ref"].removeprefix("join:")
+        handle = self._handles.get(doc) if isinstance(doc, str) else None
+        if handle is None:
+            return
+        try:
+            self._dispatch_document(handle, kind, message)
+        except TandemError as exc:
+            # A gap, a stray ack, or a bad op from the server: re-join to catch up.
+            log.warning("re-joining %r after %s: %s", handle.doc, exc.code, exc.message)
+            handle._rejoin()
+
+    def _dispatch_document(
+        self, handle: DocumentHandle, kind: object, message: Mapping[str, Any]
+    ) -> None:
+        if kind == "snapshot":
+            self._snapshot(handle, message)
+            return
+        if kind == "error":
+            self._error(handle, message)
+            return
+        state = handle.state
+        if kind == "catchup":
+            change = state.catchup(message.get("ops") or ())
+            handle._remote_change(Change(change, state.version, True))
+            handle._loaded(message)
+            return
+        if not handle.live:
+            # Between a re-join and its answer: the catch-up covers these.
+            return
+        if kind == "op":
+            delta = Delta.from_json(message["op"])
+            applied = state.receive_op(message["v"], delta, message.get("client"))
+            handle._remote_change(
+                Change(applied, state.version, True, message.get("client"), message.get("user"))
+            )
+        elif kind == "ack":
+            next_message = state.receive_ack(message.get("seq"), message["v"])
+            if next_message is not None:
+                handle._send(next_message)
+            handle._wake()
+        elif kind == "presence":
+            handle._presence(message)
+
+    def _snapshot(self, handle: DocumentHandle, message: Mapping[str, Any]) -> None:
+        content = Delta.from_json(message["content"])
+        if handle._state is None:
+            handle._state = ClientState(
+                handle.doc, self.client_id, content=content, version=message["v"]
+            )
+        else:
+            state = handle._state
+            if not state.synchronized:
+                # No common version to rebase on: the edits cannot be kept exactly.
+                handle.lost.append(state.pending_op())
+                log.warning("snapshot for %r dropped unacknowledged edits", handle.doc)
+            change = state.load_snapshot(message["v"], content)
+            handle._remote_change(Change(change, state.version, True))
+        handle._loaded(message)
+
+    def _error(self, handle: DocumentHandle, message: Mapping[str, Any]) -> None:
+        error = ServerError(message.get("code", ""), message.get("message", ""))
+        handle.errors.append(error)
+        log.warning("error on %r: %s %s", handle.doc, error.code, error.message)
+        if _is_join_ref(message) and not handle._joined.done():
+            self._handles.pop(handle.doc, None)
+            handle._finish(error)
+            return
+        state = handle._state
+        seq = message.get("seq")
+        if state is None or state.inflight is None or seq != state.inflight.seq:
+            return
+        if error.code in RETRY_CODES:
+            # Not applied, and safe to send again (idempotent by seq) after a pause.
+            self._schedule(self._repeat_pending)
+            return
+        # The op failed: drop it (and the buffer on top of it) and catch up.
+        undo = state.discard_pending()
+        handle._remote_change(Change(undo, state.version, True))
+        handle._wake()
+        handle._rejoin()
+
+    def _schedule(self, callback: Callable[[], None]) -> None:
+        if self._retry is None:
+            delay = max(self._initial_backoff, 0.01) * 4
+            self._retry = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _repeat_pending(self) -> None:
+        """Resend joins not yet answered and in-flight ops (after a dropped message)."""
+        self._retry = None
+        for handle in self._handles.values():
+            if not handle.live:
+                self._send(handle._join_message())
+            else:
+                message = handle._state.resend() if handle._state is not None else None
+                if message is not None:
+                    handle._send(message)
+
+
+def _is_join_ref(message: Mapping[str, Any]) -> bool:
+    ref = message.get("ref")
+    return isinstance(ref, str) and ref.startswith("join:")
+
+
+def _endpoint(url: str, token: str, client_id: str) -> str:
+    """``url`` with ``/collab`` as the default path and the token and client id added."""
+    parts = urlsplit(url)
+    path = parts.path if parts.path not in ("", "/") else "/collab"
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("token", "client")]
+    query += [("token", token), ("client", client_id)]
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), parts.fragment))
