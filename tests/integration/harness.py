@@ -1,0 +1,182 @@
+"""Real servers and raw JSON clients for the integration tests.
+
+``ServerProcess`` runs ``tandem serve`` in a subprocess on a free port (the
+real CLI, real uvicorn, real storage) and can SIGKILL and restart it on the
+same data. ``RawClient`` speaks the JSON protocol over a real WebSocket, with
+no client library in between, and unpacks server batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+SECRET = "integration-test-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``tandem serve`` as a child process."""
+
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        # Bulk-writing tests send thousands of ops quickly; the rate limit has its own test.
+        self.env = {
+            **os.environ,
+            "TANDEM_JWT_SECRET": SECRET,
+            "TANDEM_MESSAGE_BURST": "100000",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> float:
+        """Start and wait until /healthz answers; returns the seconds it took."""
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tandem", "serve", "--port", str(self.port),
+             "--data", str(self.data_dir), "--log-level", "warning"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                out = self.process.stdout.read() if self.process.stdout else ""
+                raise RuntimeError(f"server exited early ({self.process.returncode}):\n{out}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError("server did not become healthy")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flushing."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._collect()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._collect()
+
+    def _collect(self) -> None:
+        if self.process is not None and self.process.stdout is not None:
+            with contextlib.suppress(Exception):
+                self.output += self.process.stdout.read()
+            self.process.stdout.close()
+        self.process = None
+
+
+def token(user: str = "alice", docs: dict[str, str] | None = None, ttl: int = 3600,
+          **claims: Any) -> str:
+    import jwt
+
+    now = int(time.time())
+    payload = {"sub": user, "name": user.title(), "iat": now, "exp": now + ttl,
+               "docs": docs if docs is not None else {"*": "write"}, **claims}
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+class RawClient:
+    """A bare JSON WebSocket client with a message inbox (batches unpacked)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.inbox: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, server: ServerProcess, query: str = "", **kw: Any) -> RawClient:
+        ws = await websockets.connect(f"{server.ws_url}/collab?{query}", max_size=None, **kw)
+        return cls(ws)
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.ws.send(message if isinstance(message, str) else orjson.dumps(message).decode())
+
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        while not self.inbox:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            data = orjson.loads(raw)
+            self.inbox.extend(data if isinstance(data, list) else [data])
+        return self.inbox.pop(0)
+
+    async def expect(self, kind: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The next message of ``kind`` (matching ``match``), skipping presence chatter."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = await self.next(max(0.01, deadline - time.monotonic()))
+            if message.get("type") == kind and all(message.get(k) == v for k, v in match.items()):
+                return message
+            if message.get("type") not in ("presence", "op", "hello", "ack", "pong",
+                                           "token_expiring"):
+                raise AssertionError(f"expected {kind}, got {message}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def doc_state(server: ServerProcess, doc: str, who: str | None = None) -> dict[str, Any]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{server.url}/api/docs/{doc}",
+            headers={"Authorization": f"Bearer {who or token('reader')}"},
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+
+async def doc_ops(server: ServerProcess, doc: str, start: int = 0) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = []
+    async with httpx.AsyncClient() as http:
+        while True:
+            response = await http.get(
+                f"{server.url}/api/docs/{doc}/ops",
+                params={"from": start, "limit": 10_000},
+                headers={"Authorization": f"Bearer {token('reader')}"},
+            )
+            response.raise_for_status()
+            page = response.json()
+            ops.extend(page["ops"])
+            if not page["ops"] or page["ops"][-1]["v"] >= page["v"]:
+                return ops
+            start = page["ops"][-1]["v"]
