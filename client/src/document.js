@@ -1,0 +1,535 @@
+/**
+ * One open document: the local copy, the OT state machine around it, the
+ * offline record, and presence. `TandemClient.open(id)` makes these; the
+ * client owns the socket and hands each document its messages.
+ *
+ * Units: the public API (`submit`, `content`, `text`, cursors, `change`
+ * events) counts UTF-16 units, like JS strings and quill-delta. The wire
+ * counts code points; each op is converted once, where it crosses the wire
+ * (utf16.js), against the text of the version it is based on.
+ *
+ * Copies kept:
+ *   confirmed  the document at `version` (what the server has committed)
+ *   local      confirmed ∘ inflight ∘ buffer (what the user sees)
+ */
+import Delta from 'quill-delta';
+import { Emitter } from './emitter.js';
+import { ClientState, positionInverse, transformCursor } from './state.js';
+import { PresenceTable } from './presence.js';
+import { applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
+
+/** Committed ops kept (in code points) to move stale remote cursors forward. */
+const HISTORY = 200;
+/** Own presence is sent at most this often (the server coalesces to 50 ms too). */
+const PRESENCE_INTERVAL = 50;
+/** Own presence is re-sent when unchanged for this long (the server expires it at 30 s). */
+const PRESENCE_REFRESH = 20000;
+/** Errors after which the same op is resubmitted (it was not applied). */
+const RETRY = new Set(['ERR_STORAGE', 'ERR_RATE_LIMITED', 'ERR_INTERNAL']);
+
+/**
+ * @typedef {'connecting' | 'online' | 'synced' | 'offline'} DocStatus
+ * @typedef {{delta: Delta, source: 'local' | 'remote', version: number, client?: string, user?: string}} ChangeEvent
+ *
+ * Events: `change` (ChangeEvent), `beforechange` (a remote change is about to
+ * be applied: an editor binding reports any input it has not reported yet),
+ * `presence` (Peer[]), `status` (DocStatus), `joined`, `error`.
+ */
+
+export class TandemDoc extends Emitter {
+  /**
+   * @param {import('./connection.js').TandemClient} client
+   * @param {string} id
+   * @param {{state?: Record<string, unknown>}} [options]
+   */
+  constructor(client, id, options = {}) {
+    super();
+    this.client = client;
+    this.id = id;
+    /** @type {'read' | 'write' | null} */
+    this.permission = null;
+    /** @type {DocStatus} */
+    this.status = 'connecting';
+    this._confirmed = new Delta();
+    this._confirmedText = '';
+    /** @type {Delta | null} cache of the local document */
+    this._local = new Delta();
+    this._text = '';
+    this._state = this._newState(0, Date.now());
+    /** @type {{v: number, op: import('quill-delta').Op[]}[]} */
+    this._history = [];
+    this._known = false;
+    this._joined = false;
+    this._joining = false;
+    this._closed = false;
+    this._presence = new PresenceTable('');
+    /** @type {{index: number, length: number} | null} */
+    this._cursor = null;
+    this._presenceState = options.state ?? null;
+    this._presenceStateDirty = this._presenceState !== null;
+    this._presenceTimer = null;
+    this._presenceSentAt = 0;
+    this._retryTimer = null;
+    this._retries = 0;
+    this._saving = false;
+    this._saveAgain = false;
+    /** @type {(() => void)[]} */
+    this._saveWaiters = [];
+    this._loadDone = false;
+    /** @type {(() => void)[]} */
+    this._syncWaiters = [];
+    /** @type {(() => void) | null} */
+    this._resolveReady = null;
+    /** Resolves once the content is known (from the offline record or the server). */
+    this.ready = new Promise((resolve) => (this._resolveReady = resolve));
+    this._loaded = this._load();
+  }
+
+  // ---- reading -----------------------------------------------------------
+
+  /** The server version this copy is based on. */
+  get version() {
+    return this._state.version;
+  }
+
+  /** The local document (including unacknowledged edits), UTF-16. */
+  get content() {
+    if (!this._local) {
+      const pending = this._state.pendingDelta();
+      this._local = pending.ops.length ? this._confirmed.compose(pending) : this._confirmed;
+    }
+    return this._local;
+  }
+
+  /** The local document's text (one U+FFFC per embed). */
+  get text() {
+    return this._text;
+  }
+
+  /** Whether local edits are waiting for an acknowledgement. */
+  get pending() {
+    return this._state.pending;
+  }
+
+  /** 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' */
+  get syncState() {
+    return this._state.name;
+  }
+
+  /** Resolves when every local edit made so far is acknowledged. */
+  whenSynced() {
+    if (!this._state.pending) return Promise.resolve();
+    return new Promise((resolve) => this._syncWaiters.push(resolve));
+  }
+
+  /** Everyone else here, with cursors in local UTF-16 coordinates. */
+  peers() {
+    return this._presence.list({
+      version: this._state.version,
+      history: this._history,
+      text: this._confirmedText,
+      pending: this._state.pendingDelta(),
+    });
+  }
+
+  // ---- editing -----------------------------------------------------------
+
+  /**
+   * Apply a local edit (a delta on the local document, UTF-16) and send it.
+   * Works offline: the edit is kept and sent on reconnect.
+   * @param {Delta | import('quill-delta').Op[]} delta
+   * @returns {boolean} false when the edit split a surrogate pair and was
+   *   adjusted (the caller should re-render from `content`)
+   */
+  submit(delta) {
+    if (!this._known) throw new Error(`tandem: document ${this.id} is not loaded yet (await doc.ready)`);
+    if (this.permission === 'read') throw new Error(`tandem: document ${this.id} is read-only`);
+    let d = new Delta((delta instanceof Delta ? delta.ops : delta).slice());
+    let consumed = 0;
+    for (const op of d.ops) if (op.insert === undefined) consumed += typeof op.retain === 'object' ? 1 : op.retain ?? op.delete ?? 0;
+    if (consumed > this._text.length) {
+      throw new RangeError(`tandem: edit spans ${consumed} units, the document has ${this._text.length}`);
+    }
+    const { delta: cp, exact } = toCodePoints(d, this._text);
+    if (!exact) d = toUtf16(cp, this._text);
+    d.chop();
+    if (d.ops.length === 0) return exact;
+    this._text = applyToText(this._text, d);
+    this._local = null;
+    if (this._state.applyLocal(d)) this._flush();
+    this._persist();
+    this._updateStatus();
+    this.emit('change', { delta: d, source: 'local', version: this._state.version });
+    return exact;
+  }
+
+  /** Insert `text` at `index` (UTF-16). */
+  insert(index, text, attributes) {
+    return this.submit(new Delta().retain(index).insert(text, attributes));
+  }
+
+  /** Delete `length` units at `index` (UTF-16). */
+  delete(index, length) {
+    return this.submit(new Delta().retain(index).delete(length));
+  }
+
+  /** Set attributes on a range (`null` removes one). */
+  format(index, length, attributes) {
+    return this.submit(new Delta().retain(index).retain(length, attributes));
+  }
+
+  /**
+   * Our own cursor/selection (local UTF-16 coordinates), or null.
+   * @param {{index: number, length: number} | null} cursor
+   */
+  setCursor(cursor) {
+    this._cursor = cursor ? { index: cursor.index, length: cursor.length ?? 0 } : null;
+    this._schedulePresence();
+  }
+
+  /**
+   * Our presence state shown to others (e.g. `{name, color}`), ≤ 2 KiB of JSON.
+   * @param {Record<string, unknown>} state
+   */
+  setPresenceState(state) {
+    this._presenceState = state;
+    this._presenceStateDirty = true;
+    this._schedulePresence();
+  }
+
+  /** Leave the document (its offline record stays). */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._presenceTimer);
+    clearTimeout(this._retryTimer);
+    if (this._joined || this._joining) this.client._send({ type: 'leave', doc: this.id });
+    this._joined = this._joining = false;
+    this.client._forget(this);
+  }
+
+  // ---- internals: loading, joining ----------------------------------------
+
+  _newState(version, nextSeq, json) {
+    const encode = (/** @type {Delta} */ op) => toCodePoints(op, this._confirmedText).delta.ops;
+    return json ? ClientState.fromJSON(json, encode) : new ClientState({ version, nextSeq, encode });
+  }
+
+  async _load() {
+    const clientId = await this.client.ready;
+    this._presence.self = clientId;
+    let record = null;
+    try {
+      record = await this.client.storage.load(clientId, this.id);
+    } catch (err) {
+      this.emit('error', { code: 'ERR_OFFLINE_STORE', message: String(err) });
+    }
+    if (this._closed) return;
+    if (record && !this._known) {
+      this._setConfirmed(new Delta(record.content));
+      this._state = this._newState(0, 0, record.state);
+      this._local = null;
+      this._text = textOf(this.content);
+      this._known = true;
+      this.emit('change', { delta: this.content, source: 'remote', version: this.version });
+      this._resolveReady?.();
+    }
+    this._loadDone = true;
+    if (this.client._online) this._join();
+  }
+
+  _setConfirmed(content) {
+    this._confirmed = content;
+    this._confirmedText = textOf(content);
+  }
+
+  /** Called by the client when the connection is up (after `hello`). */
+  _connected() {
+    this._joined = this._joining = false;
+    this._join();
+  }
+
+  /** Called by the client when the connection is gone. */
+  _disconnected() {
+    this._joined = this._joining = false;
+    clearTimeout(this._retryTimer);
+    if (this._presence.peers.size) {
+      this._presence.reset([]);
+      this.emit('presence', []);
+    }
+    this._updateStatus();
+  }
+
+  /** @param {{fresh?: boolean}} [opts] fresh: ask for a snapshot, not a catchup */
+  _join({ fresh = false } = {}) {
+    if (this._closed || this._joining || this._joined || !this.client._online) return;
+    if (!this._loadDone) return; // _load() joins when done
+    const msg = { type: 'join', doc: this.id };
+    if (this._known && !fresh) msg.v = this._state.version;
+    this._joining = this.client._send(msg, { doc: this.id, kind: 'join' });
+    this._updateStatus();
+  }
+
+  /** Leave and join again: after a gap, or to start over from a snapshot. */
+  _rejoin(fresh = false) {
+    if (this._joined || this._joining) this.client._send({ type: 'leave', doc: this.id });
+    this._joined = this._joining = false;
+    this._join({ fresh });
+  }
+
+  // ---- internals: messages ------------------------------------------------
+
+  /** @param {any} msg a server message for this document */
+  _receive(msg) {
+    switch (msg.type) {
+      case 'snapshot':
+        return this._onSnapshot(msg);
+      case 'catchup':
+        return this._onCatchup(msg);
+      case 'op':
+        return this._onOp(msg);
+      case 'ack':
+        return this._onAck(msg);
+      case 'presence':
+        if (this._joined && this._presence.receive(msg)) this.emit('presence', this.peers());
+        return;
+    }
+  }
+
+  _onSnapshot(msg) {
+    this.emit('beforechange');
+    const before = this.content;
+    const content = new Delta(msg.content);
+    let pending = null;
+    if (this._known && this._state.pending) {
+      // No history from our version: rebase what we have not had acked over
+      // the difference between our version and the snapshot, as one op.
+      let base = this._confirmed;
+      pending = this._state.pendingDelta();
+      const f = this._state.inflight;
+      if (f && typeof msg.last_seq === 'number' && msg.last_seq >= f.seq) {
+        base = base.compose(f.op); // the in-flight op was committed already
+        pending = this._state.buffer ?? new Delta();
+      }
+      pending = base.diff(content).transform(pending, true);
+    }
+    const nextSeq = this._state.nextSeq;
+    this._setConfirmed(content);
+    this._state = this._newState(msg.v, nextSeq);
+    this._history = [];
+    if (pending && pending.ops.length) this._state.applyLocal(pending);
+    this._local = null;
+    this._text = textOf(this.content);
+    this._known = true;
+    this._afterJoin(msg);
+    const delta = before.diff(this.content);
+    if (delta.ops.length) this.emit('change', { delta, source: 'remote', version: this.version });
+    this._resolveReady?.();
+    this._persist();
+  }
+
+  _onCatchup(msg) {
+    for (const entry of msg.ops) {
+      const f = this._state.inflight;
+      if (f && entry.client === this.client.clientId && entry.seq === f.seq) {
+        if (this._state.classify(entry.v) !== 'apply') continue;
+        this._ack(entry.v);
+        continue;
+      }
+      const kind = this._state.classify(entry.v);
+      if (kind === 'duplicate') continue;
+      if (kind === 'gap') {
+        this._joining = false;
+        return this._rejoin(true);
+      }
+      this._applyRemote(entry);
+    }
+    this._afterJoin(msg);
+  }
+
+  _afterJoin(msg) {
+    this._joining = false;
+    this._joined = true;
+    this._retries = 0;
+    if (msg.permission) this.permission = msg.permission;
+    this._presence.reset(msg.presence);
+    this.emit('presence', this.peers());
+    this._presenceStateDirty = this._presenceState !== null;
+    this._sendPresence();
+    this._flush();
+    this._persist();
+    this._updateStatus();
+    this.emit('joined', { version: this.version, permission: this.permission });
+  }
+
+  _onOp(msg) {
+    if (!this._joined) return;
+    const f = this._state.inflight;
+    if (f && msg.client === this.client.clientId && msg.seq === f.seq) return this._onAck(msg);
+    const kind = this._state.classify(msg.v);
+    if (kind === 'duplicate') return;
+    if (kind === 'gap') return this._rejoin();
+    this._applyRemote(msg);
+    this._persist();
+  }
+
+  /** @param {{v: number, op: any[], client?: string, user?: string}} entry */
+  _applyRemote(entry) {
+    this.emit('beforechange'); // editors flush input they have not reported yet
+    const s = toUtf16(entry.op, this._confirmedText);
+    const local = this._state.applyRemote(entry.v, s);
+    this._setConfirmed(this._confirmed.compose(s));
+    this._remember(entry.v, entry.op);
+    this._text = applyToText(this._text, local);
+    this._local = this._local && !this._state.pending ? this._confirmed : null;
+    this.emit('change', { delta: local, source: 'remote', version: entry.v, client: entry.client, user: entry.user });
+  }
+
+  _onAck(msg) {
+    if (!this._joined) return;
+    const f = this._state.inflight;
+    if (!f || msg.seq !== f.seq) return;
+    if (msg.v > this._state.version + 1) return this._rejoin(); // missed ops: the catchup acks it
+    if (msg.v < this._state.version) return; // a repeated ack
+    this._ack(msg.v);
+  }
+
+  _ack(v) {
+    const f = /** @type {NonNullable<ClientState['inflight']>} */ (this._state.inflight);
+    const wire = f.op;
+    const committed = this._state.applyAck(v);
+    if (committed) {
+      this._remember(v, toCodePoints(wire, this._confirmedText).delta.ops);
+      this._setConfirmed(this._confirmed.compose(committed));
+    }
+    this._local = null;
+    this._retries = 0;
+    if (this._joined) this._flush();
+    this._persist();
+    this._updateStatus();
+    if (!this._state.pending) {
+      for (const resolve of this._syncWaiters.splice(0)) resolve();
+      this._schedulePresence();
+    }
+  }
+
+  _remember(v, op) {
+    this._history.push({ v, op });
+    if (this._history.length > HISTORY) this._history.splice(0, this._history.length - HISTORY);
+  }
+
+  /**
+   * @param {any} msg an error
+   * @param {{doc: string, kind: string, seq?: number} | null} about what it answers (from `ref`)
+   */
+  _onError(msg, about) {
+    const f = this._state.inflight;
+    const aboutOp = about ? about.kind === 'op' : msg.seq !== undefined && msg.seq !== null;
+    if (about?.kind === 'join' || (!aboutOp && !this._joined)) {
+      this._joining = false;
+      if (msg.code === 'ERR_HISTORY_PRUNED') return this._join({ fresh: true });
+      this.emit('error', msg);
+      return this._updateStatus();
+    }
+    const seq = about?.seq ?? msg.seq;
+    if (!aboutOp || !f || seq !== f.seq) return this.emit('error', msg);
+    if (RETRY.has(msg.code)) {
+      const delay = Math.min(5000, 100 * 2 ** this._retries++) * (0.5 + Math.random() / 2);
+      clearTimeout(this._retryTimer);
+      this._retryTimer = setTimeout(() => this._flush(), delay);
+      return;
+    }
+    if (msg.code === 'ERR_HISTORY_PRUNED') return this._flush(true);
+    if (msg.code === 'ERR_NOT_JOINED') return this._rejoin();
+    // Refused: the op (and what was typed on top of it) cannot be applied.
+    // Back to the server's version, then start over from a snapshot.
+    this.emit('beforechange');
+    const lost = this._state.drop();
+    const before = this.content;
+    this._local = null;
+    this._text = this._confirmedText;
+    const undo = before.diff(this.content);
+    if (undo.ops.length) this.emit('change', { delta: undo, source: 'remote', version: this.version });
+    for (const resolve of this._syncWaiters.splice(0)) resolve();
+    this.emit('error', { ...msg, lost });
+    this._persist();
+    this._rejoin(true);
+  }
+
+  /** Send the in-flight op (as first submitted, or rebased on the current version). */
+  _flush(rebase = false) {
+    if (!this._joined) return;
+    const out = rebase ? this._state.rebasedOutgoing() : this._state.outgoing();
+    if (!out) return;
+    this.client._send({ type: 'op', doc: this.id, v: out.v, seq: out.seq, op: out.op }, { doc: this.id, kind: 'op', seq: out.seq });
+  }
+
+  // ---- internals: presence, persistence, status ---------------------------
+
+  _schedulePresence() {
+    if (this._presenceTimer || !this._joined) return;
+    const wait = Math.max(0, this._presenceSentAt + PRESENCE_INTERVAL - Date.now());
+    this._presenceTimer = setTimeout(() => {
+      this._presenceTimer = null;
+      this._sendPresence();
+    }, wait);
+  }
+
+  _sendPresence() {
+    if (!this._joined) return;
+    // Our cursor is in local coordinates; express it at `version` by moving
+    // it back through our pending edits.
+    const pending = this._state.pendingDelta();
+    const atVersion = this._cursor && pending.ops.length ? transformCursor(this._cursor, positionInverse(pending), false) : this._cursor;
+    const msg = { type: 'presence', doc: this.id, v: this._state.version, cursor: rangeToCodePoints(this._confirmedText, atVersion) };
+    if (this._presenceStateDirty && this._presenceState) msg.state = this._presenceState;
+    this._presenceStateDirty = false;
+    this._presenceSentAt = Date.now();
+    this.client._send(msg);
+  }
+
+  /** Called on the client's heartbeat: keep our presence from expiring. */
+  _tick(now) {
+    if (this._joined && now - this._presenceSentAt > PRESENCE_REFRESH) this._sendPresence();
+  }
+
+  _persist() {
+    if (!this._known || !this.client.clientId) return;
+    if (this._saving) {
+      this._saveAgain = true;
+      return;
+    }
+    this._saving = true;
+    const record = { version: this._state.version, content: this._confirmed.ops, state: this._state.toJSON() };
+    this.client.storage
+      .save(this.client.clientId, this.id, record)
+      .catch((err) => this.emit('error', { code: 'ERR_OFFLINE_STORE', message: String(err) }))
+      .finally(() => {
+        this._saving = false;
+        if (this._saveAgain) {
+          this._saveAgain = false;
+          this._persist();
+        } else {
+          for (const resolve of this._saveWaiters.splice(0)) resolve();
+        }
+      });
+  }
+
+  /** Resolves once the offline record reflects every edit made so far. */
+  whenSaved() {
+    if (!this._saving) return Promise.resolve();
+    return new Promise((resolve) => this._saveWaiters.push(resolve));
+  }
+
+  _updateStatus() {
+    /** @type {DocStatus} */
+    let status;
+    if (!this.client._online) status = this.client.status === 'connecting' ? 'connecting' : 'offline';
+    else if (!this._joined) status = 'connecting';
+    else status = this._state.pending ? 'online' : 'synced';
+    if (status !== this.status) {
+      this.status = status;
+      this.emit('status', status);
+    }
+  }
+}
