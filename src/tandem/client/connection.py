@@ -151,6 +151,7 @@ class DocumentHandle:
         self._waiters: list[asyncio.Future[None]] = []
         self._streams: set[ChangeStream] = set()
         self._callbacks: list[Callable[[Change], object]] = []
+        self._presence_callbacks: list[Callable[[str], object]] = []
         self._others: dict[str, dict[str, Any]] = {}
         self._cursor: tuple[int, int] | None = None
         self._presence_state: dict[str, Any] | None = None
@@ -275,6 +276,16 @@ class DocumentHandle:
 
         return unsubscribe
 
+    def on_presence(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``callback(client)`` when another client's presence arrives or leaves."""
+        self._presence_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._presence_callbacks:
+                self._presence_callbacks.remove(callback)
+
+        return unsubscribe
+
     async def leave(self) -> None:
         """Leave the document: no more ops or presence; our presence is removed."""
         self._send({"type": "leave", "doc": self.doc})
@@ -363,11 +374,16 @@ class DocumentHandle:
         if message.get("left"):
             self._others.pop(client, None)
             state.forget_remote_cursor(client)
-            return
-        raw = message.get("cursor")
-        cursor = None if raw is None else (int(raw["index"]), int(raw.get("length", 0)))
-        state.set_remote_cursor(client, cursor, message.get("v"))
-        self._others[client] = dict(message)
+        else:
+            raw = message.get("cursor")
+            cursor = None if raw is None else (int(raw["index"]), int(raw.get("length", 0)))
+            state.set_remote_cursor(client, cursor, message.get("v"))
+            self._others[client] = dict(message)
+        for callback in list(self._presence_callbacks):
+            try:
+                callback(client)
+            except Exception:
+                log.exception("presence callback for %r failed", self.doc)
 
 
 class TandemClient:
