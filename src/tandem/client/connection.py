@@ -488,6 +488,8 @@ class TandemClient:
 
     async def join(self, doc: str, timeout: float | None = None) -> DocumentHandle:
         """Open ``doc`` and wait for its content (the server's snapshot)."""
+        if self._closing:
+            raise ClientClosed("the client is closed")
         if self._runner is None:
             await self.connect(timeout)
         handle = self._handles.get(doc)
@@ -501,6 +503,8 @@ class TandemClient:
 
     async def ping(self, timeout: float | None = 10.0) -> None:
         """Send an application ``ping`` and wait for its ``pong``."""
+        if self._closing:
+            raise ClientClosed("the client is closed")
         self._ping_ids += 1
         ping_id = self._ping_ids
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
