@@ -19,13 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
+from tandem.bus.base import Bus, Subscription
 from tandem.errors import (
+    ConflictError,
     HistoryUnavailable,
     NotJoined,
     ReadOnly,
@@ -36,6 +41,7 @@ from tandem.metrics import Metrics
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
+from tandem.ot.transform import Side
 from tandem.presence import PresenceTable
 from tandem.protocol import (
     Cursor,
@@ -53,6 +59,9 @@ from tandem.storage.base import OpRecord, Snapshot, Store
 __all__ = ["DocumentManager", "DocumentSession", "GroupCommitter", "Member", "Peer"]
 
 log = logging.getLogger("tandem.documents")
+
+#: Document length used to validate relayed cursors (the origin node validated them).
+_BIG = sys.maxsize
 
 
 class Peer(Protocol):
@@ -95,6 +104,9 @@ class _Pending:
     ref: str | int | None = None
     received: float = 0.0
     done: Callable[[int], None] | None = None
+    #: The submission as the client sent it, to sequence again after a conflict.
+    op: Delta | None = None
+    base_version: int | None = None
 
 
 class GroupCommitter:
@@ -153,24 +165,38 @@ class GroupCommitter:
                 batch = [
                     self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
                 ]
-                started = time.perf_counter()
-                try:
-                    await self._store.append([record for _, record in batch])
-                except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
-                    log.error("commit of %d ops failed: %s", len(batch), exc)
-                    failed = {id(session): session for session, _ in batch}
-                    for session in failed.values():
-                        self.discard(session)
-                        session.commit_failed(exc)
-                    continue
-                self._metrics.committed(len(batch), time.perf_counter() - started)
-                highest: dict[int, tuple[DocumentSession, int]] = {}
-                for session, record in batch:
-                    highest[id(session)] = (session, record.version)
-                for session, version in highest.values():
-                    session.durable(version)
+                await self._write(batch)
             if not self._queue:
                 self._idle.set()
+
+    async def _write(self, batch: list[tuple[DocumentSession, OpRecord]]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._store.append([record for _, record in batch])
+        except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
+            groups: dict[int, list[tuple[DocumentSession, OpRecord]]] = {}
+            for item in batch:
+                groups.setdefault(id(item[0]), []).append(item)
+            if len(groups) > 1:
+                # One document's conflict must not fail the others: write each alone.
+                for group in groups.values():
+                    await self._write(group)
+                return
+            session = batch[0][0]
+            self.discard(session)
+            if isinstance(exc, ConflictError):
+                # Another node committed this version first: re-sequence on top of it.
+                session.conflict()
+            else:
+                log.error("commit of %d ops failed: %s", len(batch), exc)
+                session.commit_failed(exc)
+            return
+        self._metrics.committed(len(batch), time.perf_counter() - started)
+        highest: dict[int, tuple[DocumentSession, int]] = {}
+        for session, record in batch:
+            highest[id(session)] = (session, record.version)
+        for session, version in highest.values():
+            session.durable(version)
 
 
 class DocumentSession:
@@ -191,8 +217,14 @@ class DocumentSession:
         self.durable_version = sequencer.version
         self.durable_document = sequencer.document
         self.last_snapshot = sequencer.version
+        #: Presence of clients connected to other nodes (relayed over the bus).
+        self.remote_presence = PresenceTable()
         self._outbox: deque[_Pending] = deque()
+        self._remote: dict[int, Entry] = {}
+        self._rebasing: asyncio.Event | None = None
+        self._filling = False
         self._presence_timer: asyncio.TimerHandle | None = None
+        self.subscription: Subscription | None = None
         self.idle_since: float | None = time.monotonic()
 
     # -- membership -----------------------------------------------------------
@@ -206,7 +238,7 @@ class DocumentSession:
         member = Member(peer, permission)
         self.members[peer] = member
         self.idle_since = None
-        presence = self.presence.snapshot()
+        presence = self.presence.snapshot() + self.remote_presence.snapshot()
         if entries is None:
             message = snapshot_message(
                 self.doc,
@@ -237,9 +269,7 @@ class DocumentSession:
         if member is None:
             return
         if self.presence.remove(peer.client):
-            self._broadcast_all(
-                encode(self.presence.left_message(peer.client, peer.user, self.doc))
-            )
+            self._announce(self.presence.left_message(peer.client, peer.user, self.doc))
         if not self.members:
             self.idle_since = time.monotonic()
 
@@ -288,7 +318,21 @@ class DocumentSession:
         """Sequence one op; the ack (or error) reaches ``member.peer`` once durable."""
         if member.permission != "write":
             raise ReadOnly(f"read-only access to {self.doc!r}: edits are refused")
+        while self._rebasing is not None:
+            await self._rebasing.wait()
         received = time.perf_counter() if received is None else received
+        await self._sequence(member, op, base_version, seq, ref, received, done)
+
+    async def _sequence(
+        self,
+        member: Member,
+        op: Delta,
+        base_version: int | None,
+        seq: int | None,
+        ref: str | int | None,
+        received: float,
+        done: Callable[[int], None] | None,
+    ) -> None:
         base = self.sequencer.version if base_version is None else base_version
         started = time.perf_counter()
         for _ in range(5):
@@ -302,16 +346,22 @@ class DocumentSession:
         else:
             raise HistoryUnavailable("history is changing too fast to load; resubmit")
         self.manager.metrics.transform_time(time.perf_counter() - started)
+        pending = _Pending(
+            decision.entry.version if isinstance(decision, Commit) else decision.version,
+            author=member,
+            seq=seq,
+            ref=ref,
+            received=received,
+            done=done,
+            op=op,
+            base_version=base,
+        )
         if isinstance(decision, Commit):
-            entry = decision.entry
-            self._outbox.append(
-                _Pending(entry.version, entry, decision.document, member, seq, ref, received, done)
-            )
-            self.manager.committer.enqueue(self, _record(self.doc, entry))
-            return
-        version = decision.version
-        pending = _Pending(version, author=member, seq=seq, ref=ref, received=received, done=done)
-        if version <= self.durable_version:
+            pending.entry = decision.entry
+            pending.document = decision.document
+            self._outbox.append(pending)
+            self.manager.committer.enqueue(self, _record(self.doc, decision.entry))
+        elif pending.version <= self.durable_version:
             self._acknowledge(pending)
         else:
             self._outbox.append(pending)
@@ -321,29 +371,27 @@ class DocumentSession:
         outbox = self._outbox
         while outbox and outbox[0].version <= version:
             pending = outbox.popleft()
-            if pending.entry is None:
-                self._acknowledge(pending)
-                continue
-            entry = pending.entry
-            assert pending.document is not None
-            self.durable_version = entry.version
-            self.durable_document = pending.document
-            author = pending.author
-            message = encode(
-                op_message(
-                    self.doc,
-                    entry.version,
-                    entry.op,
-                    public_client(entry.client_id),
-                    entry.user,
-                    entry.seq,
-                )
-            )
-            for peer in self.members:
-                if author is None or peer is not author.peer:
-                    peer.send(message)
+            if pending.entry is not None:
+                assert pending.document is not None
+                self._advance_durable(pending.entry, pending.document, pending.author)
+                self.manager.publish_op(self.doc, pending.entry)
             self._acknowledge(pending)
-            self.presence.transform(entry.op, public_client(entry.client_id), version=entry.version)
+        self._drain_remote()
+
+    def _advance_durable(self, entry: Entry, document: Document, author: Member | None) -> None:
+        """Make ``entry`` the durable head: tell local members, move cursors."""
+        self.durable_version = entry.version
+        self.durable_document = document
+        client = public_client(entry.client_id)
+        message = encode(
+            op_message(self.doc, entry.version, entry.op, client, entry.user, entry.seq)
+        )
+        author_peer = author.peer if author is not None else None
+        for peer in self.members:
+            if peer is not author_peer:
+                peer.send(message)
+        self.presence.transform(entry.op, client, version=entry.version)
+        self.remote_presence.transform(entry.op, client, version=entry.version)
         if self.durable_version - self.last_snapshot >= self.settings.snapshot_every:
             self._snapshot()
 
@@ -357,21 +405,11 @@ class DocumentSession:
         if pending.done is not None:
             pending.done(pending.version)
 
-    def commit_failed(self, exc: BaseException) -> None:
-        """Roll back to the durable state; every pending author hears ERR_STORAGE."""
-        error = StorageError(f"the op could not be stored ({type(exc).__name__}); resubmit it")
-        outbox, self._outbox = self._outbox, deque()
-        for pending in outbox:
-            if pending.author is not None:
-                pending.author.peer.send(
-                    encode(error_message(error, doc=self.doc, seq=pending.seq, ref=pending.ref))
-                )
-            if pending.done is not None:
-                pending.done(-1)
-        try:
-            history = self.sequencer.entries_since(self.sequencer.window_start)
-        except HistoryGap:  # pragma: no cover - window_start is always available
-            history = []
+    def _rollback(self) -> list[_Pending]:
+        """Forget everything not yet durable; returns what was pending, in order."""
+        outbox, self._outbox = list(self._outbox), deque()
+        self.manager.committer.discard(self)
+        history = self.sequencer.entries_since(self.sequencer.window_start)
         self.sequencer = Sequencer(
             self.doc,
             self.durable_document,
@@ -380,6 +418,138 @@ class DocumentSession:
             max_document_chars=self.settings.max_document_chars,
             max_version_lag=self.settings.max_version_lag,
         )
+        return outbox
+
+    def commit_failed(self, exc: BaseException) -> None:
+        """Roll back to the durable state; every pending author hears ERR_STORAGE."""
+        error = StorageError(f"the op could not be stored ({type(exc).__name__}); resubmit it")
+        for pending in self._rollback():
+            self._fail(pending, error)
+
+    def _fail(self, pending: _Pending, error: TandemError) -> None:
+        if pending.author is not None:
+            pending.author.peer.send(
+                encode(error_message(error, doc=self.doc, seq=pending.seq, ref=pending.ref))
+            )
+        if pending.done is not None:
+            pending.done(-1)
+
+    # -- several nodes ------------------------------------------------------------
+    #
+    # Every node may sequence every document (optimistic concurrency, see
+    # docs/architecture.md). The store refuses a version that another node took
+    # (ConflictError); the session then loads what the others committed and
+    # sequences its pending submissions again, from their original base
+    # versions — the same transform path their clients walk. Committed ops
+    # reach the other nodes over the bus; a gap is filled from the store.
+
+    def conflict(self) -> None:
+        """Another node committed first: re-sequence our pending ops on top of its ops."""
+        if self._rebasing is None:
+            self._rebasing = asyncio.Event()
+            self.manager.background(self._rebase())
+
+    async def _rebase(self) -> None:
+        event = self._rebasing
+        try:
+            records = await self.manager.store.get_ops(self.doc, self.durable_version)
+            pending = self._rollback()
+            for record in records:
+                if record.version == self.durable_version + 1:
+                    self._apply_remote(_entry(record))
+            self._remote = {v: e for v, e in self._remote.items() if v > self.durable_version}
+            for item in pending:
+                if item.op is None or item.author is None:
+                    continue
+                try:
+                    await self._sequence(
+                        item.author,
+                        item.op,
+                        item.base_version,
+                        item.seq,
+                        item.ref,
+                        item.received,
+                        item.done,
+                    )
+                except TandemError as error:
+                    self._fail(item, error)
+        except Exception as exc:  # noqa: BLE001 - the store is down: fail what is pending
+            log.error("rebase of %s failed: %s", self.doc, exc)
+            self.commit_failed(exc)
+        finally:
+            self._rebasing = None
+            if event is not None:
+                event.set()
+
+    def on_bus(self, data: bytes) -> None:
+        """A message from another node about this document."""
+        message = orjson.loads(data)
+        if message.get("node") == self.manager.node:
+            return
+        kind = message.get("kind")
+        if kind == "op":
+            version = message["v"]
+            if version > self.durable_version:
+                self._remote[version] = Entry(
+                    version,
+                    Delta.from_json(message["op"]),
+                    message["key"],
+                    message["seq"],
+                    message["user"],
+                    message["time"],
+                )
+                self._drain_remote()
+        elif kind == "presence":
+            wire = message["message"]
+            if wire.get("left"):
+                self.remote_presence.remove(wire["client"])
+            else:
+                cursor = wire.get("cursor")
+                self.remote_presence.update(
+                    wire["client"],
+                    wire["user"],
+                    wire.get("name", ""),
+                    Cursor(cursor["index"], cursor["length"]) if cursor else None,
+                    wire.get("state") or {},
+                    time.monotonic(),
+                    version=wire.get("v", 0),
+                    length=_BIG,
+                )
+            self._broadcast_all(encode(wire))
+
+    def _drain_remote(self) -> None:
+        """Apply buffered remote ops in version order while nothing local is pending."""
+        if self._outbox or self._rebasing is not None:
+            return
+        while (entry := self._remote.pop(self.durable_version + 1, None)) is not None:
+            self._apply_remote(entry)
+        if self._remote:
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Check the store for ops other nodes committed that we have not seen."""
+        if not self._filling:
+            self._filling = True
+            self.manager.background(self._fill_gap())
+
+    def _apply_remote(self, entry: Entry) -> None:
+        document = self.sequencer.apply_committed(entry)
+        self._advance_durable(entry, document, None)
+
+    async def _fill_gap(self) -> None:
+        """Load ops another node committed that the bus did not bring (or not yet)."""
+        try:
+            records = await self.manager.store.get_ops(self.doc, self.durable_version)
+            for record in records:
+                if self._outbox or self._rebasing is not None:
+                    break
+                if record.version == self.durable_version + 1:
+                    self._apply_remote(_entry(record))
+            self._remote = {v: e for v, e in self._remote.items() if v > self.durable_version}
+        finally:
+            self._filling = False
+        if self._remote:
+            self._drain_remote()
 
     def _snapshot(self) -> None:
         self.last_snapshot = self.durable_version
@@ -408,7 +578,7 @@ class DocumentSession:
                 for entry in entries:
                     if entry.version > self.durable_version:
                         break
-                    side = "right" if public_client(entry.client_id) == own else "left"
+                    side: Side = "right" if public_client(entry.client_id) == own else "left"
                     index, length = transform_selection(index, length, entry.op, side)
             elif base_version is not None and base_version > self.durable_version:
                 raise HistoryUnavailable(
@@ -434,11 +604,13 @@ class DocumentSession:
     def _flush_presence(self, now: float) -> None:
         interval = self.settings.presence_interval
         for client in self.presence.due(now, interval):
-            message = encode(self.presence.entry_message(client, self.doc))
+            wire = self.presence.entry_message(client, self.doc)
+            message = encode(wire)
             for peer in self.members:
                 if peer.client != client:
                     peer.send(message)
             self.presence.mark_sent(client, now)
+            self.manager.publish_presence(self.doc, wire)
         wait = self.presence.next_due(now, interval)
         if wait is not None and self._presence_timer is None:
             loop = asyncio.get_running_loop()
@@ -449,9 +621,17 @@ class DocumentSession:
         self._flush_presence(time.monotonic())
 
     def expire_presence(self, now: float) -> None:
-        for client in self.presence.expire(now, self.settings.presence_timeout):
+        timeout = self.settings.presence_timeout
+        for client in self.presence.expire(now, timeout):
             user = next((p.user for p in self.members if p.client == client), "")
-            self._broadcast_all(encode(self.presence.left_message(client, user, self.doc)))
+            self._announce(self.presence.left_message(client, user, self.doc))
+        for client in self.remote_presence.expire(now, timeout):
+            self._broadcast_all(encode(self.presence.left_message(client, "", self.doc)))
+
+    def _announce(self, wire: dict[str, Any]) -> None:
+        """Tell local members and the other nodes."""
+        self._broadcast_all(encode(wire))
+        self.manager.publish_presence(self.doc, wire)
 
     def _broadcast_all(self, message: str) -> None:
         for peer in self.members:
@@ -465,6 +645,10 @@ class DocumentSession:
         if self._presence_timer is not None:
             self._presence_timer.cancel()
             self._presence_timer = None
+
+
+def _channel(doc: str) -> str:
+    return f"doc:{doc}"
 
 
 def _record(doc: str, entry: Entry) -> OpRecord:
@@ -487,19 +671,33 @@ class _Loading:
 class DocumentManager:
     """Opens documents once (single flight), keeps them while used, unloads idle ones."""
 
-    def __init__(self, store: Store, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        bus: Bus | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        #: Other nodes are reached over this bus; None on a single node.
+        self.bus = bus
+        self.node = settings.node_id
         self.sessions: dict[str, DocumentSession] = {}
         self.committer = GroupCommitter(store, metrics, settings)
         self._loading: dict[str, _Loading] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._outgoing: deque[tuple[str, bytes]] = deque()
+        self._outgoing_ready = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.committer.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="tandem-sweeper")
+        if self.bus is not None:
+            self._publisher = asyncio.create_task(self._publish_loop(), name="tandem-publisher")
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -511,6 +709,50 @@ class DocumentManager:
             await self._unload(session, force=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+
+    # -- the bus ------------------------------------------------------------------
+
+    def publish_op(self, doc: str, entry: Entry) -> None:
+        """Tell the other nodes about a committed op (after it is durable)."""
+        if self.bus is None:
+            return
+        payload = {
+            "kind": "op",
+            "node": self.node,
+            "v": entry.version,
+            "op": entry.op.to_json(),
+            "key": entry.client_id,
+            "seq": entry.seq,
+            "user": entry.user,
+            "time": entry.time,
+        }
+        self._enqueue(doc, payload)
+
+    def publish_presence(self, doc: str, wire: dict[str, Any]) -> None:
+        if self.bus is None:
+            return
+        self._enqueue(doc, {"kind": "presence", "node": self.node, "message": wire})
+
+    def _enqueue(self, doc: str, payload: dict[str, Any]) -> None:
+        self._outgoing.append((_channel(doc), orjson.dumps(payload)))
+        self._outgoing_ready.set()
+
+    async def _publish_loop(self) -> None:
+        """Publish in commit order; a failed publish is logged (peers catch up from the store)."""
+        assert self.bus is not None
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready.clear()
+            while self._outgoing:
+                channel, data = self._outgoing.popleft()
+                try:
+                    await self.bus.publish(channel, data)
+                except Exception as exc:  # noqa: BLE001 - at-most-once by contract
+                    log.warning("bus publish failed: %s", exc)
 
     def background(self, coroutine: Any) -> None:
         """Run a best-effort coroutine (snapshots); failures are logged, never raised."""
@@ -565,6 +807,10 @@ class DocumentManager:
             session.last_snapshot = loaded.snapshot.version
         elif loaded.ops:
             session.last_snapshot = 0
+        if self.bus is not None:
+            session.subscription = await self.bus.subscribe(_channel(doc), session.on_bus)
+            # Ops committed elsewhere between our load and our subscription.
+            session.catch_up()
         return session
 
     async def _unload(self, session: DocumentSession, *, force: bool = False) -> None:
@@ -573,6 +819,10 @@ class DocumentManager:
         if self.sessions.get(session.doc) is session:
             del self.sessions[session.doc]
         session.close()
+        if session.subscription is not None:
+            with contextlib.suppress(Exception):
+                await session.subscription.unsubscribe()
+            session.subscription = None
         if session.durable_version > session.last_snapshot:
             snapshot = Snapshot(
                 session.doc, session.durable_version, session.durable_document.to_delta()

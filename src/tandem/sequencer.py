@@ -187,6 +187,14 @@ class Sequencer:
         self._advance(entry, document)
         return Commit(entry, document)
 
+    def apply_committed(self, entry: Entry) -> Document:
+        """Advance by an op committed elsewhere (another node); it must be the next version."""
+        if entry.version != self.version + 1:
+            raise ValueError(f"expected version {self.version + 1}, got {entry.version}")
+        document = self.document.apply(entry.op)
+        self._advance(entry, document)
+        return document
+
     def _advance(self, entry: Entry, document: Document) -> None:
         self.version = entry.version
         self.document = document

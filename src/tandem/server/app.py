@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tandem import __version__
 from tandem.auth import Authenticator
+from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
 from tandem.errors import TandemError
 from tandem.limits import ConnectionCounter
@@ -54,7 +55,9 @@ class Tandem:
             store if store is not None else open_store(settings.database_url, settings.data_dir)
         )
         self.authenticator = Authenticator(settings, data_dir=settings.data_dir)
-        self.documents = DocumentManager(self.store, settings, self.metrics)
+        # Several nodes share documents through a bus; one node needs none.
+        self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
+        self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
         self.connections = ConnectionCounter(
             settings.max_connections_per_user, settings.max_connections_per_ip
         )
@@ -63,11 +66,15 @@ class Tandem:
 
     async def start(self) -> None:
         await self.store.open()
+        if self.bus is not None:
+            await self.bus.open()
         await self.documents.start()
         self.started = time.time()
 
     async def stop(self) -> None:
         await self.documents.close()
+        if self.bus is not None:
+            await self.bus.close()
         await self.store.close()
 
     @asynccontextmanager
@@ -97,7 +104,15 @@ class Tandem:
             except Exception as exc:  # noqa: BLE001 - report, don't raise
                 checks["storage"] = f"error: {type(exc).__name__}"
                 healthy = False
-            checks["bus"] = "ok"
+            if self.bus is None:
+                checks["bus"] = "in-process"
+            else:
+                try:
+                    await self.bus.publish("healthz", b"")
+                    checks["bus"] = "ok"
+                except Exception as exc:  # noqa: BLE001 - report, don't raise
+                    checks["bus"] = f"error: {type(exc).__name__}"
+                    healthy = False
             checks["documents"] = len(self.documents.sessions)
             checks["uptime"] = round(time.time() - self.started, 1) if self.started else 0
             return JSONResponse(checks, status_code=200 if healthy else 503)

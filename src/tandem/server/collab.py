@@ -168,10 +168,10 @@ class Connection:
                 await self.join(message.doc, message.version)
             elif isinstance(message, Leave):
                 where = {"ref": message.ref, "doc": message.doc}
-                session = self.documents.pop(message.doc, None)
-                if session is None:
+                left = self.documents.pop(message.doc, None)
+                if left is None:
                     raise NotJoined(f"not joined to document {message.doc!r}")
-                session.leave(self)
+                left.leave(self)
             elif isinstance(message, Ping):
                 for session in self.documents.values():
                     session.touch(self, time.monotonic())
