@@ -180,3 +180,48 @@ async def doc_ops(server: ServerProcess, doc: str, start: int = 0) -> list[dict[
             if not page["ops"] or page["ops"][-1]["v"] >= page["v"]:
                 return ops
             start = page["ops"][-1]["v"]
+
+
+POSTGRES_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_services(*names: str) -> None:
+    """Skip (or, under CI=true, fail) unless PostgreSQL / Redis answer."""
+    import pytest
+
+    ports = {"postgres": 5432, "redis": 6379}
+    missing = []
+    for name in names:
+        try:
+            socket.create_connection(("127.0.0.1", ports[name]), timeout=1).close()
+        except OSError as exc:
+            missing.append(f"{name} on 127.0.0.1:{ports[name]} ({exc})")
+    if missing:
+        reason = "not reachable: " + ", ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def cluster_env(tag: str) -> dict[str, str]:
+    """PostgreSQL + Redis settings isolated to one test (own schema, own channel prefix)."""
+    return {
+        "TANDEM_DATABASE_URL": f"{POSTGRES_URL}?schema=t_{tag}",
+        "TANDEM_REDIS_URL": f"{REDIS_URL}?prefix=t{tag}:",
+    }
+
+
+def drop_schema(tag: str) -> None:
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "t_{tag}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())

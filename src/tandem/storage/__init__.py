@@ -6,7 +6,8 @@
 ``""``                      SQLite at ``data_dir/tandem.db`` (dir created)
 ``sqlite:///relative.db``   SQLite; four slashes for an absolute path
 ``memory://``               ``MemoryStore`` (tests, demos; nothing persists)
-``postgresql://…``          ``PostgresStore`` (``postgres://`` too)
+``postgresql://…``          ``PostgresStore`` (``postgres://`` too); ``?schema=NAME``
+                            keeps Tandem's tables in that schema
 ==========================  ==============================================
 
 The returned store is not open yet: call ``await store.open()``. This package
@@ -63,12 +64,24 @@ def open_store(url: str, data_dir: Path) -> Store:
     if url in ("memory://", "memory:"):
         return MemoryStore()
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(url)
+        dsn, schema = _split_schema(url)
+        return PostgresStore(dsn, schema=schema)
     scheme = url.split(":", 1)[0]
     raise ValueError(
         f"unsupported database URL scheme {scheme!r}: use sqlite:///path, "
         "postgresql://…, memory:// or leave it empty for SQLite in the data directory"
     )
+
+
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """Take Tandem's own ``schema=NAME`` query parameter out of a PostgreSQL URL."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for key, value in query if key == "schema"), None)
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
 
 
 async def migrate(url: str, data_dir: Path) -> list[str]:
