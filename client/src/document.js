@@ -55,7 +55,7 @@ export class TandemDoc extends Emitter {
     /** @type {Delta | null} cache of the local document */
     this._local = new Delta();
     this._text = '';
-    this._state = this._newState(0, Date.now());
+    this._state = this._newState(0, 1);
     /** @type {{v: number, op: import('quill-delta').Op[]}[]} */
     this._history = [];
     this._known = false;
@@ -348,6 +348,11 @@ export class TandemDoc extends Emitter {
   }
 
   _afterJoin(msg) {
+    // If the server tells us the last seq it committed for us (a record lost
+    // with the same client id), never reuse one: it would be acked unapplied.
+    if (typeof msg.last_seq === 'number' && msg.last_seq >= this._state.nextSeq) {
+      this._state.nextSeq = msg.last_seq + 1;
+    }
     this._joining = false;
     this._joined = true;
     this._retries = 0;

@@ -1,0 +1,195 @@
+// The Tandem demo: a shared rich-text document with presence.
+// URL parameters: ?doc=ID opens a document, ?user=NAME sets who you are.
+import { TandemClient, bindQuill } from '@tandem/client';
+
+const PALETTE = ['#e11d48', '#db2777', '#9333ea', '#4f46e5', '#0284c7', '#0d9488', '#16a34a', '#ca8a04', '#ea580c', '#64748b'];
+const ADJECTIVES = ['Amber', 'Brisk', 'Calm', 'Daring', 'Eager', 'Frosty', 'Gentle', 'Happy', 'Jolly', 'Lucky', 'Merry', 'Nimble', 'Quiet', 'Swift'];
+const ANIMALS = ['Otter', 'Fox', 'Heron', 'Lynx', 'Panda', 'Robin', 'Seal', 'Tiger', 'Wren', 'Koala', 'Badger', 'Falcon'];
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+// ---- who am I ---------------------------------------------------------------
+const hash = (s) => [...s].reduce((h, c) => (h * 31 + c.codePointAt(0)) >>> 0, 7);
+const pick = (list) => list[Math.floor(Math.random() * list.length)];
+const slug = (s) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'guest';
+
+const fromUrl = params.get('user');
+let name = fromUrl ? fromUrl.charAt(0).toUpperCase() + fromUrl.slice(1) : localStorage.getItem('tandem:name') || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`;
+let color = localStorage.getItem('tandem:color') || PALETTE[hash(name) % PALETTE.length];
+const userId = fromUrl ? slug(fromUrl) : localStorage.getItem('tandem:user') || `${slug(name)}-${Math.random().toString(36).slice(2, 6)}`;
+if (!fromUrl) {
+  localStorage.setItem('tandem:name', name);
+  localStorage.setItem('tandem:user', userId);
+}
+
+// ---- which document ---------------------------------------------------------
+const docId = params.get('doc') || localStorage.getItem('tandem:last-doc') || 'welcome';
+localStorage.setItem('tandem:last-doc', docId);
+const recent = JSON.parse(localStorage.getItem('tandem:recent') || '[]').filter((d) => d !== docId);
+localStorage.setItem('tandem:recent', JSON.stringify([docId, ...recent].slice(0, 12)));
+$('doc-title').textContent = docId;
+document.title = `${docId} — Tandem`;
+
+// ---- connect ----------------------------------------------------------------
+let token = null;
+async function fetchToken() {
+  const res = await fetch(`/api/dev/token?user=${encodeURIComponent(userId)}&name=${encodeURIComponent(name)}`);
+  if (!res.ok) throw new Error(`token: HTTP ${res.status}`);
+  token = (await res.json()).token;
+  return token;
+}
+const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+const client = new TandemClient({ urls: [`${scheme}://${location.host}/collab`], token: fetchToken });
+const doc = client.open(docId, { state: { name, color } });
+
+const quill = new Quill('#editor', {
+  theme: 'snow',
+  modules: { toolbar: '#toolbar', history: { userOnly: true } },
+  placeholder: 'Start writing — everyone here sees it as you type…',
+});
+const binding = bindQuill(doc, quill);
+doc.ready.then(() => quill.focus());
+
+// ---- status -----------------------------------------------------------------
+const STATUS_TEXT = { connecting: 'Connecting…', online: 'Saving…', synced: 'All changes saved', offline: 'Offline' };
+function renderStatus() {
+  const s = doc.status;
+  $('status').dataset.status = s;
+  const pending = doc.pending && s === 'offline' ? ' — edits kept on this device' : '';
+  $('status-text').textContent = STATUS_TEXT[s] + pending;
+  $('sync-info').textContent = doc.version ? `Version ${doc.version}` : 'New document';
+}
+doc.on('status', renderStatus);
+doc.on('change', renderStatus);
+client.on('status', renderStatus);
+renderStatus();
+
+// ---- who is here ------------------------------------------------------------
+function initials(n) {
+  const parts = String(n).trim().split(/\s+/);
+  return ((parts[0]?.[0] ?? '?') + (parts.length > 1 ? parts.at(-1)[0] : '')).toUpperCase();
+}
+function avatar(person, me) {
+  const el = document.createElement('button');
+  el.className = `avatar${me ? ' me' : ''}`;
+  el.style.setProperty('--c', person.color);
+  el.textContent = initials(person.name);
+  el.title = me ? `${person.name} (you) — click to rename` : person.name;
+  el.dataset.name = person.name;
+  if (me) el.addEventListener('click', openNameDialog);
+  return el;
+}
+function renderPeople() {
+  const seen = new Set();
+  const others = [];
+  for (const p of doc.peers()) {
+    const key = p.user || p.client;
+    if (seen.has(key) || key === userId) continue;
+    seen.add(key);
+    others.push({ name: typeof p.state?.name === 'string' ? p.state.name : p.name || p.user, color: typeof p.state?.color === 'string' ? p.state.color : '#64748b' });
+  }
+  const list = [avatar({ name, color }, true), ...others.slice(0, 6).map((p) => avatar(p, false))];
+  if (others.length > 6) {
+    const more = document.createElement('span');
+    more.className = 'avatar more';
+    more.textContent = `+${others.length - 6}`;
+    list.push(more);
+  }
+  $('people').replaceChildren(...list);
+  $('people').title = others.length ? `${others.length + 1} people here` : 'Only you here';
+}
+doc.on('presence', renderPeople);
+renderPeople();
+
+// ---- rename -----------------------------------------------------------------
+function openNameDialog() {
+  $('name-input').value = name;
+  const sw = $('swatches');
+  sw.replaceChildren(
+    ...PALETTE.map((c) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = `swatch${c === color ? ' on' : ''}`;
+      b.style.background = c;
+      b.setAttribute('aria-label', c);
+      b.onclick = () => {
+        sw.querySelectorAll('.swatch').forEach((x) => x.classList.toggle('on', x === b));
+        sw.dataset.color = c;
+      };
+      return b;
+    }),
+  );
+  sw.dataset.color = color;
+  $('name-dialog').showModal();
+}
+$('name-dialog').addEventListener('close', () => {
+  if ($('name-dialog').returnValue !== 'ok') return;
+  name = $('name-input').value.trim() || name;
+  color = $('swatches').dataset.color || color;
+  localStorage.setItem('tandem:name', name);
+  localStorage.setItem('tandem:color', color);
+  doc.setPresenceState({ name, color });
+  renderPeople();
+});
+
+// ---- documents --------------------------------------------------------------
+function toggleMenu(open) {
+  $('doc-menu').hidden = !open;
+  $('doc-button').setAttribute('aria-expanded', String(open));
+  if (open) {
+    $('new-doc-name').focus();
+    loadDocList();
+  }
+}
+$('doc-button').addEventListener('click', (e) => {
+  e.stopPropagation();
+  toggleMenu($('doc-menu').hidden);
+});
+document.addEventListener('click', (e) => {
+  if (!$('doc-menu').contains(/** @type {Node} */ (e.target))) toggleMenu(false);
+});
+document.addEventListener('keydown', (e) => e.key === 'Escape' && toggleMenu(false));
+$('new-doc').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const id = $('new-doc-name').value.trim().replace(/\s+/g, '-').replace(/[^A-Za-z0-9._:@~/-]/g, '').replace(/^[^A-Za-z0-9]+/, '');
+  if (id) openDoc(id);
+});
+function openDoc(id) {
+  const url = new URL(location.href);
+  url.searchParams.set('doc', id);
+  location.href = url.toString();
+}
+function ago(seconds) {
+  const s = Date.now() / 1000 - seconds;
+  if (s < 60) return 'just now';
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(seconds * 1000).toLocaleDateString();
+}
+async function loadDocList() {
+  let docs = [];
+  try {
+    const res = await fetch('/api/docs', { headers: { authorization: `Bearer ${token ?? (await fetchToken())}` } });
+    if (res.ok) docs = await res.json();
+  } catch {
+    /* offline: show the recent ones */
+  }
+  const known = new Map(docs.map((d) => [d.doc, d]));
+  const ids = [...new Set([...JSON.parse(localStorage.getItem('tandem:recent') || '[]'), ...docs.sort((a, b) => b.updated - a.updated).map((d) => d.doc)])].slice(0, 20);
+  $('doc-list').replaceChildren(
+    ...ids.map((id) => {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = `?doc=${encodeURIComponent(id)}${fromUrl ? `&user=${encodeURIComponent(fromUrl)}` : ''}`;
+      a.className = id === docId ? 'current' : '';
+      const info = known.get(id);
+      a.innerHTML = `<span class="doc-name"></span><span class="doc-meta">${info ? `${ago(info.updated)} · v${info.v}` : 'not saved yet'}</span>`;
+      a.querySelector('.doc-name').textContent = id;
+      li.appendChild(a);
+      return li;
+    }),
+  );
+}
+
+// For debugging and the browser tests.
+window.tandem = { client, doc, quill, binding };

@@ -1,0 +1,264 @@
+// Hand-written declarations for @tandem/client (the package is plain ES
+// modules with JSDoc; there is no build step).
+import Delta, { Op } from 'quill-delta';
+
+export { Delta, Op };
+
+/** A cursor or selection. In the public API: UTF-16 units of the local document. */
+export interface Cursor {
+  index: number;
+  length: number;
+}
+
+type Listener<T> = (arg: T) => void;
+
+export class Emitter {
+  on(event: string, listener: Listener<any>): () => void;
+  off(event: string, listener: Listener<any>): void;
+  once(event: string, test?: (arg: any) => boolean): Promise<any>;
+  emit(event: string, arg?: unknown): void;
+}
+
+// ---- storage ------------------------------------------------------------------
+
+export interface DocRecord {
+  version: number;
+  /** The document at `version` (a delta of inserts). */
+  content: Op[];
+  state: ClientStateJSON;
+}
+
+export interface OfflineStorage {
+  load(clientId: string, docId: string): Promise<DocRecord | null>;
+  save(clientId: string, docId: string, record: DocRecord): Promise<void>;
+  remove?(clientId: string, docId: string): Promise<void>;
+}
+
+export class MemoryStorage implements OfflineStorage {
+  load(clientId: string, docId: string): Promise<DocRecord | null>;
+  save(clientId: string, docId: string, record: DocRecord): Promise<void>;
+  remove(clientId: string, docId: string): Promise<void>;
+}
+
+export class IndexedDBStorage implements OfflineStorage {
+  constructor(name?: string);
+  load(clientId: string, docId: string): Promise<DocRecord | null>;
+  save(clientId: string, docId: string, record: DocRecord): Promise<void>;
+  remove(clientId: string, docId: string): Promise<void>;
+}
+
+/** IndexedDB in a browser, memory elsewhere. */
+export function defaultStorage(): OfflineStorage;
+/** A client id kept across reloads, never shared by two tabs (Web Locks); random outside browsers. */
+export function acquireClientId(): Promise<string>;
+export function newClientId(): string;
+
+// ---- the connection -------------------------------------------------------------
+
+export type ClientStatus = 'connecting' | 'online' | 'offline';
+export type DocStatus = 'connecting' | 'online' | 'synced' | 'offline';
+
+export interface ClientOptions {
+  /** `ws(s)://host:port/collab` endpoints, tried in turn when one fails. */
+  urls?: string[];
+  url?: string;
+  /** A JWT, or a function returning a fresh one (called before every connection attempt). */
+  token: string | (() => string | Promise<string>);
+  /** A stable client id; default: persisted per browser tab, random in Node. */
+  clientId?: string;
+  /** Where unsent edits and the last known document are kept; default IndexedDB or memory. */
+  storage?: OfflineStorage;
+  /** A WebSocket constructor; default the global one, else the `ws` package. */
+  WebSocket?: unknown;
+  /** Reconnect delays in ms: exponential from `min` to `max`, with jitter. Default 250 … 10000. */
+  backoff?: { min?: number; max?: number };
+  /** Ping interval in ms (default 15000); a connection silent for two intervals is dropped. */
+  heartbeat?: number;
+}
+
+export interface Hello {
+  type: 'hello';
+  protocol: number;
+  client: string;
+  user: string;
+  name: string;
+  expires: number;
+}
+
+export interface TandemError {
+  type?: 'error';
+  code: string;
+  message: string;
+  doc?: string;
+  seq?: number;
+  ref?: string | number;
+  /** For a refused edit: what was dropped (on top of the server version). */
+  lost?: Delta;
+}
+
+export class TandemClient extends Emitter {
+  constructor(options: ClientOptions);
+  readonly urls: string[];
+  readonly storage: OfflineStorage;
+  /** Known once `ready` resolves. */
+  clientId: string | null;
+  status: ClientStatus;
+  /** The `hello` of the current connection. */
+  session: Hello | null;
+  readonly docs: Map<string, TandemDoc>;
+  /** Resolves with the client id. */
+  readonly ready: Promise<string>;
+  /** Open a document (or get the one already open). `state`: our presence state, e.g. `{name, color}`. */
+  open(id: string, options?: { state?: Record<string, unknown> }): TandemDoc;
+  /** Go offline on purpose; stays offline until `connect()`. Edits keep working locally. */
+  disconnect(): void;
+  connect(): void;
+  /** Skip the backoff wait and connect now. */
+  reconnectNow(): void;
+  close(): void;
+  on(event: 'status', listener: Listener<ClientStatus>): () => void;
+  on(event: 'error', listener: Listener<TandemError>): () => void;
+  on(event: 'token_expiring', listener: Listener<{ type: 'token_expiring'; expires: number }>): () => void;
+  on(event: string, listener: Listener<any>): () => void;
+}
+
+export interface ChangeEvent {
+  /** The change to the local document, UTF-16 units. */
+  delta: Delta;
+  source: 'local' | 'remote';
+  version: number;
+  client?: string;
+  user?: string;
+}
+
+export interface Peer {
+  client: string;
+  user: string;
+  name: string;
+  state: Record<string, unknown>;
+  /** In local UTF-16 coordinates (moved through our pending edits), or null. */
+  cursor: Cursor | null;
+}
+
+export class TandemDoc extends Emitter {
+  readonly client: TandemClient;
+  readonly id: string;
+  permission: 'read' | 'write' | null;
+  status: DocStatus;
+  /** Resolves once the content is known: from the offline record, or the server's snapshot. */
+  readonly ready: Promise<void>;
+  /** The server version this copy is based on. */
+  readonly version: number;
+  /** The local document, including edits not acknowledged yet (UTF-16). */
+  readonly content: Delta;
+  /** Its text (one U+FFFC per embed). */
+  readonly text: string;
+  readonly pending: boolean;
+  readonly syncState: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer';
+  /** Resolves when every local edit made so far is acknowledged by the server. */
+  whenSynced(): Promise<void>;
+  /** Resolves when the offline record holds every edit made so far. */
+  whenSaved(): Promise<void>;
+  /** Everyone else here. */
+  peers(): Peer[];
+  /**
+   * A local edit on the local document (UTF-16 units). Works offline.
+   * Returns false if it split a surrogate pair and was adjusted (re-render from `content`).
+   */
+  submit(delta: Delta | Op[]): boolean;
+  insert(index: number, text: string, attributes?: Record<string, unknown>): boolean;
+  delete(index: number, length: number): boolean;
+  format(index: number, length: number, attributes: Record<string, unknown>): boolean;
+  setCursor(cursor: Cursor | null): void;
+  setPresenceState(state: Record<string, unknown>): void;
+  close(): void;
+  on(event: 'change', listener: Listener<ChangeEvent>): () => void;
+  on(event: 'beforechange', listener: Listener<void>): () => void;
+  on(event: 'presence', listener: Listener<Peer[]>): () => void;
+  on(event: 'status', listener: Listener<DocStatus>): () => void;
+  on(event: 'joined', listener: Listener<{ version: number; permission: 'read' | 'write' | null }>): () => void;
+  on(event: 'error', listener: Listener<TandemError>): () => void;
+  on(event: string, listener: Listener<any>): () => void;
+}
+
+// ---- the state machine (pure) ------------------------------------------------------
+
+export interface OpMessage {
+  v: number;
+  seq: number;
+  op: Op[];
+}
+
+export interface Inflight {
+  op: Delta;
+  seq: number;
+  sent: { op: Op[]; base: number } | null;
+}
+
+export interface ClientStateJSON {
+  version: number;
+  nextSeq: number;
+  inflight: { op: Op[]; seq: number; sent: { op: Op[]; base: number } | null } | null;
+  buffer: Op[] | null;
+}
+
+export class ClientState {
+  constructor(init?: { version?: number; nextSeq?: number; inflight?: Inflight | null; buffer?: Delta | null; encode?: (op: Delta) => Op[] });
+  version: number;
+  nextSeq: number;
+  inflight: Inflight | null;
+  buffer: Delta | null;
+  readonly name: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer';
+  readonly pending: boolean;
+  applyLocal(op: Delta): boolean;
+  outgoing(): OpMessage | null;
+  rebasedOutgoing(): OpMessage | null;
+  classify(v: number): 'apply' | 'duplicate' | 'gap';
+  applyRemote(v: number, op: Delta): Delta;
+  applyAck(v: number): Delta | null;
+  drop(): Delta;
+  pendingDelta(): Delta;
+  toJSON(): ClientStateJSON;
+  static fromJSON(json: ClientStateJSON, encode?: (op: Delta) => Op[]): ClientState;
+}
+
+export function transformCursor(cursor: Cursor | null, delta: Delta, ownInsertPushes?: boolean): Cursor | null;
+export function positionInverse(delta: Delta): Delta;
+
+export class PresenceTable {
+  constructor(self: string);
+  receive(msg: unknown): boolean;
+  reset(list: unknown[] | undefined): void;
+  list(view: { version: number; history: { v: number; op: Op[] }[]; text: string; pending: Delta }): Peer[];
+}
+export function localCursor(cursor: Cursor | null, v: number, view: { version: number; history: { v: number; op: Op[] }[]; text: string; pending: Delta }): Cursor | null;
+
+// ---- code points ⇄ UTF-16 -----------------------------------------------------------
+
+export function toUtf16(delta: Delta | Op[], text: string): Delta;
+export function toCodePoints(delta: Delta | Op[], text: string): { delta: Delta; exact: boolean };
+export function indexToUtf16(text: string, index: number): number;
+export function indexToCodePoints(text: string, index: number): number;
+export function rangeToUtf16(text: string, range: Cursor | null): Cursor | null;
+export function rangeToCodePoints(text: string, range: Cursor | null): Cursor | null;
+export function codePointLength(text: string): number;
+export function textOf(doc: Delta | Op[]): string;
+export function applyToText(text: string, delta: Delta | Op[]): string;
+
+// ---- editor bindings ----------------------------------------------------------------
+
+export interface Binding {
+  destroy(): void;
+}
+
+export function bindQuill(doc: TandemDoc, quill: any, options?: { cursors?: boolean }): Binding & { render(): void; overlay: CursorOverlay | null };
+export function editorToDoc(change: Delta, docLength: number, extra: number): { delta: Delta; extra: number };
+export function bindTextarea(doc: TandemDoc, textarea: HTMLTextAreaElement | HTMLInputElement): Binding;
+export function diffText(before: string, after: string, caret?: number): Op[];
+
+export class CursorOverlay {
+  constructor(quill: any);
+  render(peers: Peer[]): void;
+  destroy(): void;
+}
+export function colorFor(key: string): string;

@@ -1,0 +1,209 @@
+// The demo page in a real Chromium (Debian's, driven by playwright-core)
+// against a real Tandem server: two people typing into Quill at once, one of
+// them offline for a while, a reload while offline, rich text, cursors.
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { startServer, tandemBin } from '../support/server.mjs';
+import { seeded } from '../support/random.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
+const skip = !tandemBin() ? 'no `tandem serve` available' : !existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
+
+let server;
+let browser;
+
+before(async () => {
+  if (skip) return;
+  const { chromium } = await import('playwright-core');
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A person: their own browser context (own storage), on the demo page. */
+async function person(user, doc, { beforeLoad } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1180, height: 720 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && errors.push(m.text()));
+  if (beforeLoad) await beforeLoad(page);
+  await page.goto(`${server.http}/?doc=${encodeURIComponent(doc)}&user=${user}`);
+  await synced(page);
+  return { context, page, errors };
+}
+
+const synced = (page, timeout = 30000) =>
+  page.waitForFunction(() => window.tandem?.doc.status === 'synced' && !window.tandem.doc.pending, null, { timeout });
+const docText = (page) => page.evaluate(() => window.tandem.doc.text);
+const editorText = (page) => page.evaluate(() => window.tandem.quill.getText());
+
+/** Both pages synced and at the server's version; returns the server's document. */
+async function converge(...pages) {
+  await Promise.all(pages.map((p) => synced(p)));
+  let doc;
+  for (;;) {
+    doc = await server.getDoc(await pages[0].evaluate(() => window.tandem.doc.id));
+    const versions = await Promise.all(pages.map((p) => p.evaluate(() => window.tandem.doc.version)));
+    if (versions.every((v) => v === doc.v)) return doc;
+    await Promise.all(pages.map((p) => p.waitForFunction((v) => window.tandem.doc.version >= v, doc.v, { timeout: 20000 })));
+  }
+}
+
+function tally(text) {
+  const counts = new Map();
+  for (const ch of text) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+  return counts;
+}
+
+test('two pages × 200 random keystrokes, one offline for a while: identical text, nothing lost', { skip, timeout: 240000 }, async () => {
+  const rng = seeded('browser keystrokes');
+  const id = `keys-${rng.seed}`;
+  const alice = await person('alice', id);
+  const bob = await person('bob', id);
+  const typed = { alice: [], bob: [] };
+  const alphabets = { alice: 'abcdefghijklm ', bob: 'NOPQRSTUVWXYZ0123456789' };
+  const moves = ['ArrowLeft', 'ArrowRight', 'Home', 'End', 'ArrowUp', 'ArrowDown'];
+  const decisions = { alice: [], bob: [] };
+  for (const who of ['alice', 'bob']) {
+    for (let i = 0; i < 200; i++) {
+      const r = rng.next();
+      decisions[who].push(r < 0.12 ? { key: rng.pick(moves) } : r < 0.16 ? { key: 'Enter', ch: '\n' } : { ch: rng.pick([...alphabets[who]]) });
+    }
+  }
+  let offlineSeen = false;
+  const run = async (who, p) => {
+    await p.page.click('.ql-editor');
+    for (let i = 0; i < 200; i++) {
+      if (who === 'alice' && i === 50) {
+        await p.context.setOffline(true);
+        await p.page.waitForFunction(() => window.tandem.doc.status === 'offline', null, { timeout: 10000 });
+        offlineSeen = true;
+      }
+      if (who === 'alice' && i === 150) {
+        assert.ok(await p.page.evaluate(() => window.tandem.doc.pending), 'offline edits pending');
+        await p.context.setOffline(false);
+      }
+      const d = decisions[who][i];
+      if (d.key) await p.page.keyboard.press(d.key);
+      else await p.page.keyboard.type(d.ch);
+      if (d.ch) typed[who].push(d.ch);
+    }
+  };
+  await Promise.all([run('alice', alice), run('bob', bob)]);
+  assert.ok(offlineSeen);
+  const final = await converge(alice.page, bob.page);
+  const [a, b] = [await docText(alice.page), await docText(bob.page)];
+  assert.equal(a, b, 'both pages have the same document');
+  assert.equal(a, final.text, 'and so does the server');
+  assert.equal(await editorText(alice.page), await editorText(bob.page), 'both editors show the same');
+  // every typed character accounted for
+  const expected = tally([...typed.alice, ...typed.bob].join(''));
+  assert.deepEqual(tally(final.text), expected);
+  console.log(`# ${[...final.text].length} characters at v${final.v}`);
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test('rich text survives the round trip; remote cursors are drawn; screenshot', { skip, timeout: 60000 }, async () => {
+  const id = `launch-plan-${Date.now() % 100000}`;
+  const alice = await person('alice', id);
+  const bob = await person('bob', id);
+  await alice.page.click('.ql-editor');
+  await alice.page.evaluate(() => {
+    const q = window.tandem.quill;
+    q.updateContents([
+      { insert: 'Launch plan' },
+      { insert: '\n', attributes: { header: 1 } },
+      { insert: 'We ship the editor on ' },
+      { insert: 'Thursday', attributes: { bold: true } },
+      { insert: '. Draft notes are in the ' },
+      { insert: 'team wiki', attributes: { link: 'https://example.com/wiki' } },
+      { insert: '; everything here is saved as you type.\n' },
+    ], 'user');
+    q.setSelection(q.getLength() - 1, 0, 'user');
+  });
+  await alice.page.keyboard.type('Open questions: ');
+  await alice.page.keyboard.press('Control+i');
+  await alice.page.keyboard.type('who owns the rollout?');
+  await converge(alice.page, bob.page);
+  const contents = await bob.page.evaluate(() => window.tandem.quill.getContents().ops);
+  assert.ok(contents.some((op) => op.insert === 'Thursday' && op.attributes?.bold), 'bold arrived: ' + JSON.stringify(contents));
+  assert.ok(contents.some((op) => op.insert === 'team wiki' && op.attributes?.link === 'https://example.com/wiki'), 'link arrived');
+  assert.ok(contents.some((op) => op.insert === 'who owns the rollout?' && op.attributes?.italic), 'italic arrived');
+  assert.ok(contents.some((op) => op.insert === '\n' && op.attributes?.header === 1), 'heading arrived');
+
+  // Bob selects "Thursday": Alice sees his caret, name and selection.
+  await bob.page.evaluate(() => {
+    const q = window.tandem.quill;
+    q.focus();
+    q.setSelection(q.getText().indexOf('Thursday'), 8, 'user');
+  });
+  const label = alice.page.locator('.tandem-caret-label', { hasText: 'Bob' });
+  await label.waitFor({ state: 'visible', timeout: 10000 });
+  await alice.page.locator('.tandem-selection').first().waitFor({ state: 'visible' });
+  await bob.page.locator('.tandem-caret-label', { hasText: 'Alice' }).waitFor({ state: 'visible', timeout: 10000 });
+  // Alice's selection is kept when Bob's edit arrives before it
+  await alice.page.evaluate(() => window.tandem.quill.setSelection(window.tandem.quill.getText().indexOf('Open'), 4, 'user'));
+  const before = await alice.page.evaluate(() => window.tandem.quill.getSelection());
+  await bob.page.evaluate(() => window.tandem.quill.insertText(0, '✏️ ', 'user'));
+  await converge(alice.page, bob.page);
+  const afterSel = await alice.page.evaluate(() => window.tandem.quill.getSelection());
+  assert.deepEqual(afterSel, { index: before.index + 3, length: 4 });
+  await bob.page.evaluate(() => window.tandem.quill.setSelection(window.tandem.quill.getText().indexOf('Thursday'), 8, 'user'));
+  await alice.page.locator('.tandem-selection').first().waitFor({ state: 'visible' });
+  await alice.page.waitForFunction(() => document.querySelectorAll('#people .avatar').length === 2);
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await alice.page.screenshot({ path: `${ARTIFACTS}demo-two-users.png` });
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test('edits made offline survive a page reload and are sent when back online', { skip, timeout: 60000 }, async () => {
+  const id = `reload-${Date.now()}`;
+  let blocked = false;
+  let live = null;
+  // The WebSocket is routed through Playwright so that "offline" can be
+  // simulated while the page itself can still be reloaded over HTTP.
+  const routeSocket = async (page) =>
+    page.routeWebSocket(/\/collab/, (ws) => {
+      if (blocked) return ws.close({ code: 1006, reason: 'offline' });
+      live = ws;
+      ws.connectToServer();
+    });
+  const carol = await person('carol', id, { beforeLoad: routeSocket });
+  const dave = await person('dave', id);
+  await carol.page.click('.ql-editor');
+  await carol.page.keyboard.type('Written online. ');
+  await converge(carol.page, dave.page);
+
+  blocked = true;
+  await live.close({ code: 1006, reason: 'cut' });
+  await carol.page.waitForFunction(() => window.tandem.doc.status !== 'synced' && !window.tandem.client._online);
+  await carol.page.keyboard.type('Written offline, then reloaded.');
+  await carol.page.evaluate(() => window.tandem.doc.whenSaved());
+  await carol.page.reload();
+  await carol.page.waitForFunction(() => window.tandem?.doc.text.includes('reloaded.'), null, { timeout: 15000 });
+  assert.match(await editorText(carol.page), /Written online\. Written offline, then reloaded\./);
+  assert.equal(await carol.page.evaluate(() => window.tandem.doc.pending), true);
+
+  blocked = false;
+  await carol.page.evaluate(() => window.tandem.client.reconnectNow());
+  const final = await converge(carol.page, dave.page);
+  assert.equal(final.text, 'Written online. Written offline, then reloaded.');
+  assert.equal(await docText(dave.page), final.text);
+  await carol.context.close();
+  await dave.context.close();
+});

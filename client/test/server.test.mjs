@@ -1,0 +1,153 @@
+// Against a real Tandem server: random concurrent edits from several clients
+// converge; edits made offline are sent on reconnect and nothing is lost.
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { TandemClient, MemoryStorage } from '../src/index.js';
+import { startServer, tandemBin, until } from './support/server.mjs';
+import { seeded, randomEdit } from './support/random.mjs';
+
+const skip = tandemBin() ? false : 'no `tandem serve` available';
+/** @type {Awaited<ReturnType<typeof startServer>>} */
+let server;
+const clients = [];
+
+before(async () => {
+  if (!skip) server = await startServer();
+});
+after(async () => {
+  for (const c of clients) c.close();
+  await server?.stop();
+});
+
+async function client(user, options = {}) {
+  const c = new TandemClient({ url: server.ws, token: await server.token(user), backoff: { min: 20, max: 200 }, ...options });
+  c.on('error', (e) => console.log(`# ${user}: client error`, e));
+  clients.push(c);
+  return c;
+}
+
+/** Wait until `doc` is synced and at the server's version. */
+async function settle(doc, v) {
+  await doc.whenSynced();
+  await until(doc, 'change', () => doc.version >= v, 20000, `${doc.id} at v${v}`);
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+test('random concurrent edits from four clients converge', { skip, timeout: 120000 }, async () => {
+  const rng = seeded('server convergence');
+  const id = `conv-${rng.seed}-${Date.now()}`;
+  const users = ['ana', 'ben', 'cy', 'dee'];
+  const docs = [];
+  for (const u of users) {
+    const d = (await client(u)).open(id, { state: { name: u } });
+    d.on('error', (e) => assert.fail(`${u}: ${JSON.stringify(e)}`));
+    await d.ready;
+    docs.push(d);
+  }
+  let edits = 0;
+  for (let step = 0; step < 600; step++) {
+    const i = rng.int(docs.length);
+    const d = docs[i];
+    const roll = rng.next();
+    if (roll < 0.6) {
+      d.submit(randomEdit(rng, d.text));
+      edits++;
+    } else if (roll < 0.63) {
+      if (d.client.status === 'offline' && d.client._manualOffline) d.client.connect();
+      else d.client.disconnect();
+    } else if (roll < 0.75) {
+      if (d.client.status === 'online' && d.status !== 'connecting') await d.whenSynced(); // one round trip
+    } else {
+      for (let k = rng.int(20); k > 0; k--) await tick(); // let the network move
+    }
+  }
+  for (const d of docs) d.client.connect();
+  await Promise.all(docs.map((d) => d.whenSynced()));
+  const final = await server.getDoc(id);
+  await Promise.all(docs.map((d) => settle(d, final.v)));
+  for (const d of docs) assert.equal(d.text, final.text, `${d.client.session.user} matches the server`);
+  for (const d of docs) assert.deepEqual(d.content.ops, final.content.length ? final.content : [], 'same attributes too');
+  console.log(`# ${edits} edits, server at v${final.v}, ${[...final.text].length} code points`);
+});
+
+test('offline edits are kept, sent on reconnect, and nothing is lost', { skip, timeout: 60000 }, async () => {
+  const id = `offline-${Date.now()}`;
+  const storage = new MemoryStorage();
+  const a = await client('amy', { storage });
+  const b = await client('bo');
+  const da = a.open(id);
+  const db = b.open(id);
+  await Promise.all([da.ready, db.ready]);
+  da.insert(0, 'base.');
+  await da.whenSynced();
+  await until(db, 'change', () => db.text === 'base.');
+
+  a.disconnect();
+  await until(da, 'status', () => da.status === 'offline');
+  const mine = ['alpha', 'beta😀', 'gamma'];
+  const theirs = ['one', 'two', 'three'];
+  for (let i = 0; i < 3; i++) {
+    da.insert(da.text.length, ` ${mine[i]}`);
+    db.insert(0, `${theirs[i]} `);
+  }
+  assert.equal(da.syncState, 'awaitingAckWithBuffer'); // composed while offline
+  await db.whenSynced();
+  // the offline record holds the unsent edits
+  await da.whenSaved();
+  const record = await storage.load(a.clientId, id);
+  assert.ok(record.state.inflight, 'pending edits are persisted');
+
+  a.connect();
+  await da.whenSynced();
+  const final = await server.getDoc(id);
+  await Promise.all([settle(da, final.v), settle(db, final.v)]);
+  assert.equal(da.text, final.text);
+  assert.equal(db.text, final.text);
+  for (const w of [...mine, ...theirs, 'base.']) assert.ok(final.text.includes(w), `${w} survived: ${final.text}`);
+});
+
+test('a client restarted with its offline record resends what it had not sent', { skip, timeout: 60000 }, async () => {
+  const id = `restart-${Date.now()}`;
+  const storage = new MemoryStorage();
+  const first = await client('rae', { storage });
+  const d1 = first.open(id);
+  await d1.ready;
+  d1.insert(0, 'saved.');
+  await d1.whenSynced();
+  first.disconnect();
+  d1.insert(d1.text.length, ' typed offline');
+  await d1.whenSaved();
+  const clientId = first.clientId;
+  first.close(); // the "page" goes away while offline
+
+  const second = await client('rae', { storage, clientId });
+  const d2 = second.open(id);
+  await d2.ready;
+  assert.equal(d2.text, 'saved. typed offline'); // from the record, before the server answers
+  await d2.whenSynced();
+  const final = await server.getDoc(id);
+  assert.equal(final.text, 'saved. typed offline');
+});
+
+test('presence, and cursors moved through pending edits', { skip, timeout: 30000 }, async () => {
+  const id = `presence-${Date.now()}`;
+  const a = (await client('pia')).open(id, { state: { name: 'Pia', color: '#e91e63' } });
+  const b = (await client('quinn')).open(id, { state: { name: 'Quinn' } });
+  await Promise.all([a.ready, b.ready]);
+  a.insert(0, 'hello world');
+  await a.whenSynced();
+  await until(b, 'change', () => b.text === 'hello world');
+  a.setCursor({ index: 6, length: 5 });
+  await until(b, 'presence', () => b.peers().some((p) => p.cursor?.index === 6 && p.state.name === 'Pia'));
+  // b types before the cursor: until the server has it, the cursor is moved
+  // through b's pending edit (UTF-16: the emoji counts 2)
+  b.insert(0, '😀 ');
+  assert.equal(b.syncState, 'awaitingAck');
+  const pia = b.peers().find((p) => p.user === 'pia');
+  assert.deepEqual(pia?.cursor, { index: 9, length: 5 });
+  await b.whenSynced();
+  // and after the server moved it, it arrives at the same place
+  await until(b, 'presence', () => b.peers().some((p) => p.user === 'pia' && p.cursor?.index === 9), 5000, 'moved cursor').catch(() => {});
+  assert.deepEqual(b.peers().find((p) => p.user === 'pia')?.cursor, { index: 9, length: 5 });
+});
