@@ -224,4 +224,9 @@ def drop_schema(tag: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(drop())
+    # Callable from sync tests and from inside a running event loop alike.
+    import threading
+
+    thread = threading.Thread(target=asyncio.run, args=(drop(),))
+    thread.start()
+    thread.join(30)

@@ -117,3 +117,21 @@ async def crash_cycles(tmp_path: Path, kills: int, env: dict[str, str] | None = 
 async def test_sigkill_under_load_loses_no_acknowledged_op_sqlite(tmp_path: Path) -> None:
     acked = await crash_cycles(tmp_path, kills=int(os.environ.get("TANDEM_CRASH_KILLS", "20")))
     assert acked > 50
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_op_postgres(tmp_path: Path) -> None:
+    import uuid
+
+    from .harness import POSTGRES_URL, drop_schema, require_services
+
+    require_services("postgres")
+    tag = uuid.uuid4().hex[:10]
+    try:
+        acked = await crash_cycles(
+            tmp_path,
+            kills=int(os.environ.get("TANDEM_CRASH_KILLS", "20")),
+            env={"TANDEM_DATABASE_URL": f"{POSTGRES_URL}?schema=t_{tag}"},
+        )
+        assert acked > 50
+    finally:
+        drop_schema(tag)
