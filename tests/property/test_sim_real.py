@@ -393,5 +393,7 @@ def test_real_sequencer_and_clients_converge() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_real_sequencer_and_clients_converge_many_seeds() -> None:
-    check_seeds(range(300, 5_300), scale=3)
+    # Bigger runs (up to 6 clients, 60 actions each): about 40 ms of CPU per seed.
+    check_seeds(range(300, 3_300), scale=2)

@@ -617,6 +617,7 @@ class TandemClient:
         self._closing = True
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
+            self._ready.exception()  # retrieved: connect() may never be awaited
         for handle in self._handles.values():
             handle._finish(error)
 
