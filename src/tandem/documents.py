@@ -221,6 +221,8 @@ class DocumentSession:
         self.remote_presence = PresenceTable()
         self._outbox: deque[_Pending] = deque()
         self._remote: dict[int, Entry] = {}
+        #: Highest durable seq per client key, as far as loaded history reaches.
+        self.last_seqs: dict[str, int] = {}
         self._rebasing: asyncio.Event | None = None
         self._filling = False
         self._presence_timer: asyncio.TimerHandle | None = None
@@ -246,6 +248,7 @@ class DocumentSession:
                 self.durable_document.to_delta(),
                 presence,
                 permission,
+                self.last_seqs.get(member.key),
             )
         else:
             ops = [
@@ -259,7 +262,13 @@ class DocumentSession:
                 for entry in entries
             ]
             message = catchup_message(
-                self.doc, version or 0, self.durable_version, ops, presence, permission
+                self.doc,
+                version or 0,
+                self.durable_version,
+                ops,
+                presence,
+                permission,
+                self.last_seqs.get(member.key),
             )
         peer.send(encode(message))
         self.manager.metrics.set_documents(len(self.manager.sessions))
@@ -382,6 +391,8 @@ class DocumentSession:
         """Make ``entry`` the durable head: tell local members, move cursors."""
         self.durable_version = entry.version
         self.durable_document = document
+        if entry.seq is not None:
+            self.last_seqs[entry.client_id] = entry.seq
         client = public_client(entry.client_id)
         message = encode(
             op_message(self.doc, entry.version, entry.op, client, entry.user, entry.seq)
@@ -803,6 +814,9 @@ class DocumentManager:
             max_version_lag=self.settings.max_version_lag,
         )
         session = DocumentSession(doc, sequencer, self)
+        for record in loaded.ops:
+            if record.seq is not None:
+                session.last_seqs[record.client_id] = record.seq
         if loaded.snapshot is not None:
             session.last_snapshot = loaded.snapshot.version
         elif loaded.ops:

@@ -243,7 +243,12 @@ def hello_message(client: str, user: str, name: str, expires: float | None) -> d
 
 
 def snapshot_message(
-    doc: str, version: int, content: Delta, presence: list[dict[str, Any]], permission: str
+    doc: str,
+    version: int,
+    content: Delta,
+    presence: list[dict[str, Any]],
+    permission: str,
+    last_seq: int | None = None,
 ) -> dict[str, Any]:
     return {
         "type": "snapshot",
@@ -252,6 +257,7 @@ def snapshot_message(
         "content": content.to_json(),
         "presence": presence,
         "permission": permission,
+        "last_seq": last_seq,
     }
 
 
@@ -276,6 +282,7 @@ def catchup_message(
     ops: Sequence[dict[str, Any]],
     presence: list[dict[str, Any]],
     permission: str,
+    last_seq: int | None = None,
 ) -> dict[str, Any]:
     return {
         "type": "catchup",
@@ -285,6 +292,7 @@ def catchup_message(
         "ops": list(ops),
         "presence": presence,
         "permission": permission,
+        "last_seq": last_seq,
     }
 
 
