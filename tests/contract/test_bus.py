@@ -352,6 +352,7 @@ async def test_two_redis_nodes_see_each_other(
     redis_nodes: Callable[..., Awaitable[RedisBus]],
 ) -> None:
     a, b = await redis_nodes(), await redis_nodes()
+    assert a.connected and b.connected
     at_a, at_b = await subscribe(a, "doc"), await subscribe(b, "doc")
     await a.publish("doc", b"from a")
     await b.publish("doc", b"from b")
@@ -448,6 +449,7 @@ async def test_redis_open_fails_loudly_when_unreachable() -> None:
     bus = RedisBus("redis://127.0.0.1:1/0")
     with pytest.raises(Exception, match="(?i)connect"):
         await bus.open()
+    assert not bus.connected
     await bus.close()
 
 

@@ -88,6 +88,15 @@ class RedisBus:
     def __repr__(self) -> str:
         return f"RedisBus(prefix={self.prefix!r}, {self._state})"
 
+    @property
+    def connected(self) -> bool:
+        """True while the pub/sub connection is up and the last publish reached Redis.
+
+        ``publish`` never raises for a Redis failure, so a health check should read this.
+        """
+        conn = self._conn
+        return conn is not None and conn.is_connected and not self._publish_failing
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
