@@ -1,6 +1,9 @@
 # The two commands of the quickstart:
 #   make serve   install what is needed and run the server (SQLite, in-process bus)
 #   make test    install what is needed and run the whole test suite
+# and, beyond the quickstart:
+#   make bench   the performance benchmarks (docs/performance.md)
+#   make lint    ruff and mypy --strict
 .PHONY: serve test bench lint
 
 serve:
@@ -11,7 +14,7 @@ test:
 	@scripts/test.sh $(ARGS)
 
 bench:
-	@scripts/bootstrap.sh --test
+	@scripts/bootstrap.sh --bench
 	.venv/bin/python -m bench $(ARGS)
 
 lint:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Tandem needs to run and to be tested, idempotently:
 # a virtualenv in .venv with the package and its test extras, and the npm
-# packages of the JS client and the differential-test fixtures.
+# packages of the JS client (the demo needs them), and with --test the
+# differential-test fixtures and Chromium; with --bench the benchmark peers.
 # Re-running it is cheap: each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,21 +18,31 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "${1:-}" = "--test" ]; then
-  # npm packages for every folder that declares them (client, test fixtures, bench).
-  for dir in tests/differential/js client; do
-    if [ -f "$dir/package.json" ]; then
-      if [ ! -d "$dir/node_modules" ] || [ "$dir/package.json" -nt "$dir/node_modules" ]; then
-        (cd "$dir" && npm install --no-audit --no-fund --loglevel=error) && touch "$dir/node_modules"
-      fi
+npm_install() {
+  # npm packages of one folder, reinstalled only when its package.json changed.
+  local dir=$1
+  if [ -f "$dir/package.json" ] && command -v npm >/dev/null 2>&1; then
+    if [ ! -d "$dir/node_modules" ] || [ "$dir/package.json" -nt "$dir/node_modules" ]; then
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error) && touch "$dir/node_modules"
     fi
-  done
-  # Headless Chromium for the browser tests (Debian packages; Playwright's own download
-  # does not work offline).
+  fi
+}
+
+# The demo page serves Quill and the JS client from client/node_modules.
+npm_install client
+
+if [ "${1:-}" = "--test" ]; then
+  npm_install tests/differential/js
+  # Headless Chromium for the browser tests (Debian packages; Playwright's own
+  # browser download does not work offline).
   if [ -f client/package.json ] && ! command -v chromium >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
         || echo "bootstrap: could not install chromium; browser tests will fail" >&2
     fi
   fi
+fi
+if [ "${1:-}" = "--bench" ]; then
+  npm_install bench/load
+  npm_install bench/peers
 fi
