@@ -82,6 +82,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
+def _redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (URLs are printed and logged)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -99,8 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     url = settings.base_url
     lines = [f"Tandem {__version__} on {url}  (node {settings.node_id})"]
-    lines.append(f"  storage: {settings.database_url or 'SQLite in ' + str(settings.data_dir)}")
-    lines.append(f"  bus:     {settings.redis_url or 'in-process'}")
+    storage = _redact(settings.database_url) or f"SQLite in {settings.data_dir}"
+    lines.append(f"  storage: {storage}")
+    lines.append(f"  bus:     {_redact(settings.redis_url) or 'in-process'}")
     try:
         token = Authenticator(settings, data_dir=settings.data_dir).issue(
             "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600
