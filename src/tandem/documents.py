@@ -186,6 +186,7 @@ class GroupCommitter:
             self.discard(session)
             if isinstance(exc, ConflictError):
                 # Another node committed this version first: re-sequence on top of it.
+                self._metrics.conflict()
                 session.conflict()
             else:
                 log.error("commit of %d ops failed: %s", len(batch), exc)

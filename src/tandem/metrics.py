@@ -79,6 +79,12 @@ class Metrics:
         self._errors = Counter(
             "tandem_errors_total", "Errors sent to clients, by code", ["node", "code"], registry=r
         )
+        self._conflicts = Counter(
+            "tandem_commit_conflicts_total",
+            "Commits refused because another node took the version first (then re-sequenced)",
+            ["node"],
+            registry=r,
+        )
         self._dropped = Counter(
             "tandem_slow_consumers_total",
             "Connections dropped for not reading",
@@ -114,6 +120,9 @@ class Metrics:
 
     def error(self, code: str) -> None:
         self._errors.labels(self.node, code).inc()
+
+    def conflict(self) -> None:
+        self._conflicts.labels(self.node).inc()
 
     def slow_consumer(self) -> None:
         self._dropped.labels(self.node).inc()
