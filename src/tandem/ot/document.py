@@ -6,8 +6,11 @@ text is kept as a list of ``(text, attributes)`` chunks of at most ``CHUNK``
 code points, plus their running end offsets; applying an op finds the first
 touched chunk by binary search, rebuilds only the chunks the op touches and
 shares every other chunk with the previous version. So a keystroke costs
-O(log n + touched chunks) Python work and one C-level copy of the chunk list,
-and never copies the document's text.
+O(log n + touched chunks) Python work, a C-level copy of the chunk list and a
+shift of the end offsets after the edit, and never copies the document's text.
+Edited text is re-cut into even chunks and small edited pieces are folded into
+a neighbour, so chunks stay between ``CHUNK // 2`` and ``CHUNK`` code points
+except where formatting changes: edits never fragment the document.
 
 Documents are values: ``apply`` returns a new ``Document`` and leaves the old
 one intact (the sequencer and the CRDT bridge keep old versions around).
@@ -42,21 +45,16 @@ class Document:
     def __init__(self, content: Delta | str | None = None) -> None:
         chunks: list[Chunk] = []
         if isinstance(content, str):
-            _append(chunks, content, None)
+            _flush(chunks, [(content, None)])
         elif content is not None:
+            runs: list[Chunk] = []
             for component in content.ops:
                 if type(component) is not Insert:
                     raise InvalidOperation("a document may contain only inserts")
-                _append(chunks, component.text, component.attributes)
+                runs.append((component.text, component.attributes))
+            _flush(chunks, runs)
         self._chunks = chunks
         self._ends = list(accumulate(len(text) for text, _ in chunks))
-
-    @classmethod
-    def _from_chunks(cls, chunks: list[Chunk]) -> Document:
-        document = cls.__new__(cls)
-        document._chunks = chunks
-        document._ends = list(accumulate(len(text) for text, _ in chunks))
-        return document
 
     # -- reading ------------------------------------------------------------
 
@@ -126,57 +124,73 @@ class Document:
     # -- applying -----------------------------------------------------------
 
     def apply(self, op: Delta) -> Document:
-        """This document after ``op``; raises ``OperationTooLong`` if op reaches past the end."""
+        """This document after ``op``; raises ``OperationTooLong`` if op reaches past the end.
+
+        The document is left unchanged when it raises: the length is checked
+        before anything is built.
+        """
         ops = op.ops
         if not ops:
             return self
         chunks, ends = self._chunks, self._ends
         total = ends[-1] if ends else 0
-        out: list[Chunk] = []
-        index = 0  # next unconsumed chunk
+        reach = 0
+        for component in ops:
+            if type(component) is not Insert:
+                reach += component.count  # type: ignore[union-attr]
+        if reach > total:
+            raise OperationTooLong(
+                f"op reaches position {reach} but the document has {total} characters"
+            )
+        stop = len(ops)
+        last = ops[-1]
+        if type(last) is Retain and not last.attributes:
+            stop -= 1  # a trailing plain retain changes nothing
+        out: list[Chunk] = []  # finished chunks
+        region: list[Chunk] = []  # edited pieces, not yet cut into chunks
+        # out[:shared] is chunks[:shared], so their ends are too; -1 until out
+        # first gets anything else (an edited piece, or chunks after a deletion).
+        shared = -1
+        index = 0  # next chunk not yet consumed
         offset = 0  # code points of chunks[index] already consumed
-        position = 0  # document position of the cursor
-        start = 0
-        first = ops[0]
-        if type(first) is Retain and not first.attributes:
-            # Copy the untouched prefix as references, found by binary search.
-            if first.count > total:
-                raise OperationTooLong(
-                    f"op retains {first.count} characters but the document has {total}"
-                )
-            index = bisect_right(ends, first.count)
-            out.extend(chunks[:index])
-            position = ends[index - 1] if index else 0
-            offset = first.count - position
-            position = first.count
-            if offset:
-                _append(out, chunks[index][0][:offset], chunks[index][1])
-            start = 1
-        for component in ops[start:] if start else ops:
+        for i in range(stop):
+            component = ops[i]
             kind = type(component)
             if kind is Insert:
-                _append(out, component.text, component.attributes)  # type: ignore[union-attr]
+                region.append((component.text, component.attributes))  # type: ignore[union-attr]
                 continue
             count = component.count  # type: ignore[union-attr]
-            if position + count > total:
-                raise OperationTooLong(
-                    f"op reaches position {position + count} "
-                    f"but the document has {total} characters"
-                )
-            position += count
-            is_retain = kind is Retain
-            attributes = component.attributes if is_retain else None  # type: ignore[union-attr]
+            attributes = component.attributes if kind is Retain else None  # type: ignore[union-attr]
+            if kind is Retain and not attributes:
+                target = (ends[index - 1] if index else 0) + offset + count
+                skip_to = bisect_right(ends, target, index)
+                if skip_to == index:  # ends inside the current chunk
+                    text, chunk_attributes = chunks[index]
+                    region.append((text[offset : offset + count], chunk_attributes))
+                    offset += count
+                    continue
+                if offset:
+                    text, chunk_attributes = chunks[index]
+                    region.append((text[offset:], chunk_attributes))
+                    index += 1
+                # Whole chunks in between are shared with this version, by reference.
+                if shared < 0 and (region or index != len(out)):
+                    shared = max(len(out) - 1, 0)  # _flush may take back out[-1]
+                _flush(out, region)
+                out.extend(chunks[index:skip_to])
+                index = skip_to
+                offset = target - ends[index - 1]
+                if offset:
+                    text, chunk_attributes = chunks[index]
+                    region.append((text[:offset], chunk_attributes))
+                continue
             while count:
                 text, chunk_attributes = chunks[index]
                 available = len(text) - offset
                 take = available if available <= count else count
-                if is_retain:
+                if kind is Retain:
                     piece = text if take == len(text) else text[offset : offset + take]
-                    if attributes:
-                        new_attributes = compose_attributes(chunk_attributes, attributes, False)
-                    else:
-                        new_attributes = chunk_attributes
-                    _append(out, piece, new_attributes)
+                    region.append((piece, compose_attributes(chunk_attributes, attributes, False)))
                 count -= take
                 offset += take
                 if offset == len(text):
@@ -184,35 +198,70 @@ class Document:
                     offset = 0
         if offset:
             text, chunk_attributes = chunks[index]
-            _append(out, text[offset:], chunk_attributes)
+            region.append((text[offset:], chunk_attributes))
             index += 1
-        if index < len(chunks):
-            if out and index and len(out[-1][0]) < CHUNK // 4:
-                # Merge a small edited chunk into its untouched neighbour so
-                # repeated deletes do not fragment the document.
-                text, chunk_attributes = chunks[index]
-                _append(out, text, chunk_attributes)
-                index += 1
-            out.extend(chunks[index:])
-        return Document._from_chunks(out)
+        if index < len(chunks) and sum(len(text) for text, _ in region) < CHUNK // 2:
+            # Fold a small edited region into its untouched neighbour so that
+            # keystrokes and deletes do not fragment the document.
+            region.append(chunks[index])
+            index += 1
+        if shared < 0 and (region or index != len(out)):
+            shared = max(len(out) - 1, 0)
+        _flush(out, region)
+        # New ends: the shared prefix's are unchanged, the edited chunks' are
+        # counted, the untouched tail's are shifted (no len() per chunk).
+        if shared < 0:
+            shared = len(out)
+        new_ends = ends[:shared]
+        end = new_ends[-1] if shared else 0
+        for text, _ in out[shared:]:
+            end += len(text)
+            new_ends.append(end)
+        shift = end - (ends[index - 1] if index else 0)
+        new_ends.extend([old + shift for old in ends[index:]] if shift else ends[index:])
+        out.extend(chunks[index:])
+        document = Document.__new__(Document)
+        document._chunks = out
+        document._ends = new_ends
+        return document
 
 
-def _append(chunks: list[Chunk], text: str, attributes: Attributes | None) -> None:
-    """Append ``text``, merging into the last chunk while it stays under ``CHUNK``."""
-    if not text:
+def _flush(out: list[Chunk], region: list[Chunk]) -> None:
+    """Move ``region``'s pieces onto ``out`` as chunks, and clear it.
+
+    Equally formatted neighbours are joined (with ``out``'s last chunk too,
+    when that one is small), then each run is cut into even chunks of at most
+    ``CHUNK`` code points, so no run leaves chunks under ``CHUNK // 2`` behind
+    except where formatting changes.
+    """
+    if not region:
         return
-    if chunks:
-        last_text, last_attributes = chunks[-1]
-        same = same_attributes(last_attributes, attributes)
-        if same and len(last_text) + len(text) <= CHUNK:
-            chunks[-1] = (last_text + text, attributes)
-            return
-        if same and len(last_text) < CHUNK:
-            room = CHUNK - len(last_text)
-            chunks[-1] = (last_text + text[:room], attributes)
-            text = text[room:]
-    for begin in range(0, len(text), CHUNK):
-        chunks.append((text[begin : begin + CHUNK], attributes))
+    if out and len(out[-1][0]) < CHUNK // 2 and same_attributes(out[-1][1], region[0][1]):
+        region.insert(0, out.pop())
+    parts: list[str] = []
+    current: Attributes | None = None
+    for text, attributes in region:
+        if not text:
+            continue
+        if parts and not same_attributes(attributes, current):
+            _cut(out, "".join(parts), current)
+            parts = []
+        parts.append(text)
+        current = attributes
+    if parts:
+        _cut(out, "".join(parts), current)
+    region.clear()
+
+
+def _cut(out: list[Chunk], text: str, attributes: Attributes | None) -> None:
+    """Append one run as evenly sized chunks of at most ``CHUNK`` code points."""
+    length = len(text)
+    if length <= CHUNK:
+        out.append((text, attributes))
+        return
+    size = -(-length // -(-length // CHUNK))  # ceil(length / number of chunks)
+    for begin in range(0, length, size):
+        out.append((text[begin : begin + size], attributes))
 
 
 def apply(document: Document | Delta | str, op: Delta) -> Document:
