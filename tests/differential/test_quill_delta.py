@@ -131,6 +131,23 @@ def transform_case(side: Side) -> Callable[[random.Random], Case]:
     return make
 
 
+def random_keystroke(rng: random.Random, length: int) -> Delta:
+    """A one-position edit (retain, then one insert or delete): transform's fast path."""
+    position = rng.randint(0, length)
+    if position < length and rng.random() < 0.4:
+        return Delta().retain(position).delete(rng.randint(1, min(3, length - position)))
+    text = random_text(rng)
+    return Delta().retain(position).insert(text, random_attributes(rng, allow_null=False))
+
+
+def keystroke_case(side: Side) -> Callable[[random.Random], Case]:
+    def make(rng: random.Random) -> Case:
+        n = rng.randint(0, 8)
+        return transform_payload(random_keystroke(rng, n), random_keystroke(rng, n), side)
+
+    return make
+
+
 def position_case(side: Side) -> Callable[[random.Random], Case]:
     def make(rng: random.Random) -> Case:
         n = rng.randint(0, 12)
@@ -148,6 +165,8 @@ KINDS: dict[str, Callable[[random.Random], Case]] = {
     "compose": compose_case,
     "transform-left": transform_case("left"),
     "transform-right": transform_case("right"),
+    "transform-keystroke-left": keystroke_case("left"),
+    "transform-keystroke-right": keystroke_case("right"),
     "position-left": position_case("left"),
     "position-right": position_case("right"),
     "invert": invert_case,
