@@ -52,6 +52,8 @@ class Entry:
     seq: int | None
     user: str
     time: float
+    #: For an op that came from a Yjs client: the Yjs update it merged (see tandem.merge).
+    crdt: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

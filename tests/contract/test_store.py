@@ -442,6 +442,15 @@ async def test_reopening_keeps_everything(store: Store, make_store: MakeStore) -
     assert await reopened.head("a") == 4
 
 
+async def test_an_ops_crdt_update_round_trips(store: Store) -> None:
+    plain = op("a", 1)
+    yjs = OpRecord("a", 2, Delta().insert("y"), "y1", None, "ann", 1002.0, b"\x01\x02\x00\xff")
+    await store.append([plain, yjs])
+    loaded = await store.get_ops("a", 0)
+    assert [record.crdt for record in loaded] == [None, b"\x01\x02\x00\xff"]
+    assert (await store.load("a")).ops[1].crdt == yjs.crdt
+
+
 async def test_migrations_are_applied_once(store: Store, make_store: MakeStore) -> None:
     await store.append([op("a", 1)])
     again = make_store()
@@ -476,7 +485,7 @@ async def test_two_stores_opening_new_storage_at_once_migrate_it_once(
         group.start_soon(second.open)
     applied = [getattr(s, "applied_on_open", ()) for s in (first, second)]
     if not isinstance(first, MemoryStore):
-        assert sorted(applied, key=len) == [(), ("0001_initial",)]
+        assert sorted(applied, key=len) == [(), ("0001_initial", "0002_op_crdt")]
     await first.append([op("a", 1)])
     assert await second.head("a") == 1
 
@@ -631,6 +640,6 @@ async def test_open_store_maps_urls_to_backends(tmp_path: Path) -> None:
 
 
 async def test_migrate_reports_what_it_applied(tmp_path: Path) -> None:
-    assert await migrate("", tmp_path) == ["0001_initial"]
+    assert await migrate("", tmp_path) == ["0001_initial", "0002_op_crdt"]
     assert await migrate("", tmp_path) == []
     assert await migrate("memory://", tmp_path) == []

@@ -47,6 +47,8 @@ class OpRecord:
     user: str
     #: Commit time, seconds since the epoch.
     time: float
+    #: For an op that came from a Yjs client: the Yjs update it merged (see tandem.merge).
+    crdt: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

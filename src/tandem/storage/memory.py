@@ -36,6 +36,7 @@ class _StoredOp:
     seq: int | None
     user: str
     time: float
+    crdt: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class MemoryStore:
                     record.seq,
                     record.user,
                     record.time,
+                    record.crdt,
                 )
                 encoded.append((record.doc, stored))
         for run in runs:
@@ -162,7 +164,16 @@ class MemoryStore:
         start = max(after, 0)
         stop = state.head if to_version is None else max(min(to_version, state.head), start)
         return [
-            OpRecord(doc, op.version, decode_delta(op.op), op.client_id, op.seq, op.user, op.time)
+            OpRecord(
+                doc,
+                op.version,
+                decode_delta(op.op),
+                op.client_id,
+                op.seq,
+                op.user,
+                op.time,
+                op.crdt,
+            )
             for op in state.ops[start:stop]
         ]
 

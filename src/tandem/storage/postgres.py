@@ -54,9 +54,10 @@ RETURNING doc, head
 
 _COMMIT_OPS = """
 WITH inserted AS (
-    INSERT INTO ops (doc, version, op, client_id, seq, "user", time)
+    INSERT INTO ops (doc, version, op, client_id, seq, "user", time, crdt)
     SELECT * FROM unnest(
-        $1::text[], $2::bigint[], $3::json[], $4::text[], $5::bigint[], $6::text[], $7::float8[]
+        $1::text[], $2::bigint[], $3::json[], $4::text[], $5::bigint[], $6::text[], $7::float8[],
+        $11::bytea[]
     )
 )
 UPDATE documents AS d SET head = u.head, updated = u.updated
@@ -64,7 +65,7 @@ FROM unnest($8::text[], $9::bigint[], $10::float8[]) AS u(doc, head, updated)
 WHERE d.doc = u.doc
 """
 
-_OP_COLUMNS = 'version, op, client_id, seq, "user", time'
+_OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
 
 
 class PostgresStore:
@@ -140,6 +141,7 @@ class PostgresStore:
                     docs,
                     [run.last for run in runs],
                     [run.updated for run in runs],
+                    [r.crdt for r in ops],
                 )
         except asyncpg.UniqueViolationError as exc:
             what = "a (client_id, seq) was already committed"
@@ -264,8 +266,8 @@ async def _get_ops(
             to_version,
         )
     return [
-        OpRecord(doc, version, decode_delta(op), client_id, seq, user, at)
-        for version, op, client_id, seq, user, at in rows
+        OpRecord(doc, version, decode_delta(op), client_id, seq, user, at, crdt)
+        for version, op, client_id, seq, user, at, crdt in rows
     ]
 
 

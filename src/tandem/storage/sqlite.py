@@ -51,16 +51,17 @@ T = TypeVar("T")
 #: How long a writer waits for another connection's write lock, milliseconds.
 BUSY_TIMEOUT_MS = 10_000
 
-_OP_COLUMNS = 'version, op, client_id, seq, "user", time'
+_OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
 _HEAD = "SELECT head FROM documents WHERE doc = ?"
 _INSERT_OP = (
-    'INSERT INTO ops (doc, version, op, client_id, seq, "user", time) VALUES (?, ?, ?, ?, ?, ?, ?)'
+    'INSERT INTO ops (doc, version, op, client_id, seq, "user", time, crdt) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ADVANCE_HEAD = (
     "INSERT INTO documents (doc, head, updated) VALUES (?, ?, ?) "
     "ON CONFLICT (doc) DO UPDATE SET head = excluded.head, updated = excluded.updated"
 )
-_OpRow = tuple[str, int, str, str, int | None, str, float]
+_OpRow = tuple[str, int, str, str, int | None, str, float, bytes | None]
 
 
 class SQLiteStore:
@@ -115,7 +116,16 @@ class SQLiteStore:
         if not runs:
             return
         rows: list[_OpRow] = [
-            (r.doc, r.version, encode_delta(r.op).decode(), r.client_id, r.seq, r.user, r.time)
+            (
+                r.doc,
+                r.version,
+                encode_delta(r.op).decode(),
+                r.client_id,
+                r.seq,
+                r.user,
+                r.time,
+                r.crdt,
+            )
             for run in runs
             for r in run.records
         ]
@@ -277,8 +287,17 @@ def _get_ops(
             (doc, from_version, to_version),
         )
     return [
-        OpRecord(doc, int(version), decode_delta(op), client_id, seq, user, float(at))
-        for version, op, client_id, seq, user, at in cursor
+        OpRecord(
+            doc,
+            int(version),
+            decode_delta(op),
+            client_id,
+            seq,
+            user,
+            float(at),
+            bytes(crdt) if crdt is not None else None,
+        )
+        for version, op, client_id, seq, user, at, crdt in cursor
     ]
 
 
