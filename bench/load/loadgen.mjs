@@ -1,161 +1,353 @@
-// Load generator: N WebSocket clients on one or many documents, K typists at R ops/s.
-// Measures propagation latency per delivery (submit -> each other client receives it),
-// lost deliveries, and (given --pid) the server's CPU seconds and peak RSS from /proc.
-// Prints one JSON object on stdout. Only ever connects to the URL it is given
-// (127.0.0.1 in every scenario we run). Stops by itself after --duration + --drain.
+// Load generator: one Node process driving many raw WebSocket clients against Tandem
+// or one of its peers, through a small adapter per protocol.
+//
+//   node loadgen.mjs --protocol P --url ws://127.0.0.1:PORT [--token T]
+//        --clients N --typists K --rate R --docs D --duration S [--drain S]
+//        [--connect-rate C] [--pid SERVER_PID] [--idle --hold S]
+//
+// Clients i = 0..N-1 join document load-(i % D); the first K clients of each document
+// type one character at the head, R times a second each; everyone else listens.
+// Every delivery (an edit by another client reaching a client) is timed from the
+// moment its author sent it; deliveries that never arrive by the end of --drain are
+// lost. With --pid, the server's CPU seconds (utime+stime over the measured phase) and
+// peak RSS come from /proc. --idle opens the connections, holds them for --hold
+// seconds and reports the server's RSS growth per connection instead.
+// Prints one JSON object on stdout. Connects only to --url (127.0.0.1 in every
+// scenario we run) and stops by itself.
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import * as Y from 'yjs';
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith('--')) pairs.push([arg.slice(2), all[i + 1]?.startsWith('--') || all[i + 1] === undefined ? 'true' : all[i + 1]]);
+    if (arg.startsWith('--')) {
+      const next = all[i + 1];
+      pairs.push([arg.slice(2), next === undefined || next.startsWith('--') ? 'true' : next]);
+    }
     return pairs;
   }, []),
 );
-const url = args.url;
+const base = (args.url ?? 'ws://127.0.0.1:8080').replace(/\/+$/, '');
+const protocol = args.protocol ?? 'tandem';
+const token = args.token ?? '';
 const clients = Number(args.clients ?? 10);
 const typists = Number(args.typists ?? 1);
 const rate = Number(args.rate ?? 5);
 const docs = Number(args.docs ?? 1);
 const duration = Number(args.duration ?? 10) * 1000;
 const drain = Number(args.drain ?? 3) * 1000;
-const connectRate = Number(args['connect-rate'] ?? 500); // connections per second
-const protocol = args.protocol ?? 'tandem';
-const token = args.token ?? '';
+const connectRate = Number(args['connect-rate'] ?? 1000); // connections per second
 const pid = args.pid ? Number(args.pid) : null;
 const idle = args.idle === 'true';
-const hold = Number(args.hold ?? 0) * 1000;
+const hold = Number(args.hold ?? 60) * 1000;
 
-const adapters = {
-  // Tandem's JSON protocol: sugar inserts at the head, identified by (client, seq).
-  tandem: {
-    url: (doc, i) => `${url}?token=${token}&doc=${doc}&client=g${i}`,
-    edit: (c, seq) => JSON.stringify({ type: 'insert', pos: 0, text: 'x', seq }),
-    // Returns [client, seq] pairs of edits by others delivered in this frame.
-    deliveries(data, self) {
-      const parsed = JSON.parse(data);
-      const out = [];
-      for (const m of Array.isArray(parsed) ? parsed : [parsed]) {
-        if (m.type === 'op' && m.client !== self) out.push([m.client, m.seq]);
-      }
-      return out;
-    },
-    ready: (data) => data.includes('"snapshot"'),
-  },
-  // A trivial relay: the frame is forwarded verbatim to the document's other clients.
-  relay: {
-    url: (doc) => `${url}/${doc}`,
-    edit: (c, seq) => JSON.stringify({ c: c.id, s: seq }),
-    deliveries(data, self) {
-      const m = JSON.parse(data);
-      return m.c !== self ? [[m.c, m.s]] : [];
-    },
-    ready: () => true,
-    immediate: true,
-  },
-};
-const adapter = adapters[protocol];
-if (!adapter) throw new Error(`unknown protocol ${protocol}`);
+// -- the measurement -----------------------------------------------------------------
 
-const sent = new Map(); // "client:seq" -> send time
+const maxOps = Math.ceil((duration / 1000) * rate) + 2;
+const sentAt = new Map(); // author index -> Float64Array of send times by seq (1-based)
 const latencies = [];
 let delivered = 0;
+let duplicates = 0;
 let expected = 0;
 let errors = 0;
-const sockets = [];
+let closedEarly = 0;
+let measuring = false;
+
+/** Client `c` received the edit `seq` of the client with index `author`. */
+function deliver(c, author, seq) {
+  if (author === c.i || !measuring) return;
+  const times = sentAt.get(author);
+  if (times === undefined || !(seq > 0) || seq > maxOps) return;
+  const key = author * 1e6 + seq;
+  if (c.seen.has(key)) { duplicates++; return; }
+  c.seen.add(key);
+  const t = times[seq];
+  if (t > 0) { latencies.push(performance.now() - t); delivered++; }
+}
 
 function cpuSeconds() {
   if (!pid) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    const ticks = Number(stat[11]) + Number(stat[12]);
-    return ticks / 100;
+    return (Number(stat[11]) + Number(stat[12])) / 100;
   } catch { return null; }
 }
-let peakRss = 0;
-function sampleRss() {
-  if (!pid) return;
+function rssBytes() {
+  if (!pid) return 0;
   try {
     const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
-    if (m) peakRss = Math.max(peakRss, Number(m[1]) * 1024);
-  } catch { /* gone */ }
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch { return 0; }
+}
+let peakRss = 0;
+const sampleRss = () => { peakRss = Math.max(peakRss, rssBytes()); };
+
+// -- adapters: one per protocol --------------------------------------------------------
+// url(c): where client c connects; opened(c): first messages after the handshake;
+// message(c, data, isBinary): parse a frame, call deliver() per edit of others and
+// ready(c) once the client holds the document; edit(c, seq): the frame for edit seq.
+
+function ready(c) {
+  if (!c.ready) { c.ready = true; c.resolve(c); }
 }
 
-function open(i) {
-  const doc = `load-${i % docs}`;
-  const c = { id: `g${i}`, doc, ws: null, ready: false };
-  return new Promise((resolve) => {
-    const ws = new WebSocket(adapter.url(doc, i), { perMessageDeflate: false });
-    c.ws = ws;
-    const done = () => { c.ready = true; resolve(c); };
-    ws.on('open', () => { if (adapter.immediate) done(); });
-    ws.on('message', (data) => {
-      const text = data.toString();
-      if (!c.ready) { if (adapter.ready(text)) done(); return; }
-      const now = performance.now();
-      for (const [client, seq] of adapter.deliveries(text, c.id)) {
-        const t = sent.get(`${client}:${seq}`);
-        if (t !== undefined) { latencies.push(now - t); delivered++; }
+const TANDEM_OP = /"type":"op","doc":"[^"]*","v":(\d+),"op":\[[^\]]*\],"client":"g(\d+)","user":"[^"]*","seq":(\d+)/g;
+const TANDEM_ACK = /"type":"ack","doc":"[^"]*","seq":\d+,"v":(\d+)/g;
+
+const tandem = {
+  url: (c) => `${base}/collab?token=${token}&doc=${c.doc}&client=g${c.i}`,
+  opened() {},
+  message(c, data) {
+    const text = data.toString();
+    if (!c.ready) {
+      if (!text.includes('"snapshot"')) return;
+      const parsed = JSON.parse(text);
+      for (const m of Array.isArray(parsed) ? parsed : [parsed]) if (m.type === 'snapshot') c.version = m.v;
+      ready(c);
+      return;
+    }
+    for (const m of text.matchAll(TANDEM_OP)) {
+      c.version = Math.max(c.version, Number(m[1]));
+      deliver(c, Number(m[2]), Number(m[3]));
+    }
+    if (c.typist) for (const m of text.matchAll(TANDEM_ACK)) c.version = Math.max(c.version, Number(m[1]));
+  },
+  // A delta made on the client's last known version, as a real client sends it.
+  edit: (c, seq) => `{"type":"op","v":${c.version},"seq":${seq},"op":[{"insert":"x"}]}`,
+};
+
+const relay = {
+  url: (c) => `${base}/${c.doc}`,
+  opened: (c) => ready(c),
+  message(c, data) {
+    const m = JSON.parse(data.toString());
+    deliver(c, m.c, m.s);
+  },
+  edit: (c, seq) => `{"c":${c.i},"s":${seq},"op":[{"insert":"x"}]}`,
+};
+
+// ShareDB: JSON messages, one per frame; an op is identified by its author's
+// connection id (`src`, learnt from the server's `init`) and `seq`.
+const shareSrc = new Map();
+const sharedb = {
+  url: () => base,
+  opened() {},
+  message(c, data) {
+    const m = JSON.parse(data.toString());
+    if (m.a === 'init') {
+      c.src = m.id;
+      shareSrc.set(m.id, c.i);
+      c.ws.send(JSON.stringify({ a: 'hs', id: null, protocol: 1, protocolMinor: 2 }));
+      c.ws.send(JSON.stringify({ a: 's', c: 'docs', d: c.doc }));
+    } else if (m.a === 's') {
+      if (m.error) { errors++; return; }
+      c.version = m.data?.v ?? c.version;
+      ready(c);
+    } else if (m.a === 'op') {
+      if (m.error) { errors++; return; }
+      if (m.src === c.src) { if (!('op' in m)) c.version = Math.max(c.version, m.v + 1); return; }
+      c.version = Math.max(c.version, m.v + 1);
+      const author = shareSrc.get(m.src);
+      if (author !== undefined) deliver(c, author, m.seq);
+    }
+  },
+  edit: (c, seq) => JSON.stringify({ a: 'op', c: 'docs', d: c.doc, v: c.version, seq, op: [{ insert: 'x' }] }),
+};
+
+// y-protocols (binary). Each typist owns a Y.Doc whose clientID is its index + 1, and
+// types one character per edit, so edit `seq` is the item with clock seq - 1.
+const emptyStateVector = Y.encodeStateVector(new Y.Doc());
+const emptyUpdate = Y.encodeStateAsUpdate(new Y.Doc());
+
+function syncMessage(prefix, sub, payload) {
+  const e = encoding.createEncoder();
+  if (prefix !== null) encoding.writeVarString(e, prefix);
+  encoding.writeVarUint(e, 0); // sync
+  encoding.writeVarUint(e, sub); // 0 step 1, 1 step 2, 2 update
+  encoding.writeVarUint8Array(e, payload);
+  return encoding.toUint8Array(e);
+}
+
+function deliverUpdate(c, update) {
+  const d = decoding.createDecoder(update);
+  if (decoding.readVarUint(d) === 1 && decoding.readVarUint(d) === 1) {
+    const client = decoding.readVarUint(d);
+    deliver(c, client - 1, decoding.readVarUint(d) + 1); // one struct: the common case
+    return;
+  }
+  for (const s of Y.decodeUpdate(update).structs) {
+    for (let k = 0; k < s.length; k++) deliver(c, s.id.client - 1, s.id.clock + k + 1);
+  }
+}
+
+function yjsAdapter(name, { prefixed, url }) {
+  return {
+    url,
+    opened(c) {
+      const prefix = prefixed ? c.doc : null;
+      if (prefixed) { // Hocuspocus: authenticate (an empty token) before syncing
+        const e = encoding.createEncoder();
+        encoding.writeVarString(e, c.doc);
+        encoding.writeVarUint(e, 2);
+        encoding.writeVarUint(e, 0);
+        encoding.writeVarString(e, '');
+        c.ws.send(encoding.toUint8Array(e));
       }
+      c.ws.send(syncMessage(prefix, 0, emptyStateVector));
+    },
+    message(c, data) {
+      const d = decoding.createDecoder(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      if (prefixed) decoding.readVarString(d);
+      if (decoding.readVarUint(d) !== 0) return; // awareness, auth, sync status...
+      const sub = decoding.readVarUint(d);
+      const payload = decoding.readVarUint8Array(d);
+      if (sub === 2) deliverUpdate(c, payload);
+      else if (sub === 1) ready(c);
+      else if (sub === 0) c.ws.send(syncMessage(prefixed ? c.doc : null, 1, emptyUpdate));
+    },
+    edit(c) {
+      if (!c.ydoc) {
+        c.ydoc = new Y.Doc();
+        c.ydoc.clientID = c.i + 1;
+        c.ydoc.on('update', (u) => { c.update = u; });
+      }
+      c.ydoc.getText('content').insert(0, 'x');
+      return syncMessage(prefixed ? c.doc : null, 2, c.update);
+    },
+  };
+}
+
+const adapters = {
+  tandem,
+  relay,
+  sharedb,
+  hocuspocus: yjsAdapter('hocuspocus', { prefixed: true, url: () => base }),
+  'y-websocket': yjsAdapter('y-websocket', { prefixed: false, url: (c) => `${base}/${c.doc}` }),
+  pycrdt: yjsAdapter('pycrdt', { prefixed: false, url: (c) => `${base}/${c.doc}` }),
+};
+const adapter = adapters[protocol];
+if (!adapter) throw new Error(`unknown protocol ${protocol}; one of ${Object.keys(adapters)}`);
+
+// -- clients -------------------------------------------------------------------------
+
+const everyone = [];
+
+function open(i) {
+  return new Promise((resolve) => {
+    const c = { i, doc: `load-${i % docs}`, ws: null, ready: false, typist: false, version: 0, seen: new Set(), resolve };
+    everyone.push(c);
+    const ws = new WebSocket(adapter.url(c), { perMessageDeflate: false });
+    c.ws = ws;
+    ws.binaryType = 'nodebuffer';
+    ws.on('open', () => adapter.opened(c));
+    ws.on('message', (data, isBinary) => {
+      try { adapter.message(c, data, isBinary); } catch (e) { errors++; }
     });
     ws.on('error', () => { errors++; resolve(c); });
+    ws.on('close', () => { if (measuring) closedEarly++; resolve(c); });
   });
 }
 
-async function main() {
-  const cpu0 = cpuSeconds();
+const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+async function connectAll() {
   const opened = [];
+  const step = Math.max(1, Math.round(connectRate / 20));
   for (let i = 0; i < clients; i++) {
     opened.push(open(i));
-    if (i % Math.max(1, Math.floor(connectRate / 20)) === 0) await new Promise((r) => setTimeout(r, 50));
+    if ((i + 1) % step === 0) await sleep(50);
   }
-  sockets.push(...(await Promise.all(opened)));
+  // A client that is not ready within 60 s counts as not connected.
+  await Promise.race([Promise.all(opened), sleep(60000)]);
+  return everyone;
+}
+
+async function main() {
+  const rss0 = rssBytes();
+  const cpu0 = cpuSeconds();
+  const started = performance.now();
+  const sockets = await connectAll();
   const connected = sockets.filter((c) => c.ready).length;
+  const connectSeconds = (performance.now() - started) / 1000;
   const cpu1 = cpuSeconds();
-  sampleRss();
   if (idle) {
     const until = performance.now() + hold;
-    while (performance.now() < until) { sampleRss(); await new Promise((r) => setTimeout(r, 1000)); }
-    console.log(JSON.stringify({ protocol, clients, connected, errors, rssBytes: peakRss, connectCpu: cpu1 - cpu0 }));
+    let held = 0;
+    while (performance.now() < until) { sampleRss(); await sleep(1000); }
+    held = sockets.filter((c) => c.ready && c.ws.readyState === WebSocket.OPEN).length;
+    const rss1 = rssBytes();
+    console.log(JSON.stringify({
+      protocol, clients, docs, connected, held, errors, connectSeconds,
+      rssBefore: rss0, rssHeld: rss1, serverRss: peakRss,
+      bytesPerConnection: connected ? (rss1 - rss0) / connected : null,
+      connectCpu: cpu1 !== null ? cpu1 - cpu0 : null,
+      serverCpu: cpuSeconds() !== null ? cpuSeconds() - cpu0 : null,
+      generatorCpu: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+    }));
     for (const c of sockets) c.ws.terminate();
     return;
   }
-  // Typists: K per document, spread evenly; the rest only listen.
+  // Typists: the first K ready clients of each document.
   const byDoc = new Map();
-  for (const c of sockets) { if (!byDoc.has(c.doc)) byDoc.set(c.doc, []); byDoc.get(c.doc).push(c); }
+  for (const c of sockets) {
+    if (!c.ready) continue;
+    if (!byDoc.has(c.doc)) byDoc.set(c.doc, []);
+    byDoc.get(c.doc).push(c);
+  }
   const writers = [];
-  for (const members of byDoc.values()) writers.push(...members.slice(0, typists).map((c) => [c, members.length - 1]));
+  for (const members of byDoc.values()) {
+    for (const c of members.slice(0, typists)) {
+      c.typist = true;
+      sentAt.set(c.i, new Float64Array(maxOps + 1));
+      writers.push([c, members]);
+    }
+  }
   const interval = 1000 / rate;
+  await sleep(200);
+  const gen0 = process.cpuUsage();
+  const cpuStart = cpuSeconds();
+  measuring = true;
+  sampleRss();
+  const rssTimer = setInterval(sampleRss, 250);
   const start = performance.now();
-  const rss = setInterval(sampleRss, 250);
-  await Promise.all(writers.map(async ([c, listeners], w) => {
-    let seq = 0;
-    await new Promise((r) => setTimeout(r, (w * interval) / writers.length));
-    while (performance.now() - start < duration) {
-      seq += 1;
-      sent.set(`${c.id}:${seq}`, performance.now());
-      expected += listeners;
-      if (c.ws.readyState === WebSocket.OPEN) c.ws.send(adapter.edit(c, seq));
-      const next = start + 0; // keep a fixed cadence per typist
-      await new Promise((r) => setTimeout(r, interval));
+  let ops = 0;
+  // Each typist keeps a fixed cadence (no drift), typists staggered evenly.
+  await Promise.all(writers.map(async ([c, members], w) => {
+    const times = sentAt.get(c.i);
+    for (let seq = 1; ; seq++) {
+      const at = start + (w * interval) / writers.length + (seq - 1) * interval;
+      if (at - start >= duration || seq > maxOps) break;
+      await sleep(at - performance.now());
+      if (c.ws.readyState !== WebSocket.OPEN) continue;
+      const frame = adapter.edit(c, seq);
+      times[seq] = performance.now();
+      c.ws.send(frame);
+      ops++;
+      for (const m of members) if (m !== c && m.ws.readyState === WebSocket.OPEN) expected++;
     }
   }));
-  await new Promise((r) => setTimeout(r, drain));
-  clearInterval(rss);
-  const cpu2 = cpuSeconds();
+  const sendEnd = performance.now();
+  // Drain: wait until everything arrived or --drain passed.
+  while (performance.now() - sendEnd < drain && delivered < expected) await sleep(50);
+  measuring = false;
+  clearInterval(rssTimer);
+  const cpuEnd = cpuSeconds();
+  const gen = process.cpuUsage(gen0);
   latencies.sort((a, b) => a - b);
   const q = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null);
-  const result = {
-    protocol, clients, connected, typists, rate, docs,
-    ops: sent.size, expected, delivered, lost: expected - delivered,
+  console.log(JSON.stringify({
+    protocol, clients, connected, typists, rate, docs, connectSeconds,
+    ops, expected, delivered, lost: expected - delivered, duplicates,
     p50: q(0.5), p95: q(0.95), p99: q(0.99), max: latencies.at(-1) ?? null,
-    serverCpu: cpu2 !== null && cpu1 !== null ? cpu2 - cpu1 : null,
+    serverCpu: cpuEnd !== null && cpuStart !== null ? cpuEnd - cpuStart : null,
     serverRss: peakRss || null,
-    generatorCpu: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
-    errors,
-  };
-  console.log(JSON.stringify(result));
+    generatorCpu: (gen.user + gen.system) / 1e6,
+    measuredSeconds: (performance.now() - start) / 1000,
+    errors, closedEarly,
+  }));
   for (const c of sockets) c.ws.terminate();
 }
 
