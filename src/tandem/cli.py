@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tandem import __version__
 from tandem.settings import Settings
@@ -98,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from tandem.auth import Authenticator
     from tandem.server.app import create_app
+    from tandem.server.collab import expose_asgi_send
 
     settings = _settings(args)
     if not settings.jwt_secret and not settings.jwt_public_key_file and not settings.jwt_jwks_file:
@@ -124,11 +125,19 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
         lines.append("  (tokens are issued by your identity provider)")
     print("\n".join(lines), flush=True)
+    # Chosen by measurement (docs/performance.md): uvloop, httptools, and uvicorn's
+    # sans-I/O websockets protocol, to which /collab writes broadcast frames directly.
+    # No permessage-deflate: a zlib context per connection costs more memory and CPU
+    # than the small JSON messages gain.
     uvicorn.run(
-        app,
+        expose_asgi_send(app),
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        loop="auto",
+        http="auto",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes + 1024,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
@@ -141,7 +150,7 @@ def _token(args: argparse.Namespace) -> int:
     from tandem.auth import Authenticator
 
     settings = _settings(args)
-    docs = dict(args.doc) if args.doc else {"*": "write"}
+    docs: dict[str, Literal["read", "write"]] = dict(args.doc) if args.doc else {"*": "write"}
     authenticator = Authenticator(settings, data_dir=settings.data_dir)
     print(authenticator.issue(args.user, name=args.name, docs=docs, ttl=args.ttl))
     return 0

@@ -127,7 +127,7 @@ class AuthError(TandemError):
     """The token is missing, malformed, badly signed or otherwise unacceptable."""
 
     code = "ERR_UNAUTHORIZED"
-    close_code = 4401
+    close_code: int | None = 4401
 
 
 class TokenExpired(AuthError):

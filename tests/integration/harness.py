@@ -62,8 +62,18 @@ class ServerProcess:
         """Start and wait until /healthz answers; returns the seconds it took."""
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tandem", "serve", "--port", str(self.port),
-             "--data", str(self.data_dir), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "tandem",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
+            ],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -107,13 +117,20 @@ class ServerProcess:
         self.process = None
 
 
-def token(user: str = "alice", docs: dict[str, str] | None = None, ttl: int = 3600,
-          **claims: Any) -> str:
+def token(
+    user: str = "alice", docs: dict[str, str] | None = None, ttl: int = 3600, **claims: Any
+) -> str:
     import jwt
 
     now = int(time.time())
-    payload = {"sub": user, "name": user.title(), "iat": now, "exp": now + ttl,
-               "docs": docs if docs is not None else {"*": "write"}, **claims}
+    payload = {
+        "sub": user,
+        "name": user.title(),
+        "iat": now,
+        "exp": now + ttl,
+        "docs": docs if docs is not None else {"*": "write"},
+        **claims,
+    }
     return jwt.encode(payload, SECRET, algorithm="HS256")
 
 
@@ -146,8 +163,14 @@ class RawClient:
             message = await self.next(max(0.01, deadline - time.monotonic()))
             if message.get("type") == kind and all(message.get(k) == v for k, v in match.items()):
                 return message
-            if message.get("type") not in ("presence", "op", "hello", "ack", "pong",
-                                           "token_expiring"):
+            if message.get("type") not in (
+                "presence",
+                "op",
+                "hello",
+                "ack",
+                "pong",
+                "token_expiring",
+            ):
                 raise AssertionError(f"expected {kind}, got {message}")
 
     async def close(self) -> None:
@@ -182,7 +205,9 @@ async def doc_ops(server: ServerProcess, doc: str, start: int = 0) -> list[dict[
             start = page["ops"][-1]["v"]
 
 
-POSTGRES_URL = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

@@ -86,7 +86,9 @@ def test_clients_on_three_nodes_converge_and_see_each_others_presence(
 def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerProcess]) -> None:
     async def scenario() -> None:
         clients = [
-            TandemClient(urls(cluster, i % 3), token(f"k{i}"), initial_backoff=0.02, max_backoff=0.5)
+            TandemClient(
+                urls(cluster, i % 3), token(f"k{i}"), initial_backoff=0.02, max_backoff=0.5
+            )
             for i in range(6)
         ]
         try:
@@ -110,7 +112,9 @@ def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerPro
             await converged(handles, timeout=60)
             text = handles[1].text
             assert sorted(text) == sorted(keys), "a keystroke was lost or duplicated"
-            print(f"\nfailover: clients of the killed node synced again {recovered:.2f}s after SIGKILL")
+            print(
+                f"\nfailover: clients of the killed node synced again {recovered:.2f}s after SIGKILL"
+            )
             assert all(clients[i].connections >= 2 for i in victims)
         finally:
             for client in clients:

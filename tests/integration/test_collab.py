@@ -122,8 +122,9 @@ async def test_catch_up_across_a_restart_loads_old_history_from_storage(tmp_path
         await reader.send({"type": "join", "doc": "hist", "v": 10})
         catchup = await reader.expect("catchup")
         assert [o["v"] for o in catchup["ops"]] == list(range(11, 301))
-        await reader.send({"type": "op", "doc": "hist", "v": 5, "seq": 1,
-                           "op": [{"retain": 3}, {"insert": "B"}]})
+        await reader.send(
+            {"type": "op", "doc": "hist", "v": 5, "seq": 1, "op": [{"retain": 3}, {"insert": "B"}]}
+        )
         assert (await reader.expect("ack"))["v"] == 301
         assert (await doc_state(server, "hist"))["text"] == "aaaB" + "a" * 297
         await reader.close()
@@ -168,7 +169,9 @@ async def test_read_only_clients_watch_but_cannot_edit(server: ServerProcess) ->
     ],
     ids=["missing", "garbage", "expired"],
 )
-async def test_bad_tokens_are_refused_with_4401(server: ServerProcess, query: str, code: str) -> None:
+async def test_bad_tokens_are_refused_with_4401(
+    server: ServerProcess, query: str, code: str
+) -> None:
     client = await RawClient.connect(server, query + "&doc=secret")
     error = await client.expect("error")
     assert error["code"] == code
@@ -194,7 +197,9 @@ async def test_token_in_header_and_subprotocol(server: ServerProcess) -> None:
         server, "doc=h", additional_headers={"Authorization": f"Bearer {jwt}"}
     )
     await by_header.expect("snapshot")
-    by_protocol = await RawClient.connect(server, "doc=h", subprotocols=["tandem.v1", f"bearer.{jwt}"])
+    by_protocol = await RawClient.connect(
+        server, "doc=h", subprotocols=["tandem.v1", f"bearer.{jwt}"]
+    )
     assert by_protocol.ws.subprotocol == "tandem.v1"
     await by_protocol.expect("snapshot")
     await by_header.close()
@@ -224,10 +229,12 @@ async def test_rest_reads_writes_and_lists(server: ServerProcess) -> None:
         created = await http.post("/api/docs/api/one/ops", json={"op": [{"insert": "Hello"}]})
         assert created.status_code == 200 and created.json() == {"v": 1}
         again = await http.post(
-            "/api/docs/api/one/ops", json={"op": [{"insert": "x"}], "v": 0, "seq": 1, "client": "bot"}
+            "/api/docs/api/one/ops",
+            json={"op": [{"insert": "x"}], "v": 0, "seq": 1, "client": "bot"},
         )
         repeat = await http.post(
-            "/api/docs/api/one/ops", json={"op": [{"insert": "x"}], "v": 0, "seq": 1, "client": "bot"}
+            "/api/docs/api/one/ops",
+            json={"op": [{"insert": "x"}], "v": 0, "seq": 1, "client": "bot"},
         )
         assert again.json() == repeat.json() == {"v": 2}
         bold = await http.post(
@@ -265,8 +272,13 @@ async def test_presence_is_broadcast_transformed_and_cleared(server: ServerProce
     await a.send({"type": "insert", "pos": 0, "text": "hello"})
     await a.expect("ack")
     await b.expect("op")
-    await b.send({"type": "presence", "cursor": {"index": 3, "length": 2},
-                  "state": {"name": "Bee", "color": "#f0a"}})
+    await b.send(
+        {
+            "type": "presence",
+            "cursor": {"index": 3, "length": 2},
+            "state": {"name": "Bee", "color": "#f0a"},
+        }
+    )
     seen = await a.expect("presence", client="pb")
     assert seen["cursor"] == {"index": 3, "length": 2} and seen["state"]["name"] == "Bee"
     await a.send({"type": "insert", "pos": 0, "text": ">>"})
@@ -294,8 +306,20 @@ async def test_serve_starts_fast_and_prints_a_working_token(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tandem", "serve", "--port", str(port), "--data", str(tmp_path / "d")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tandem",
+            "serve",
+            "--port",
+            str(port),
+            "--data",
+            str(tmp_path / "d"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         printed = ""

@@ -36,7 +36,10 @@ class Writer:
         if self.inflight is None:
             self.seq += 1
             self.inflight = {
-                "type": "insert", "doc": DOC, "pos": 0, "seq": self.seq,
+                "type": "insert",
+                "doc": DOC,
+                "pos": 0,
+                "seq": self.seq,
                 "text": f"<{self.name}:{self.seq}>",
             }
         return self.inflight
@@ -101,7 +104,9 @@ async def crash_cycles(tmp_path: Path, kills: int, env: dict[str, str] | None = 
         for writer in writers:
             for seq in writer.acked:
                 marker = f"<{writer.name}:{seq}>"
-                assert counts.get(marker) == 1, f"seed={seed}: acked {marker} seen {counts.get(marker)}x"
+                assert counts.get(marker) == 1, (
+                    f"seed={seed}: acked {marker} seen {counts.get(marker)}x"
+                )
                 acked_total += 1
         assert all(n == 1 for n in counts.values()), f"seed={seed}: duplicated ops"
         assert [o["v"] for o in ops] == list(range(1, len(ops) + 1)), "gap in the op log"

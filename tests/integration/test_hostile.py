@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 CORPUS = [
     json.loads(line)
-    for line in (Path(__file__).parents[1] / "hostile" / "collab_corpus.jsonl").read_text().splitlines()
+    for line in (Path(__file__).parents[1] / "hostile" / "collab_corpus.jsonl")
+    .read_text()
+    .splitlines()
     if line.strip()
 ]
 

@@ -102,7 +102,9 @@ class Store(Protocol):
     async def head(self, doc: str) -> int:
         """The latest committed version of ``doc`` (0 if it has no ops)."""
 
-    async def get_ops(self, doc: str, from_version: int, to_version: int | None = None) -> list[OpRecord]:
+    async def get_ops(
+        self, doc: str, from_version: int, to_version: int | None = None
+    ) -> list[OpRecord]:
         """Ops with ``from_version < version <= to_version`` (to the head when None), in order."""
 
     async def find_seq(self, doc: str, client_id: str, seq: int) -> int | None:
