@@ -112,9 +112,7 @@ def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerPro
             await converged(handles, timeout=60)
             text = handles[1].text
             assert sorted(text) == sorted(keys), "a keystroke was lost or duplicated"
-            print(
-                f"\nfailover: clients of the killed node synced again {recovered:.2f}s after SIGKILL"
-            )
+            print(f"\nfailover: the killed node's clients synced {recovered:.2f}s after SIGKILL")
             assert all(clients[i].connections >= 2 for i in victims)
         finally:
             for client in clients:
