@@ -1,10 +1,17 @@
 """The ``/collab`` WebSocket: frame → protocol → documents → frame; nothing else.
 
 One ``Connection`` per socket. Its reader parses each frame and dispatches it
-to the document sessions; its writer sends what the sessions queued, batching
-everything queued within one event-loop tick into one frame. The queue is
-bounded: a client that stops reading is dropped with ``ERR_SLOW_CONSUMER``
-(close 4408) rather than slowing its document or growing memory.
+to the document sessions. What the sessions queue for a client within one
+event-loop tick goes out as one frame, once that tick's work is done: a single
+``_Flusher`` callback per tick visits every connection that has something
+queued. Where the server is uvicorn with its ``websockets-sansio`` protocol
+(``tandem serve``; see ``expose_asgi_send``) and the socket is writable, the
+flusher frames the batch itself and writes it straight to the transport, and a
+batch that several clients share (a broadcast) is framed once for all of them;
+otherwise, and for closing, the connection's writer task sends through ASGI.
+The queue is bounded: a client that stops reading is dropped with
+``ERR_SLOW_CONSUMER`` (close 4408) rather than slowing its document or growing
+memory.
 
 Every exception raised while handling a message becomes exactly one ``error``
 reply; only fatal ones (auth, oversized frames, slow consumer) close the
@@ -21,6 +28,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tandem.auth import Principal, extract_token
@@ -53,9 +61,109 @@ from tandem.protocol import (
 if TYPE_CHECKING:
     from tandem.server.app import Tandem
 
-__all__ = ["Connection", "serve_collab"]
+__all__ = ["Connection", "expose_asgi_send", "serve_collab"]
 
 log = logging.getLogger("tandem.collab")
+
+#: Scope key under which ``expose_asgi_send`` leaves the server's own ``send``.
+ASGI_SEND_KEY = "tandem.asgi_send"
+
+_SansIOProtocol: type | None
+try:  # uvicorn's sans-I/O websockets protocol, the one ``tandem serve`` runs
+    from uvicorn.protocols.websockets.websockets_sansio_impl import (
+        WebSocketsSansIOProtocol as _SansIOProtocol,
+    )
+except ImportError:  # pragma: no cover - another ASGI server
+    _SansIOProtocol = None
+
+
+def expose_asgi_send(app: ASGIApp) -> ASGIApp:
+    """Wrap the ASGI app so ``/collab`` can find the server's own ``send`` in the scope.
+
+    Middleware (Starlette's exception handlers and the like) wraps ``send``; the
+    unwrapped one lets a connection write frames directly (see ``_DirectFrames``).
+    Without this wrapper everything still works, through ASGI.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, ASGI_SEND_KEY: send}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked WebSocket text frame (server to client) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+class _DirectFrames:
+    """Writes ready-made frames to uvicorn's transport, skipping ASGI and re-framing.
+
+    Only used while the socket is open and writable: under back-pressure or
+    while closing, the connection falls back to its writer task, which awaits
+    the protocol's flow control.
+    """
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+
+    @classmethod
+    def find(cls, websocket: WebSocket) -> _DirectFrames | None:
+        protocol = getattr(websocket.scope.get(ASGI_SEND_KEY), "__self__", None)
+        if _SansIOProtocol is None or not isinstance(protocol, _SansIOProtocol):
+            return None
+        return cls(protocol)
+
+    def writable(self) -> bool:
+        protocol = self._protocol
+        return (
+            protocol.handshake_complete
+            and not protocol.close_sent
+            and not protocol.disconnected
+            and protocol.writable.is_set()
+            and not self._transport.is_closing()
+        )
+
+    def write(self, frame: bytes) -> None:
+        self._transport.write(frame)
+
+
+class _Flusher:
+    """Once per event-loop tick, sends what each connection queued during it.
+
+    Batches made of the very same message objects (a broadcast every member
+    received in the same tick) are joined and framed once per tick.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+
+    def schedule(self, connection: Connection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(connection)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        # key: the ids of the messages in order -> (the messages, kept alive, and the frame)
+        frames: dict[tuple[int, ...], tuple[list[str], bytes]] = {}
+        for connection in dirty:
+            connection.flush(frames)
+
+
+_flusher = _Flusher()
 
 
 class Connection:
@@ -74,6 +182,9 @@ class Connection:
         self.documents: dict[str, DocumentSession] = {}
         self._queue: deque[str] = deque()
         self._limit = settings.send_queue_frames
+        self._direct = _DirectFrames.find(websocket)
+        self._scheduled = False
+        self._writing = False
         self._ready = asyncio.Event()
         self._closing: tuple[int, str] | None = None
         self._bucket = TokenBucket(
@@ -99,7 +210,27 @@ class Connection:
             self.close(error.close_code or 4408, "slow consumer")
             return
         self._queue.append(message)
-        self._ready.set()
+        if not self._scheduled:
+            self._scheduled = True
+            _flusher.schedule(self)
+
+    def flush(self, frames: dict[tuple[int, ...], tuple[list[str], bytes]]) -> None:
+        """Send what is queued: straight to the socket if possible, else via the writer."""
+        self._scheduled = False
+        queue = self._queue
+        if not queue:
+            return
+        direct = self._direct
+        if direct is None or self._writing or self._closing is not None or not direct.writable():
+            self._ready.set()
+            return
+        messages = list(queue)
+        queue.clear()
+        key = tuple(map(id, messages))
+        known = frames.get(key)
+        if known is None:
+            known = frames[key] = (messages, text_frame(batch(messages).encode()))
+        direct.write(known[1])
 
     def close(self, code: int, reason: str) -> None:
         """Ask the writer to flush what is queued and close with ``code``."""
@@ -113,10 +244,14 @@ class Connection:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while queue:
-                frames = list(queue)
-                queue.clear()
-                await websocket.send_text(batch(frames))
+            self._writing = True
+            try:
+                while queue:
+                    frames = list(queue)
+                    queue.clear()
+                    await websocket.send_text(batch(frames))
+            finally:
+                self._writing = False
             if self._closing is not None:
                 code, reason = self._closing
                 with contextlib.suppress(Exception):
