@@ -76,8 +76,9 @@ def raise_file_limit() -> None:
 
 def npm_install(folder: Path) -> None:
     if not (folder / "node_modules").is_dir() and shutil.which("npm"):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=folder, check=False)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=False
+        )
 
 
 def installed(name: str) -> bool:
@@ -145,18 +146,36 @@ def start(name: str, docs: int) -> Iterator[Server]:
         workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
         env = tandem_env()
         process = subprocess.Popen(
-            [sys.executable, "-m", "tandem", "serve", "--port", str(port), "--data",
-             str(workdir), "--log-level", "warning"], env=env, **quiet)  # type: ignore[call-overload]
+            [
+                sys.executable,
+                "-m",
+                "tandem",
+                "serve",
+                "--port",
+                str(port),
+                "--data",
+                str(workdir),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            **quiet,
+        )  # type: ignore[call-overload]
         token = subprocess.run(
             [sys.executable, "-m", "tandem", "token", "--user", "bench", "--ttl", "7200"],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     elif name == "pycrdt":
-        process = subprocess.Popen([sys.executable, str(PEERS / "pycrdt_server.py"), str(port)],
-                                   **quiet)  # type: ignore[call-overload]
+        process = subprocess.Popen(
+            [sys.executable, str(PEERS / "pycrdt_server.py"), str(port)], **quiet
+        )  # type: ignore[call-overload]
     else:
-        process = subprocess.Popen(["node", str(PEERS / f"{name}.mjs"), str(port), str(docs)],
-                                   **quiet)  # type: ignore[call-overload]
+        process = subprocess.Popen(
+            ["node", str(PEERS / f"{name}.mjs"), str(port), str(docs)], **quiet
+        )  # type: ignore[call-overload]
     server = Server(name, process, f"ws://127.0.0.1:{port}", token, workdir)
     try:
         wait_listening(port, process)
@@ -166,8 +185,16 @@ def start(name: str, docs: int) -> Iterator[Server]:
 
 
 def loadgen(server: Server, **options: Any) -> dict[str, Any]:
-    cmd = ["node", str(LOADGEN), "--protocol", server.name, "--url", server.url,
-           "--pid", str(server.process.pid)]
+    cmd = [
+        "node",
+        str(LOADGEN),
+        "--protocol",
+        server.name,
+        "--url",
+        server.url,
+        "--pid",
+        str(server.process.pid),
+    ]
     if server.token:
         cmd += ["--token", server.token]
     for key, value in options.items():
@@ -198,15 +225,20 @@ def fmt(x: float | None, width: int = 8, digits: int = 1) -> str:
     return f"{'-':>{width}}" if x is None else f"{x:>{width}.{digits}f}"
 
 
-HEADER = (f"{'server':<12} {'conn':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'p99 each run':<24} {'deliv/run':>9} {'lost':>6} {'cpu s/1k':>8} "
-          f"{'rss MiB':>7} {'gen cpu':>7} {'T p99 ÷':>8} {'T wins':>6}")
+HEADER = (
+    f"{'server':<12} {'conn':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    f"{'p99 each run':<24} {'deliv/run':>9} {'lost':>6} {'cpu s/1k':>8} "
+    f"{'rss MiB':>7} {'gen cpu':>7} {'T p99 ÷':>8} {'T wins':>6}"
+)
 
 
 def table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
     spec = SCENARIOS[scenario]
-    lines = [f"\n{scenario}: {spec['clients']} clients, {spec['docs']} doc(s), "
-             f"{spec['typists']} typist(s)/doc × {spec['rate']} ops/s", HEADER]
+    lines = [
+        f"\n{scenario}: {spec['clients']} clients, {spec['docs']} doc(s), "
+        f"{spec['typists']} typist(s)/doc × {spec['rate']} ops/s",
+        HEADER,
+    ]
     ours = runs.get("tandem", [])
     ours_p99 = med([r["p99"] for r in ours])
     for name in SERVERS:
@@ -256,12 +288,18 @@ def compare(args: argparse.Namespace) -> None:
                     continue
                 r["repeat"] = repeat
                 results[scenario].setdefault(name, []).append(r)
-                print(f"[{repeat + 1}/{args.repeat}] {scenario:<11} {name:<12} "
-                      f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} ms  delivered "
-                      f"{r['delivered']}/{r['expected']}  cpu {fmt(r['serverCpu'], 5, 2)} s  "
-                      f"gen {fmt(r['generatorCpu'], 5, 2)} s", file=sys.stderr, flush=True)
-    print("T p99 ÷ = Tandem's median p99 divided by this server's (below 1: Tandem is faster); "
-          "T wins = repeats in which Tandem's p99 was lower.")
+                print(
+                    f"[{repeat + 1}/{args.repeat}] {scenario:<11} {name:<12} "
+                    f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} ms  delivered "
+                    f"{r['delivered']}/{r['expected']}  cpu {fmt(r['serverCpu'], 5, 2)} s  "
+                    f"gen {fmt(r['generatorCpu'], 5, 2)} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(
+        "T p99 ÷ = Tandem's median p99 divided by this server's (below 1: Tandem is faster); "
+        "T wins = repeats in which Tandem's p99 was lower."
+    )
     for scenario in scenarios:
         print(table(scenario, results[scenario]))
     if args.json:
@@ -269,30 +307,49 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def idle(args: argparse.Namespace) -> None:
-    print(f"{'server':<12} {'conns':>6} {'held':>6} {'docs':>5} {'connect s':>9} "
-          f"{'rss before MiB':>14} {'rss held MiB':>12} {'KB/conn':>8}")
+    print(
+        f"{'server':<12} {'conns':>6} {'held':>6} {'docs':>5} {'connect s':>9} "
+        f"{'rss before MiB':>14} {'rss held MiB':>12} {'KB/conn':>8}"
+    )
     for name in [s for s in args.servers.split(",") if s and installed(s)]:
         with start(name, args.docs) as server:
             time.sleep(1.0)
-            r = loadgen(server, idle=True, clients=args.connections, docs=args.docs,
-                        hold=args.hold, **{"connect-rate": 1000})
+            r = loadgen(
+                server,
+                idle=True,
+                clients=args.connections,
+                docs=args.docs,
+                hold=args.hold,
+                **{"connect-rate": 1000},
+            )
         per = r["bytesPerConnection"]
-        print(f"{name:<12} {r['connected']:>6} {r['held']:>6} {args.docs:>5} "
-              f"{r['connectSeconds']:>9.1f} {r['rssBefore'] / 2**20:>14.1f} "
-              f"{r['rssHeld'] / 2**20:>12.1f} {fmt(per and per / 1000, 8)}", flush=True)
+        print(
+            f"{name:<12} {r['connected']:>6} {r['held']:>6} {args.docs:>5} "
+            f"{r['connectSeconds']:>9.1f} {r['rssBefore'] / 2**20:>14.1f} "
+            f"{r['rssHeld'] / 2**20:>12.1f} {fmt(per and per / 1000, 8)}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--scenarios", default=",".join(STANDARD), help=",".join(SCENARIOS))
     parser.add_argument("--servers", default=",".join(SERVERS), help=",".join(SERVERS))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6.0, help="seconds of typing per run")
-    parser.add_argument("--drain", type=float, default=3.0,
-                        help="seconds to wait for late deliveries before counting them lost")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 200c-20t only, one repeat, 2 s")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        help="seconds to wait for late deliveries before counting them lost",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 200c-20t only, one repeat, 2 s"
+    )
     parser.add_argument("--json", help="also write every run's raw result to this file")
     parser.add_argument("--idle", action="store_true", help="idle connections: memory per conn")
     parser.add_argument("--connections", type=int, default=10_000)

@@ -24,6 +24,12 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         return
     await asgi(scope, receive, send)
 
+
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                ws_per_message_deflate=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        ws_per_message_deflate=False,
+    )
