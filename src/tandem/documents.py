@@ -17,6 +17,7 @@ resubmit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import sys
@@ -52,6 +53,7 @@ from tandem.protocol import (
     op_message,
     snapshot_message,
 )
+from tandem.replicas import ReplicaHost
 from tandem.sequencer import Commit, Entry, HistoryGap, Sequencer
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord, Snapshot, Store
@@ -107,6 +109,8 @@ class _Pending:
     #: The submission as the client sent it, to sequence again after a conflict.
     op: Delta | None = None
     base_version: int | None = None
+    #: A Yjs client's update (instead of ``op``), to merge again after a conflict.
+    yjs_update: bytes | None = None
 
 
 class GroupCommitter:
@@ -229,6 +233,8 @@ class DocumentSession:
         self._presence_timer: asyncio.TimerHandle | None = None
         self.subscription: Subscription | None = None
         self.idle_since: float | None = time.monotonic()
+        #: The CRDT replica and the Yjs peers (tandem.replicas).
+        self.replicas = ReplicaHost(self)
 
     # -- membership -----------------------------------------------------------
 
@@ -392,6 +398,7 @@ class DocumentSession:
         """Make ``entry`` the durable head: tell local members, move cursors."""
         self.durable_version = entry.version
         self.durable_document = document
+        self.replicas.durable(entry)
         if entry.seq is not None:
             self.last_seqs[entry.client_id] = entry.seq
         client = public_client(entry.client_id)
@@ -430,6 +437,7 @@ class DocumentSession:
             max_document_chars=self.settings.max_document_chars,
             max_version_lag=self.settings.max_version_lag,
         )
+        self.replicas.rolled_back()
         return outbox
 
     def commit_failed(self, exc: BaseException) -> None:
@@ -471,6 +479,12 @@ class DocumentSession:
                     self._apply_remote(_entry(record))
             self._remote = {v: e for v, e in self._remote.items() if v > self.durable_version}
             for item in pending:
+                if item.yjs_update is not None and item.author is not None:
+                    try:
+                        await self.replicas.submit(item.author, item.yjs_update, done=item.done)
+                    except TandemError as error:
+                        self._fail(item, error)
+                    continue
                 if item.op is None or item.author is None:
                     continue
                 try:
@@ -509,6 +523,7 @@ class DocumentSession:
                     message["seq"],
                     message["user"],
                     message["time"],
+                    base64.b64decode(message["crdt"]) if message.get("crdt") else None,
                 )
                 self._drain_remote()
         elif kind == "presence":
@@ -564,8 +579,13 @@ class DocumentSession:
             self._drain_remote()
 
     def _snapshot(self) -> None:
+        crdt = self.replicas.snapshot_state()
+        if crdt is None:
+            return  # the replica is not at the durable version: snapshot at the next op
         self.last_snapshot = self.durable_version
-        snapshot = Snapshot(self.doc, self.durable_version, self.durable_document.to_delta())
+        snapshot = Snapshot(
+            self.doc, self.durable_version, self.durable_document.to_delta(), crdt
+        )
         self.manager.background(self.manager.store.save_snapshot(snapshot))
 
     # -- presence ---------------------------------------------------------------
@@ -665,12 +685,16 @@ def _channel(doc: str) -> str:
 
 def _record(doc: str, entry: Entry) -> OpRecord:
     return OpRecord(
-        doc, entry.version, entry.op, entry.client_id, entry.seq, entry.user, entry.time
+        doc, entry.version, entry.op, entry.client_id, entry.seq, entry.user, entry.time,
+        entry.crdt,
     )
 
 
 def _entry(record: OpRecord) -> Entry:
-    return Entry(record.version, record.op, record.client_id, record.seq, record.user, record.time)
+    return Entry(
+        record.version, record.op, record.client_id, record.seq, record.user, record.time,
+        record.crdt,
+    )
 
 
 @dataclass(eq=False)
@@ -742,6 +766,8 @@ class DocumentManager:
             "user": entry.user,
             "time": entry.time,
         }
+        if entry.crdt is not None:
+            payload["crdt"] = base64.b64encode(entry.crdt).decode()
         self._enqueue(doc, payload)
 
     def publish_presence(self, doc: str, wire: dict[str, Any]) -> None:
@@ -815,6 +841,7 @@ class DocumentManager:
             max_version_lag=self.settings.max_version_lag,
         )
         session = DocumentSession(doc, sequencer, self)
+        session.replicas.load(loaded)
         for record in loaded.ops:
             if record.seq is not None:
                 session.last_seqs[record.client_id] = record.seq
@@ -838,9 +865,10 @@ class DocumentManager:
             with contextlib.suppress(Exception):
                 await session.subscription.unsubscribe()
             session.subscription = None
-        if session.durable_version > session.last_snapshot:
+        crdt = session.replicas.snapshot_state()
+        if session.durable_version > session.last_snapshot and crdt is not None:
             snapshot = Snapshot(
-                session.doc, session.durable_version, session.durable_document.to_delta()
+                session.doc, session.durable_version, session.durable_document.to_delta(), crdt
             )
             try:
                 await self.store.save_snapshot(snapshot)

@@ -1,0 +1,222 @@
+"""The CRDT replica: a pycrdt ``Doc`` whose text always equals the OT document.
+
+Every committed op is applied to the replica in version order. An op made by
+an OT client becomes Yrs changes authored by the fixed ``SERVER_CLIENT_ID``;
+an op that came from a Yjs client is replayed as the very Yjs update that
+produced it (the *effective* update, as observed when it was merged). That
+makes the replica a deterministic function of (initial state, op log):
+
+* after a restart, loading the CRDT state stored in the newest snapshot and
+  replaying the ops after it rebuilds byte-identical items — the Y.Doc is never
+  re-seeded from plain text, so a Yjs client back after a week merges against
+  the same item identities and duplicates nothing;
+* on several nodes every node applies the same log in the same order, so every
+  node holds the same items (a Yjs client may reconnect to any of them).
+
+The replica counts the ``version`` of the last op applied to it. A document
+that never had a replica is seeded once from its content at a version (a
+single insert by ``SERVER_CLIENT_ID``); that is deterministic too, and it is
+persisted with the next snapshot.
+
+pycrdt pitfalls handled here (see ``translate``): UTF-8 byte indexes, inherited
+formatting on insert, Yrs panics raised as ``BaseException`` (turned into
+``ReplicaError``; the replica is then unusable and must be rebuilt), and
+updates with missing dependencies (refused: Yrs would keep them pending, an
+unrecorded state).
+
+Pure: must not import asyncio, storage, bus or network code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from pycrdt import Doc, Text, TextEvent, TransactionEvent, get_state
+
+from tandem.merge.translate import (
+    apply_delta,
+    apply_to_text,
+    delta_from_event,
+    normalize_attributes,
+)
+from tandem.ot.compose import compose
+from tandem.ot.delta import Delta, Insert
+from tandem.ot.document import Document
+
+__all__ = ["EMPTY_UPDATE", "Replica", "ReplicaError", "SERVER_CLIENT_ID", "TEXT_NAME"]
+
+#: The Yjs client id of every change the server makes (OT ops, seeding).
+SERVER_CLIENT_ID: Final = 1
+#: The shared type Yjs clients bind: ``ydoc.getText("content")``.
+TEXT_NAME: Final = "content"
+#: A v1 update that changes nothing.
+EMPTY_UPDATE: Final = b"\x00\x00"
+
+T = TypeVar("T")
+
+
+class ReplicaError(Exception):
+    """The replica refused an update, or Yrs failed (the replica must be rebuilt)."""
+
+
+def _guard(call: Callable[[], T]) -> T:
+    """Run a Yrs call, turning a Rust panic (a ``BaseException``) into ``ReplicaError``."""
+    try:
+        return call()
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except ReplicaError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pyo3 PanicException is a BaseException
+        raise ReplicaError(f"yrs failed: {type(exc).__name__}: {exc}") from None
+
+
+class Replica:
+    """A Y.Doc mirroring one document's committed history."""
+
+    def __init__(self, state: bytes | None = None, version: int = 0) -> None:
+        self.doc: Doc[Any] = Doc(client_id=SERVER_CLIENT_ID)
+        self.text: Text = self.doc.get(TEXT_NAME, type=Text)
+        self.version = version
+        self._update = EMPTY_UPDATE
+        self._events: list[list[dict[str, Any]]] = []
+        self._listening = False
+        self.doc.observe(self._on_transaction)
+        self.text.observe(self._on_text)
+        if state:
+            _guard(lambda: self.doc.apply_update(state))
+        #: The plain text, kept in Python to convert offsets without asking Yrs.
+        self.plain = str(self.text)
+
+    @classmethod
+    def seeded(cls, content: Delta | Document, version: int) -> Replica:
+        """A replica for a document that has none yet: its content as one server change."""
+        replica = cls(version=version)
+        delta = content.to_delta() if isinstance(content, Document) else content
+        if delta.ops:
+            replica.apply(delta, version)
+        return replica
+
+    # -- callbacks ------------------------------------------------------------
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        self._update = event.update
+
+    def _on_text(self, event: TextEvent) -> None:
+        if self._listening:
+            self._events.append(list(getattr(event, "delta")))  # noqa: B009 - untyped in pycrdt
+
+    # -- changing -------------------------------------------------------------
+
+    def apply(self, delta: Delta, version: int) -> bytes:
+        """Apply an op committed as ``version`` (made by an OT client); returns its update."""
+        self._update = EMPTY_UPDATE
+        old = self.plain
+
+        def run() -> str:
+            with self.doc.transaction(origin="tandem"):
+                return apply_delta(self.text, None, old, delta)
+
+        self.plain = _guard(run)
+        self.version = version
+        return self._update
+
+    def merge(self, update: bytes) -> tuple[Delta, bytes]:
+        """Merge a Yjs update; returns the text change (code points) and the effective update.
+
+        The effective update is what actually changed (``EMPTY_UPDATE`` for a
+        duplicate); storing it and replaying it reproduces this merge exactly.
+        The caller records the change as the next version (``advance``).
+        """
+        before = self._state_vector()
+        self._update = EMPTY_UPDATE
+        self._events = []
+        self._listening = True
+        old = self.plain
+
+        def run() -> None:
+            with self.doc.transaction(origin="yjs"):
+                self.doc.apply_update(update)
+
+        try:
+            _guard(run)
+        finally:
+            self._listening = False
+        after = self._state_vector()
+        wanted = _decode_state_vector(_guard(lambda: _update_state_vector(update)))
+        for client, clock in wanted.items():
+            if after.get(client, 0) < clock:
+                raise ReplicaError(
+                    "the update depends on changes this document does not have "
+                    f"(client {client} clock {after.get(client, 0)} < {clock})"
+                )
+        if before.get(SERVER_CLIENT_ID, 0) != after.get(SERVER_CLIENT_ID, 0):
+            raise ReplicaError("the update contains changes under the server's client id")
+        delta = Delta()
+        text = old
+        for changes in self._events:
+            step = delta_from_event(text, changes)
+            text = apply_to_text(text, step)
+            delta = compose(delta, step) if delta.ops else step
+        self.plain = text
+        return delta, self._update
+
+    def replay(self, update: bytes, version: int) -> None:
+        """Apply a stored effective update of ``version`` (an op that came from Yjs)."""
+        self.merge(update)
+        self.version = version
+
+    def advance(self, version: int) -> None:
+        """Record that the last merge became ``version``."""
+        self.version = version
+
+    # -- reading --------------------------------------------------------------
+
+    def state(self) -> bytes:
+        """The whole CRDT state as one v1 update (what snapshots store)."""
+        return _guard(lambda: self.doc.get_update())
+
+    def state_vector(self) -> bytes:
+        """The encoded state vector (a Yjs SyncStep1 payload)."""
+        return _guard(lambda: self.doc.get_state())
+
+    def diff(self, state_vector: bytes) -> bytes:
+        """The update a peer with ``state_vector`` lacks (a SyncStep2 payload)."""
+        return _guard(lambda: self.doc.get_update(state_vector))
+
+    def content(self) -> Delta:
+        """The formatted content as a delta of inserts (for checks and tests)."""
+        delta = Delta()
+        for chunk, attributes in self.text.diff():
+            if not isinstance(chunk, str):
+                raise ReplicaError("the replica holds an embed")
+            delta.push(Insert(chunk, normalize_attributes(attributes)))
+        return delta
+
+    def _state_vector(self) -> dict[int, int]:
+        return _decode_state_vector(self.state_vector())
+
+
+def _update_state_vector(update: bytes) -> bytes:
+    return get_state(update)
+
+
+def _decode_state_vector(data: bytes) -> dict[int, int]:
+    """Decode a v1 state vector: count, then (client, clock) varUint pairs."""
+    values: list[int] = []
+    position = 0
+    while position < len(data):
+        number, shift = 0, 0
+        while True:
+            byte = data[position]
+            position += 1
+            number |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        values.append(number)
+    if not values:
+        return {}
+    count = values[0]
+    return {values[1 + 2 * i]: values[2 + 2 * i] for i in range(count)}
