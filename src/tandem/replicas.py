@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tandem.errors import ReadOnly, TandemError
 from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError
-from tandem.merge.yproto import sync_update
+from tandem.merge.yproto import AwarenessEntry, encode_awareness, sync_update
 from tandem.ot.document import Document
 from tandem.sequencer import Entry
 from tandem.storage.base import LoadedDocument
@@ -94,6 +94,8 @@ class ReplicaHost:
         self._early: dict[int, bytes] = {}
         self._ready = asyncio.Event()
         self._rebuilding = False
+        #: Yjs awareness by Yjs client id (states of connected Yjs clients only).
+        self.awareness: dict[int, AwarenessEntry] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -195,6 +197,32 @@ class ReplicaHost:
         if replica is None or replica.version != self.session.durable_version:
             return None
         return replica.state()
+
+    # -- awareness --------------------------------------------------------------
+
+    def remember_awareness(self, entries: list[AwarenessEntry]) -> None:
+        """Keep the newest state per Yjs client (y-protocols' clock rule)."""
+        for entry in entries:
+            known = self.awareness.get(entry.client)
+            if known is not None and known.clock > entry.clock:
+                continue
+            if entry.state is None:
+                self.awareness.pop(entry.client, None)
+            else:
+                self.awareness[entry.client] = entry
+
+    def awareness_payload(self) -> bytes:
+        """Every known awareness state, encoded (for joiners and QueryAwareness)."""
+        return encode_awareness(list(self.awareness.values()))
+
+    def forget_awareness(self, clients: set[int]) -> bytes:
+        """Remove a closed connection's clients; the removal update to relay (or b"")."""
+        removed = []
+        for client in clients:
+            known = self.awareness.pop(client, None)
+            if known is not None:
+                removed.append(AwarenessEntry(client, known.clock + 1, None))
+        return encode_awareness(removed) if removed else b""
 
     # -- Yjs writes -----------------------------------------------------------
 

@@ -30,6 +30,7 @@ __all__ = [
     "AwarenessEntry",
     "Decoder",
     "Message",
+    "ProtocolError",
     "QUERY_AWARENESS",
     "SYNC",
     "SYNC_STEP1",

@@ -34,6 +34,7 @@ from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.server.collab import serve_collab
 from tandem.server.rest import build_rest_router
+from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
 from tandem.storage import open_store
 from tandem.storage.base import Store
@@ -91,6 +92,10 @@ class Tandem:
         @router.websocket("/collab")
         async def collab(websocket: WebSocket) -> None:
             await serve_collab(websocket, self)
+
+        @router.websocket("/yjs/{doc:path}")
+        async def yjs(websocket: WebSocket, doc: str) -> None:
+            await serve_yjs(websocket, self, doc)
 
         router.include_router(build_rest_router(self))
 

@@ -1,0 +1,161 @@
+"""Yjs clients on ``/yjs/{doc}`` next to OT clients on ``/collab``, against real servers.
+
+Covers the bridge both ways (text, formatting, astral characters), the echo
+that acknowledges a stored Yjs write, read-only refusal, auth, awareness,
+and item identity across a restart: a Yjs client that edited offline while
+the server restarted merges without duplicating anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tandem.ot.delta import Delta
+
+from .harness import RawClient, ServerProcess, doc_state, token
+from .yclient import YClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def yurl(server: ServerProcess, doc: str, who: str = "yuki", access: str = "write") -> str:
+    return f"{server.ws_url}/yjs/{doc}?token={token(who, docs={'*': access})}"
+
+
+async def test_yjs_and_ot_clients_edit_one_document(server: ServerProcess) -> None:
+    ot = await RawClient.connect(server, f"token={token('otto')}&doc=mix")
+    await ot.expect("snapshot", v=0)
+    await ot.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "hi 😀 there"}]})
+    await ot.expect("ack", v=1)
+
+    y = YClient(4242)
+    await y.connect(yurl(server, "mix"))
+    await asyncio.wait_for(y.synced.wait(), 10)
+    assert y.plain() == "hi 😀 there"
+
+    # Yjs → OT: an insert after the emoji, with formatting, and a format.
+    y.insert(5, "🎉!", {"bold": True})
+    op = await ot.expect("op", v=2)
+    assert Delta.from_json(op["op"]) == Delta().retain(5).insert("🎉!", {"bold": True})
+    assert op["user"] == "yuki"
+    y.format(0, 2, {"italic": True})
+    op = await ot.expect("op", v=3)
+    assert Delta.from_json(op["op"]) == Delta().retain(2, {"italic": True})
+
+    # OT → Yjs, including a removal of formatting.
+    await ot.send(
+        {"type": "op", "v": 3, "seq": 2, "op": [{"retain": 1, "attributes": {"italic": None}},
+                                                  {"insert": "é"}]}
+    )
+    await ot.expect("ack", v=4)
+    await until(lambda: y.plain() == "héi 😀 🎉!there")
+    state = await doc_state(server, "mix")
+    assert Delta.from_json(state["content"]) == y.content()
+    await y.disconnect()
+    await ot.close()
+
+
+async def test_a_yjs_write_is_echoed_once_stored(server: ServerProcess) -> None:
+    y = YClient(7)
+    await y.connect(yurl(server, "echo"))
+    await asyncio.wait_for(y.synced.wait(), 10)
+    before = len(y.frames)
+    y.insert(0, "stored")
+    await until(lambda: any(f.sub == 2 for f in y.frames[before:]))
+    assert (await doc_state(server, "echo"))["content"] == [{"insert": "stored"}]
+    await y.disconnect()
+
+
+async def test_read_only_yjs_clients_sync_but_cannot_write(server: ServerProcess) -> None:
+    writer = YClient(1001)
+    await writer.connect(yurl(server, "ro"))
+    await asyncio.wait_for(writer.synced.wait(), 10)
+    writer.insert(0, "mine")
+    reader = YClient(1002)
+    await reader.connect(yurl(server, "ro", "rita", "read"))
+    await until(lambda: reader.plain() == "mine")
+    reader.insert(0, "nope ")
+    await until(lambda: any(f.kind == 2 for f in reader.frames))  # permission denied
+    writer.insert(4, "!")
+    await until(lambda: reader.plain().endswith("mine!"))
+    assert (await doc_state(server, "ro"))["content"] == [{"insert": "mine!"}]
+    await reader.disconnect()
+    await writer.disconnect()
+
+
+async def test_a_bad_token_closes_4401_and_no_access_4403(server: ServerProcess) -> None:
+    y = YClient(5)
+    await y.connect(f"{server.ws_url}/yjs/x?token=garbage")
+    await until(lambda: y.closed is not None)
+    assert y.closed is not None and y.closed[0] == 4401
+    y2 = YClient(6)
+    await y2.connect(f"{server.ws_url}/yjs/x?token={token('z', docs={'other': 'write'})}")
+    await until(lambda: y2.closed is not None)
+    assert y2.closed is not None and y2.closed[0] == 4403
+
+
+async def test_awareness_is_relayed_and_cleared_on_close(server: ServerProcess) -> None:
+    a, b = YClient(11), YClient(12)
+    await a.connect(yurl(server, "aw"))
+    await b.connect(yurl(server, "aw"))
+    await asyncio.wait_for(b.synced.wait(), 10)
+    await a.set_awareness(1, {"user": {"name": "Ann ✨"}})
+    await until(lambda: b.awareness.get(11) == {"user": {"name": "Ann ✨"}})
+    c = YClient(13)
+    await c.connect(yurl(server, "aw"))
+    await until(lambda: 11 in c.awareness)  # a joiner gets current states
+    await a.disconnect()
+    await until(lambda: 11 not in b.awareness)
+    await b.disconnect()
+    await c.disconnect()
+
+
+async def test_offline_yjs_edits_merge_without_duplicates_after_a_restart(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"TANDEM_SNAPSHOT_EVERY": "3"})
+    server.start()
+    try:
+        y = YClient(31337)
+        await y.connect(yurl(server, "week"))
+        await asyncio.wait_for(y.synced.wait(), 10)
+        ot = await RawClient.connect(server, f"token={token('otto')}&doc=week")
+        await ot.expect("snapshot")
+        for i, word in enumerate(["alpha ", "beta ", "gamma ", "delta "]):
+            await ot.send({"type": "insert", "seq": i, "pos": 0, "text": word})
+            await ot.expect("ack")
+        y.insert(0, "[y]")
+        await until(lambda: y.plain().startswith("[y]") and "alpha" in y.plain())
+        await ot.close()
+        await y.disconnect()
+        y.insert(len(y.plain()), " offline 😀")  # edited while away
+        server.stop()
+        server.start()
+        ot = await RawClient.connect(server, f"token={token('otto')}&doc=week")
+        snap = await ot.expect("snapshot")
+        await ot.send({"type": "insert", "v": snap["v"], "seq": 99, "pos": 0, "text": "new "})
+        await ot.expect("ack")
+        await y.connect(yurl(server, "week"))
+        expected = "new [y]delta gamma beta alpha  offline 😀"
+        await until(lambda: y.plain() == expected)
+        for _ in range(100):
+            state = await doc_state(server, "week")
+            if "".join(p["insert"] for p in state["content"]) == expected:
+                break
+            await asyncio.sleep(0.05)
+        assert "".join(p["insert"] for p in state["content"]) == expected
+        await y.disconnect()
+        await ot.close()
+    finally:
+        server.stop()
