@@ -77,7 +77,10 @@ def apply_delta(text: Text, txn: Transaction | None, old: str, delta: Delta) -> 
                 raise ValueError("delta retains past the end of the replica text")
             size = utf8_length(chunk)
             if component.attributes:
-                text.format(at, at + size, dict(component.attributes))
+                # One key per call, sorted: Yrs orders a map's format items by
+                # hash-map iteration, which would make replays differ.
+                for key in sorted(component.attributes):
+                    text.format(at, at + size, {key: component.attributes[key]})
             pieces.append(chunk)
             at += size
             i += component.count
@@ -91,9 +94,16 @@ def apply_delta(text: Text, txn: Transaction | None, old: str, delta: Delta) -> 
         else:
             assert isinstance(component, Insert)
             # An explicit (maybe empty) map: Yrs would otherwise inherit formatting.
-            text.insert(at, component.text, dict(component.attributes or {}))
+            # Only the first key goes with the insert, the rest as single-key formats
+            # (see the note on retain above).
+            attributes = component.attributes or {}
+            keys = sorted(attributes)
+            text.insert(at, component.text, {keys[0]: attributes[keys[0]]} if keys else {})
+            size = utf8_length(component.text)
+            for key in keys[1:]:
+                text.format(at, at + size, {key: attributes[key]})
             pieces.append(component.text)
-            at += utf8_length(component.text)
+            at += size
     pieces.append(old[i:])
     return "".join(pieces)
 

@@ -1,0 +1,110 @@
+"""The replica mirrors deltas exactly, merges Yjs updates into code-point deltas, replays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from pycrdt import Doc, Text
+from tests.property.strategies import document_and_sequential_ops
+
+from tandem.merge.replica import Replica, ReplicaError
+from tandem.merge.translate import delta_from_event, utf8_length
+from tandem.ot.delta import Delta
+from tandem.ot.document import Document
+
+
+@settings(max_examples=150, deadline=None)
+@given(document_and_sequential_ops(4))
+def test_replica_content_equals_the_document_after_any_ops(
+    case: tuple[Document, list[Delta]],
+) -> None:
+    document, ops = case
+    replica = Replica.seeded(document, 0)
+    assert replica.content() == document.to_delta()
+    for version, op in enumerate(ops, 1):
+        replica.apply(op, version)
+        document = document.apply(op)
+        assert replica.plain == document.text()
+        assert replica.content() == document.to_delta()
+    # The stored state reloads to the same content.
+    assert Replica(replica.state(), len(ops)).content() == document.to_delta()
+
+
+@pytest.mark.xfail(
+    reason="known gap: an insert that negates two or more inherited attributes makes Yrs "
+    "emit (and clean up) format markers in hash-map order, so a replay may assign other "
+    "ids; fix: store every op's effective update, not only Yjs ones",
+    strict=False,
+)
+def test_replaying_ops_is_byte_identical_even_when_negating_several_attributes() -> None:
+    ops = [
+        Delta().insert("ab", {"bold": 1, "italic": "red"}),
+        Delta().retain(1).insert("plain"),
+    ]
+    states = set()
+    for _ in range(8):
+        replica = Replica()
+        for version, op in enumerate(ops, 1):
+            replica.apply(op, version)
+        states.add(replica.state())
+    assert len(states) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(document_and_sequential_ops(3))
+def test_a_merged_yjs_update_becomes_the_delta_that_reproduces_it(
+    case: tuple[Document, list[Delta]],
+) -> None:
+    document, ops = case
+    server = Replica.seeded(document, 0)
+    author = Replica(server.state(), 0)  # a "Yjs client" holding the same items
+    author.doc.client_id  # noqa: B018 - a different id is set below
+    peer: Doc[Any] = Doc(client_id=99)
+    peer.apply_update(server.state())
+    text = peer.get("content", type=Text)
+    for op in ops:
+        before = peer.get_state()
+        mirror = Replica(peer.get_update(), 0)
+        # Apply through a replica-like path on the peer doc, then merge on the server.
+        from tandem.merge.translate import apply_delta
+
+        with peer.transaction():
+            apply_delta(text, None, str(text), op)
+        delta, effective = server.merge(peer.get_update(before))
+        document = document.apply(delta)
+        assert server.content() == document.to_delta()
+        assert str(text) == document.text()
+        assert effective != b"" and mirror is not None
+
+
+def test_delta_from_event_converts_utf8_bytes_to_code_points() -> None:
+    old = "a😀é"
+    changes = [{"retain": 5}, {"delete": 2}, {"insert": "𝄞", "attributes": {"size": 2.0}}]
+    assert delta_from_event(old, changes) == Delta().retain(2).delete(1).insert("𝄞", {"size": 2})
+    assert utf8_length("a😀é") == 7
+
+
+def test_duplicate_and_dependent_updates() -> None:
+    server = Replica.seeded(Delta().insert("x"), 1)
+    peer: Doc[Any] = Doc(client_id=5)
+    peer.apply_update(server.state())
+    text = peer.get("content", type=Text)
+    text.insert(1, "a")
+    first = peer.get_update(server.state_vector())
+    sv = peer.get_state()
+    text.insert(2, "b")
+    second = peer.get_update(sv)
+    assert server.merge(first)[0] == Delta().retain(1).insert("a")
+    assert server.merge(first) == (Delta(), b"\x00\x00")
+    assert server.merge(second)[0] == Delta().retain(2).insert("b")
+
+
+def test_updates_under_the_server_client_id_are_refused() -> None:
+    server = Replica.seeded(Delta().insert("x"), 1)
+    forged = Replica(server.state(), 1)
+    sv = forged.state_vector()
+    forged.apply(Delta().insert("y"), 2)
+    with pytest.raises(ReplicaError):
+        server.merge(forged.doc.get_update(sv))
