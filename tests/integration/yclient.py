@@ -42,7 +42,7 @@ class YClient:
         self.closed = None
         self.ws = await websockets.connect(url, max_size=None)
         self._reader = asyncio.create_task(self._read())
-        await self.ws.send(yproto.sync_step1(self.doc.get_state()))
+        await self._send(yproto.sync_step1(self.doc.get_state()))  # may race a refusal
 
     async def disconnect(self) -> None:
         if self.ws is not None:
