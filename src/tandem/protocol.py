@@ -132,8 +132,10 @@ def parse(
     """Parse and validate one client frame (see ``docs/protocol.md``)."""
     if isinstance(frame, bytes):
         raise ProtocolError("binary frames are not accepted on /collab; send JSON text")
-    if len(frame) > max_bytes:
-        # len(str) <= bytes; a precise byte count only matters near the limit.
+    # A code point is 1-4 bytes of UTF-8: count bytes only when characters can't decide.
+    if len(frame) > max_bytes or (
+        len(frame) * 4 > max_bytes and _utf8_length(frame) > max_bytes
+    ):
         raise FrameTooLarge(f"frame larger than {max_bytes} bytes")
     try:
         data = orjson.loads(frame)
@@ -142,6 +144,11 @@ def parse(
     if not isinstance(data, dict):
         raise ProtocolError("a message must be a JSON object with a 'type'")
     return parse_message(data, max_components=max_components)
+
+
+def _utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (a lone surrogate, which JSON can carry, counts 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> ClientMessage:
