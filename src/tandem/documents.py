@@ -406,8 +406,14 @@ class DocumentSession:
             op_message(self.doc, entry.version, entry.op, client, entry.user, entry.seq)
         )
         author_peer = author.peer if author is not None else None
-        for peer in self.members:
-            if peer is not author_peer:
+        for peer, member in self.members.items():
+            if peer is author_peer:
+                continue
+            if entry.seq is not None and member.key == entry.client_id:
+                # The author again, on a new connection (it reconnected while the op
+                # was being stored): this is its ack, never "someone else's op".
+                peer.send(encode(ack_message(self.doc, entry.seq, entry.version, None)))
+            else:
                 peer.send(message)
         self.presence.transform(entry.op, client, version=entry.version)
         self.remote_presence.transform(entry.op, client, version=entry.version)
