@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from tandem.auth import Authenticator
     from tandem.server.app import create_app
-    from tandem.server.collab import expose_asgi_send
+    from tandem.server.collab import collab_fast_lane
 
     settings = _settings(args)
     if not settings.jwt_secret and not settings.jwt_public_key_file and not settings.jwt_jwks_file:
@@ -126,11 +126,12 @@ def _serve(args: argparse.Namespace) -> int:
         lines.append("  (tokens are issued by your identity provider)")
     print("\n".join(lines), flush=True)
     # Chosen by measurement (docs/performance.md): uvloop, httptools, and uvicorn's
-    # sans-I/O websockets protocol, to which /collab writes broadcast frames directly.
+    # sans-I/O websockets protocol, to which /collab writes broadcast frames directly,
+    # its sockets served past FastAPI's routing and middleware.
     # No permessage-deflate: a zlib context per connection costs more memory and CPU
     # than the small JSON messages gain.
     uvicorn.run(
-        expose_asgi_send(app),
+        collab_fast_lane(app, app.state.tandem),
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,

@@ -5,10 +5,11 @@ to the document sessions. What the sessions queue for a client within one
 event-loop tick goes out as one frame, once that tick's work is done: a single
 ``_Flusher`` callback per tick visits every connection that has something
 queued. Where the server is uvicorn with its ``websockets-sansio`` protocol
-(``tandem serve``; see ``expose_asgi_send``) and the socket is writable, the
+(``tandem serve``; see ``collab_fast_lane``) and the socket is writable, the
 flusher frames the batch itself and writes it straight to the transport, and a
 batch that several clients share (a broadcast) is framed once for all of them;
-otherwise, and for closing, the connection's writer task sends through ASGI.
+otherwise, and for closing, a writer task sends through ASGI (an idle
+connection keeps no task).
 The queue is bounded: a client that stops reading is dropped with
 ``ERR_SLOW_CONSUMER`` (close 4408) rather than slowing its document or growing
 memory.
@@ -25,7 +26,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -61,11 +61,11 @@ from tandem.protocol import (
 if TYPE_CHECKING:
     from tandem.server.app import Tandem
 
-__all__ = ["Connection", "expose_asgi_send", "serve_collab"]
+__all__ = ["Connection", "collab_fast_lane", "serve_collab"]
 
 log = logging.getLogger("tandem.collab")
 
-#: Scope key under which ``expose_asgi_send`` leaves the server's own ``send``.
+#: Scope key under which ``collab_fast_lane`` leaves the server's own ``send``.
 ASGI_SEND_KEY = "tandem.asgi_send"
 
 _SansIOProtocol: type | None
@@ -77,20 +77,25 @@ except ImportError:  # pragma: no cover - another ASGI server
     _SansIOProtocol = None
 
 
-def expose_asgi_send(app: ASGIApp) -> ASGIApp:
-    """Wrap the ASGI app so ``/collab`` can find the server's own ``send`` in the scope.
+def collab_fast_lane(app: ASGIApp, tandem: Tandem) -> ASGIApp:
+    """The ASGI app ``tandem serve`` runs: ``/collab`` sockets go straight to
+    ``serve_collab``, everything else (REST, ``/yjs``, lifespan) to ``app``.
 
-    Middleware (Starlette's exception handlers and the like) wraps ``send``; the
-    unwrapped one lets a connection write frames directly (see ``_DirectFrames``).
-    Without this wrapper everything still works, through ASGI.
+    The same ``serve_collab`` runs either way. The lane skips FastAPI's routing
+    and middleware, some twenty coroutine frames held by every open socket, and
+    leaves the server's own ``send`` in the scope: it lets a connection write
+    frames directly (see ``_DirectFrames``).
     """
 
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+    async def lane(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            scope = {**scope, ASGI_SEND_KEY: send}
+            scope[ASGI_SEND_KEY] = send
+            if scope["path"] == "/collab":
+                await serve_collab(WebSocket(scope, receive, send), tandem)
+                return
         await app(scope, receive, send)
 
-    return wrapped
+    return lane
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -109,7 +114,7 @@ class _DirectFrames:
     """Writes ready-made frames to uvicorn's transport, skipping ASGI and re-framing.
 
     Only used while the socket is open and writable: under back-pressure or
-    while closing, the connection falls back to its writer task, which awaits
+    while closing, the connection falls back to a writer task, which awaits
     the protocol's flow control.
     """
 
@@ -180,12 +185,15 @@ class Connection:
         self.tandem = tandem
         settings = tandem.settings
         self.documents: dict[str, DocumentSession] = {}
-        self._queue: deque[str] = deque()
+        #: Messages not yet sent (a list: it is always taken whole).
+        self._queue: list[str] = []
         self._limit = settings.send_queue_frames
         self._direct = _DirectFrames.find(websocket)
         self._scheduled = False
-        self._writing = False
-        self._ready = asyncio.Event()
+        #: The task sending through ASGI, while there is one (see ``_kick``).
+        self._writer: asyncio.Task[None] | None = None
+        #: The close frame went out, or the peer is gone: stop reading.
+        self.closed = False
         self._closing: tuple[int, str] | None = None
         self._bucket = TokenBucket(
             settings.messages_per_second, settings.message_burst, time.monotonic()
@@ -205,27 +213,28 @@ class Connection:
         if len(self._queue) >= self._limit:
             self.tandem.metrics.slow_consumer()
             error = SlowConsumer("you are not reading your messages fast enough; reconnect")
-            self._queue.clear()
-            self._queue.append(encode(error_message(error)))
+            self._queue = [encode(error_message(error))]
             self.close(error.close_code or 4408, "slow consumer")
             return
         self._queue.append(message)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             _flusher.schedule(self)
 
     def flush(self, frames: dict[tuple[int, ...], tuple[list[str], bytes]]) -> None:
-        """Send what is queued: straight to the socket if possible, else via the writer."""
+        """Send what is queued: straight to the socket if possible, else via a writer."""
         self._scheduled = False
-        queue = self._queue
-        if not queue:
-            return
+        messages = self._queue
+        if not messages or self._writer is not None:
+            return  # the writer takes everything queued before it finishes
         direct = self._direct
-        if direct is None or self._writing or self._closing is not None or not direct.writable():
-            self._ready.set()
+        if direct is None or self._closing is not None or not direct.writable():
+            self._kick()
             return
-        messages = list(queue)
-        queue.clear()
+        self._queue = []
         key = tuple(map(id, messages))
         known = frames.get(key)
         if known is None:
@@ -233,35 +242,50 @@ class Connection:
         direct.write(known[1])
 
     def close(self, code: int, reason: str) -> None:
-        """Ask the writer to flush what is queued and close with ``code``."""
+        """Flush what is queued, then close with ``code``."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._ready.set()
+            self._kick()
 
-    async def writer(self) -> None:
-        queue = self._queue
+    def _kick(self) -> None:
+        """Start a writer task unless one runs (an idle connection keeps no task)."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="tandem-writer")
+
+    async def _write(self) -> None:
+        """Send everything queued through ASGI (awaiting flow control), then close if asked."""
         websocket = self.websocket
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            self._writing = True
-            try:
-                while queue:
-                    frames = list(queue)
-                    queue.clear()
-                    await websocket.send_text(batch(frames))
-            finally:
-                self._writing = False
+        try:
+            while self._queue:
+                messages, self._queue = self._queue, []
+                await websocket.send_text(batch(messages))
             if self._closing is not None:
                 code, reason = self._closing
                 with contextlib.suppress(Exception):
                     await websocket.close(code, reason)
-                return
+                self.closed = True
+        except (WebSocketDisconnect, RuntimeError):
+            self.closed = True  # the peer is gone; the receive loop sees the disconnect
+        finally:
+            self._writer = None
+
+    async def finish(self, timeout: float) -> None:
+        """On the way out: say goodbye (1000) after what is queued, within ``timeout``."""
+        self.close(1000, "bye")
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout=timeout)
+        except (TimeoutError, Exception):  # noqa: BLE001
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
 
     def reply_error(self, error: TandemError, **where: Any) -> None:
         self.tandem.metrics.error(error.code)
         self._queue.append(encode(error_message(error, **where)))
-        self._ready.set()
+        self._schedule()
         if error.close_code is not None:
             self.close(error.close_code, error.code)
 
@@ -400,7 +424,6 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
         return
     connection = Connection(websocket, principal, client, tandem)
     tandem.metrics.connection_opened("collab")
-    writer = asyncio.create_task(connection.writer(), name="tandem-writer")
     expiry = _schedule_expiry(connection, principal, settings.token_expiry_warning)
     try:
         connection.send(
@@ -408,7 +431,7 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
         )
         if doc is not None:
             await connection.handle(encode({"type": "join", "doc": doc}))
-        while not writer.done():
+        while not connection.closed:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
@@ -422,14 +445,7 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
         connection.leave_all()
         tandem.connections.release(principal.user, ip)
         tandem.metrics.connection_closed("collab")
-        if not writer.done():
-            connection.close(1000, "bye")
-            try:
-                await asyncio.wait_for(writer, timeout=1.0)
-            except (TimeoutError, Exception):  # noqa: BLE001
-                writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
+        await connection.finish(timeout=1.0)
         if websocket.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)
