@@ -153,6 +153,8 @@ def _utf8_length(text: str) -> int:
 
 def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> ClientMessage:
     kind = data.get("type")
+    if not isinstance(kind, str):  # before any lookup: a list or dict type is unhashable
+        raise ProtocolError("a message must have a string 'type'")
     ref = _ref(data)
     if kind == "op":
         raw_op = data.get("op")
@@ -169,8 +171,6 @@ def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> C
         return Leave(validate_doc_id(data.get("doc")), ref)
     if kind == "ping":
         return Ping(ref if "id" not in data else _ref({"ref": data.get("id")}))
-    if not isinstance(kind, str):
-        raise ProtocolError("a message must have a string 'type'")
     raise UnknownMessageType(f"unknown message type {kind[:40]!r}")
 
 

@@ -427,6 +427,14 @@ class SimClient:
                 self.world.loop.call_later(
                     self.world.rng.uniform(0, 0.5), self.world.guard(self._retry), pending.seq
                 )
+            elif message["code"] == "ERR_STORAGE" and (
+                (self.key, message.get("seq")) in self.acked or self.world.tolerate_stale
+            ):
+                # A stale ERR_STORAGE for a duplicate of an op already acked (see
+                # test_a_duplicate_of_a_durable_op_is_not_failed): clients ignore it.
+                self.world.stats["stale_storage_errors"] += 1
+                if (self.key, message.get("seq")) not in self.acked:
+                    self.world.stale.append((self.key, message.get("seq")))
             else:
                 raise SimFailure(f"{self.id}: unexpected error {message}")
         else:
@@ -518,6 +526,9 @@ class World:
         self.markers: list[str] = []
         self.stats: Counter[str] = Counter()
         self.in_flight = 0
+        #: ERR_STORAGE for a seq not acked yet when it came; checked against the log at the end.
+        self.tolerate_stale = True
+        self.stale: list[tuple[str, Any]] = []
         self.failure: BaseException | None = None
 
     def guard(self, callback: Any) -> Any:
@@ -640,6 +651,8 @@ class World:
                         f"{key} seq {seq} lost"
                     )
                     assert version <= head
+        for key, seq in self.stale:  # a stale error is only fine for an op that is committed
+            assert (key, seq) in where, f"ERR_STORAGE for {key} seq {seq}, and it is not in the log"
         text = replayed.text()
         acked_inserts = {
             ch
@@ -841,6 +854,55 @@ def test_a_reused_seq_after_a_reload_does_not_wedge_the_document() -> None:
     run_virtual(VirtualLoop(), scenario())
 
 
+
+class _GatedStore(MemoryStore):
+    """Appends wait for ``gate``; the append of version ``fail_version`` fails."""
+
+    def __init__(self, fail_version: int) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.fail_version = fail_version
+
+    async def append(self, records: Any) -> None:
+        await self.gate.wait()
+        if any(record.version == self.fail_version for record in records):
+            raise StorageError("injected failure")
+        await super().append(records)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (documents.py): a duplicate submit that arrives while its original is "
+    "still being committed waits in the outbox behind later ops; when a later commit "
+    "fails, commit_failed sends it ERR_STORAGE ('not stored') although its original is "
+    "durable and was acked. Fix: in commit_failed, acknowledge (not fail) pendings "
+    "without an entry whose version <= durable_version; and in durable(), release "
+    "duplicates by version, not only from the front of the outbox.",
+)
+def test_a_duplicate_of_a_durable_op_is_not_failed() -> None:
+    async def scenario() -> None:
+        store = _GatedStore(fail_version=2)
+        await store.open()
+        settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
+        manager = DocumentManager(store, settings, Metrics("sim"))
+        await manager.start()
+        session = await manager.open(DOC)
+        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
+        await session.join(author, "write", None)
+        await session.join(other, "write", None)
+        await session.submit(session.member(author), Delta().insert("a"), 0, 7)  # v1
+        await asyncio.sleep(0.01)  # the committer takes v1 and waits at the gate
+        await session.submit(session.member(other), Delta().insert("b"), 0, 1)  # v2
+        await session.submit(session.member(author), Delta().insert("a"), 0, 7)  # duplicate
+        store.gate.set()
+        await asyncio.sleep(1)
+        replies = [m for m in author.messages if m["type"] in ("ack", "error")]
+        assert replies[0] == {"type": "ack", "doc": DOC, "seq": 7, "v": 1}
+        assert [m["type"] for m in replies] == ["ack", "ack"], replies
+
+    run_virtual(VirtualLoop(), scenario())
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -848,9 +910,20 @@ if __name__ == "__main__":
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--count", type=int, default=SLOW_SEEDS)
     args = parser.parse_args()
+    import logging
+
+    logging.getLogger("tandem").setLevel(logging.CRITICAL)  # injected store failures log errors
     began = time.perf_counter()
-    result = run_seeds(range(args.start, args.start + args.count))
+    result: Counter[str] = Counter()
+    failed: list[int] = []
+    for seed in range(args.start, args.start + args.count):
+        try:
+            result.update(run_seeds(range(seed, seed + 1)))
+        except AssertionError as error:  # keep going: report every failing seed
+            failed.append(seed)
+            print(f"FAILED TANDEM_SEED={seed}: {error}", flush=True)
     print(
-        f"seeds {args.start}..{args.start + args.count - 1}: {result['seeds']} passed "
-        f"in {time.perf_counter() - began:.0f}s {dict(result)}"
+        f"seeds {args.start}..{args.start + args.count - 1}: {result['seeds']} passed, "
+        f"{len(failed)} failed {failed} in {time.perf_counter() - began:.0f}s {dict(result)}"
     )
+    sys.exit(1 if failed else 0)
