@@ -33,16 +33,21 @@ from tandem.bus.base import Bus, Subscription
 from tandem.errors import (
     ConflictError,
     HistoryUnavailable,
+    InvalidOperation,
     NotJoined,
+    OperationTooLong,
     ReadOnly,
     StorageError,
     TandemError,
+    VersionError,
 )
+from tandem.merge.branch import BranchMerge, compose_branch, merge_branches
 from tandem.metrics import Metrics
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Delta
+from tandem.ot.diff import diff
 from tandem.ot.document import Document
-from tandem.ot.transform import Side
+from tandem.ot.transform import Side, transform
 from tandem.presence import PresenceTable
 from tandem.protocol import (
     Cursor,
@@ -50,6 +55,7 @@ from tandem.protocol import (
     catchup_message,
     encode,
     error_message,
+    merged_message,
     op_message,
     snapshot_message,
 )
@@ -64,6 +70,11 @@ log = logging.getLogger("tandem.documents")
 
 #: Document length used to validate relayed cursors (the origin node validated them).
 _BIG = sys.maxsize
+
+#: A durable version that is a multiple of this is kept as a merge checkpoint.
+CHECKPOINT_EVERY = 128
+#: How many checkpoints a session keeps (the newest ones).
+CHECKPOINTS_KEPT = 64
 
 
 class Peer(Protocol):
@@ -111,6 +122,8 @@ class _Pending:
     base_version: int | None = None
     #: A Yjs client's update (instead of ``op``), to merge again after a conflict.
     yjs_update: bytes | None = None
+    #: Builds the author's reply instead of an ``ack`` (an offline ``merge``).
+    answer: Callable[[_Pending], str] | None = None
 
 
 class GroupCommitter:
@@ -235,6 +248,13 @@ class DocumentSession:
         self.idle_since: float | None = time.monotonic()
         #: The CRDT replica and the Yjs peers (tandem.replicas).
         self.replicas = ReplicaHost(self)
+        #: ``(version, document)`` every CHECKPOINT_EVERY durable versions, oldest first:
+        #: where an offline merge rebuilds its base document from.
+        self._checkpoints: deque[tuple[int, Document]] = deque(
+            [(self.durable_version, self.durable_document)], maxlen=CHECKPOINTS_KEPT
+        )
+        #: Offline merges being computed, by ``(client key, seq)``: a duplicate waits.
+        self._merging: dict[tuple[str, int], asyncio.Event] = {}
 
     # -- membership -----------------------------------------------------------
 
@@ -348,6 +368,7 @@ class DocumentSession:
         ref: str | int | None,
         received: float,
         done: Callable[[int], None] | None,
+        answer: Callable[[_Pending], str] | None = None,
     ) -> None:
         base = self.sequencer.version if base_version is None else base_version
         started = time.perf_counter()
@@ -371,6 +392,7 @@ class DocumentSession:
             done=done,
             op=op,
             base_version=base,
+            answer=answer,
         )
         if isinstance(decision, Commit):
             pending.entry = decision.entry
@@ -381,6 +403,161 @@ class DocumentSession:
             self._acknowledge(pending)
         else:
             self._outbox.append(pending)
+
+    # -- offline merge ------------------------------------------------------------
+
+    async def merge(
+        self,
+        member: Member,
+        base_version: int,
+        seq: int | None,
+        ops: list[Delta],
+        ref: str | int | None = None,
+    ) -> None:
+        """Merge an offline branch and commit it as one op; the author gets ``merged``.
+
+        ``ops`` are the client's branch: the first based on ``base_version``,
+        each next one on the previous. Instead of transforming every branch op
+        past every server op since the base (n·m transforms), both branches are
+        merged from the base in one step (``tandem.merge.branch``, in a worker
+        thread, so the loop keeps serving everyone else) and the resulting
+        ``commit`` op is sequenced at the durable head ``h`` it was computed
+        against, like any submit based on ``h``. Once it is durable as version
+        ``V`` the author receives ``merged`` with the op taking its final state
+        (base + branch) to the document at ``V``. A merge whose ``(client, seq)``
+        was already committed is answered again and not applied twice.
+        """
+        if member.permission != "write":
+            raise ReadOnly(f"read-only access to {self.doc!r}: edits are refused")
+        key = (member.key, seq) if seq is not None else None
+        event: asyncio.Event | None = None
+        if key is not None:
+            while (running := self._merging.get(key)) is not None:
+                await running.wait()
+            event = self._merging[key] = asyncio.Event()
+        try:
+            await self._merge(member, base_version, seq, ops, ref)
+        finally:
+            if key is not None and event is not None:
+                self._merging.pop(key, None)
+                event.set()
+
+    async def _merge(
+        self,
+        member: Member,
+        base_version: int,
+        seq: int | None,
+        ops: list[Delta],
+        ref: str | int | None,
+    ) -> None:
+        received = time.perf_counter()
+        while self._rebasing is not None:
+            await self._rebasing.wait()
+        if base_version > self.durable_version:
+            raise VersionError(
+                f"base version {base_version} is above the head version {self.durable_version}"
+            )
+        if seq is not None:
+            known = self.sequencer.find_seq(member.key, seq)
+            if known is None:
+                known = await self.manager.store.find_seq(self.doc, member.key, seq)
+            if known is not None:
+                await self._merge_again(member, base_version, seq, ops, ref)
+                return
+        head, server_head = self.durable_version, self.durable_document
+        start, replay = await self._base_of(base_version)
+        server_ops = [entry.op for entry in await self._entries_between(base_version, head)]
+        result = await asyncio.to_thread(_merge_branch, start, replay, ops, server_ops, server_head)
+        while self._rebasing is not None:
+            await self._rebasing.wait()
+
+        def answer(pending: _Pending) -> str:
+            version, catchup = self._merge_catchup(member, seq, result, head, pending)
+            return encode(merged_message(self.doc, seq, version, catchup, ref))
+
+        await self._sequence(member, result.commit, head, seq, ref, received, None, answer)
+
+    def _merge_catchup(
+        self, member: Member, seq: int | None, result: BranchMerge, head: int, pending: _Pending
+    ) -> tuple[int, Delta]:
+        """The version the author ends at, and the op taking its final state there.
+
+        Called when ``pending`` is durable (so the durable head is its version):
+        the merge's catch-up, then each op committed between ``head`` and the
+        merge's own version, transformed past the commit as the client's state
+        machine would (``S' = transform(S, P, "left")``, ``P' = transform(P, S,
+        "right")``: the same diamond the sequencer walked with the commit).
+        """
+        duplicate = (
+            pending.entry is None
+            and seq is not None
+            and self.sequencer.find_seq(member.key, seq) is not None
+        )
+        try:
+            entries = [] if duplicate else self.sequencer.entries_since(head)
+        except HistoryGap:
+            duplicate = True
+        if duplicate:
+            # Committed by an earlier copy of this merge (another node): rare, state-based.
+            return self.durable_version, diff(result.client_document, self.durable_document)
+        last = pending.version - 1 if pending.entry is not None else pending.version
+        commit = result.commit
+        steps = [result.catchup]
+        for entry in entries:
+            if entry.version > last:
+                break
+            steps.append(transform(entry.op, commit, "left"))
+            commit = transform(commit, entry.op, "right")
+        return pending.version, compose_branch(steps)
+
+    async def _merge_again(
+        self,
+        member: Member,
+        base_version: int,
+        seq: int,
+        ops: list[Delta],
+        ref: str | int | None,
+    ) -> None:
+        """Answer a merge that was already committed: the author's state → the durable head."""
+        start, replay = await self._base_of(base_version)
+        version, target = self.durable_version, self.durable_document
+        catchup = await asyncio.to_thread(_diff_branch, start, replay, ops, target)
+        # No await from here on: add what became durable meanwhile, then reply.
+        later = [
+            entry.op
+            for entry in self.sequencer.entries_since(version)
+            if entry.version <= self.durable_version
+        ]
+        message = merged_message(
+            self.doc, seq, self.durable_version, compose_branch([catchup, *later]), ref
+        )
+        member.peer.send(encode(message))
+
+    async def _base_of(self, version: int) -> tuple[Document, list[Delta]]:
+        """A document at or before durable ``version`` and the ops taking it to ``version``.
+
+        From the newest checkpoint at or before ``version`` (one every
+        ``CHECKPOINT_EVERY`` durable versions, the last ``CHECKPOINTS_KEPT``);
+        older bases come from the store: its newest snapshot if that is not
+        newer than ``version``, else every op from version 0 (slow for a long
+        history, but only for branches older than the checkpoints).
+        """
+        for checkpoint, document in reversed(self._checkpoints):
+            if checkpoint <= version:
+                entries = await self._entries_between(checkpoint, version)
+                return document, [entry.op for entry in entries]
+        loaded = await self.manager.store.load(self.doc)
+        snapshot = loaded.snapshot
+        if snapshot is not None and snapshot.version <= version:
+            start, document = snapshot.version, Document(snapshot.content)
+        else:
+            start, document = 0, Document()
+        records = await self.manager.store.get_ops(self.doc, start, version)
+        if len(records) != version - start:
+            raise HistoryUnavailable(
+                f"history of {self.doc!r} from version {start} is not available; re-join"
+            )
+        return document, [record.op for record in records]
 
     def durable(self, version: int) -> None:
         """The store has committed everything up to ``version``: ack and broadcast it."""
@@ -398,6 +575,8 @@ class DocumentSession:
         """Make ``entry`` the durable head: tell local members, move cursors."""
         self.durable_version = entry.version
         self.durable_document = document
+        if entry.version % CHECKPOINT_EVERY == 0:
+            self._checkpoints.append((entry.version, document))
         self.replicas.durable(entry)
         if entry.seq is not None:
             self.last_seqs[entry.client_id] = entry.seq
@@ -423,9 +602,12 @@ class DocumentSession:
     def _acknowledge(self, pending: _Pending) -> None:
         author = pending.author
         if author is not None:
-            author.peer.send(
-                encode(ack_message(self.doc, pending.seq, pending.version, pending.ref))
-            )
+            if pending.answer is not None:
+                author.peer.send(pending.answer(pending))
+            else:
+                author.peer.send(
+                    encode(ack_message(self.doc, pending.seq, pending.version, pending.ref))
+                )
             self.manager.metrics.op_latency(time.perf_counter() - pending.received)
         if pending.done is not None:
             pending.done(pending.version)
@@ -502,6 +684,7 @@ class DocumentSession:
                         item.ref,
                         item.received,
                         item.done,
+                        item.answer,
                     )
                 except TandemError as error:
                     self._fail(item, error)
@@ -694,6 +877,44 @@ def _record(doc: str, entry: Entry) -> OpRecord:
         doc, entry.version, entry.op, entry.client_id, entry.seq, entry.user, entry.time,
         entry.crdt,
     )
+
+
+def _replay(start: Document, replay: list[Delta], ops: list[Delta]) -> Document:
+    """The base document (``start`` + ``replay``), after checking ``ops`` fit it in turn."""
+    base = start
+    for op in replay:
+        base = base.apply(op)
+    length = len(base)
+    for index, op in enumerate(ops):
+        if op.base_length() > length:
+            raise OperationTooLong(
+                f"merge op {index} reaches past the end of the document ({length} characters)"
+            )
+        length = op.target_length(length)
+    return base
+
+
+def _merge_branch(
+    start: Document,
+    replay: list[Delta],
+    ops: list[Delta],
+    server_ops: list[Delta],
+    server_head: Document,
+) -> BranchMerge:
+    """Worker-thread half of ``DocumentSession.merge``: rebuild the base, merge both branches."""
+    base = _replay(start, replay, ops)
+    try:
+        return merge_branches(base, server_ops, ops, server_head)
+    except ValueError as exc:
+        raise InvalidOperation(f"the merge branch does not apply: {exc}") from None
+
+
+def _diff_branch(
+    start: Document, replay: list[Delta], ops: list[Delta], target: Document
+) -> Delta:
+    """Worker-thread half of a repeated merge: the client's final state → ``target``."""
+    base = _replay(start, replay, ops)
+    return diff(base.apply(compose_branch(ops)), target)
 
 
 def _entry(record: OpRecord) -> Entry:

@@ -33,6 +33,7 @@ __all__ = [
     "Cursor",
     "Join",
     "Leave",
+    "Merge",
     "Ping",
     "Presence",
     "PROTOCOL_VERSION",
@@ -43,6 +44,7 @@ __all__ = [
     "encode",
     "error_message",
     "hello_message",
+    "merged_message",
     "op_message",
     "parse",
     "snapshot_message",
@@ -107,6 +109,17 @@ class Submit:
 
 
 @dataclass(frozen=True, slots=True)
+class Merge:
+    """An offline branch to merge: ``ops`` in order, the first based on ``base_version``."""
+
+    doc: str | None
+    base_version: int
+    ops: tuple[Delta, ...]
+    seq: int | None
+    ref: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Presence:
     doc: str | None
     cursor: Cursor | None
@@ -120,14 +133,18 @@ class Ping:
     id: str | int | None = None
 
 
-ClientMessage = Join | Leave | Submit | Presence | Ping
+ClientMessage = Join | Leave | Submit | Merge | Presence | Ping
 
 
 # -- parsing -----------------------------------------------------------------
 
 
 def parse(
-    frame: str | bytes, *, max_bytes: int = 1 << 20, max_components: int = 10_000
+    frame: str | bytes,
+    *,
+    max_bytes: int = 1 << 20,
+    max_components: int = 10_000,
+    max_merge_ops: int = 20_000,
 ) -> ClientMessage:
     """Parse and validate one client frame (see ``docs/protocol.md``)."""
     if isinstance(frame, bytes):
@@ -143,7 +160,7 @@ def parse(
         raise ProtocolError(f"frame is not valid JSON: {str(exc)[:80]}") from None
     if not isinstance(data, dict):
         raise ProtocolError("a message must be a JSON object with a 'type'")
-    return parse_message(data, max_components=max_components)
+    return parse_message(data, max_components=max_components, max_merge_ops=max_merge_ops)
 
 
 def _utf8_length(text: str) -> int:
@@ -151,7 +168,9 @@ def _utf8_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> ClientMessage:
+def parse_message(
+    data: Mapping[str, Any], *, max_components: int = 10_000, max_merge_ops: int = 20_000
+) -> ClientMessage:
     kind = data.get("type")
     if not isinstance(kind, str):  # before any lookup: a list or dict type is unhashable
         raise ProtocolError("a message must have a string 'type'")
@@ -163,6 +182,8 @@ def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> C
         return Submit(_optional_doc(data), Delta.from_json(raw_op), _version(data), _seq(data), ref)
     if kind in SUGAR_TYPES:
         return Submit(_optional_doc(data), from_simple(data), _version(data), _seq(data), ref)
+    if kind == "merge":
+        return _merge(data, ref, max_components, max_merge_ops)
     if kind == "presence":
         return Presence(_optional_doc(data), _cursor(data), _state(data), _version(data), ref)
     if kind == "join":
@@ -172,6 +193,26 @@ def parse_message(data: Mapping[str, Any], *, max_components: int = 10_000) -> C
     if kind == "ping":
         return Ping(ref if "id" not in data else _ref({"ref": data.get("id")}))
     raise UnknownMessageType(f"unknown message type {kind[:40]!r}")
+
+
+def _merge(
+    data: Mapping[str, Any], ref: str | int | None, max_components: int, max_merge_ops: int
+) -> Merge:
+    """``{"type": "merge", "v": BASE, "ops": [delta, ...], "seq"?, "doc"?}``."""
+    base = _version(data)
+    if base is None:
+        raise ProtocolError("merge needs 'v', the version its first op is based on")
+    raw_ops = data.get("ops")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise ProtocolError("merge needs 'ops', a non-empty list of deltas")
+    if len(raw_ops) > max_merge_ops:
+        raise InvalidOperation(f"merge has more than {max_merge_ops} ops")
+    ops: list[Delta] = []
+    for raw_op in raw_ops:
+        if isinstance(raw_op, list) and len(raw_op) > max_components:
+            raise InvalidOperation(f"a merge op has more than {max_components} components")
+        ops.append(Delta.from_json(raw_op))
+    return Merge(_optional_doc(data), base, tuple(ops), _seq(data), ref)
 
 
 def _optional_doc(data: Mapping[str, Any]) -> str | None:
@@ -305,6 +346,22 @@ def catchup_message(
 
 def ack_message(doc: str, seq: int | None, version: int, ref: str | int | None) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "ack", "doc": doc, "seq": seq, "v": version}
+    if ref is not None:
+        message["ref"] = ref
+    return message
+
+
+def merged_message(
+    doc: str, seq: int | None, version: int, op: Delta, ref: str | int | None
+) -> dict[str, Any]:
+    """Answer to a ``merge``: the author's final state + ``op`` is the document at ``v``."""
+    message: dict[str, Any] = {
+        "type": "merged",
+        "doc": doc,
+        "seq": seq,
+        "v": version,
+        "op": op.to_json(),
+    }
     if ref is not None:
         message["ref"] = ref
     return message

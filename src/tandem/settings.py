@@ -65,6 +65,8 @@ class Settings:
     max_frame_bytes: int = 1 << 20
     max_document_chars: int = 10_000_000
     max_op_components: int = 10_000
+    #: Most ops in one offline ``merge`` message (each also within max_op_components).
+    max_merge_ops: int = 20_000
     #: Token bucket per connection: sustained messages per second, and burst.
     messages_per_second: float = 200.0
     message_burst: int = 400

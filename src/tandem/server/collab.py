@@ -46,6 +46,7 @@ from tandem.limits import TokenBucket
 from tandem.protocol import (
     Join,
     Leave,
+    Merge,
     Ping,
     Presence,
     Submit,
@@ -301,6 +302,7 @@ class Connection:
                 frame,
                 max_bytes=self.tandem.settings.max_frame_bytes,
                 max_components=self.tandem.settings.max_op_components,
+                max_merge_ops=self.tandem.settings.max_merge_ops,
             )
             if isinstance(message, Submit):
                 where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
@@ -310,6 +312,15 @@ class Connection:
                 session.touch(self, time.monotonic())
                 await session.submit(
                     member, message.op, message.base_version, message.seq, message.ref
+                )
+            elif isinstance(message, Merge):
+                where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
+                session = self._session(message.doc)
+                where["doc"] = session.doc
+                member = session.member(self)
+                session.touch(self, time.monotonic())
+                await session.merge(
+                    member, message.base_version, message.seq, list(message.ops), message.ref
                 )
             elif isinstance(message, Presence):
                 where = {"ref": message.ref, "doc": message.doc}
