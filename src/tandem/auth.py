@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,9 @@ __all__ = [
     "Authenticator",
     "Permission",
     "Principal",
+    "TokenRedactingFilter",
     "extract_token",
+    "redact_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -512,3 +515,31 @@ def extract_token(
     if query_token:
         return query_token, accept
     return None, accept
+
+
+#: A token in a query string, an Authorization header, or a ``bearer.`` subprotocol.
+_TOKEN_IN_TEXT = re.compile(
+    r"(?P<lead>\btoken=|\bBearer\s+|\bbearer\.)[^\s&,;\"'\]]+", re.IGNORECASE
+)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every bearer token replaced by ``[redacted]`` (for log lines)."""
+    return _TOKEN_IN_TEXT.sub(lambda m: m.group("lead") + "[redacted]", text)
+
+
+class TokenRedactingFilter(logging.Filter):
+    """A logging filter that redacts tokens from every record it sees.
+
+    Servers log request lines (``"WebSocket /collab?token=…" [accepted]`` at INFO)
+    and, at DEBUG, request headers; attach this to the log *handlers* (e.g. in
+    uvicorn's ``log_config``: ``"filters": {"redact": {"()":
+    "tandem.auth.TokenRedactingFilter"}}``) so no token reaches a log file.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_tokens(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
