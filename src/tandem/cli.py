@@ -108,6 +108,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from tandem.auth import TokenRedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TokenRedactingFilter())
     app = create_app(settings)
     url = settings.base_url
     lines = [f"Tandem {__version__} on {url}  (node {settings.node_id})"]
@@ -143,8 +147,26 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         access_log=False,
+        log_config=_log_config(),
     )
     return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with tokens redacted from every record it writes.
+
+    uvicorn logs WebSocket request lines with their query string
+    (``?token=…``) and, at debug level, request headers.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "tandem.auth.TokenRedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config
 
 
 def _token(args: argparse.Namespace) -> int:

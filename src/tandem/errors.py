@@ -23,7 +23,8 @@ Hierarchy::
     │   └── Forbidden                ERR_FORBIDDEN          (4403 when fatal)
     │       └── ReadOnly             ERR_READ_ONLY
     ├── RateLimited                  ERR_RATE_LIMITED
-    │   └── LimitExceeded            ERR_LIMIT_EXCEEDED     connection/join caps (closes, 4429)
+    │   └── LimitExceeded            ERR_LIMIT_EXCEEDED     connection caps (closes, 4429)
+    │       └── JoinLimitExceeded    ERR_LIMIT_EXCEEDED     join cap (the connection stays)
     ├── SlowConsumer                 ERR_SLOW_CONSUMER      (closes, 4408)
     └── StorageError                 ERR_STORAGE            commit failed; nothing was acked
         └── ConflictError            ERR_CONFLICT           (doc, version) already taken
@@ -41,6 +42,7 @@ __all__ = [
     "HistoryUnavailable",
     "InvalidDocumentId",
     "InvalidOperation",
+    "JoinLimitExceeded",
     "LimitExceeded",
     "NotJoined",
     "OperationTooLong",
@@ -152,7 +154,13 @@ class RateLimited(TandemError):
 
 class LimitExceeded(RateLimited):
     code = "ERR_LIMIT_EXCEEDED"
-    close_code = 4429
+    close_code: int | None = 4429
+
+
+class JoinLimitExceeded(LimitExceeded):
+    """Too many documents joined on one connection; the join fails, the socket stays."""
+
+    close_code = None
 
 
 class SlowConsumer(TandemError):

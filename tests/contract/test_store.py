@@ -241,6 +241,15 @@ async def test_find_seq_finds_the_committed_version(store: Store) -> None:
     assert await store.find_seq("c", "c1", 101) is None
 
 
+async def test_last_seq_is_the_highest_committed_seq_of_a_client(store: Store) -> None:
+    await store.append([op("a", v, client_id="c1", seq=100 + v) for v in range(1, 4)])
+    await store.append([op("a", 4, client_id="c2", seq=7), op("a", 5, client_id="c1", seq=None)])
+    assert await store.last_seq("a", "c1") == 103
+    assert await store.last_seq("a", "c2") == 7
+    assert await store.last_seq("a", "c3") is None
+    assert await store.last_seq("b", "c1") is None
+
+
 # -- reads -------------------------------------------------------------------------
 
 

@@ -243,13 +243,6 @@ async def test_joins_per_connection_are_capped(limited: ServerProcess) -> None:
     await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (collab.py): docs/protocol.md says a refused join leaves the connection "
-    "open, but LimitExceeded.close_code is 4429, so reply_error closes it. Fix: raise the "
-    "join cap as an error without a close code (e.g. a TooManyJoins(RateLimited) with code "
-    "ERR_LIMIT_EXCEEDED and close_code None), or pass close=False to reply_error.",
-)
 async def test_a_refused_join_keeps_the_connection_open(limited: ServerProcess) -> None:
     client = await RawClient.connect(limited, f"token={token('joiner2')}")
     for doc in ("k1", "k2", "k3", "k4"):

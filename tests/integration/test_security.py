@@ -217,14 +217,6 @@ def test_the_signing_secret_never_reaches_the_logs(
     assert SECRET not in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (cli.py): uvicorn logs the request line with the query string at INFO "
-    '(\'"WebSocket /collab?token=<JWT>" [accepted]\') and, at DEBUG, the Authorization '
-    "and Sec-WebSocket-Protocol headers, so bearer tokens land in the logs. Fix: pass "
-    "uvicorn.run a log_config whose handlers carry tandem.auth.TokenRedactingFilter "
-    "(added with this test).",
-)
 def test_tokens_never_reach_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     output, signatures = _server_output(tmp_path, monkeypatch, "info")
     for signature in signatures:

@@ -35,6 +35,7 @@ from tandem.auth import Principal, extract_token
 from tandem.documents import DocumentSession
 from tandem.errors import (
     AuthError,
+    JoinLimitExceeded,
     LimitExceeded,
     NotJoined,
     RateLimited,
@@ -375,7 +376,7 @@ class Connection:
             del self.documents[doc]
         limit = self.tandem.settings.max_joins_per_connection
         if len(self.documents) >= limit:
-            raise LimitExceeded(f"a connection may join at most {limit} documents")
+            raise JoinLimitExceeded(f"a connection may join at most {limit} documents")
         permission = "write" if self.principal.can_write(doc) else "read"
         session = await self.tandem.documents.open(doc)
         self.documents[doc] = session

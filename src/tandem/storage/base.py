@@ -110,6 +110,9 @@ class Store(Protocol):
     async def find_seq(self, doc: str, client_id: str, seq: int) -> int | None:
         """The version at which ``(client_id, seq)`` was committed in ``doc``, if it was."""
 
+    async def last_seq(self, doc: str, client_id: str) -> int | None:
+        """The highest ``seq`` committed by ``client_id`` in ``doc`` (None if it has none)."""
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot (replacing one at the same version). Not part of the op commit."""
 

@@ -143,6 +143,15 @@ class MemoryStore:
         state = self._documents.get(doc)
         return state.seqs.get((client_id, seq)) if state is not None else None
 
+    async def last_seq(self, doc: str, client_id: str) -> int | None:
+        """The highest ``seq`` committed by ``client_id`` in ``doc`` (None if it has none)."""
+        self._check_open()
+        state = self._documents.get(doc)
+        if state is None:
+            return None
+        seqs = [seq for (client, seq) in state.seqs if client == client_id]
+        return max(seqs) if seqs else None
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot``, replacing one at the same version."""
         self._check_open()

@@ -200,6 +200,15 @@ class PostgresStore:
         )
         return int(value) if value is not None else None
 
+    async def last_seq(self, doc: str, client_id: str) -> int | None:
+        """The highest ``seq`` committed by ``client_id`` in ``doc`` (None if it has none)."""
+        value = await self._fetchval(
+            "SELECT max(seq) FROM ops WHERE doc = $1 AND client_id = $2 AND seq IS NOT NULL",
+            doc,
+            client_id,
+        )
+        return int(value) if value is not None else None
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot``, replacing one at the same version."""
         content = encode_delta(snapshot.content).decode()

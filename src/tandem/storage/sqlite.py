@@ -154,6 +154,14 @@ class SQLiteStore:
         )
         return int(rows[0][0]) if rows else None
 
+    async def last_seq(self, doc: str, client_id: str) -> int | None:
+        """The highest ``seq`` committed by ``client_id`` in ``doc`` (None if it has none)."""
+        rows = await self._query(
+            "SELECT max(seq) FROM ops WHERE doc = ? AND client_id = ? AND seq IS NOT NULL",
+            (doc, client_id),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot``, replacing one at the same version."""
         content = encode_delta(snapshot.content).decode()
