@@ -226,15 +226,6 @@ async def _present(server: ServerProcess, doc: str, count: int) -> bool:
     return await metric(server, "tandem_connections") >= count + 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (collab.py): a connection flagged as a slow consumer is only closed once "
-    "its writer's send_text returns, i.e. when the client reads again; a client that never "
-    "reads keeps its socket (and its kernel buffers) until the keepalive ping times out. "
-    "Fix: in Connection.send, when the queue overflows, also arm a short timer (or wrap "
-    "send_text in asyncio.wait_for) that aborts the transport if the writer is still "
-    "blocked, so the close happens without the client's cooperation.",
-)
 async def test_a_slow_reader_that_never_reads_again_is_disconnected(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "sloth", env={"TANDEM_SEND_QUEUE_FRAMES": "50"})
     server.start()

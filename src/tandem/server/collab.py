@@ -67,6 +67,9 @@ __all__ = ["Connection", "collab_fast_lane", "serve_collab"]
 
 log = logging.getLogger("tandem.collab")
 
+#: Seconds a slow consumer's close may take before its connection is cut.
+SLOW_CONSUMER_GRACE = 2.0
+
 #: Scope key under which ``collab_fast_lane`` leaves the server's own ``send``.
 ASGI_SEND_KEY = "tandem.asgi_send"
 
@@ -145,6 +148,9 @@ class _DirectFrames:
 
     def write(self, frame: bytes) -> None:
         self._transport.write(frame)
+
+    def abort(self) -> None:
+        self._transport.abort()
 
 
 class _Flusher:
@@ -248,6 +254,20 @@ class Connection:
         if self._closing is None:
             self._closing = (code, reason)
             self._kick()
+            if code == SlowConsumer.close_code:
+                # A client that never reads again would keep the writer blocked on flow
+                # control forever: cut the connection if the close has not gone out soon.
+                asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        """Drop the connection without the client's cooperation."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._direct is not None:
+            self._direct.abort()  # uvicorn then reports the disconnect to the reader
+        if self._writer is not None:
+            self._writer.cancel()
 
     def _kick(self) -> None:
         """Start a writer task unless one runs (an idle connection keeps no task)."""
