@@ -129,6 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
         lines.append("  (tokens are issued by your identity provider)")
     print("\n".join(lines), flush=True)
+    # The event loop and the SQLite commit thread share the GIL: with the default 5 ms
+    # switch interval a finished commit waits behind a long fan-out, which showed as
+    # propagation latency under a crowd (docs/performance.md). Hand the GIL over sooner.
+    sys.setswitchinterval(0.0005)
     # Chosen by measurement (docs/performance.md): uvloop, httptools, and uvicorn's
     # sans-I/O websockets protocol, to which /collab writes broadcast frames directly,
     # its sockets served past FastAPI's routing and middleware.
