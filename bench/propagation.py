@@ -309,7 +309,7 @@ def compare(args: argparse.Namespace) -> None:
 def idle(args: argparse.Namespace) -> None:
     print(
         f"{'server':<12} {'conns':>6} {'held':>6} {'docs':>5} {'connect s':>9} "
-        f"{'rss before MiB':>14} {'rss held MiB':>12} {'KB/conn':>8}"
+        f"{'rss before MiB':>14} {'rss held MiB':>12} {'KiB/conn':>8} {'errors':>6}"
     )
     for name in [s for s in args.servers.split(",") if s and installed(s)]:
         with start(name, args.docs) as server:
@@ -320,13 +320,13 @@ def idle(args: argparse.Namespace) -> None:
                 clients=args.connections,
                 docs=args.docs,
                 hold=args.hold,
-                **{"connect-rate": 1000},
+                **{"connect-rate": args.connect_rate},
             )
         per = r["bytesPerConnection"]
         print(
             f"{name:<12} {r['connected']:>6} {r['held']:>6} {args.docs:>5} "
             f"{r['connectSeconds']:>9.1f} {r['rssBefore'] / 2**20:>14.1f} "
-            f"{r['rssHeld'] / 2**20:>12.1f} {fmt(per and per / 1000, 8)}",
+            f"{r['rssHeld'] / 2**20:>12.1f} {fmt(per and per / 1024, 8)} {r['errors']:>6}",
             flush=True,
         )
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", default=",".join(STANDARD), help=",".join(SCENARIOS))
     parser.add_argument("--servers", default=",".join(SERVERS), help=",".join(SERVERS))
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of typing per run")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of typing per run")
     parser.add_argument(
         "--drain",
         type=float,
@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", action="store_true", help="idle connections: memory per conn")
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--docs", type=int, default=100, help="documents the idle conns join")
+    parser.add_argument("--connect-rate", type=int, default=500, help="idle: connections/s")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold idle conns")
     args = parser.parse_args(argv)
     raise_file_limit()
