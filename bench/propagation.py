@@ -267,7 +267,55 @@ def table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """The comparison as Markdown tables (medians over repeats), for docs/performance.md."""
+    out = []
+    for scenario, runs in results.items():
+        spec = SCENARIOS[scenario]
+        ours = [r["p99"] for r in runs.get("tandem", [])]
+        ours_p99 = med(list(ours))
+        out += [
+            f"\n**{scenario}**: {spec['clients']} clients, {spec['docs']} document(s), "
+            f"{spec['typists']} typist(s) per document × {spec['rate']} ops/s\n",
+            "| server | connected | p50 ms | p99 ms (median) | p99 ms, each run | lost | "
+            "CPU s / 1,000 deliveries | peak RSS MiB | Tandem p99 ÷ this | Tandem lower |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name in SERVERS:
+            rs = runs.get(name)
+            if not rs:
+                continue
+            p99s = [r["p99"] for r in rs]
+            theirs = med(list(p99s))
+            ratio = "" if not theirs or ours_p99 is None else f"{ours_p99 / theirs:.2f}"
+            won = sum(
+                1
+                for a, b in zip(ours, p99s, strict=False)
+                if a is not None and (b is None or a < b)
+            )
+            p50 = med([r["p50"] for r in rs])
+            rss = med([r.get("serverRss") and r["serverRss"] / 2**20 for r in rs])
+            cpu = med([per_k(r) for r in rs])
+            cells = [
+                name,
+                str(min(r["connected"] for r in rs)),
+                fmt(p50, 0),
+                fmt(theirs, 0),
+                " / ".join(fmt(p, 0, 0) for p in p99s),
+                str(sum(r["lost"] for r in rs)),
+                fmt(cpu, 0, 3),
+                fmt(rss, 0, 0),
+                "" if name == "tandem" else ratio,
+                "" if name == "tandem" else f"{won}/{len(rs)}",
+            ]
+            out.append("| " + " | ".join(c.strip() for c in cells) + " |")
+    return "\n".join(out)
+
+
 def compare(args: argparse.Namespace) -> None:
+    if args.from_json:
+        print(markdown(json.loads(Path(args.from_json).read_text())))
+        return
     servers = [s for s in args.servers.split(",") if s]
     missing = [s for s in servers if not installed(s)]
     for name in missing:
@@ -351,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="smoke run: 200c-20t only, one repeat, 2 s"
     )
     parser.add_argument("--json", help="also write every run's raw result to this file")
+    parser.add_argument("--from-json", help="print a --json file's results as Markdown tables")
     parser.add_argument("--idle", action="store_true", help="idle connections: memory per conn")
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--docs", type=int, default=100, help="documents the idle conns join")
