@@ -395,10 +395,15 @@ class DocumentSession:
             answer=answer,
         )
         if isinstance(decision, Commit):
-            pending.entry = decision.entry
+            entry = decision.entry
+            # Stored with the Yjs update it makes, so replays rebuild the same items.
+            crdt = self.replicas.stamp(entry)
+            if crdt is not None:
+                entry = self.sequencer.stamp_head(crdt)
+            pending.entry = entry
             pending.document = decision.document
             self._outbox.append(pending)
-            self.manager.committer.enqueue(self, _record(self.doc, decision.entry))
+            self.manager.committer.enqueue(self, _record(self.doc, entry))
         elif pending.version <= self.durable_version:
             self._acknowledge(pending)
         else:

@@ -28,12 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
 from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError
-from tandem.merge.yproto import AwarenessEntry, encode_awareness, sync_update
+from tandem.merge.cursors import index_of, relative_position
+from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
+from tandem.ot.cursor import transform_selection
+from tandem.protocol import Cursor
 from tandem.ot.document import Document
 from tandem.sequencer import Entry
 from tandem.storage.base import LoadedDocument
@@ -44,6 +48,14 @@ if TYPE_CHECKING:
 __all__ = ["ReplicaHost", "YjsPeer"]
 
 log = logging.getLogger("tandem.replicas")
+
+#: Colours for OT clients whose presence state names none.
+_PALETTE: Final = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6")
+
+
+def _bridged_id(client: str) -> int:
+    """A stable Yjs client id (uint32, never the server's) for an OT client id."""
+    return (zlib.crc32(client.encode()) & 0x3FFFFFFF) | 0x40000000
 
 
 class YjsPeer(Protocol):
@@ -77,7 +89,7 @@ def build_replica(loaded: LoadedDocument) -> Replica:
         replica = Replica()
     for record in loaded.ops:
         if record.crdt is not None:
-            replica.replay(record.crdt, record.version)
+            replica.replay(record.crdt, record.version, record.op)
         else:
             replica.apply(record.op, record.version)
     return replica
@@ -96,6 +108,8 @@ class ReplicaHost:
         self._rebuilding = False
         #: Yjs awareness by Yjs client id (states of connected Yjs clients only).
         self.awareness: dict[int, AwarenessEntry] = {}
+        #: OT clients shown to Yjs clients: OT client id → (Yjs client id, awareness clock).
+        self.bridged: dict[str, tuple[int, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -124,9 +138,37 @@ class ReplicaHost:
     @staticmethod
     def _apply(replica: Replica, entry: Entry) -> bytes:
         if entry.crdt is not None:
-            replica.replay(entry.crdt, entry.version)
+            replica.replay(entry.crdt, entry.version, entry.op)
             return entry.crdt
         return replica.apply(entry.op, entry.version)
+
+    def stamp(self, entry: Entry) -> bytes | None:
+        """Apply the just-committed head ``entry`` now; its Yjs update, to store with it.
+
+        Called by the session right after the sequencer committed an OT op
+        and before its record goes to the committer, so every op is stored
+        with the exact update it made and replays (restart, other nodes)
+        rebuild identical items. Returns None when the replica is being
+        rebuilt or fails; that op is then stored without an update and
+        replayed from its delta (deterministic except for inserts negating
+        several inherited attributes).
+        """
+        replica = self.replica
+        if replica is None or replica.version >= entry.version:
+            return None
+        try:
+            for earlier in self.session.sequencer.entries_since(replica.version):
+                if earlier.version >= entry.version:
+                    break
+                self._early[earlier.version] = self._apply(replica, earlier)
+            update = replica.apply(entry.op, entry.version)
+        except (ReplicaError, TandemError) as exc:
+            log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
+            self._early.clear()
+            self._rebuild()
+            return None
+        self._early[entry.version] = update
+        return update
 
     def rolled_back(self) -> None:
         """Non-durable ops were forgotten: a replica that applied some must be rebuilt."""
@@ -224,6 +266,121 @@ class ReplicaHost:
                 removed.append(AwarenessEntry(client, known.clock + 1, None))
         return encode_awareness(removed) if removed else b""
 
+    # -- presence ⇄ awareness ---------------------------------------------------
+
+    def _is_yjs_client(self, client: str) -> bool:
+        return any(peer.client == client for peer in self.peers)
+
+    def awareness_from_presence(self, wire: dict[str, Any]) -> bytes | None:
+        """An OT client's ``presence`` message as a Yjs awareness payload (None: not bridged).
+
+        The state is y-quill's shape plus Tandem's own fields::
+
+            {"user": {"name", "color"}, "cursor": {"anchor", "head"} | null,
+             "tandem": {"client", "user", "index", "length", "state"}}
+
+        ``anchor``/``head`` are Yjs relative positions (``tandem.merge.cursors``);
+        when one cannot be worked out, ``cursor`` is null and ``tandem.index``
+        (code points) still says where the caret is.
+        """
+        client = wire.get("client")
+        if not isinstance(client, str) or self._is_yjs_client(client):
+            return None  # Yjs clients see each other's awareness directly
+        if wire.get("left"):
+            known = self.bridged.pop(client, None)
+            if known is None:
+                return None
+            return encode_awareness([AwarenessEntry(known[0], known[1] + 1, None)])
+        yid, clock = self.bridged.get(client, (_bridged_id(client), 0))
+        clock += 1
+        self.bridged[client] = (yid, clock)
+        state = wire.get("state") if isinstance(wire.get("state"), dict) else {}
+        assert isinstance(state, dict)
+        color = state.get("color") or state.get("colour") or _PALETTE[yid % len(_PALETTE)]
+        cursor = wire.get("cursor")
+        index = length = None
+        yjs_cursor: dict[str, Any] | None = None
+        replica = self.replica
+        if isinstance(cursor, dict) and replica is not None:
+            index, length = int(cursor["index"]), int(cursor["length"])
+            version = int(wire.get("v", replica.version))
+            try:
+                if version < replica.version:
+                    for entry in self.session.sequencer.entries_since(version):
+                        if entry.version > replica.version:
+                            break
+                        index, length = transform_selection(index, length, entry.op, "left")
+                if version <= replica.version:
+                    anchor = relative_position(replica, index)
+                    head = relative_position(replica, index + length)
+                    if anchor is not None and head is not None:
+                        yjs_cursor = {"anchor": anchor, "head": head}
+            except TandemError:
+                yjs_cursor = None
+        state_out = {
+            "user": {"name": wire.get("name") or wire.get("user") or "", "color": color},
+            "cursor": yjs_cursor,
+            "tandem": {
+                "client": client,
+                "user": wire.get("user"),
+                "index": index,
+                "length": length,
+                "state": state,
+            },
+        }
+        return encode_awareness([AwarenessEntry(yid, clock, state_out)])
+
+    def bridged_presence(self) -> bytes | None:
+        """Every OT client's presence as one awareness payload (for joiners, QueryAwareness)."""
+        entries = []
+        for entry in self.session.presence:
+            payload = self.awareness_from_presence(
+                {"type": "presence", "doc": self.session.doc, **entry.to_wire()}
+            )
+            if payload is not None:
+                entries.extend(decode_awareness(payload))
+        return encode_awareness(entries) if entries else None
+
+    def presence_from_awareness(
+        self, member: Member, entries: list[AwarenessEntry], now: float
+    ) -> None:
+        """A Yjs client's awareness as its OT presence (cursor in code points when known).
+
+        The presence ``state`` is ``{"yjs": <awareness state>}``; the cursor is
+        converted from its relative positions when the replica is at the
+        durable version and both resolve, else it is null.
+        """
+        session = self.session
+        for entry in entries:
+            if entry.state is None:
+                if session.presence.remove(member.peer.client):
+                    session._announce(
+                        session.presence.left_message(
+                            member.peer.client, member.peer.user, session.doc
+                        )
+                    )
+                continue
+            state = entry.state if isinstance(entry.state, dict) else {"value": entry.state}
+            cursor: Cursor | None = None
+            replica = self.replica
+            selection = state.get("cursor")
+            if (
+                isinstance(selection, dict)
+                and replica is not None
+                and replica.version == session.durable_version
+            ):
+                anchor = index_of(replica, selection.get("anchor"))
+                head = index_of(replica, selection.get("head"))
+                if anchor is not None and head is not None:
+                    cursor = Cursor(min(anchor, head), abs(head - anchor))
+            try:
+                session.update_presence(
+                    member, cursor, {"yjs": state}, session.durable_version, now
+                )
+            except TandemError as exc:  # a stale cursor: drop it, keep the state
+                log.info("awareness of %s not bridged: %s", member.peer.client, exc)
+                session.update_presence(member, None, {"yjs": state}, session.durable_version, now)
+
     # -- Yjs writes -----------------------------------------------------------
 
     async def submit(
@@ -266,6 +423,7 @@ class ReplicaHost:
             effective,
         )
         document: Document = sequencer.apply_committed(entry)
+        replica.advance(entry.version)  # else the next catch-up would replay it again
         self._early[entry.version] = effective
         pending = _Pending(
             entry.version,

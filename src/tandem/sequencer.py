@@ -28,7 +28,7 @@ Must not import asyncio, storage, bus or network code.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from tandem.errors import DocumentTooLarge, HistoryUnavailable, VersionError
@@ -52,7 +52,8 @@ class Entry:
     seq: int | None
     user: str
     time: float
-    #: For an op that came from a Yjs client: the Yjs update it merged (see tandem.merge).
+    #: The Yjs update the op made on the CRDT replica (for a Yjs client's op: the
+    #: effective update it merged); None when the op was committed without one.
     crdt: bytes | None = None
 
 
@@ -129,6 +130,12 @@ class Sequencer:
         if version < self.window_start:
             raise HistoryGap(version, self.window_start)
         return self._entries[version - self.window_start :]
+
+    def stamp_head(self, crdt: bytes) -> Entry:
+        """Attach the CRDT update the replica made for the newest entry; returns the entry."""
+        entry = replace(self._entries[-1], crdt=crdt)
+        self._entries[-1] = entry
+        return entry
 
     def extend_history(self, older: Sequence[Entry]) -> None:
         """Prepend entries loaded from storage that end right before the window."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,70 @@ async def test_offline_yjs_edits_merge_without_duplicates_after_a_restart(tmp_pa
         await ot.close()
     finally:
         server.stop()
+
+
+async def test_ot_presence_appears_to_yjs_clients_as_awareness(server: ServerProcess) -> None:
+    ot = await RawClient.connect(server, f"token={token('otto')}&doc=pres")
+    await ot.expect("snapshot", v=0)
+    await ot.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "hé😀llo"}]})
+    await ot.expect("ack", v=1)
+    await ot.send(
+        {"type": "presence", "v": 1, "cursor": {"index": 3, "length": 2},
+         "state": {"color": "#123456"}}
+    )
+    y = YClient(2024)
+    await y.connect(yurl(server, "pres"))
+    await asyncio.wait_for(y.synced.wait(), 10)
+
+    def bridged() -> dict[str, Any] | None:
+        for state in y.awareness.values():
+            if isinstance(state, dict) and "tandem" in state:
+                return state
+        return None
+
+    await until(lambda: bridged() is not None)  # a joiner gets OT presence too
+    state = bridged()
+    assert state is not None
+    assert state["user"] == {"name": "Otto", "color": "#123456"}
+    assert state["tandem"]["index"] == 3 and state["tandem"]["length"] == 2
+    # The relative positions resolve, in the Yjs client's own doc, to the same
+    # characters: 'l' (code point 3) and 'l' (code point 5).
+    anchor, head = state["cursor"]["anchor"], state["cursor"]["head"]
+    assert anchor["item"] == {"client": 1, "clock": 4}  # h é 😀(2 units) → 'l' at clock 4
+    assert head["item"] == {"client": 1, "clock": 6}
+    # Moving the caret sends a newer state; leaving removes it.
+    await ot.send({"type": "presence", "v": 1, "cursor": {"index": 6, "length": 0}})
+    await until(lambda: (bridged() or {}).get("tandem", {}).get("index") == 6)
+    end = (bridged() or {})["cursor"]["anchor"]
+    assert end == {"type": None, "tname": "content", "item": None, "assoc": 0}
+    await ot.close()
+    await until(lambda: bridged() is None)
+    await y.disconnect()
+
+
+async def test_yjs_awareness_appears_to_ot_clients_as_presence(server: ServerProcess) -> None:
+    ot = await RawClient.connect(server, f"token={token('otto')}&doc=aware")
+    await ot.expect("snapshot", v=0)
+    await ot.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "a😀bc"}]})
+    await ot.expect("ack", v=1)
+    y = YClient(777)
+    await y.connect(yurl(server, "aware"))
+    await asyncio.wait_for(y.synced.wait(), 10)
+    y.insert(4, "é!")  # "a😀bcé!" — its own items, clocks 0, 1 under client 777
+    await ot.expect("op", v=2)
+    # y-quill style: anchor at 'b' (server item, clock 3: a=0, 😀=1-2), head at '!'.
+    cursor = {
+        "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
+        "head": {"type": None, "tname": None, "item": {"client": 777, "clock": 1}, "assoc": 0},
+    }
+    await y.set_awareness(1, {"user": {"name": "Yuki", "color": "#abcdef"}, "cursor": cursor})
+    message = await ot.expect("presence", user="yuki")
+    assert message["cursor"] == {"index": 2, "length": 3}
+    assert message["state"]["yjs"]["user"] == {"name": "Yuki", "color": "#abcdef"}
+    # A cursor that cannot be resolved is null; the state still arrives.
+    await y.set_awareness(2, {"user": {"name": "Yuki"}, "cursor": {"anchor": 5, "head": None}})
+    message = await ot.expect("presence", user="yuki")
+    assert message["cursor"] is None and message["state"]["yjs"]["user"] == {"name": "Yuki"}
+    await y.disconnect()
+    await ot.expect("presence", user="yuki", left=True)
+    await ot.close()

@@ -162,9 +162,29 @@ class Replica:
         self.plain = text
         return delta, self._update
 
-    def replay(self, update: bytes, version: int) -> None:
-        """Apply a stored effective update of ``version`` (an op that came from Yjs)."""
-        self.merge(update)
+    def replay(self, update: bytes, version: int, op: Delta | None = None) -> None:
+        """Apply the stored update of the op committed as ``version``.
+
+        Every op committed since the replica stamps ops (``apply`` at sequencing
+        time) carries the update that applying it produced, OT ops included:
+        replaying those bytes rebuilds identical items, whereas re-applying a
+        delta could not (Yrs orders the format markers of an insert that
+        negates several inherited attributes by hash-map iteration). ``op`` is
+        the op's delta, used to update the plain text without observing Yrs
+        events; without it (older callers) the update is merged and checked
+        like a Yjs update.
+        """
+        if op is None:
+            self.merge(update)
+            self.version = version
+            return
+
+        def run() -> None:
+            with self.doc.transaction(origin="replay"):
+                self.doc.apply_update(update)
+
+        _guard(run)
+        self.plain = apply_to_text(self.plain, op)
         self.version = version
 
     def advance(self, version: int) -> None:

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import extract_token
@@ -39,6 +40,7 @@ from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 
 if TYPE_CHECKING:
+    from tandem.replicas import ReplicaHost
     from tandem.server.app import Tandem
 
 __all__ = ["YjsConnection", "serve_yjs"]
@@ -64,6 +66,8 @@ class YjsConnection:
         self._closing: tuple[int, str] | None = None
         #: Yjs client ids this socket announced in awareness (removed on close).
         self.awareness_clients: set[int] = set()
+        #: The document's replica host, once joined (bridges OT presence to awareness).
+        self.host: ReplicaHost | None = None
         self.denied = False
 
     def __hash__(self) -> int:
@@ -73,7 +77,15 @@ class YjsConnection:
         return self is other
 
     def send(self, message: str) -> None:
-        """OT messages (JSON) are not for Yjs clients."""
+        """OT messages (JSON): ``presence`` becomes awareness, the rest is not for Yjs."""
+        if self.host is None or '"presence"' not in message:
+            return
+        wire = orjson.loads(message)
+        if not isinstance(wire, dict) or wire.get("type") != "presence":
+            return
+        payload = self.host.awareness_from_presence(wire)
+        if payload is not None:
+            self.send_bytes(yproto.awareness_message(payload))
 
     def send_bytes(self, frame: bytes) -> None:
         if self._closing is not None:
@@ -151,10 +163,14 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
         session.idle_since = None
         host = session.replicas
         host.peers.add(connection)
+        connection.host = host
         replica = await host.ready()
         connection.send_bytes(yproto.sync_step1(replica.state_vector()))
         if host.awareness:
             connection.send_bytes(yproto.awareness_message(host.awareness_payload()))
+        bridged = host.bridged_presence()
+        if bridged is not None:
+            connection.send_bytes(yproto.awareness_message(bridged))
         while not writer.done():
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -204,10 +220,21 @@ async def _handle(
     elif message.kind == yproto.AWARENESS:
         entries = yproto.decode_awareness(message.payload)
         connection.awareness_clients.update(entry.client for entry in entries)
+        fresh = [
+            entry
+            for entry in entries
+            if entry.client not in host.awareness or host.awareness[entry.client].clock <= entry.clock
+        ]
         host.remember_awareness(entries)
         for peer in host.peers:
             if peer is not connection:
                 peer.send_bytes(frame)
-    elif message.kind == yproto.QUERY_AWARENESS and host.awareness:
-        connection.send_bytes(yproto.awareness_message(host.awareness_payload()))
+        if fresh:
+            host.presence_from_awareness(member, fresh, time.monotonic())
+    elif message.kind == yproto.QUERY_AWARENESS:
+        if host.awareness:
+            connection.send_bytes(yproto.awareness_message(host.awareness_payload()))
+        bridged = host.bridged_presence()
+        if bridged is not None:
+            connection.send_bytes(yproto.awareness_message(bridged))
     session.touch(connection, time.monotonic())
