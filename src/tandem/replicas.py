@@ -33,12 +33,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
-from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError
 from tandem.merge.cursors import index_of, relative_position
+from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
-from tandem.protocol import Cursor
 from tandem.ot.document import Document
+from tandem.protocol import Cursor
 from tandem.sequencer import Entry
 from tandem.storage.base import LoadedDocument
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,8 +168,12 @@ async def test_ot_presence_appears_to_yjs_clients_as_awareness(server: ServerPro
     await ot.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "hé😀llo"}]})
     await ot.expect("ack", v=1)
     await ot.send(
-        {"type": "presence", "v": 1, "cursor": {"index": 3, "length": 2},
-         "state": {"color": "#123456"}}
+        {
+            "type": "presence",
+            "v": 1,
+            "cursor": {"index": 3, "length": 2},
+            "state": {"color": "#123456"},
+        }
     )
     y = YClient(2024)
     await y.connect(yurl(server, "pres"))

@@ -96,7 +96,12 @@ def relative_position(replica: Replica, index: int) -> dict[str, Any] | None:
     found = item_at(replica, index)
     if found is None:
         return None
-    return {"type": None, "tname": None, "item": {"client": found[0], "clock": found[1]}, "assoc": 0}
+    return {
+        "type": None,
+        "tname": None,
+        "item": {"client": found[0], "clock": found[1]},
+        "assoc": 0,
+    }
 
 
 def index_of(replica: Replica, position: object) -> int | None:
@@ -114,8 +119,9 @@ def index_of(replica: Replica, position: object) -> int | None:
         return None
     plain = replica.plain
     try:
-        sticky = StickyIndex.from_json({"item": {"client": target[0], "clock": target[1]},
-                                        "assoc": 0}, replica.text)
+        sticky = StickyIndex.from_json(
+            {"item": {"client": target[0], "clock": target[1]}, "assoc": 0}, replica.text
+        )
         guess = sticky.get_index()
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise

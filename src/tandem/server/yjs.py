@@ -223,7 +223,8 @@ async def _handle(
         fresh = [
             entry
             for entry in entries
-            if entry.client not in host.awareness or host.awareness[entry.client].clock <= entry.clock
+            if entry.client not in host.awareness
+            or host.awareness[entry.client].clock <= entry.clock
         ]
         host.remember_awareness(entries)
         for peer in host.peers:
