@@ -241,6 +241,7 @@ class DocumentSession:
         self._remote: dict[int, Entry] = {}
         #: Highest durable seq per client key, as far as loaded history reaches.
         self.last_seqs: dict[str, int] = {}
+        self._seq_checked: set[str] = set()
         self._rebasing: asyncio.Event | None = None
         self._filling = False
         self._presence_timer: asyncio.TimerHandle | None = None
@@ -261,6 +262,7 @@ class DocumentSession:
     async def join(self, peer: Peer, permission: str, version: int | None) -> None:
         """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up)."""
         entries: list[Entry] | None = None
+        await self._known_last_seq(f"{peer.client}@{peer.user}")
         if version is not None and version <= self.durable_version:
             entries = await self._entries_between(version, self.durable_version)
         # No await from here on: the reply and the membership are consistent.
@@ -370,6 +372,22 @@ class DocumentSession:
         done: Callable[[int], None] | None,
         answer: Callable[[_Pending], str] | None = None,
     ) -> None:
+        if seq is not None and await self._committed_before_window(member.key, seq):
+            version = await self.manager.store.find_seq(self.doc, member.key, seq)
+            if version is not None:
+                # A resubmit of an op committed before the loaded history: ack, apply nothing.
+                self._acknowledge(
+                    _Pending(
+                        version,
+                        author=member,
+                        seq=seq,
+                        ref=ref,
+                        received=received,
+                        done=done,
+                        answer=answer,
+                    )
+                )
+                return
         base = self.sequencer.version if base_version is None else base_version
         started = time.perf_counter()
         for _ in range(5):
@@ -564,6 +582,23 @@ class DocumentSession:
             )
         return document, [record.op for record in records]
 
+    async def _known_last_seq(self, key: str) -> int | None:
+        """The client's highest committed seq, asking the store when memory cannot tell."""
+        if key not in self.last_seqs and key not in self._seq_checked:
+            self._seq_checked.add(key)
+            if self.sequencer.window_start > 0:
+                last = await self.manager.store.last_seq(self.doc, key)
+                if last is not None and last > self.last_seqs.get(key, -1):
+                    self.last_seqs[key] = last
+        return self.last_seqs.get(key)
+
+    async def _committed_before_window(self, key: str, seq: int) -> bool:
+        """Might ``seq`` be an op committed before the history held in memory?"""
+        if self.sequencer.window_start == 0 or self.sequencer.find_seq(key, seq) is not None:
+            return False
+        last = await self._known_last_seq(key)
+        return last is not None and seq <= last
+
     def durable(self, version: int) -> None:
         """The store has committed everything up to ``version``: ack and broadcast it."""
         outbox = self._outbox
@@ -574,6 +609,14 @@ class DocumentSession:
                 self._advance_durable(pending.entry, pending.document, pending.author)
                 self.manager.publish_op(self.doc, pending.entry)
             self._acknowledge(pending)
+        if any(p.entry is None and p.version <= self.durable_version for p in outbox):
+            # A duplicate of a durable op may wait behind later commits; release it now.
+            self._outbox = deque()
+            for pending in outbox:
+                if pending.entry is None and pending.version <= self.durable_version:
+                    self._acknowledge(pending)
+                else:
+                    self._outbox.append(pending)
         self._drain_remote()
 
     def _advance_durable(self, entry: Entry, document: Document, author: Member | None) -> None:
@@ -637,7 +680,10 @@ class DocumentSession:
         """Roll back to the durable state; every pending author hears ERR_STORAGE."""
         error = StorageError(f"the op could not be stored ({type(exc).__name__}); resubmit it")
         for pending in self._rollback():
-            self._fail(pending, error)
+            if pending.entry is None and pending.version <= self.durable_version:
+                self._acknowledge(pending)  # a duplicate of an op that *is* durable
+            else:
+                self._fail(pending, error)
 
     def _fail(self, pending: _Pending, error: TandemError) -> None:
         if pending.author is not None:
@@ -666,6 +712,10 @@ class DocumentSession:
         event = self._rebasing
         try:
             records = await self.manager.store.get_ops(self.doc, self.durable_version)
+            if not records:
+                # Nobody else took our version: re-sequencing would conflict forever.
+                self.commit_failed(ConflictError("the store refused the op; resubmit it"))
+                return
             pending = self._rollback()
             for record in records:
                 if record.version == self.durable_version + 1:
@@ -777,9 +827,7 @@ class DocumentSession:
         if crdt is None:
             return  # the replica is not at the durable version: snapshot at the next op
         self.last_snapshot = self.durable_version
-        snapshot = Snapshot(
-            self.doc, self.durable_version, self.durable_document.to_delta(), crdt
-        )
+        snapshot = Snapshot(self.doc, self.durable_version, self.durable_document.to_delta(), crdt)
         self.manager.background(self.manager.store.save_snapshot(snapshot))
 
     # -- presence ---------------------------------------------------------------
@@ -879,7 +927,13 @@ def _channel(doc: str) -> str:
 
 def _record(doc: str, entry: Entry) -> OpRecord:
     return OpRecord(
-        doc, entry.version, entry.op, entry.client_id, entry.seq, entry.user, entry.time,
+        doc,
+        entry.version,
+        entry.op,
+        entry.client_id,
+        entry.seq,
+        entry.user,
+        entry.time,
         entry.crdt,
     )
 
@@ -914,9 +968,7 @@ def _merge_branch(
         raise InvalidOperation(f"the merge branch does not apply: {exc}") from None
 
 
-def _diff_branch(
-    start: Document, replay: list[Delta], ops: list[Delta], target: Document
-) -> Delta:
+def _diff_branch(start: Document, replay: list[Delta], ops: list[Delta], target: Document) -> Delta:
     """Worker-thread half of a repeated merge: the client's final state → ``target``."""
     base = _replay(start, replay, ops)
     return diff(base.apply(compose_branch(ops)), target)
@@ -924,7 +976,12 @@ def _diff_branch(
 
 def _entry(record: OpRecord) -> Entry:
     return Entry(
-        record.version, record.op, record.client_id, record.seq, record.user, record.time,
+        record.version,
+        record.op,
+        record.client_id,
+        record.seq,
+        record.user,
+        record.time,
         record.crdt,
     )
 

@@ -809,12 +809,6 @@ async def _reloaded_document(limit: float) -> tuple[DocumentManager, DocumentSes
     return manager, await manager.open(DOC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (documents.py): after a reload from a snapshot, last_seqs only covers ops "
-    "after the snapshot, so a client that lost its state gets last_seq=null and reuses "
-    "committed seqs. Fix: on load, read each client's highest seq from the store.",
-)
 def test_snapshot_last_seq_survives_a_reload() -> None:
     async def scenario() -> None:
         manager, session = await _reloaded_document(60)
@@ -826,16 +820,6 @@ def test_snapshot_last_seq_survives_a_reload() -> None:
     run_virtual(VirtualLoop(), scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (documents.py): a submit reusing a (client, seq) committed before the "
-    "loaded snapshot is not recognised as a duplicate; the store refuses it with "
-    "ConflictError and the session re-sequences it forever (_rebase loop), so no op of "
-    "ANY client of that document is acknowledged again - one writer can wedge a document. "
-    "Fix: in _sequence, when seq misses the in-memory table and the window does not "
-    "reach version 0, ask store.find_seq and answer Duplicate; and give up (ERR_STORAGE) "
-    "after a few conflicts that load no new ops.",
-)
 def test_a_reused_seq_after_a_reload_does_not_wedge_the_document() -> None:
     async def scenario() -> None:
         manager, session = await _reloaded_document(60)
@@ -870,15 +854,6 @@ class _GatedStore(MemoryStore):
         await super().append(records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (documents.py): a duplicate submit that arrives while its original is "
-    "still being committed waits in the outbox behind later ops; when a later commit "
-    "fails, commit_failed sends it ERR_STORAGE ('not stored') although its original is "
-    "durable and was acked. Fix: in commit_failed, acknowledge (not fail) pendings "
-    "without an entry whose version <= durable_version; and in durable(), release "
-    "duplicates by version, not only from the front of the outbox.",
-)
 def test_a_duplicate_of_a_durable_op_is_not_failed() -> None:
     async def scenario() -> None:
         store = _GatedStore(fail_version=2)
