@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from pycrdt import Doc, Text, TextEvent, TransactionEvent, get_state
+from pycrdt import Doc, Text, TextEvent, TransactionEvent
 
 from tandem.merge.translate import (
     apply_delta,
@@ -40,6 +40,7 @@ from tandem.merge.translate import (
     delta_from_event,
     normalize_attributes,
 )
+from tandem.merge.updates import clock_ends
 from tandem.ot.compose import compose
 from tandem.ot.delta import Delta, Insert
 from tandem.ot.document import Document
@@ -144,7 +145,10 @@ class Replica:
         finally:
             self._listening = False
         after = self._state_vector()
-        wanted = _decode_state_vector(_guard(lambda: _update_state_vector(update)))
+        try:
+            wanted = clock_ends(update)
+        except ValueError as exc:
+            raise ReplicaError(f"malformed update: {exc}") from None
         for client, clock in wanted.items():
             if after.get(client, 0) < clock:
                 raise ReplicaError(
@@ -216,10 +220,6 @@ class Replica:
 
     def _state_vector(self) -> dict[int, int]:
         return _decode_state_vector(self.state_vector())
-
-
-def _update_state_vector(update: bytes) -> bytes:
-    return get_state(update)
 
 
 def _decode_state_vector(data: bytes) -> dict[int, int]:

@@ -10,7 +10,9 @@ from pycrdt import Doc, Text
 from tests.property.strategies import document_and_sequential_ops
 
 from tandem.merge.replica import Replica, ReplicaError
+from tandem.merge.replica import _decode_state_vector as decode_sv
 from tandem.merge.translate import delta_from_event, utf8_length
+from tandem.merge.updates import clock_ends
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
 
@@ -121,3 +123,34 @@ def test_updates_under_the_server_client_id_are_refused() -> None:
     forged.apply(Delta().insert("y"), 2)
     with pytest.raises(ReplicaError):
         server.merge(forged.doc.get_update(sv))
+
+
+def test_an_update_with_missing_dependencies_is_refused() -> None:
+    """Yrs would keep it pending (an unrecorded state); pycrdt's get_state() says {} for it."""
+    author: Doc[Any] = Doc(client_id=50)
+    text = author.get("content", type=Text)
+    text.insert(0, "hé😀", {"bold": True})
+    first = author.get_update()
+    before = author.get_state()
+    text.insert(3, "X")  # UTF-8 byte 3: after "hé"
+    second = author.get_update(before)
+    with pytest.raises(ReplicaError, match="depends on changes"):
+        Replica().merge(second)
+    # A delete of items the replica never saw is refused too.
+    before = author.get_state()
+    del text[0:1]
+    with pytest.raises(ReplicaError, match="depends on changes"):
+        Replica().merge(author.get_update(before))
+    replica = Replica()
+    replica.merge(first)
+    delta, _ = replica.merge(second)
+    assert delta == Delta().retain(2).insert("X", {"bold": True})
+
+
+def test_clock_ends_reads_every_struct_and_the_delete_set() -> None:
+    doc: Doc[Any] = Doc(client_id=9)
+    text = doc.get("content", type=Text)
+    text.insert(0, "a😀b")
+    text.format(0, 2, {"italic": True, "size": 12})
+    del text[0:1]
+    assert clock_ends(doc.get_update()) == {9: decode_sv(doc.get_state())[9]}
