@@ -30,7 +30,9 @@ const args = Object.fromEntries(
     return pairs;
   }, []),
 );
-const base = (args.url ?? 'ws://127.0.0.1:8080').replace(/\/+$/, '');
+// --url may list several nodes (comma-separated): client i connects to node i mod n.
+const bases = (args.url ?? 'ws://127.0.0.1:8080').split(',').map((u) => u.replace(/\/+$/, ''));
+const base = bases[0];
 const protocol = args.protocol ?? 'tandem';
 const token = args.token ?? '';
 const clients = Number(args.clients ?? 10);
@@ -40,7 +42,9 @@ const docs = Number(args.docs ?? 1);
 const duration = Number(args.duration ?? 10) * 1000;
 const drain = Number(args.drain ?? 3) * 1000;
 const connectRate = Number(args['connect-rate'] ?? 1000); // connections per second
-const pid = args.pid ? Number(args.pid) : null;
+// --pid may list several server processes (comma-separated): CPU and RSS are summed.
+const pids = args.pid ? String(args.pid).split(',').map(Number) : [];
+const pid = pids.length ? pids[0] : null;
 const idle = args.idle === 'true';
 const hold = Number(args.hold ?? 60) * 1000;
 
@@ -71,15 +75,19 @@ function deliver(c, author, seq) {
 function cpuSeconds() {
   if (!pid) return null;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(stat[11]) + Number(stat[12])) / 100;
+    return pids.reduce((sum, p) => {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+      return sum + (Number(stat[11]) + Number(stat[12])) / 100;
+    }, 0);
   } catch { return null; }
 }
 function rssBytes() {
   if (!pid) return 0;
   try {
-    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
-    return m ? Number(m[1]) * 1024 : 0;
+    return pids.reduce((sum, p) => {
+      const m = readFileSync(`/proc/${p}/status`, 'utf8').match(/VmRSS:\s+(\d+) kB/);
+      return sum + (m ? Number(m[1]) * 1024 : 0);
+    }, 0);
   } catch { return 0; }
 }
 let peakRss = 0;
@@ -98,7 +106,7 @@ const TANDEM_OP = /"type":"op","doc":"[^"]*","v":(\d+),"op":\[[^\]]*\],"client":
 const TANDEM_ACK = /"type":"ack","doc":"[^"]*","seq":\d+,"v":(\d+)/g;
 
 const tandem = {
-  url: (c) => `${base}/collab?token=${token}&doc=${c.doc}&client=g${c.i}`,
+  url: (c) => `${bases[c.i % bases.length]}/collab?token=${token}&doc=${c.doc}&client=g${c.i}`,
   opened() {},
   message(c, data) {
     const text = data.toString();
