@@ -168,7 +168,8 @@ def main() -> None:
             ["npm", "install", "--no-audit", "--no-fund"], cwd=LOADGEN.parent, check=True
         )
     print(
-        f"{'nodes':>5} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>9} {'lost':>5} {'cpu s':>6} {'conflicts':>9}"
+        f"{'nodes':>5} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>9} {'lost':>5} "
+        f"{'cpu s':>6} {'conflicts':>9}"
     )
     p99s: dict[int, list[float]] = {1: [], 3: []}
     for _ in range(args.repeat):
