@@ -278,8 +278,9 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
             f"\n**{scenario}**: {spec['clients']} clients, {spec['docs']} document(s), "
             f"{spec['typists']} typist(s) per document × {spec['rate']} ops/s\n",
             "| server | connected | p50 ms | p99 ms (median) | p99 ms, each run | lost | "
-            "CPU s / 1,000 deliveries | peak RSS MiB | Tandem p99 ÷ this | Tandem lower |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "CPU s / 1,000 deliveries | peak RSS MiB | generator CPU s | Tandem p99 ÷ this | "
+            "Tandem lower |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name in SERVERS:
             rs = runs.get(name)
@@ -305,6 +306,7 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
                 str(sum(r["lost"] for r in rs)),
                 fmt(cpu, 0, 3),
                 fmt(rss, 0, 0),
+                fmt(med([r["generatorCpu"] for r in rs]), 0),
                 "" if name == "tandem" else ratio,
                 "" if name == "tandem" else f"{won}/{len(rs)}",
             ]
