@@ -608,6 +608,9 @@ class DocumentSession:
                 assert pending.document is not None
                 self._advance_durable(pending.entry, pending.document, pending.author)
                 self.manager.publish_op(self.doc, pending.entry)
+                if pending.yjs_update is None and pending.entry.crdt is not None:
+                    # Stored and published: an OT op's update need not stay in memory.
+                    self.sequencer.forget_crdt(pending.entry.version)
             self._acknowledge(pending)
         if any(p.entry is None and p.version <= self.durable_version for p in outbox):
             # A duplicate of a durable op may wait behind later commits; release it now.

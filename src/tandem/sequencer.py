@@ -137,6 +137,12 @@ class Sequencer:
         self._entries[-1] = entry
         return entry
 
+    def forget_crdt(self, version: int) -> None:
+        """Drop the CRDT update kept with the entry of ``version`` (it is stored)."""
+        index = version - self.window_start - 1
+        if 0 <= index < len(self._entries) and self._entries[index].crdt is not None:
+            self._entries[index] = replace(self._entries[index], crdt=None)
+
     def extend_history(self, older: Sequence[Entry]) -> None:
         """Prepend entries loaded from storage that end right before the window."""
         if not older:
