@@ -43,6 +43,10 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 if [ "${1:-}" = "--bench" ]; then
+  bench_stamp=.venv/.tandem-bench-installed
+  if [ ! -f "$bench_stamp" ] || [ pyproject.toml -nt "$bench_stamp" ]; then
+    .venv/bin/python -m pip install --quiet -e ".[test,bench]" && touch "$bench_stamp"
+  fi
   npm_install bench/load
   npm_install bench/peers
 fi
