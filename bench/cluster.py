@@ -143,7 +143,7 @@ def run(count: int, duration: float) -> dict[str, Any]:
             ],
             capture_output=True,
             text=True,
-            timeout=duration + 120,
+            timeout=duration + 180,
             check=True,
         )
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
