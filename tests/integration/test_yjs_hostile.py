@@ -57,24 +57,7 @@ async def _close_code(ws: Any) -> int | None:
         return None
 
 
-MISCLASSIFIED = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (server/yjs.py): a well-framed update whose payload is not a Yjs update "
-    "raises InvalidOperation, which serve_yjs turns into close 1011 'internal error' "
-    "(reason ERR_INVALID_OP): a client's malformed input reported as a server fault. "
-    "Fix: close with 4400 for client-side TandemErrors (InvalidOperation, ProtocolError), "
-    "keep 1011 for StorageError and bugs.",
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=MISCLASSIFIED) if name.startswith("update")
-        else name
-        for name in GARBAGE
-    ],
-)
+@pytest.mark.parametrize("name", list(GARBAGE))
 async def test_garbage_on_the_yjs_endpoint(server: ServerProcess, name: str) -> None:
     owner = await RawClient.connect(server, f"token={token('owner')}&doc=ydoc")
     await owner.expect("snapshot")

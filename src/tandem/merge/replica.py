@@ -41,6 +41,7 @@ from tandem.merge.translate import (
     normalize_attributes,
 )
 from tandem.merge.updates import clock_ends
+from tandem.merge.yproto import ProtocolError
 from tandem.ot.compose import compose
 from tandem.ot.delta import Delta, Insert
 from tandem.ot.document import Document
@@ -130,6 +131,10 @@ class Replica:
         duplicate); storing it and replaying it reproduces this merge exactly.
         The caller records the change as the next version (``advance``).
         """
+        try:
+            wanted = clock_ends(update)  # before applying: a malformed update changes nothing
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"malformed Yjs update: {exc}") from None
         before = self._state_vector()
         self._update = EMPTY_UPDATE
         self._events = []
@@ -145,10 +150,6 @@ class Replica:
         finally:
             self._listening = False
         after = self._state_vector()
-        try:
-            wanted = clock_ends(update)
-        except ValueError as exc:
-            raise ReplicaError(f"malformed update: {exc}") from None
         for client, clock in wanted.items():
             if after.get(client, 0) < clock:
                 raise ReplicaError(

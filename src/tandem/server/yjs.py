@@ -38,6 +38,7 @@ from tandem.documents import DocumentSession, Member
 from tandem.errors import AuthError, LimitExceeded, TandemError
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
+from tandem.replicas import ReplicaRefused
 
 if TYPE_CHECKING:
     from tandem.replicas import ReplicaHost
@@ -216,7 +217,15 @@ async def _handle(
                 connection.denied = True
                 connection.send_bytes(yproto.auth_denied("read-only access: updates are refused"))
         else:
-            await host.submit(member, message.payload)
+            try:
+                await host.submit(member, message.payload)
+            except ReplicaRefused as exc:
+                # Missing dependencies (or an update Yrs cannot take): nothing of it
+                # is kept; ask for everything we lack, the client's answer carries
+                # the missing changes and this one again.
+                log.info("yjs update on %s refused: %s", session.doc, exc)
+                replica = await host.ready()
+                connection.send_bytes(yproto.sync_step1(replica.state_vector()))
     elif message.kind == yproto.AWARENESS:
         entries = yproto.decode_awareness(message.payload)
         connection.awareness_clients.update(entry.client for entry in entries)
