@@ -12,33 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tandem.merge.yproto import Decoder
+
 Struct = tuple[Any, ...]
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def byte(self) -> int:
-        value = self.data[self.at]
-        self.at += 1
-        return value
+class _Reader(Decoder):
+    """lib0 decoding from the server's own ``Decoder``, plus reading ``Any`` values."""
 
     def uint(self) -> int:
-        number, shift = 0, 0
-        while True:
-            byte = self.byte()
-            number |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return number
+        return self.var_uint()
 
     def string(self) -> str:
-        size = self.uint()
-        text = self.data[self.at : self.at + size].decode("utf-8")
-        self.at += size
-        return text
+        return self.var_string()
 
     def any(self) -> Any:
         kind = self.byte()
@@ -56,17 +42,11 @@ class _Reader:
                 shift += 7
             return -number if negative else number
         if kind == 124:
-            value = self.data[self.at : self.at + 4]
-            self.at += 4
-            return ("f32", value)
+            return ("f32", self.take(4))
         if kind == 123:
-            value = self.data[self.at : self.at + 8]
-            self.at += 8
-            return ("f64", value)
+            return ("f64", self.take(8))
         if kind == 122:
-            value = self.data[self.at : self.at + 8]
-            self.at += 8
-            return ("i64", value)
+            return ("i64", self.take(8))
         if kind in (121, 120):
             return kind == 120
         if kind == 119:

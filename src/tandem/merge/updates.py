@@ -17,44 +17,22 @@ Pure: must not import asyncio, storage, bus or network code.
 
 from __future__ import annotations
 
+from tandem.merge.yproto import Decoder
+
 __all__ = ["clock_ends"]
 
 
-class _Reader:
-    __slots__ = ("at", "data")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def byte(self) -> int:
-        if self.at >= len(self.data):
-            raise ValueError("truncated update")
-        value = self.data[self.at]
-        self.at += 1
-        return value
+class _Reader(Decoder):
+    """lib0 decoding (``yproto.Decoder``) plus skipping over ``Any`` values."""
 
     def uint(self) -> int:
-        number, shift = 0, 0
-        while True:
-            byte = self.byte()
-            number |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return number
-            if shift > 70:
-                raise ValueError("varUint too long")
-
-    def skip(self, size: int) -> None:
-        if self.at + size > len(self.data):
-            raise ValueError("truncated update")
-        self.at += size
+        return self.var_uint()
 
     def string(self) -> str:
-        size = self.uint()
-        start = self.at
-        self.skip(size)
-        return self.data[start : self.at].decode("utf-8")
+        return self.var_string()
+
+    def skip(self, size: int) -> None:
+        self.take(size)
 
     def skip_any(self) -> None:
         kind = self.byte()

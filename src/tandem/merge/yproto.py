@@ -104,6 +104,22 @@ class Decoder:
             if shift > 70:
                 raise ProtocolError("varUint too long")
 
+    def byte(self) -> int:
+        if self.position >= len(self.data):
+            raise ProtocolError("frame ends early")
+        value = self.data[self.position]
+        self.position += 1
+        return value
+
+    def take(self, size: int) -> bytes:
+        """The next ``size`` raw bytes."""
+        end = self.position + size
+        if size < 0 or end > len(self.data):
+            raise ProtocolError("frame ends early")
+        chunk = self.data[self.position : end]
+        self.position = end
+        return chunk
+
     def var_bytes(self) -> bytes:
         size = self.var_uint()
         end = self.position + size
