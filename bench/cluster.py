@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,28 +26,16 @@ from typing import Any
 
 import httpx
 
+from bench.propagation import SECRET, free_port, tandem_env
+
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = ROOT / "bench" / "load" / "loadgen.mjs"
 POSTGRES = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SECRET = "bench-cluster-secret-0123456789abcdef012345"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_nodes(count: int, tag: str, workdir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
-    env = {
-        **os.environ,
-        "TANDEM_JWT_SECRET": SECRET,
-        "TANDEM_MESSAGE_BURST": "1000000",
-        "TANDEM_MAX_CONNECTIONS_PER_USER": "0",
-        "TANDEM_MAX_CONNECTIONS_PER_IP": "0",
-        "TANDEM_DATABASE_URL": f"{POSTGRES}?schema=b_{tag}",
-    }
+    env = tandem_env({"TANDEM_DATABASE_URL": f"{POSTGRES}?schema=b_{tag}"})
     if count > 1:
         env["TANDEM_REDIS_URL"] = f"{REDIS}?prefix=b{tag}:"
     nodes = []
