@@ -163,6 +163,14 @@ def test_three_clients_typing_concurrently_converge(tandem_server: Server) -> No
     run(scenario)
 
 
+async def wait_for_connections(client: TandemClient, count: int, timeout: float = 20.0) -> None:
+    """Until ``client`` has connected ``count`` times (it reconnects on its own)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while client.connections < count or not client.connected:
+        assert asyncio.get_running_loop().time() < deadline, "the client did not reconnect"
+        await asyncio.sleep(0.01)
+
+
 def test_offline_typing_and_reconnect_lose_nothing(tandem_server: Server) -> None:
     async def scenario() -> None:
         dead = f"ws://127.0.0.1:{free_port()}/collab"
@@ -182,6 +190,9 @@ def test_offline_typing_and_reconnect_lose_nothing(tandem_server: Server) -> Non
                 await type_into(handle, rng, per_client[0][:30])
                 await client.disconnect()  # the client reconnects on its own
                 await type_into(handle, rng, per_client[0][30:60])  # typed while reconnecting
+                # Drop the *second* connection (on a busy machine the first reconnect may
+                # not have happened yet after 30 keystrokes).
+                await wait_for_connections(client, 2)
                 await client.disconnect()
                 await type_into(handle, rng, per_client[0][60:])
 
