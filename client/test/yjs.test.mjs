@@ -84,5 +84,7 @@ test('y-websocket and OT clients co-edit, go offline, reconnect and converge', {
   assert.deepEqual(ytext.toDelta(), stored.content);
 
   provider.destroy();
+  // The provider's Awareness keeps a 3 s interval until its Y.Doc is destroyed.
+  ydoc.destroy();
   ot.close();
 });
