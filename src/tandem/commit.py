@@ -1,0 +1,132 @@
+"""Group commit: many ops of many documents, one durable transaction.
+
+``GroupCommitter`` owns the single queue between the document sessions and
+the store. Whatever accumulates while one transaction is in flight goes into
+the next, so under load many ops share one fsync and idle there is no added
+delay. It reports back through the small ``Committing`` interface: ``durable``
+after a successful write, ``conflict`` when another node took a version first,
+``commit_failed`` for any other storage failure. It never acknowledges
+anything itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Protocol
+
+from tandem.errors import ConflictError
+from tandem.metrics import Metrics
+from tandem.settings import Settings
+from tandem.storage.base import OpRecord, Store
+
+__all__ = ["Committing", "GroupCommitter"]
+
+log = logging.getLogger("tandem.commit")
+
+
+class Committing(Protocol):
+    """What the committer tells a document session about its records."""
+
+    def durable(self, version: int) -> None:
+        """Everything up to ``version`` is committed."""
+
+    def conflict(self) -> None:
+        """Another node committed one of these versions first; nothing was written."""
+
+    def commit_failed(self, exc: BaseException) -> None:
+        """The store failed; nothing was written."""
+
+
+class GroupCommitter:
+    """Writes pending op records of all documents in as few transactions as possible.
+
+    Whatever accumulates while one transaction is in flight goes into the next:
+    under load many ops share one fsync, idle there is no added delay.
+    """
+
+    def __init__(self, store: Store, metrics: Metrics, settings: Settings) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._max_batch = settings.commit_max_batch
+        self._max_delay = settings.commit_max_delay
+        self._queue: deque[tuple[Committing, OpRecord]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tandem-group-commit")
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is written (or failed)."""
+        while self._queue or not self._idle.is_set():
+            await self._idle.wait()
+            if self._queue:
+                await asyncio.sleep(0)
+
+    def enqueue(self, session: Committing, record: OpRecord) -> None:
+        self._queue.append((session, record))
+        self._idle.clear()
+        self._wakeup.set()
+
+    def discard(self, session: Committing) -> None:
+        """Drop the queued (not yet written) records of a session that rolled back."""
+        self._queue = deque(item for item in self._queue if item[0] is not session)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._max_delay:
+                await asyncio.sleep(self._max_delay)
+            while self._queue:
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
+                await self._write(batch)
+            if not self._queue:
+                self._idle.set()
+
+    async def _write(self, batch: list[tuple[Committing, OpRecord]]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._store.append([record for _, record in batch])
+        except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
+            groups: dict[int, list[tuple[Committing, OpRecord]]] = {}
+            for item in batch:
+                groups.setdefault(id(item[0]), []).append(item)
+            if len(groups) > 1:
+                # One document's conflict must not fail the others: write each alone.
+                for group in groups.values():
+                    await self._write(group)
+                return
+            session = batch[0][0]
+            self.discard(session)
+            if isinstance(exc, ConflictError):
+                # Another node committed this version first: re-sequence on top of it.
+                self._metrics.conflict()
+                session.conflict()
+            else:
+                log.error("commit of %d ops failed: %s", len(batch), exc)
+                session.commit_failed(exc)
+            return
+        self._metrics.committed(len(batch), time.perf_counter() - started)
+        highest: dict[int, tuple[Committing, int]] = {}
+        for session, record in batch:
+            highest[id(session)] = (session, record.version)
+        for session, version in highest.values():
+            session.durable(version)
