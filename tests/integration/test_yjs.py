@@ -136,6 +136,9 @@ async def test_offline_yjs_edits_merge_without_duplicates_after_a_restart(tmp_pa
         for i, word in enumerate(["alpha ", "beta ", "gamma ", "delta "]):
             await ot.send({"type": "insert", "seq": i, "pos": 0, "text": word})
             await ot.expect("ack")
+        # Insert only once every word has reached the Yjs client: otherwise "[y]" and a
+        # word still in flight are concurrent inserts at 0 and commit order decides.
+        await until(lambda: y.plain() == "delta gamma beta alpha ")
         y.insert(0, "[y]")
         await until(lambda: y.plain().startswith("[y]") and "alpha" in y.plain())
         await ot.close()
