@@ -1,4 +1,4 @@
-"""The ``/yjs/{doc}`` WebSocket: y-protocols (y-websocket) clients on Tandem documents.
+"""The ``/yjs/{doc}`` WebSocket, and the per-document Yjs logic ``/hocuspocus`` shares.
 
 A standard Yjs client — ``new WebsocketProvider("ws://host/yjs", doc, ydoc,
 {params: {token}})`` — binds ``ydoc.getText("content")`` and edits the same
@@ -16,6 +16,13 @@ is relayed to the other Yjs peers and cleared when a connection closes;
 QueryAwareness is answered with every known state. An empty awareness frame
 every 15 s keeps y-websocket's 30 s silence timeout from firing.
 
+``YjsLink`` is one Yjs client in one document — join, handle a y-protocols
+frame, leave — and is all the two endpoints share: ``YjsConnection`` is a
+link with its own socket (``/yjs``), ``tandem.server.hocuspocus`` runs many
+links over one socket inside the Hocuspocus envelope. A link's subclass
+decides only how frames reach the client and how a write's fate is told.
+``Outbox`` is the bounded, single-writer send queue of one socket.
+
 Owns the socket loop only: decisions live in ``tandem.replicas`` and
 ``tandem.documents``.
 """
@@ -28,6 +35,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -44,7 +52,7 @@ if TYPE_CHECKING:
     from tandem.replicas import ReplicaHost
     from tandem.server.app import Tandem
 
-__all__ = ["YjsConnection", "serve_yjs"]
+__all__ = ["Outbox", "YjsConnection", "YjsLink", "serve_yjs"]
 
 log = logging.getLogger("tandem.yjs")
 
@@ -53,22 +61,73 @@ KEEPALIVE = 15.0
 _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
 
 
-class YjsConnection:
-    """One Yjs socket: a ``YjsPeer`` of one document, with a bounded outbound queue."""
+class Outbox:
+    """One socket's outbound frames: bounded, written by one task, with a keep-alive.
 
-    def __init__(self, websocket: WebSocket, user: str, name: str, limit: int) -> None:
+    ``push`` never blocks; past ``limit`` queued frames the client is a slow
+    consumer and the socket closes with 4408. ``close`` drops what is queued
+    and ends the writer with that close frame.
+    """
+
+    def __init__(self, websocket: WebSocket, limit: int, keepalive: bytes) -> None:
         self.websocket = websocket
+        self._queue: deque[bytes] = deque()
+        self._limit = limit
+        self._keepalive = keepalive
+        self._ready = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+
+    def push(self, frame: bytes) -> None:
+        if self.closing is not None:
+            return
+        if len(self._queue) >= self._limit:
+            self.close(4408, "slow consumer")
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing is None:
+            self.closing = (code, reason)
+            self._queue.clear()
+            self._ready.set()
+
+    async def writer(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._ready.wait(), KEEPALIVE)
+            except TimeoutError:
+                self._queue.append(self._keepalive)
+            self._ready.clear()
+            while self._queue:
+                await self.websocket.send_bytes(self._queue.popleft())
+            if self.closing is not None:
+                code, reason = self.closing
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(code, reason)
+                return
+
+
+class YjsLink:
+    """One Yjs client in one document: a ``YjsPeer`` of its session (see module docstring).
+
+    ``join`` adds it to the session and sends the opening frames, ``handle``
+    takes one y-protocols frame, ``leave`` removes it and its awareness.
+    Subclasses implement ``send_bytes`` and may override the three ways a
+    write ends: ``refuse_write`` (read-only), ``write_done`` (a callback
+    told the committed version once stored, or -1) and ``write_refused``.
+    """
+
+    def __init__(self, user: str, name: str) -> None:
         self.client = "y" + secrets.token_hex(6)
         self.user = user
         self.name = name
-        self._queue: deque[bytes] = deque()
-        self._limit = limit
-        self._ready = asyncio.Event()
-        self._closing: tuple[int, str] | None = None
-        #: Yjs client ids this socket announced in awareness (removed on close).
+        #: Yjs client ids this client announced in awareness (removed on leave).
         self.awareness_clients: set[int] = set()
         #: The document's replica host, once joined (bridges OT presence to awareness).
         self.host: ReplicaHost | None = None
+        self.session: DocumentSession | None = None
+        self.member: Member | None = None
         self.denied = False
 
     def __hash__(self) -> int:
@@ -76,6 +135,27 @@ class YjsConnection:
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+    # -- what a subclass provides ----------------------------------------------
+
+    def send_bytes(self, frame: bytes) -> None:
+        """Queue one y-protocols frame (Sync, Awareness) for this client. Never blocks."""
+        raise NotImplementedError
+
+    def refuse_write(self, message: yproto.Message) -> None:
+        """A read-only client sent an update: say so once (y-websocket only logs it)."""
+        if not self.denied:
+            self.denied = True
+            self.send_bytes(yproto.auth_denied("read-only access: updates are refused"))
+
+    def write_done(self) -> Callable[[int], None] | None:
+        """Called with the version once a write is stored (-1: it was not); None: no callback."""
+        return None
+
+    def write_refused(self, message: yproto.Message) -> None:
+        """An update the replica could not take; the caller asks for a resync next."""
+
+    # -- the shared per-document logic --------------------------------------------
 
     def send(self, message: str) -> None:
         """OT messages (JSON): ``presence`` becomes awareness, the rest is not for Yjs."""
@@ -88,35 +168,100 @@ class YjsConnection:
         if payload is not None:
             self.send_bytes(yproto.awareness_message(payload))
 
+    async def join(self, tandem: Tandem, doc: str, permission: str) -> None:
+        """Open ``doc``, become its member and send SyncStep1 plus the current awareness."""
+        session = await tandem.documents.open(doc)
+        self.session = session
+        self.member = Member(self, permission)
+        session.members[self] = self.member
+        session.idle_since = None
+        host = session.replicas
+        host.peers.add(self)
+        self.host = host
+        replica = await host.ready()
+        self.send_bytes(yproto.sync_step1(replica.state_vector()))
+        self._send_awareness(host)
+
+    def _send_awareness(self, host: ReplicaHost) -> None:
+        if host.awareness:
+            self.send_bytes(yproto.awareness_message(host.awareness_payload()))
+        bridged = host.bridged_presence()
+        if bridged is not None:
+            self.send_bytes(yproto.awareness_message(bridged))
+
+    async def handle(self, frame: bytes) -> None:
+        """One y-protocols frame from the client; ``yproto.ProtocolError`` if malformed."""
+        session, member = self.session, self.member
+        assert session is not None and member is not None, "join first"
+        host = session.replicas
+        message = yproto.parse(frame)
+        if message.kind == yproto.SYNC:
+            if message.sub == yproto.SYNC_STEP1:
+                replica = await host.ready()
+                self.send_bytes(yproto.sync_step2(replica.diff(message.payload)))
+            elif member.permission != "write":
+                self.refuse_write(message)
+            else:
+                try:
+                    await host.submit(member, message.payload, done=self.write_done())
+                except ReplicaRefused as exc:
+                    # Missing dependencies (or an update Yrs cannot take): nothing of it
+                    # is kept; ask for everything we lack, the client's answer carries
+                    # the missing changes and this one again.
+                    log.info("yjs update on %s refused: %s", session.doc, exc)
+                    self.write_refused(message)
+                    replica = await host.ready()
+                    self.send_bytes(yproto.sync_step1(replica.state_vector()))
+        elif message.kind == yproto.AWARENESS:
+            entries = yproto.decode_awareness(message.payload)
+            self.awareness_clients.update(entry.client for entry in entries)
+            fresh = [
+                entry
+                for entry in entries
+                if entry.client not in host.awareness
+                or host.awareness[entry.client].clock <= entry.clock
+            ]
+            host.remember_awareness(entries)
+            for peer in host.peers:
+                if peer is not self:
+                    peer.send_bytes(frame)
+            if fresh:
+                host.presence_from_awareness(member, fresh, time.monotonic())
+        elif message.kind == yproto.QUERY_AWARENESS:
+            self._send_awareness(host)
+        session.touch(self, time.monotonic())
+
+    def leave(self) -> None:
+        """Leave the document: awareness removed (and relayed), membership dropped."""
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        session.replicas.peers.discard(self)
+        removed = session.replicas.forget_awareness(self.awareness_clients)
+        if removed:
+            frame = yproto.awareness_message(removed)
+            for peer in session.replicas.peers:
+                peer.send_bytes(frame)
+        session.leave(self)
+
+
+class YjsConnection(YjsLink):
+    """One ``/yjs`` socket: a link to one document with its own ``Outbox``."""
+
+    def __init__(self, websocket: WebSocket, user: str, name: str, limit: int) -> None:
+        super().__init__(user, name)
+        self.websocket = websocket
+        self.outbox = Outbox(websocket, limit, _EMPTY_AWARENESS)
+
     def send_bytes(self, frame: bytes) -> None:
-        if self._closing is not None:
-            return
-        if len(self._queue) >= self._limit:
-            self.close(4408, "slow consumer")
-            return
-        self._queue.append(frame)
-        self._ready.set()
+        self.outbox.push(frame)
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing is None:
-            self._closing = (code, reason)
-            self._queue.clear()
-            self._ready.set()
+        self.outbox.close(code, reason)
 
     async def writer(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._ready.wait(), KEEPALIVE)
-            except TimeoutError:
-                self._queue.append(_EMPTY_AWARENESS)
-            self._ready.clear()
-            while self._queue:
-                await self.websocket.send_bytes(self._queue.popleft())
-            if self._closing is not None:
-                code, reason = self._closing
-                with contextlib.suppress(Exception):
-                    await self.websocket.close(code, reason)
-                return
+        await self.outbox.writer()
 
 
 async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
@@ -156,22 +301,8 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     )
     tandem.metrics.connection_opened("yjs")
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
-    session: DocumentSession | None = None
     try:
-        session = await tandem.documents.open(doc)
-        member = Member(connection, permission)
-        session.members[connection] = member
-        session.idle_since = None
-        host = session.replicas
-        host.peers.add(connection)
-        connection.host = host
-        replica = await host.ready()
-        connection.send_bytes(yproto.sync_step1(replica.state_vector()))
-        if host.awareness:
-            connection.send_bytes(yproto.awareness_message(host.awareness_payload()))
-        bridged = host.bridged_presence()
-        if bridged is not None:
-            connection.send_bytes(yproto.awareness_message(bridged))
+        await connection.join(tandem, doc, permission)
         while not writer.done():
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -179,7 +310,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
             frame = message.get("bytes")
             if frame is None:
                 continue  # y-websocket sends binary frames only
-            await _handle(connection, session, member, frame)
+            await connection.handle(frame)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
@@ -188,63 +319,9 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
         log.info("yjs connection to %s closed: %s", doc, error)
         connection.close(1011, error.code)
     finally:
-        if session is not None:
-            session.replicas.peers.discard(connection)
-            removed = session.replicas.forget_awareness(connection.awareness_clients)
-            if removed:
-                frame = yproto.awareness_message(removed)
-                for peer in session.replicas.peers:
-                    peer.send_bytes(frame)
-            session.leave(connection)
+        connection.leave()
         tandem.connections.release(principal.user, ip)
         tandem.metrics.connection_closed("yjs")
         connection.close(1000, "bye")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 5)
-
-
-async def _handle(
-    connection: YjsConnection, session: DocumentSession, member: Member, frame: bytes
-) -> None:
-    host = session.replicas
-    message = yproto.parse(frame)
-    if message.kind == yproto.SYNC:
-        if message.sub == yproto.SYNC_STEP1:
-            replica = await host.ready()
-            connection.send_bytes(yproto.sync_step2(replica.diff(message.payload)))
-        elif member.permission != "write":
-            if not connection.denied:
-                connection.denied = True
-                connection.send_bytes(yproto.auth_denied("read-only access: updates are refused"))
-        else:
-            try:
-                await host.submit(member, message.payload)
-            except ReplicaRefused as exc:
-                # Missing dependencies (or an update Yrs cannot take): nothing of it
-                # is kept; ask for everything we lack, the client's answer carries
-                # the missing changes and this one again.
-                log.info("yjs update on %s refused: %s", session.doc, exc)
-                replica = await host.ready()
-                connection.send_bytes(yproto.sync_step1(replica.state_vector()))
-    elif message.kind == yproto.AWARENESS:
-        entries = yproto.decode_awareness(message.payload)
-        connection.awareness_clients.update(entry.client for entry in entries)
-        fresh = [
-            entry
-            for entry in entries
-            if entry.client not in host.awareness
-            or host.awareness[entry.client].clock <= entry.clock
-        ]
-        host.remember_awareness(entries)
-        for peer in host.peers:
-            if peer is not connection:
-                peer.send_bytes(frame)
-        if fresh:
-            host.presence_from_awareness(member, fresh, time.monotonic())
-    elif message.kind == yproto.QUERY_AWARENESS:
-        if host.awareness:
-            connection.send_bytes(yproto.awareness_message(host.awareness_payload()))
-        bridged = host.bridged_presence()
-        if bridged is not None:
-            connection.send_bytes(yproto.awareness_message(bridged))
-    session.touch(connection, time.monotonic())
