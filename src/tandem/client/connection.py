@@ -11,7 +11,10 @@ module only moves messages and wakes waiters.
 
 Edits are synchronous: they apply locally at once and go out when the
 connection is up, so typing keeps working while disconnected (edits compose
-into the buffer and are sent after the catch-up).
+into the buffer and are sent after the catch-up). When a catch-up is costly to
+transform them through (``merge_threshold``, see ``ClientState.merge_cost``),
+they go as one offline ``merge`` instead, and the ``merged`` reply brings the
+document up to date (docs/protocol.md, "Offline merge").
 
 Must not import the server, storage or bus.
 
@@ -41,7 +44,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tandem.client.state import ClientState
+from tandem.client.state import MERGE_AT, ClientState
 from tandem.errors import TandemError
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Attributes, Delta
@@ -187,8 +190,13 @@ class DocumentHandle:
 
     @property
     def pending(self) -> bool:
-        """True while an edit is in flight or buffered."""
+        """True while an edit is in flight, merging or buffered."""
         return self._state is not None and not self._state.synchronized
+
+    @property
+    def merges(self) -> int:
+        """How many offline merges this document has sent (0 before the first snapshot)."""
+        return 0 if self._state is None else self._state.merges
 
     @property
     def others(self) -> dict[str, RemotePresence]:
@@ -406,6 +414,7 @@ class TandemClient:
         max_frame_bytes: int = 16 << 20,
         connect_options: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
+        merge_threshold: int | None = MERGE_AT,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -425,6 +434,8 @@ class TandemClient:
         self._max_frame_bytes = max_frame_bytes
         self._connect_options = dict(connect_options or {})
         self._rng = rng or random.Random()
+        #: ``ClientState.merge_cost`` from which a catch-up becomes a ``merge`` (None: never).
+        self.merge_threshold = merge_threshold
         self._handles: dict[str, DocumentHandle] = {}
         self._outbox: asyncio.Queue[str] | None = None
         self._ws: ClientConnection | None = None
@@ -699,6 +710,14 @@ class TandemClient:
             if next_message is not None:
                 handle._send(next_message)
             handle._wake()
+        elif kind == "merged":
+            applied, next_message = state.receive_merged(
+                message.get("seq"), message["v"], Delta.from_json(message["op"])
+            )
+            handle._remote_change(Change(applied, state.version, True))
+            if next_message is not None:
+                handle._send(next_message)
+            handle._wake()
         elif kind == "presence":
             handle._presence(message)
 
@@ -706,8 +725,17 @@ class TandemClient:
         content = Delta.from_json(message["content"])
         if handle._state is None:
             handle._state = ClientState(
-                handle.doc, self.client_id, content=content, version=message["v"]
+                handle.doc,
+                self.client_id,
+                content=content,
+                version=message["v"],
+                merge_at=self.merge_threshold,
             )
+        elif handle._state.merging is not None:
+            # The merge is kept: completed here if committed, else resent by _loaded.
+            state = handle._state
+            change = state.snapshot_while_merging(message["v"], content, message.get("last_seq"))
+            handle._remote_change(Change(change, state.version, True))
         else:
             state = handle._state
             if not state.synchronized:
@@ -728,13 +756,16 @@ class TandemClient:
             return
         state = handle._state
         seq = message.get("seq")
-        if state is None or state.inflight is None or seq != state.inflight.seq:
+        if state is None:
+            return
+        in_flight = state.merging or state.inflight
+        if in_flight is None or seq != in_flight.seq:
             return
         if error.code in RETRY_CODES:
             # Not applied, and safe to send again (idempotent by seq) after a pause.
             self._schedule(self._repeat_pending)
             return
-        # The op failed: drop it (and the buffer on top of it) and catch up.
+        # The op (or merge) failed: drop it (and the buffer on top of it) and catch up.
         undo = state.discard_pending()
         handle._remote_change(Change(undo, state.version, True))
         handle._wake()
