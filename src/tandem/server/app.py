@@ -1,7 +1,8 @@
 """``create_app(settings)`` and the embeddable ``Tandem`` object.
 
 ``Tandem`` owns the store, the authenticator, the document manager and the
-metrics, and exposes ``router`` (every route: ``/collab``, ``/api``,
+metrics, and exposes ``router`` (every route: ``/collab``, ``/yjs/{doc}``,
+``/hocuspocus``, ``/api``,
 ``/healthz``, ``/metrics``, the demo) and ``lifespan``. To embed Tandem in an
 existing FastAPI app::
 
@@ -33,6 +34,7 @@ from tandem.errors import TandemError
 from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.server.collab import serve_collab
+from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
 from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
@@ -96,6 +98,10 @@ class Tandem:
         @router.websocket("/yjs/{doc:path}")
         async def yjs(websocket: WebSocket, doc: str) -> None:
             await serve_yjs(websocket, self, doc)
+
+        @router.websocket("/hocuspocus")
+        async def hocuspocus(websocket: WebSocket) -> None:
+            await serve_hocuspocus(websocket, self)
 
         router.include_router(build_rest_router(self))
 

@@ -49,6 +49,7 @@ from tandem.protocol import validate_doc_id
 from tandem.replicas import ReplicaRefused
 
 if TYPE_CHECKING:
+    from tandem.merge.replica import Replica
     from tandem.replicas import ReplicaHost
     from tandem.server.app import Tandem
 
@@ -113,10 +114,15 @@ class YjsLink:
 
     ``join`` adds it to the session and sends the opening frames, ``handle``
     takes one y-protocols frame, ``leave`` removes it and its awareness.
-    Subclasses implement ``send_bytes`` and may override the three ways a
-    write ends: ``refuse_write`` (read-only), ``write_done`` (a callback
-    told the committed version once stored, or -1) and ``write_refused``.
+    Subclasses implement ``send_bytes`` and may override how a SyncStep1 is
+    answered (``answer_sync_step1``; ``opens_sync`` says whether ``join``
+    sends the server's SyncStep1 unasked) and the three ways a write ends:
+    ``refuse_write`` (read-only), ``write_done`` (a callback told the
+    committed version once stored, or -1) and ``write_refused``.
     """
+
+    #: ``join`` sends the server's SyncStep1 (y-websocket); else only the answer does.
+    opens_sync = True
 
     def __init__(self, user: str, name: str) -> None:
         self.client = "y" + secrets.token_hex(6)
@@ -155,6 +161,10 @@ class YjsLink:
     def write_refused(self, message: yproto.Message) -> None:
         """An update the replica could not take; the caller asks for a resync next."""
 
+    def answer_sync_step1(self, replica: Replica, state_vector: bytes) -> None:
+        """SyncStep2: what a client with ``state_vector`` lacks."""
+        self.send_bytes(yproto.sync_step2(replica.diff(state_vector)))
+
     # -- the shared per-document logic --------------------------------------------
 
     def send(self, message: str) -> None:
@@ -179,7 +189,8 @@ class YjsLink:
         host.peers.add(self)
         self.host = host
         replica = await host.ready()
-        self.send_bytes(yproto.sync_step1(replica.state_vector()))
+        if self.opens_sync:
+            self.send_bytes(yproto.sync_step1(replica.state_vector()))
         self._send_awareness(host)
 
     def _send_awareness(self, host: ReplicaHost) -> None:
@@ -197,8 +208,7 @@ class YjsLink:
         message = yproto.parse(frame)
         if message.kind == yproto.SYNC:
             if message.sub == yproto.SYNC_STEP1:
-                replica = await host.ready()
-                self.send_bytes(yproto.sync_step2(replica.diff(message.payload)))
+                self.answer_sync_step1(await host.ready(), message.payload)
             elif member.permission != "write":
                 self.refuse_write(message)
             else:

@@ -1,0 +1,340 @@
+"""The ``/hocuspocus`` WebSocket: ``@hocuspocus/provider`` 4.x clients on Tandem documents.
+
+The provider wraps y-protocols in an envelope (``tandem.merge.hocuspocus``):
+each frame names its document, so one socket carries many documents, and a
+document is opened by an Auth message with a JWT, not by the URL::
+
+    const socket = new HocuspocusProviderWebsocket({ url: "ws://host/hocuspocus" });
+    new HocuspocusProvider({ websocketProvider: socket, name: "notes/a", token, document: ydoc });
+
+Per routing key (document name, or ``name\\0sessionId``) the socket holds a
+``HocuspocusLink``: a ``YjsLink`` — the same per-document logic as ``/yjs``
+— whose frames are wrapped in the envelope. What the envelope adds:
+
+* **Auth.** A Token message is verified like ``/collab`` and ``/yjs`` tokens
+  (``Authenticator``, then the document's permission). Success: Authenticated
+  with scope ``read-write`` or ``readonly``, then the document opens. A bad,
+  expired or forbidden token: PermissionDenied with ``"<code>: <message>"``;
+  nothing opens, the socket stays for its other documents. A Token for an open
+  document re-authenticates it (the provider answers our token request sent
+  ``token_expiry_warning`` seconds before expiry); if the token lapses
+  unrenewed, or a renewal fails, the document gets PermissionDenied and Close.
+  Frames for a document that has not authenticated are dropped; the first one
+  is answered with PermissionDenied so the mistake is visible.
+* **SyncStatus.** The provider counts unsynced changes and decrements on
+  SyncStatus(1). Each SyncStep2/Update is answered with SyncStatus(1) only
+  once the change is stored (or, when it changed nothing, once everything
+  merged before it is stored); a read-only client's Update gets SyncStatus(0),
+  its SyncStep2 SyncStatus(1) when it brings nothing new (Hocuspocus' rule,
+  so a reader is not left "unsynced"). An update with missing dependencies
+  gets SyncStatus(0) and a SyncStep1 (the client resends). A write that could
+  not be stored gets SyncStatus(0) and the socket closes with 1011, so the
+  provider reconnects and syncs again.
+* **Sync handshake.** As Hocuspocus does, a SyncStep1 is answered with
+  SyncStep2 *and* our SyncStep1, whose SyncStep2 answer settles the change
+  the provider counts for every (re)sync.
+* **Close** from the provider leaves that document; Ping (one byte, no
+  routing key) is answered with Pong, and we Ping every 15 s (the provider
+  drops a socket after 30 s of silence). Stateless, SyncStatus,
+  BroadcastStateless and unknown types are ignored.
+
+Errors: a frame whose routing key or type cannot be read closes the socket
+with 4400 (it cannot be attributed to a document); a malformed body closes
+that document only (Close with the reason). A socket that authenticates no
+document within ``AUTH_DEADLINE`` closes with 4408. Connection limits count
+the socket once, for the first user that authenticates.
+
+Owns the socket and the envelope's bookkeeping; the Yjs decisions are
+``YjsLink``'s, the rest ``tandem.replicas`` and ``tandem.documents``'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tandem.auth import Principal
+from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemError, TokenExpired
+from tandem.merge import hocuspocus as hp
+from tandem.merge import yproto
+from tandem.protocol import validate_doc_id
+from tandem.server.yjs import Outbox, YjsLink
+
+if TYPE_CHECKING:
+    from tandem.merge.replica import Replica
+    from tandem.server.app import Tandem
+
+__all__ = ["AUTH_DEADLINE", "HocuspocusLink", "HocuspocusSocket", "serve_hocuspocus"]
+
+log = logging.getLogger("tandem.hocuspocus")
+
+#: Seconds a socket may stay without any authenticated document (Hocuspocus: 60).
+AUTH_DEADLINE = 60.0
+
+
+class HocuspocusLink(YjsLink):
+    """One routing key of a Hocuspocus socket: a ``YjsLink`` inside the envelope."""
+
+    opens_sync = False  # the provider opens with SyncStep1; we answer with both steps
+
+    def __init__(self, socket: HocuspocusSocket, key: str, principal: Principal) -> None:
+        super().__init__(principal.user, principal.name)
+        self.socket = socket
+        self.key = key
+        self.principal = principal
+        self.closed = False
+        self._timers: list[asyncio.TimerHandle] = []
+        #: Versions to reach before a write that changed nothing is acknowledged.
+        self._deferred: list[int] = []
+
+    def send_bytes(self, frame: bytes) -> None:
+        if not self.closed:
+            self.socket.outbox.push(hp.wrap(self.key, frame))
+        self._release_deferred()
+
+    def answer_sync_step1(self, replica: Replica, state_vector: bytes) -> None:
+        super().answer_sync_step1(replica, state_vector)
+        self.send_bytes(yproto.sync_step1(replica.state_vector()))
+
+    def refuse_write(self, message: yproto.Message) -> None:
+        applied = False
+        replica = self.host.replica if self.host is not None else None
+        if message.sub == yproto.SYNC_STEP2 and replica is not None:
+            applied = hp.adds_nothing(replica.state(), message.payload)
+        self._status(applied)
+
+    def write_refused(self, message: yproto.Message) -> None:
+        self._status(False)
+
+    def write_done(self) -> Callable[[int], None]:
+        session = self.session
+        assert session is not None
+        # Everything merged so far: a write that changed nothing may owe that to
+        # changes not yet stored (the same client's earlier frame, or its previous
+        # connection's), so it is acknowledged only once those are durable.
+        head = session.sequencer.version
+
+        def done(version: int) -> None:
+            if self.closed:
+                return
+            if version < 0:
+                self._status(False)
+                self.socket.outbox.close(1011, "ERR_STORAGE")
+            elif self.session is not None and self.session.durable_version < head:
+                self._deferred.append(head)
+            else:
+                self._status(True)
+            self._release_deferred()
+
+        return done
+
+    def _release_deferred(self) -> None:
+        session = self.session
+        if self._deferred and session is not None:
+            durable = session.durable_version
+            waiting = [version for version in self._deferred if version > durable]
+            for _ in range(len(self._deferred) - len(waiting)):
+                self._status(True)
+            self._deferred = waiting
+
+    def _status(self, applied: bool) -> None:
+        if not self.closed:
+            self.socket.outbox.push(hp.sync_status(self.key, applied))
+
+    # -- token lifetime -----------------------------------------------------------
+
+    def watch_expiry(self, warning: float, now: float) -> None:
+        """Ask for a fresh token ``warning`` s before this one expires; close when it does."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
+        left = self.principal.seconds_left(now)
+        if left == float("inf"):
+            return
+        loop = asyncio.get_running_loop()
+        self._timers.append(
+            loop.call_later(max(left - warning, 0.0), self.socket.push, hp.token_request(self.key))
+        )
+        self._timers.append(loop.call_later(max(left, 0.0), self._expired))
+
+    def _expired(self) -> None:
+        error = TokenExpired("the token expired and was not renewed")
+        self.socket.deny(self.key, error)
+        self.socket.drop(self, error.code)
+
+    def close(self) -> None:
+        """Leave the document; nothing more is sent for this key."""
+        for timer in self._timers:
+            timer.cancel()
+        self.leave()
+        self.closed = True
+
+
+class HocuspocusSocket:
+    """One ``/hocuspocus`` socket: its outbox and one link per authenticated routing key."""
+
+    def __init__(self, websocket: WebSocket, tandem: Tandem) -> None:
+        self.tandem = tandem
+        self.outbox = Outbox(websocket, tandem.settings.send_queue_frames, hp.PING_FRAME)
+        self.links: dict[str, HocuspocusLink] = {}
+        #: Keys already told to authenticate first (told once).
+        self._told: set[str] = set()
+        self.ip = websocket.client.host if websocket.client else "unknown"
+        #: The user this socket is counted for (``ConnectionCounter``), once one authenticated.
+        self.counted: str | None = None
+
+    def push(self, frame: bytes) -> None:
+        self.outbox.push(frame)
+
+    def deny(self, key: str, error: TandemError) -> None:
+        self.tandem.metrics.error(error.code)
+        self.push(hp.permission_denied(key, f"{error.code}: {error.message}"))
+
+    def drop(self, link: HocuspocusLink, reason: str | None) -> None:
+        """Close one document of this socket (with a Close frame unless the client asked)."""
+        if self.links.get(link.key) is link:
+            del self.links[link.key]
+        link.close()
+        if reason is not None:
+            self.push(hp.close(link.key, reason))
+
+    def close_all(self) -> None:
+        for link in list(self.links.values()):
+            self.drop(link, None)
+
+    async def receive(self, frame: bytes) -> None:
+        """One binary frame; ``yproto.ProtocolError`` when its head cannot be read."""
+        if frame == hp.PING_FRAME:
+            self.push(hp.PONG_FRAME)
+            return
+        if frame == hp.PONG_FRAME:
+            return
+        envelope = hp.parse(frame)
+        link = self.links.get(envelope.key)
+        if envelope.kind == hp.AUTH:
+            await self._authenticate(envelope, link)
+            return
+        if link is None:
+            if envelope.key not in self._told and envelope.kind != hp.CLOSE:
+                self._told.add(envelope.key)
+                self.deny(envelope.key, Forbidden("send an Auth message for this document first"))
+            return
+        if envelope.kind == hp.CLOSE:
+            self.drop(link, None)
+            return
+        inner = envelope.yjs
+        if inner is None:
+            log.debug("hocuspocus message type %d on %s ignored", envelope.kind, envelope.key)
+            return
+        try:
+            await link.handle(inner)
+        except yproto.ProtocolError as exc:
+            self.tandem.metrics.error("ERR_BAD_MESSAGE")
+            self.drop(link, f"malformed frame: {exc}"[:120])
+        except TandemError as error:
+            log.info("hocuspocus document %s closed: %s", envelope.document, error)
+            self.tandem.metrics.error(error.code)
+            self.drop(link, error.code)
+
+    async def _authenticate(self, envelope: hp.Envelope, link: HocuspocusLink | None) -> None:
+        key, settings = envelope.key, self.tandem.settings
+        try:
+            token = hp.read_token(envelope.body)
+        except yproto.ProtocolError as exc:
+            self.deny(key, Forbidden(f"malformed Auth message: {exc}"))
+            return
+        try:
+            principal = self.tandem.authenticator.verify(token)
+            doc = validate_doc_id(envelope.document)
+            permission = principal.permission(doc)
+            if permission is None:
+                raise Forbidden(f"no access to {doc!r}")
+        except TandemError as error:
+            self.deny(key, error)
+            if link is not None:  # a failed renewal ends the document
+                self.drop(link, error.code)
+            return
+        now = time.time()
+        if link is not None:  # renewal: the new token's rights apply from now on
+            link.principal = principal
+            if link.member is not None:
+                link.member.permission = permission
+            link.watch_expiry(settings.token_expiry_warning, now)
+            self.push(hp.authenticated(key, permission != "write"))
+            return
+        if len(self.links) >= settings.max_joins_per_connection:
+            self.deny(
+                key,
+                JoinLimitExceeded(
+                    f"at most {settings.max_joins_per_connection} documents per connection"
+                ),
+            )
+            return
+        if self.counted is None:
+            try:
+                self.tandem.connections.acquire(principal.user, self.ip)
+            except LimitExceeded as error:
+                self.deny(key, error)
+                self.outbox.close(error.close_code or 4429, error.code)
+                return
+            self.counted = principal.user
+        link = HocuspocusLink(self, key, principal)
+        self.links[key] = link
+        self._told.discard(key)
+        self.push(hp.authenticated(key, permission != "write"))
+        try:
+            await link.join(self.tandem, doc, permission)
+        except TandemError as error:
+            log.info("hocuspocus document %s not opened: %s", doc, error)
+            self.tandem.metrics.error(error.code)
+            self.drop(link, error.code)
+            return
+        link.watch_expiry(settings.token_expiry_warning, now)
+
+
+async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
+    """Run one ``/hocuspocus`` connection from handshake to close."""
+    settings = tandem.settings
+    origin = websocket.headers.get("origin")
+    if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+        await websocket.close(4403, "origin not allowed")
+        return
+    await websocket.accept()
+    socket = HocuspocusSocket(websocket, tandem)
+    tandem.metrics.connection_opened("hocuspocus")
+    writer = asyncio.create_task(socket.outbox.writer(), name="tandem-hocuspocus-writer")
+
+    def deadline() -> None:
+        if socket.counted is None:
+            socket.outbox.close(4408, "no document authenticated in time")
+
+    timer = asyncio.get_running_loop().call_later(AUTH_DEADLINE, deadline)
+    try:
+        while not writer.done():
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            frame = message.get("bytes")
+            if frame is None:
+                continue  # the provider sends binary frames only
+            await socket.receive(frame)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    except yproto.ProtocolError as exc:
+        tandem.metrics.error("ERR_BAD_MESSAGE")
+        socket.outbox.close(4400, f"malformed frame: {exc}"[:120])
+    finally:
+        timer.cancel()
+        socket.close_all()
+        if socket.counted is not None:
+            tandem.connections.release(socket.counted, socket.ip)
+        tandem.metrics.connection_closed("hocuspocus")
+        socket.outbox.close(1000, "bye")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 5)
