@@ -40,7 +40,7 @@ function freePort() {
 }
 
 /**
- * @returns {Promise<{port: number, http: string, ws: string, token(user: string): Promise<string>,
+ * @returns {Promise<{port: number, http: string, ws: string, token(user: string, access?: string): Promise<string>,
  *   getDoc(id: string): Promise<{v: number, content: any[], text: string}>, stop(): Promise<void>}>}
  */
 export async function startServer() {
@@ -71,8 +71,8 @@ export async function startServer() {
     }
     await new Promise((r) => setTimeout(r, 50)); // poll interval for an external process
   }
-  const token = async (user) =>
-    (await run(bin, ['token', '--user', user, '--doc', '*=write', '--data', data])).stdout.trim();
+  const token = async (user, access = '*=write') =>
+    (await run(bin, ['token', '--user', user, '--doc', access, '--data', data])).stdout.trim();
   const admin = await token('test-admin');
   return {
     port,
