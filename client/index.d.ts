@@ -74,6 +74,12 @@ export interface ClientOptions {
   backoff?: { min?: number; max?: number };
   /** Ping interval in ms (default 15000); a connection silent for two intervals is dropped. */
   heartbeat?: number;
+  /**
+   * Send the pending edits as one offline `merge` (docs/protocol.md, "Offline merge") when a
+   * catch-up's ops × the components of the pending edits reach this. Default `MERGE_AT` (1000);
+   * null: never.
+   */
+  mergeThreshold?: number | null;
 }
 
 export interface Hello {
@@ -154,7 +160,9 @@ export class TandemDoc extends Emitter {
   /** Its text (one U+FFFC per embed). */
   readonly text: string;
   readonly pending: boolean;
-  readonly syncState: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer';
+  readonly syncState: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging';
+  /** How many offline merges this document has sent. */
+  readonly merges: number;
   /** Resolves when every local edit made so far is acknowledged by the server. */
   whenSynced(): Promise<void>;
   /** Resolves when the offline record holds every edit made so far. */
@@ -195,31 +203,65 @@ export interface Inflight {
   sent: { op: Op[]; base: number } | null;
 }
 
+/** An offline branch in flight: `op` (UTF-16) based on version `base`; `wire` is it as sent. */
+export interface Merging {
+  op: Delta;
+  seq: number;
+  base: number;
+  wire: Op[];
+}
+
+export interface MergeMessage {
+  v: number;
+  seq: number;
+  ops: Op[][];
+}
+
+/** The default `mergeThreshold`: a catch-up becomes a merge from this `mergeCost`. */
+export const MERGE_AT: number;
+
 export interface ClientStateJSON {
   version: number;
   nextSeq: number;
   inflight: { op: Op[]; seq: number; sent: { op: Op[]; base: number } | null } | null;
   buffer: Op[] | null;
+  merging?: { op: Op[]; seq: number; base: number; wire: Op[] } | null;
 }
 
 export class ClientState {
-  constructor(init?: { version?: number; nextSeq?: number; inflight?: Inflight | null; buffer?: Delta | null; encode?: (op: Delta) => Op[] });
+  constructor(init?: {
+    version?: number;
+    nextSeq?: number;
+    inflight?: Inflight | null;
+    buffer?: Delta | null;
+    merging?: Merging | null;
+    mergeAt?: number | null;
+    encode?: (op: Delta) => Op[];
+  });
   version: number;
   nextSeq: number;
   inflight: Inflight | null;
   buffer: Delta | null;
-  readonly name: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer';
+  merging: Merging | null;
+  mergeAt: number | null;
+  readonly name: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging';
   readonly pending: boolean;
   applyLocal(op: Delta): boolean;
   outgoing(): OpMessage | null;
   rebasedOutgoing(): OpMessage | null;
+  /** `missed` × (components of the in-flight op + of the buffer). */
+  mergeCost(missed: number): number;
+  shouldMerge(missed: number): boolean;
+  beginMerge(): void;
+  outgoingMerge(): MergeMessage | null;
+  applyMerged(v: number, op: Delta): Delta;
   classify(v: number): 'apply' | 'duplicate' | 'gap';
   applyRemote(v: number, op: Delta): Delta;
   applyAck(v: number): Delta | null;
   drop(): Delta;
   pendingDelta(): Delta;
   toJSON(): ClientStateJSON;
-  static fromJSON(json: ClientStateJSON, encode?: (op: Delta) => Op[]): ClientState;
+  static fromJSON(json: ClientStateJSON, encode?: (op: Delta) => Op[], mergeAt?: number | null): ClientState;
 }
 
 export function transformCursor(cursor: Cursor | null, delta: Delta, ownInsertPushes?: boolean): Cursor | null;

@@ -11,6 +11,7 @@
 import { Emitter } from './emitter.js';
 import { TandemDoc } from './document.js';
 import { acquireClientId, defaultStorage } from './storage.js';
+import { MERGE_AT } from './state.js';
 
 /**
  * @typedef {'connecting' | 'online' | 'offline'} ClientStatus
@@ -25,6 +26,8 @@ import { acquireClientId, defaultStorage } from './storage.js';
  * @property {{min?: number, max?: number}} [backoff]  reconnect delays in ms (default 250 … 10000)
  * @property {number} [heartbeat]  ping interval in ms (default 15000); a connection silent
  *   for two intervals is dropped
+ * @property {number | null} [mergeThreshold]  send pending edits as one offline `merge` when a
+ *   catch-up's ops × their components reach this (default 1000, `MERGE_AT`; null: never)
  */
 
 export class TandemClient extends Emitter {
@@ -40,6 +43,8 @@ export class TandemClient extends Emitter {
     this._WebSocket = options.WebSocket ?? null;
     this._backoff = { min: 250, max: 10000, ...options.backoff };
     this._heartbeatMs = options.heartbeat ?? 15000;
+    /** @type {number | null} see `ClientOptions.mergeThreshold` */
+    this.mergeThreshold = options.mergeThreshold === undefined ? MERGE_AT : options.mergeThreshold;
     /** @type {string | null} */
     this.clientId = options.clientId ?? null;
     /** @type {ClientStatus} */

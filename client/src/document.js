@@ -10,7 +10,17 @@
  *
  * Copies kept:
  *   confirmed  the document at `version` (what the server has committed)
- *   local      confirmed ∘ inflight ∘ buffer (what the user sees)
+ *   local      confirmed ∘ inflight ∘ buffer (what the user sees), or
+ *              confirmed ∘ merge ∘ buffer while an offline merge is in flight
+ *
+ * Offline merge (docs/protocol.md): a catch-up whose ops would cost
+ * `mergeThreshold` or more to transform our pending edits through
+ * (`ClientState.mergeCost`) is not applied; the pending edits go as one
+ * `merge`, and the `merged` reply brings us from the branch's final state to
+ * its version. A re-join during the merge resends it (same seq), unless the
+ * catch-up (our client id and the merge's seq in it) or a snapshot's
+ * `last_seq` shows it committed: then the reply is the difference between the
+ * branch's final state and the server's document.
  */
 import Delta from 'quill-delta';
 import { Emitter } from './emitter.js';
@@ -56,6 +66,8 @@ export class TandemDoc extends Emitter {
     this._local = new Delta();
     this._text = '';
     this._state = this._newState(0, 1);
+    /** How many offline merges this document has sent. */
+    this.merges = 0;
     /** @type {{v: number, op: import('quill-delta').Op[]}[]} */
     this._history = [];
     this._known = false;
@@ -111,7 +123,7 @@ export class TandemDoc extends Emitter {
     return this._state.pending;
   }
 
-  /** 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' */
+  /** 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging' */
   get syncState() {
     return this._state.name;
   }
@@ -212,7 +224,8 @@ export class TandemDoc extends Emitter {
 
   _newState(version, nextSeq, json) {
     const encode = (/** @type {Delta} */ op) => toCodePoints(op, this._confirmedText).delta.ops;
-    return json ? ClientState.fromJSON(json, encode) : new ClientState({ version, nextSeq, encode });
+    const mergeAt = this.client.mergeThreshold;
+    return json ? ClientState.fromJSON(json, encode, mergeAt) : new ClientState({ version, nextSeq, encode, mergeAt });
   }
 
   async _load() {
@@ -290,6 +303,8 @@ export class TandemDoc extends Emitter {
         return this._onOp(msg);
       case 'ack':
         return this._onAck(msg);
+      case 'merged':
+        return this._onMerged(msg);
       case 'presence':
         if (this._joined && this._presence.receive(msg)) this.emit('presence', this.peers());
         return;
@@ -297,6 +312,14 @@ export class TandemDoc extends Emitter {
   }
 
   _onSnapshot(msg) {
+    const merging = this._state.merging;
+    if (merging) {
+      // Keep the merge: complete it here if the server committed it, else resend it.
+      if (typeof msg.last_seq === 'number' && msg.last_seq >= merging.seq) {
+        this._finishMerge(msg.v, this._mergeFinal().diff(new Delta(msg.content)));
+      }
+      return this._afterJoin(msg);
+    }
     this.emit('beforechange');
     const before = this.content;
     const content = new Delta(msg.content);
@@ -329,7 +352,19 @@ export class TandemDoc extends Emitter {
   }
 
   _onCatchup(msg) {
-    for (const entry of msg.ops) {
+    if (this._state.merging) {
+      this._catchupMerging(msg.ops);
+      return this._afterJoin(msg);
+    }
+    const entries = msg.ops.filter((/** @type {any} */ e) => e.v > this._state.version);
+    const sent = this._state.inflight;
+    const own = sent ? entries.findIndex((/** @type {any} */ e) => e.client === this.client.clientId && e.seq === sent.seq) : -1;
+    for (const [i, entry] of entries.entries()) {
+      if (i > own && this._state.shouldMerge(entries.length - i) && this._state.classify(entry.v) === 'apply') {
+        this._state.beginMerge(); // the rest comes with the `merged` reply
+        this.merges++;
+        break;
+      }
       const f = this._state.inflight;
       if (f && entry.client === this.client.clientId && entry.seq === f.seq) {
         if (this._state.classify(entry.v) !== 'apply') continue;
@@ -345,6 +380,58 @@ export class TandemDoc extends Emitter {
       this._applyRemote(entry);
     }
     this._afterJoin(msg);
+  }
+
+  /** A catch-up while merging: complete the merge if it is in there, else ignore it. */
+  _catchupMerging(ops) {
+    const merging = /** @type {NonNullable<ClientState['merging']>} */ (this._state.merging);
+    const entries = ops.filter((/** @type {any} */ e) => e.v > this._state.version);
+    if (!entries.some((/** @type {any} */ e) => e.client === this.client.clientId && e.seq === merging.seq)) return;
+    let head = this._confirmed;
+    let text = this._confirmedText;
+    for (const entry of entries) {
+      const s = toUtf16(entry.op, text);
+      head = head.compose(s);
+      text = applyToText(text, s);
+    }
+    this._finishMerge(entries[entries.length - 1].v, this._mergeFinal().diff(head));
+  }
+
+  /** The branch's final state: the confirmed document with the merge applied. */
+  _mergeFinal() {
+    const merging = /** @type {NonNullable<ClientState['merging']>} */ (this._state.merging);
+    return this._confirmed.compose(merging.op);
+  }
+
+  _onMerged(msg) {
+    const merging = this._state.merging;
+    if (!this._joined || !merging || msg.seq !== merging.seq) return; // a repeat, or not ours
+    const finalText = applyToText(this._confirmedText, merging.op);
+    this._finishMerge(msg.v, toUtf16(msg.op, finalText));
+  }
+
+  /**
+   * The merge is committed: `m` (UTF-16) takes the branch's final state to version `v`.
+   * @param {number} v
+   * @param {Delta} m
+   */
+  _finishMerge(v, m) {
+    this.emit('beforechange');
+    const final = this._mergeFinal();
+    const local = this._state.applyMerged(v, m);
+    this._setConfirmed(final.compose(m));
+    this._history = []; // the jump from the base to `v` is no sequence of server ops
+    this._text = applyToText(this._text, local);
+    this._local = null;
+    if (local.ops.length) this.emit('change', { delta: local, source: 'remote', version: v });
+    this._retries = 0;
+    this._flush();
+    this._persist();
+    this._updateStatus();
+    if (!this._state.pending) {
+      for (const resolve of this._syncWaiters.splice(0)) resolve();
+      this._schedulePresence();
+    }
   }
 
   _afterJoin(msg) {
@@ -368,7 +455,7 @@ export class TandemDoc extends Emitter {
   }
 
   _onOp(msg) {
-    if (!this._joined) return;
+    if (!this._joined || this._state.merging) return; // while merging: in the `merged` reply
     const f = this._state.inflight;
     if (f && msg.client === this.client.clientId && msg.seq === f.seq) return this._onAck(msg);
     const kind = this._state.classify(msg.v);
@@ -428,8 +515,8 @@ export class TandemDoc extends Emitter {
    * @param {{doc: string, kind: string, seq?: number} | null} about what it answers (from `ref`)
    */
   _onError(msg, about) {
-    const f = this._state.inflight;
-    const aboutOp = about ? about.kind === 'op' : msg.seq !== undefined && msg.seq !== null;
+    const f = this._state.merging ?? this._state.inflight;
+    const aboutOp = about ? about.kind === 'op' || about.kind === 'merge' : msg.seq !== undefined && msg.seq !== null;
     if (about?.kind === 'join' || (!aboutOp && !this._joined)) {
       this._joining = false;
       if (msg.code === 'ERR_HISTORY_PRUNED') return this._join({ fresh: true });
@@ -444,7 +531,7 @@ export class TandemDoc extends Emitter {
       this._retryTimer = setTimeout(() => this._flush(), delay);
       return;
     }
-    if (msg.code === 'ERR_HISTORY_PRUNED') return this._flush(true);
+    if (msg.code === 'ERR_HISTORY_PRUNED' && !this._state.merging) return this._flush(true);
     if (msg.code === 'ERR_NOT_JOINED') return this._rejoin();
     // Refused: the op (and what was typed on top of it) cannot be applied.
     // Back to the server's version, then start over from a snapshot.
@@ -464,6 +551,11 @@ export class TandemDoc extends Emitter {
   /** Send the in-flight op (as first submitted, or rebased on the current version). */
   _flush(rebase = false) {
     if (!this._joined) return;
+    const merge = this._state.outgoingMerge();
+    if (merge) {
+      this.client._send({ type: 'merge', doc: this.id, ...merge }, { doc: this.id, kind: 'merge', seq: merge.seq });
+      return;
+    }
     const out = rebase ? this._state.rebasedOutgoing() : this._state.outgoing();
     if (!out) return;
     this.client._send({ type: 'op', doc: this.id, v: out.v, seq: out.seq, op: out.op }, { doc: this.id, kind: 'op', seq: out.seq });

@@ -7,7 +7,7 @@
  */
 export { TandemClient } from './connection.js';
 export { TandemDoc } from './document.js';
-export { ClientState, transformCursor, positionInverse } from './state.js';
+export { ClientState, MERGE_AT, transformCursor, positionInverse } from './state.js';
 export { PresenceTable, localCursor } from './presence.js';
 export { MemoryStorage, IndexedDBStorage, defaultStorage, acquireClientId, newClientId } from './storage.js';
 export {

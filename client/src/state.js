@@ -6,6 +6,12 @@
  *       └────────────────────────┘                                   ▼
  *                                                          AwaitingAck(buffer)
  *
+ * and a fourth, Merging (docs/protocol.md, "Offline merge"): when a catch-up
+ * would be costly to transform the pending edits through (`mergeCost`), the
+ * in-flight op and the buffer become one `merge`; server ops are ignored until
+ * its `merged` reply, and edits typed meanwhile compose into the buffer,
+ * which becomes the in-flight op after the reply. As state.py does.
+ *
  * Pure: no I/O, no timers, no events. Each method takes what happened and
  * returns what to do (an op to apply to the editor, an op message to send).
  * Deltas here count UTF-16 units, as quill-delta does; the op as sent on the
@@ -22,18 +28,33 @@ import Delta from 'quill-delta';
  *   is what was (or will be) submitted first: resent as is, with the same
  *   `seq` and base, after a reconnect (docs/protocol.md, "On reconnect").
  * @typedef {{v: number, seq: number, op: WireOps}} OpMessage
+ * @typedef {{op: Delta, seq: number, base: number, wire: WireOps}} Merging
+ *   an offline branch in flight: `op` (the in-flight op and the buffer,
+ *   composed) based on version `base`; `wire` is it as sent, resent unchanged
+ * @typedef {{v: number, seq: number, ops: WireOps[]}} MergeMessage
  * @typedef {(op: Delta) => WireOps} Encode
  */
 
 /** @type {Encode} */
 const identity = (op) => op.ops;
 
+/**
+ * A catch-up becomes an offline merge when its ops times the components of
+ * the pending edits (`mergeCost`) reach this: the plain path transforms every
+ * pending component past every missed op, and the measured break-even of the
+ * two paths is n·m ≈ 100 (docs/performance.md, "Offline merge"); a composed
+ * buffer has at least one component per scattered edit, so 1,000 keeps a 10×
+ * margin. The same number as state.py's MERGE_AT.
+ */
+export const MERGE_AT = 1000;
+
 export class ClientState {
   /**
    * @param {{version?: number, nextSeq?: number, inflight?: Inflight | null, buffer?: Delta | null,
-   *   encode?: Encode}} [init]
+   *   merging?: Merging | null, mergeAt?: number | null, encode?: Encode}} [init]
+   *   `mergeAt`: the `mergeCost` from which a catch-up becomes a merge (null: never)
    */
-  constructor({ version = 0, nextSeq = 1, inflight = null, buffer = null, encode = identity } = {}) {
+  constructor({ version = 0, nextSeq = 1, inflight = null, buffer = null, merging = null, mergeAt = MERGE_AT, encode = identity } = {}) {
     /** Turns an op at the current version into its wire form. */
     this.encode = encode;
     /** The last server version applied locally. */
@@ -42,19 +63,24 @@ export class ClientState {
     this.nextSeq = nextSeq;
     /** @type {Inflight | null} */
     this.inflight = inflight;
-    /** @type {Delta | null} everything typed while `inflight` is unacked, composed */
+    /** @type {Delta | null} everything typed while `inflight` (or `merging`) is unacked, composed */
     this.buffer = buffer;
+    /** @type {Merging | null} the offline merge in flight (then `inflight` is null) */
+    this.merging = merging;
+    /** @type {number | null} */
+    this.mergeAt = mergeAt;
   }
 
-  /** @returns {'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer'} */
+  /** @returns {'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging'} */
   get name() {
+    if (this.merging) return 'merging';
     if (!this.inflight) return 'synchronized';
     return this.buffer ? 'awaitingAckWithBuffer' : 'awaitingAck';
   }
 
   /** Whether some local edit is not yet acknowledged. */
   get pending() {
-    return this.inflight !== null;
+    return this.inflight !== null || this.merging !== null;
   }
 
   /**
@@ -63,7 +89,7 @@ export class ClientState {
    * @returns {boolean} whether the op became the in-flight one (then send `outgoing()`)
    */
   applyLocal(op) {
-    if (this.inflight) {
+    if (this.inflight || this.merging) {
       this.buffer = this.buffer ? this.buffer.compose(op) : op;
       return false;
     }
@@ -95,6 +121,75 @@ export class ClientState {
   }
 
   /**
+   * What transforming the pending edits past `missed` server ops costs, in
+   * components: `missed` × (components of the in-flight op + of the buffer).
+   * The buffer is composed, so it counts the places edited, not keystrokes.
+   * @param {number} missed
+   */
+  mergeCost(missed) {
+    const pending = (this.inflight ? this.inflight.op.ops.length : 0) + (this.buffer ? this.buffer.ops.length : 0);
+    return missed * pending;
+  }
+
+  /**
+   * Whether a catch-up of `missed` ops (after any ack of ours in it) should
+   * become an offline merge.
+   * @param {number} missed
+   */
+  shouldMerge(missed) {
+    return this.mergeAt !== null && missed > 0 && this.pending && !this.merging && this.mergeCost(missed) >= this.mergeAt;
+  }
+
+  /**
+   * The in-flight op and the buffer become one offline merge based on the
+   * current version, with a new seq (the in-flight op's is retired). Call it
+   * while the document is at the current version (`encode` runs now).
+   */
+  beginMerge() {
+    const op = this.pendingDelta();
+    this.merging = { op, seq: this.nextSeq++, base: this.version, wire: this.encode(op) };
+    this.inflight = null;
+    this.buffer = null;
+  }
+
+  /**
+   * The merge in flight as sent (same seq, base and ops every time), or null.
+   * @returns {MergeMessage | null}
+   */
+  outgoingMerge() {
+    const m = this.merging;
+    return m && { v: m.base, seq: m.seq, ops: [m.wire] };
+  }
+
+  /**
+   * The merge was committed: `op` takes the branch's final state (version ∘
+   * `merging.op`) to version `v`.
+   *
+   *            merged op M
+   *    (buffer) ───────────▶
+   *       B │              │ B' = transform(B, M, "right") = M.transform(B, true)
+   *         ▼              ▼
+   *            M' = transform(M, B, "left") = B.transform(M, false)
+   *
+   * The buffer, if any, becomes the in-flight op: send `outgoing()` once the
+   * document is at `v`.
+   * @param {number} v
+   * @param {Delta} op
+   * @returns {Delta} M', to apply to the local document
+   */
+  applyMerged(v, op) {
+    if (!this.merging) throw new Error('merged without a merge in flight');
+    let m = op;
+    const buffer = this.buffer;
+    if (buffer) m = buffer.transform(op, false);
+    this.version = v;
+    this.merging = null;
+    this.buffer = null;
+    if (buffer) this.applyLocal(op.transform(buffer, true));
+    return m;
+  }
+
+  /**
    * How a server op that produced version `v` relates to this state.
    * @param {number} v
    * @returns {'apply' | 'duplicate' | 'gap'}
@@ -120,6 +215,7 @@ export class ClientState {
    * @returns {Delta} S', to apply to the local document
    */
   applyRemote(v, op) {
+    if (this.merging) return new Delta(); // ignored: the `merged` reply contains it
     if (v !== this.version + 1) throw new RangeError(`op v${v} does not follow v${this.version}`);
     let s = op;
     if (this.inflight) {
@@ -164,38 +260,45 @@ export class ClientState {
    * @returns {Delta} the dropped edits composed, on top of the server version
    */
   drop() {
-    let lost = this.inflight ? this.inflight.op : new Delta();
-    if (this.buffer) lost = lost.compose(this.buffer);
+    const lost = this.pendingDelta();
     this.inflight = null;
     this.buffer = null;
+    this.merging = null;
     return lost;
   }
 
   /** Everything unacknowledged, composed (on top of the server version). */
   pendingDelta() {
-    if (!this.inflight) return new Delta();
-    return this.buffer ? this.inflight.op.compose(this.buffer) : this.inflight.op;
+    const first = this.merging ? this.merging.op : this.inflight?.op;
+    if (!first) return new Delta();
+    return this.buffer ? first.compose(this.buffer) : first;
   }
 
   /** A JSON-able copy (for offline persistence). */
   toJSON() {
     const f = this.inflight;
+    const m = this.merging;
     return {
       version: this.version,
       nextSeq: this.nextSeq,
       inflight: f && { op: f.op.ops, seq: f.seq, sent: f.sent && { op: f.sent.op, base: f.sent.base } },
       buffer: this.buffer ? this.buffer.ops : null,
+      merging: m && { op: m.op.ops, seq: m.seq, base: m.base, wire: m.wire },
     };
   }
 
   /**
    * @param {ReturnType<ClientState['toJSON']>} json
    * @param {Encode} [encode]
+   * @param {number | null} [mergeAt]
    */
-  static fromJSON(json, encode) {
+  static fromJSON(json, encode, mergeAt = MERGE_AT) {
     const f = json.inflight;
+    const m = json.merging;
     return new ClientState({
       encode,
+      mergeAt,
+      merging: m ? { op: new Delta(m.op), seq: m.seq, base: m.base, wire: m.wire } : null,
       version: json.version,
       nextSeq: json.nextSeq,
       inflight: f && {
