@@ -151,3 +151,60 @@ test('presence, and cursors moved through pending edits', { skip, timeout: 30000
   await until(b, 'presence', () => b.peers().some((p) => p.user === 'pia' && p.cursor?.index === 9), 5000, 'moved cursor').catch(() => {});
   assert.deepEqual(b.peers().find((p) => p.user === 'pia')?.cursor, { index: 9, length: 5 });
 });
+
+test('back from a long offline stretch: one merge, typing during it, a lost reply, exact convergence', { skip, timeout: 60000 }, async () => {
+  const id = `merge-${Date.now()}`;
+  const a = await client('mia', { storage: new MemoryStorage() });
+  const b = await client('ned');
+  const da = a.open(id);
+  const db = b.open(id);
+  await Promise.all([da.ready, db.ready]);
+  const rng = seeded('server merge');
+  // Distinct characters, so a lost or doubled edit shows.
+  const keys = [...Array(400)].map((_, i) => String.fromCodePoint(0x4e00 + i));
+  let next = 0;
+  const typed = [];
+  const type = (doc) => {
+    const key = keys[next++];
+    typed.push(key);
+    doc.insert(rng.int(doc.text.length + 1), key);
+  };
+  da.insert(0, keys.slice(300, 340).join(''));
+  typed.push(...keys.slice(300, 340));
+  await da.whenSynced();
+  await until(db, 'change', () => db.text === da.text);
+
+  a.disconnect();
+  for (let i = 0; i < 60; i++) type(da); // scattered: many components in the buffer
+  for (let i = 0; i < 60; i++) {
+    type(db);
+    await db.whenSynced(); // one version each: the catch-up has 60 ops
+  }
+  const sent = [];
+  const send = a._send.bind(a);
+  a._send = (msg, about) => {
+    sent.push(msg.type);
+    const ok = send(msg, about);
+    if (msg.type === 'merge' && sent.filter((t) => t === 'merge').length === 1) {
+      type(da); // typed while the merge is in flight
+      type(db); // and someone else types while the server merges
+    }
+    return ok;
+  };
+  let lost = 0;
+  const dispatch = a._dispatch.bind(a);
+  a._dispatch = (msg) => {
+    if (msg.type === 'merged' && !lost++) return a._drop('test: the reply is lost'); // committed, unheard
+    dispatch(msg);
+  };
+  a.connect();
+  await until(da, 'change', () => lost > 0 && da.syncState !== 'merging', 20000, 'merge completed');
+  await Promise.all([da.whenSynced(), db.whenSynced()]);
+  const final = await server.getDoc(id);
+  await Promise.all([settle(da, final.v), settle(db, final.v)]);
+  assert.equal(da.merges, 1);
+  assert.equal(sent.filter((t) => t === 'merge').length, 1, 'not resent: the catch-up showed it committed');
+  assert.equal(da.text, final.text);
+  assert.equal(db.text, final.text);
+  assert.deepEqual([...final.text].sort(), [...typed].sort());
+});
