@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tandem.client.state import ClientState, Pending, Status, VersionGap
+from tandem.client.state import MERGE_AT, ClientState, Pending, PendingMerge, Status, VersionGap
 
 if TYPE_CHECKING:
     from tandem.client.connection import (
@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "MERGE_AT",
     "Change",
     "ChangeStream",
     "ClientClosed",
     "ClientState",
     "DocumentHandle",
     "Pending",
+    "PendingMerge",
     "RemotePresence",
     "ServerError",
     "Status",
