@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from tandem.auth import Authenticator
     from tandem.server.app import create_app
-    from tandem.server.collab import collab_fast_lane
+    from tandem.server.collab_protocol import CollabServer
 
     settings = _settings(args)
     if not settings.jwt_secret and not settings.jwt_public_key_file and not settings.jwt_jwks_file:
@@ -133,19 +133,20 @@ def _serve(args: argparse.Namespace) -> int:
     # switch interval a finished commit waits behind a long fan-out, which showed as
     # propagation latency under a crowd (docs/performance.md). Hand the GIL over sooner.
     sys.setswitchinterval(0.0005)
-    # Chosen by measurement (docs/performance.md): uvloop, httptools, and uvicorn's
-    # sans-I/O websockets protocol, to which /collab writes broadcast frames directly,
-    # its sockets served past FastAPI's routing and middleware.
+    # Chosen by measurement (docs/performance.md): uvloop and httptools; /collab sockets
+    # are served by Tandem's own WebSocket protocol (no ASGI task, queue or wake-up per
+    # message; frames written straight to the transport), every other WebSocket path by
+    # uvicorn's sans-I/O protocol, to which CollabServer hands it over.
     # No permessage-deflate: a zlib context per connection costs more memory and CPU
     # than the small JSON messages gain.
     uvicorn.run(
-        collab_fast_lane(app, app.state.tandem),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         loop="auto",
         http="auto",
-        ws="websockets-sansio",
+        ws=CollabServer(app.state.tandem),  # type: ignore[arg-type]
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes + 1024,
         ws_ping_interval=settings.ping_interval,

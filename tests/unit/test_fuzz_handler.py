@@ -23,7 +23,7 @@ from tandem.documents import DocumentManager
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.protocol import parse
-from tandem.server.collab import Connection
+from tandem.server.collab import AsgiWire, Connection
 from tandem.settings import Settings
 from tandem.storage.memory import MemoryStore
 
@@ -122,7 +122,7 @@ def test_the_handler_answers_everything_and_refusals_change_nothing() -> None:
     tandem = SimpleNamespace(settings=settings, metrics=Metrics("fuzz2"), documents=manager)
     principal = Principal("mallory", "Mallory", (("*", "write"),))
     socket = _Socket()
-    connection = Connection(socket, principal, "fuzzer", tandem)  # type: ignore[arg-type]
+    connection = Connection(AsgiWire(socket), principal, "fuzzer", tandem)  # type: ignore[arg-type]
 
     async def setup() -> None:
         await store.open()

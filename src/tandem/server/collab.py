@@ -1,22 +1,26 @@
 """The ``/collab`` WebSocket: frame → protocol → documents → frame; nothing else.
 
-One ``Connection`` per socket. Its reader parses each frame and dispatches it
-to the document sessions. What the sessions queue for a client within one
+One ``Connection`` per socket. It parses each frame and dispatches it to the
+document sessions (``handle``). What the sessions queue for a client within one
 event-loop tick goes out as one frame, once that tick's work is done: a single
 ``_Flusher`` callback per tick visits every connection that has something
-queued. Where the server is uvicorn with its ``websockets-sansio`` protocol
-(``tandem serve``; see ``collab_fast_lane``) and the socket is writable, the
-flusher frames the batch itself and writes it straight to the transport, and a
-batch that several clients share (a broadcast) is framed once for all of them;
-otherwise, and for closing, a writer task sends through ASGI (an idle
-connection keeps no task).
-The queue is bounded: a client that stops reading is dropped with
+queued, and a batch that several clients share (a broadcast) is framed once for
+all of them. The queue is bounded: a client that stops reading is dropped with
 ``ERR_SLOW_CONSUMER`` (close 4408) rather than slowing its document or growing
 memory.
 
+A connection writes to a ``Wire``. Under ``tandem serve`` the wire is the
+socket's own asyncio protocol (``tandem.server.collab_protocol``): frames are
+written straight to the transport while it is writable, and the queue waits for
+``resume_writing`` when it is not; there is no task per connection. Where
+Tandem's router runs inside another ASGI server, ``serve_collab`` drives the
+same ``Connection`` over Starlette's ``WebSocket`` (``AsgiWire``), whose sends
+are awaited by a writer task that exists only while there is something to send.
+
 Every exception raised while handling a message becomes exactly one ``error``
 reply; only fatal ones (auth, oversized frames, slow consumer) close the
-socket, with the code ``TandemError.close_code`` gives.
+socket, with the code ``TandemError.close_code`` gives. Token expiry (a warning,
+then close 4401) uses the shared ``deadlines`` heap, not a timer per socket.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tandem.auth import Principal, extract_token
@@ -36,7 +40,6 @@ from tandem.documents import DocumentSession
 from tandem.errors import (
     AuthError,
     JoinLimitExceeded,
-    LimitExceeded,
     NotJoined,
     RateLimited,
     SlowConsumer,
@@ -59,48 +62,27 @@ from tandem.protocol import (
     validate_client_id,
     validate_doc_id,
 )
+from tandem.server.deadlines import Deadline, deadlines
 
 if TYPE_CHECKING:
     from tandem.server.app import Tandem
+    from tandem.settings import Settings
 
-__all__ = ["Connection", "collab_fast_lane", "serve_collab"]
+__all__ = [
+    "AsgiWire",
+    "Connection",
+    "Wire",
+    "admit",
+    "origin_allowed",
+    "refusal_close_code",
+    "serve_collab",
+    "text_frame",
+]
 
 log = logging.getLogger("tandem.collab")
 
 #: Seconds a slow consumer's close may take before its connection is cut.
 SLOW_CONSUMER_GRACE = 2.0
-
-#: Scope key under which ``collab_fast_lane`` leaves the server's own ``send``.
-ASGI_SEND_KEY = "tandem.asgi_send"
-
-_SansIOProtocol: type | None
-try:  # uvicorn's sans-I/O websockets protocol, the one ``tandem serve`` runs
-    from uvicorn.protocols.websockets.websockets_sansio_impl import (
-        WebSocketsSansIOProtocol as _SansIOProtocol,
-    )
-except ImportError:  # pragma: no cover - another ASGI server
-    _SansIOProtocol = None
-
-
-def collab_fast_lane(app: ASGIApp, tandem: Tandem) -> ASGIApp:
-    """The ASGI app ``tandem serve`` runs: ``/collab`` sockets go straight to
-    ``serve_collab``, everything else (REST, ``/yjs``, lifespan) to ``app``.
-
-    The same ``serve_collab`` runs either way. The lane skips FastAPI's routing
-    and middleware, some twenty coroutine frames held by every open socket, and
-    leaves the server's own ``send`` in the scope: it lets a connection write
-    frames directly (see ``_DirectFrames``).
-    """
-
-    async def lane(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[ASGI_SEND_KEY] = send
-            if scope["path"] == "/collab":
-                await serve_collab(WebSocket(scope, receive, send), tandem)
-                return
-        await app(scope, receive, send)
-
-    return lane
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -115,42 +97,23 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class _DirectFrames:
-    """Writes ready-made frames to uvicorn's transport, skipping ASGI and re-framing.
-
-    Only used while the socket is open and writable: under back-pressure or
-    while closing, the connection falls back to a writer task, which awaits
-    the protocol's flow control.
-    """
-
-    __slots__ = ("_protocol", "_transport")
-
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._transport = protocol.transport
-
-    @classmethod
-    def find(cls, websocket: WebSocket) -> _DirectFrames | None:
-        protocol = getattr(websocket.scope.get(ASGI_SEND_KEY), "__self__", None)
-        if _SansIOProtocol is None or not isinstance(protocol, _SansIOProtocol):
-            return None
-        return cls(protocol)
+class Wire(Protocol):
+    """Where a ``Connection``'s frames go."""
 
     def writable(self) -> bool:
-        protocol = self._protocol
-        return (
-            protocol.handshake_complete
-            and not protocol.close_sent
-            and not protocol.disconnected
-            and protocol.writable.is_set()
-            and not self._transport.is_closing()
-        )
+        """True when frames may be written now, without waiting."""
 
     def write(self, frame: bytes) -> None:
-        self._transport.write(frame)
+        """Write one ready-made text frame (only while ``writable``)."""
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (only while ``writable``)."""
+
+    def drain(self, connection: Connection) -> None:
+        """Not writable now: send ``connection``'s queue, and its close, once possible."""
 
     def abort(self) -> None:
-        self._transport.abort()
+        """Drop the connection without the client's cooperation."""
 
 
 class _Flusher:
@@ -182,36 +145,87 @@ _flusher = _Flusher()
 class Connection:
     """One client socket: identity, joined documents, bounded outbound queue."""
 
+    __slots__ = (
+        "wire",
+        "principal",
+        "client",
+        "user",
+        "name",
+        "ip",
+        "tandem",
+        "documents",
+        "closed",
+        "_queue",
+        "_limit",
+        "_scheduled",
+        "_closing",
+        "_bucket",
+        "_expiry",
+    )
+
     def __init__(
-        self, websocket: WebSocket, principal: Principal, client: str, tandem: Tandem
+        self, wire: Wire, principal: Principal, client: str, tandem: Tandem, ip: str = ""
     ) -> None:
-        self.websocket = websocket
+        self.wire = wire
         self.principal = principal
         self.client = client
         self.user = principal.user
         self.name = principal.name
+        self.ip = ip
         self.tandem = tandem
         settings = tandem.settings
         self.documents: dict[str, DocumentSession] = {}
+        #: The close frame went out, or the peer is gone: stop reading.
+        self.closed = False
         #: Messages not yet sent (a list: it is always taken whole).
         self._queue: list[str] = []
         self._limit = settings.send_queue_frames
-        self._direct = _DirectFrames.find(websocket)
         self._scheduled = False
-        #: The task sending through ASGI, while there is one (see ``_kick``).
-        self._writer: asyncio.Task[None] | None = None
-        #: The close frame went out, or the peer is gone: stop reading.
-        self.closed = False
         self._closing: tuple[int, str] | None = None
         self._bucket = TokenBucket(
             settings.messages_per_second, settings.message_burst, time.monotonic()
         )
+        self._expiry: Deadline | None = None
 
     def __hash__(self) -> int:
         return id(self)
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+    # -- life ------------------------------------------------------------------------
+
+    def opened(self) -> None:
+        """Count the connection, say hello, and watch the token's expiry."""
+        self.tandem.metrics.connection_opened("collab")
+        principal = self.principal
+        hello = hello_message(self.client, principal.user, principal.name, principal.expires)
+        self.send(encode(hello))
+        if principal.expires is not None:
+            left = principal.expires - time.time()
+            warning = self.tandem.settings.token_expiry_warning
+            if left > warning:
+                self._expiry = deadlines.add(left - warning, self._token_expiring)
+            else:
+                self._token_expiring()
+
+    def ended(self) -> None:
+        """The socket is gone (or going): leave every document and release its slot."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.leave_all()
+        self.tandem.connections.release(self.user, self.ip)
+        self.tandem.metrics.connection_closed("collab")
+
+    def _token_expiring(self) -> None:
+        expires = self.principal.expires or 0.0
+        self.send(encode({"type": "token_expiring", "expires": int(expires)}))
+        self._expiry = deadlines.add(max(expires - time.time(), 0.0), self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        self.reply_error(TokenExpired("your token has expired; reconnect with a fresh one"))
 
     # -- outbound ---------------------------------------------------------------
 
@@ -232,77 +246,58 @@ class Connection:
             self._scheduled = True
             _flusher.schedule(self)
 
-    def flush(self, frames: dict[tuple[int, ...], tuple[list[str], bytes]]) -> None:
-        """Send what is queued: straight to the socket if possible, else via a writer."""
+    def wake(self) -> None:
+        """The wire became writable again: send what waited."""
+        if self._queue or self._closing is not None:
+            self._schedule()
+
+    def flush(self, frames: dict[tuple[int, ...], tuple[list[str], bytes]] | None = None) -> None:
+        """Send what is queued (and the close, if asked) if the wire is writable."""
         self._scheduled = False
-        messages = self._queue
-        if not messages or self._writer is not None:
-            return  # the writer takes everything queued before it finishes
-        direct = self._direct
-        if direct is None or self._closing is not None or not direct.writable():
-            self._kick()
+        if self.closed:
             return
-        self._queue = []
-        key = tuple(map(id, messages))
-        known = frames.get(key)
-        if known is None:
-            known = frames[key] = (messages, text_frame(batch(messages).encode()))
-        direct.write(known[1])
+        wire = self.wire
+        if not wire.writable():
+            wire.drain(self)
+            return
+        messages = self._queue
+        if messages:
+            self._queue = []
+            key = tuple(map(id, messages))
+            known = None if frames is None else frames.get(key)
+            if known is None:
+                known = (messages, text_frame(batch(messages).encode()))
+                if frames is not None:
+                    frames[key] = known
+            wire.write(known[1])
+        if self._closing is not None:
+            self.closed = True
+            wire.send_close(*self._closing)
+
+    def take(self) -> list[str]:
+        """Everything queued, for a wire that sends it itself; the queue is emptied."""
+        messages, self._queue = self._queue, []
+        return messages
+
+    @property
+    def closing(self) -> tuple[int, str] | None:
+        """The ``(code, reason)`` to close with once the queue is out, if asked."""
+        return self._closing
 
     def close(self, code: int, reason: str) -> None:
         """Flush what is queued, then close with ``code``."""
         if self._closing is None:
             self._closing = (code, reason)
-            self._kick()
+            self._schedule()
             if code == SlowConsumer.close_code:
-                # A client that never reads again would keep the writer blocked on flow
-                # control forever: cut the connection if the close has not gone out soon.
+                # A client that never reads again would keep the close waiting on flow
+                # control forever: cut the connection if it has not gone out soon.
                 asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._abort)
 
     def _abort(self) -> None:
-        """Drop the connection without the client's cooperation."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._direct is not None:
-            self._direct.abort()  # uvicorn then reports the disconnect to the reader
-        if self._writer is not None:
-            self._writer.cancel()
-
-    def _kick(self) -> None:
-        """Start a writer task unless one runs (an idle connection keeps no task)."""
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write(), name="tandem-writer")
-
-    async def _write(self) -> None:
-        """Send everything queued through ASGI (awaiting flow control), then close if asked."""
-        websocket = self.websocket
-        try:
-            while self._queue:
-                messages, self._queue = self._queue, []
-                await websocket.send_text(batch(messages))
-            if self._closing is not None:
-                code, reason = self._closing
-                with contextlib.suppress(Exception):
-                    await websocket.close(code, reason)
-                self.closed = True
-        except (WebSocketDisconnect, RuntimeError):
-            self.closed = True  # the peer is gone; the receive loop sees the disconnect
-        finally:
-            self._writer = None
-
-    async def finish(self, timeout: float) -> None:
-        """On the way out: say goodbye (1000) after what is queued, within ``timeout``."""
-        self.close(1000, "bye")
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(writer), timeout=timeout)
-        except (TimeoutError, Exception):  # noqa: BLE001
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
+        if not self.closed:
+            self.closed = True
+            self.wire.abort()
 
     def reply_error(self, error: TandemError, **where: Any) -> None:
         self.tandem.metrics.error(error.code)
@@ -408,16 +403,111 @@ class Connection:
         self.documents.clear()
 
 
-def _query_doc(websocket: WebSocket) -> str | None:
-    doc = websocket.query_params.get("doc")
-    return None if doc is None else validate_doc_id(doc)
+# -- admission, shared by both servers ------------------------------------------------------
+
+
+def origin_allowed(settings: Settings, origin: str | None) -> bool:
+    """False when an allow-list is configured and ``origin`` is not on it."""
+    return not settings.allowed_origins or origin is None or origin in settings.allowed_origins
+
+
+def admit(
+    tandem: Tandem, token: str | None, query: Mapping[str, str], ip: str
+) -> tuple[Principal, str, str | None]:
+    """Check an accepted socket's credentials and query: ``(principal, client, doc)``.
+
+    Also takes the connection's slot in the per-user and per-IP caps (``Connection.ended``
+    gives it back). Raises ``TandemError``; the caller replies with it and closes with
+    ``refusal_close_code``.
+    """
+    started = time.perf_counter()
+    try:
+        if not token:
+            raise AuthError(
+                "a token is required (query 'token', Authorization header or subprotocol)"
+            )
+        principal = tandem.authenticator.verify(token)
+        raw_client = query.get("client")
+        client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
+        raw_doc = query.get("doc")
+        doc = None if raw_doc is None else validate_doc_id(raw_doc)
+    finally:
+        tandem.metrics.auth_time(time.perf_counter() - started)
+    tandem.connections.acquire(principal.user, ip)
+    return principal, client, doc
+
+
+def refusal_close_code(error: TandemError) -> int:
+    """The close code for a socket ``admit`` refused."""
+    return error.close_code or (4401 if isinstance(error, AuthError) else 4400)
+
+
+# -- the ASGI server ------------------------------------------------------------------------
+
+
+class AsgiWire:
+    """A ``Wire`` over Starlette's ``WebSocket``: every send is awaited, in a writer task.
+
+    The task exists only while there is something to send (an idle connection
+    keeps none); it takes the whole queue each time and closes when asked.
+    """
+
+    __slots__ = ("websocket", "_writer")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self._writer: asyncio.Task[None] | None = None
+
+    def writable(self) -> bool:
+        return False  # ASGI sends are awaited: always through the writer
+
+    def write(self, frame: bytes) -> None:  # pragma: no cover - never writable
+        raise RuntimeError("AsgiWire is never writable; use drain")
+
+    def send_close(self, code: int, reason: str) -> None:  # pragma: no cover
+        raise RuntimeError("AsgiWire is never writable; use drain")
+
+    def drain(self, connection: Connection) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(connection), name="tandem-writer")
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def _write(self, connection: Connection) -> None:
+        websocket = self.websocket
+        try:
+            while messages := connection.take():
+                await websocket.send_text(batch(messages))
+            if connection.closing is not None:
+                code, reason = connection.closing
+                connection.closed = True
+                with contextlib.suppress(Exception):
+                    await websocket.close(code, reason)
+        except (WebSocketDisconnect, RuntimeError):
+            connection.closed = True  # the peer is gone; the receive loop sees the disconnect
+        finally:
+            self._writer = None
+
+    async def finish(self, connection: Connection, timeout: float) -> None:
+        """On the way out: say goodbye (1000) after what is queued, within ``timeout``."""
+        connection.close(1000, "bye")
+        connection.flush()
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout=timeout)
+        except (TimeoutError, Exception):  # noqa: BLE001
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
 
 
 async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
-    """Run one ``/collab`` connection from handshake to close."""
-    settings = tandem.settings
-    origin = websocket.headers.get("origin")
-    if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+    """Run one ``/collab`` connection from handshake to close, over ASGI."""
+    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
         await websocket.close(4403, "origin not allowed")
         return
     token, subprotocol = extract_token(
@@ -426,41 +516,19 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
         websocket.scope.get("subprotocols") or [],
     )
     await websocket.accept(subprotocol=subprotocol)
-    started = time.perf_counter()
-    try:
-        if not token:
-            raise AuthError(
-                "a token is required (query 'token', Authorization header or subprotocol)"
-            )
-        principal = tandem.authenticator.verify(token)
-        raw_client = websocket.query_params.get("client")
-        client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
-        doc = _query_doc(websocket)
-    except TandemError as error:
-        tandem.metrics.error(error.code)
-        close_code = error.close_code or (4401 if isinstance(error, AuthError) else 4400)
-        with contextlib.suppress(Exception):
-            await websocket.send_text(encode(error_message(error)))
-            await websocket.close(close_code, error.code)
-        return
-    finally:
-        tandem.metrics.auth_time(time.perf_counter() - started)
     ip = websocket.client.host if websocket.client else "unknown"
     try:
-        tandem.connections.acquire(principal.user, ip)
-    except LimitExceeded as error:
+        principal, client, doc = admit(tandem, token, websocket.query_params, ip)
+    except TandemError as error:
         tandem.metrics.error(error.code)
         with contextlib.suppress(Exception):
             await websocket.send_text(encode(error_message(error)))
-            await websocket.close(error.close_code or 4429, error.code)
+            await websocket.close(refusal_close_code(error), error.code)
         return
-    connection = Connection(websocket, principal, client, tandem)
-    tandem.metrics.connection_opened("collab")
-    expiry = _schedule_expiry(connection, principal, settings.token_expiry_warning)
+    wire = AsgiWire(websocket)
+    connection = Connection(wire, principal, client, tandem, ip)
+    connection.opened()
     try:
-        connection.send(
-            encode(hello_message(client, principal.user, principal.name, principal.expires))
-        )
         if doc is not None:
             await connection.handle(encode({"type": "join", "doc": doc}))
         while not connection.closed:
@@ -472,36 +540,8 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        for handle in expiry:
-            handle.cancel()
-        connection.leave_all()
-        tandem.connections.release(principal.user, ip)
-        tandem.metrics.connection_closed("collab")
-        await connection.finish(timeout=1.0)
+        connection.ended()
+        await wire.finish(connection, timeout=1.0)
         if websocket.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)
-
-
-def _schedule_expiry(
-    connection: Connection, principal: Principal, warning: float
-) -> list[asyncio.TimerHandle]:
-    """Warn before the token expires, then close with 4401 when it does."""
-    if principal.expires is None:
-        return []
-    loop = asyncio.get_running_loop()
-    left = principal.expires - time.time()
-    handles = []
-
-    def warn() -> None:
-        connection.send(encode({"type": "token_expiring", "expires": int(principal.expires or 0)}))
-
-    def expire() -> None:
-        connection.reply_error(TokenExpired("your token has expired; reconnect with a fresh one"))
-
-    if left > warning:
-        handles.append(loop.call_later(left - warning, warn))
-    else:
-        warn()
-    handles.append(loop.call_later(max(left, 0.0), expire))
-    return handles

@@ -1,0 +1,488 @@
+"""``tandem serve``'s WebSocket protocol: ``/collab`` sockets served without ASGI.
+
+uvicorn hands every upgraded connection to the protocol its ``ws=`` option
+names; ``tandem serve`` passes ``CollabServer(tandem)``. For ``/collab``, the
+``CollabProtocol`` does the handshake, then is the socket's ``Wire``
+(``tandem.server.collab``): each complete text frame goes straight to
+``Connection.handle`` from ``data_received`` — no ASGI task, receive queue or
+wake-up per message — and frames are written straight to the transport, with
+uvloop's flow control (``pause_writing``/``resume_writing``) deciding when the
+``Connection`` may write. Any other WebSocket path (``/yjs``, ``/hocuspocus``)
+is handed to uvicorn's own sans-I/O protocol, which runs the ASGI app as before.
+
+The WebSocket protocol itself (handshake checks, frame parsing, masking,
+control frames, size limits, closing) is the ``websockets`` library's sans-I/O
+``ServerProtocol``: one for the handshake, then a fresh one in the OPEN state
+for the frames, so the request and its headers are not kept. Keepalive pings
+and their deadlines use the shared ``deadlines`` heap.
+
+Messages from one client are handled in order: ``handle`` runs at once, and
+usually finishes without suspending (an op is sequenced and queued for commit
+synchronously); when it does suspend (a join loading a document, an offline
+merge), a task carries it on, and later frames wait for it with reading paused.
+
+Must not import FastAPI or Starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from urllib.parse import parse_qsl, quote, unquote
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+
+from tandem.auth import extract_token
+from tandem.errors import TandemError
+from tandem.protocol import encode, error_message
+from tandem.server.collab import Connection, admit, origin_allowed, refusal_close_code
+from tandem.server.deadlines import Deadline, deadlines
+
+if TYPE_CHECKING:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from tandem.server.app import Tandem
+
+__all__ = ["CollabProtocol", "CollabServer", "run_eagerly"]
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+#: The log uvicorn's WebSocket protocols write their request lines to.
+access_log = logging.getLogger("uvicorn.error")
+_frames_log = logging.getLogger("tandem.collab.frames")
+
+#: Seconds to wait for the client's reply to our close frame before cutting the socket.
+CLOSE_TIMEOUT = 10.0
+
+
+class CollabServer:
+    """What uvicorn's ``ws=`` option gets: one ``CollabProtocol`` per upgraded socket."""
+
+    path = "/collab"
+
+    def __init__(self, tandem: Tandem) -> None:
+        self.tandem = tandem
+
+    def __call__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> CollabProtocol:
+        return CollabProtocol(self, config, server_state, app_state)
+
+
+class CollabProtocol(asyncio.Protocol):
+    """One upgraded socket: a ``/collab`` connection, or a hand-over to uvicorn."""
+
+    __slots__ = (
+        "transport",
+        "connection",
+        "_server",
+        "_config",
+        "_state",
+        "_app_state",
+        "_ws",
+        "_head",
+        "_other",
+        "_fragments",
+        "_busy",
+        "_backlog",
+        "_read_paused",
+        "_write_paused",
+        "_lost",
+        "_ping",
+        "_ping_payload",
+        "_close_timer",
+    )
+
+    def __init__(
+        self,
+        server: CollabServer,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+    ) -> None:
+        self._server = server
+        self._config = config
+        self._state = server_state
+        self._app_state = app_state
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.connection: Connection | None = None
+        #: The handshake's protocol, then (``/collab``) a fresh one for the frames.
+        self._ws = ServerProtocol(max_size=config.ws_max_size, logger=_frames_log)
+        #: The bytes of the request, kept until we know whose it is.
+        self._head: bytearray | None = bytearray()
+        #: uvicorn's protocol, when the socket is not ours.
+        self._other: asyncio.Protocol | None = None
+        #: The start of a fragmented message: (text?, parts).
+        self._fragments: tuple[bool, list[Buffer]] | None = None
+        #: A message's handling suspended; later ones wait in ``_backlog``.
+        self._busy = False
+        self._backlog: deque[str | bytes] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._lost = False
+        self._ping: Deadline | None = None
+        self._ping_payload: bytes | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._state.connections.add(self)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self._other is not None:
+            self._other.data_received(data)
+            return
+        ws = self._ws
+        ws.receive_data(data)
+        if self._head is not None:
+            self._head += data
+            self._on_request()
+        else:
+            self._on_frames()
+
+    def eof_received(self) -> None:
+        if self._other is not None:
+            self._other.eof_received()
+
+    def pause_writing(self) -> None:
+        if self._other is not None:
+            self._other.pause_writing()
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        if self._other is not None:
+            self._other.resume_writing()
+        self._write_paused = False
+        if self.connection is not None:
+            self.connection.wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._other is not None:
+            self._other.connection_lost(exc)
+            return
+        self._state.connections.discard(self)
+        self._lost = True
+        self._stop_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if not self._busy:  # else when the message being handled is done
+            self._end()
+        if exc is None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping (uvicorn calls this): close with 1012 "service restart"."""
+        self._stop_keepalive()
+        if self.connection is not None:
+            self.connection.close(CloseCode.SERVICE_RESTART, "")
+            self.connection.flush()  # what is queued, and the close, if the socket takes them
+        self.transport.close()
+
+    # -- the handshake ------------------------------------------------------------------------
+
+    def _on_request(self) -> None:
+        handshake = self._ws
+        for event in handshake.events_received():
+            if isinstance(event, Request):
+                self._on_handshake(handshake, event)
+                return
+        if handshake.handshake_exc is not None:  # not a valid request: websockets said 400
+            self._send_pending(handshake)
+            self.transport.close()
+
+    def _on_handshake(self, handshake: ServerProtocol, request: Request) -> None:
+        raw_path, _, query_string = request.path.partition("?")
+        if unquote(raw_path) != self._server.path:
+            self._hand_over()
+            return
+        self._head = None
+        response = handshake.accept(request)
+        if response.status_code != 101:
+            handshake.send_response(response)
+            self._send_pending(handshake)
+            self.transport.close()
+            return
+        tandem = self._server.tandem
+        headers = request.headers
+        if not origin_allowed(tandem.settings, headers.get("Origin")):
+            self._log_request(request.path, "403")
+            handshake.send_response(handshake.reject(403, ""))
+            self._send_pending(handshake)
+            self.transport.close()
+            return
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        offered = [
+            protocol.strip()
+            for header in headers.get_all("Sec-WebSocket-Protocol")
+            for protocol in header.split(",")
+        ]
+        token, subprotocol = extract_token(
+            query.get("token"), headers.get("Authorization"), offered
+        )
+        del response.headers["Date"]
+        response.headers.update(
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in self._state.default_headers
+        )
+        if subprotocol:
+            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+        handshake.send_response(response)
+        self._send_pending(handshake)
+        self._log_request(request.path, "[accepted]")
+        self._ws = ServerProtocol(state=OPEN, max_size=self._config.ws_max_size, logger=_frames_log)
+        peer = self.transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "unknown"
+        try:
+            principal, client, doc = admit(tandem, token, query, ip)
+        except TandemError as error:
+            tandem.metrics.error(error.code)
+            self._ws.send_text(encode(error_message(error)).encode())
+            self.send_close(refusal_close_code(error), error.code)
+            return
+        connection = self.connection = Connection(self, principal, client, tandem, ip)
+        connection.opened()
+        self._start_keepalive()
+        if doc is not None:
+            self._on_message(encode({"type": "join", "doc": doc}))
+
+    def _hand_over(self) -> None:
+        """Not ``/collab``: uvicorn's own protocol takes the socket, request and all."""
+        other = WebSocketsSansIOProtocol(
+            config=self._config, server_state=self._state, app_state=self._app_state
+        )
+        head, self._head = bytes(self._head or b""), None
+        self._state.connections.discard(self)
+        self._other = other
+        other.connection_made(self.transport)
+        other.data_received(head)
+        # uvicorn sets us as the protocol once this call returns; until the hand-over
+        # below runs, we forward every callback.
+        asyncio.get_running_loop().call_soon(self.transport.set_protocol, other)
+
+    def _log_request(self, target: str, outcome: str) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            peer = self.transport.get_extra_info("peername")
+            who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+            path, _, query = target.partition("?")
+            target = quote(unquote(path)) + ("?" + query if query else "")
+            access_log.info('%s - "WebSocket %s" %s', who, target, outcome)
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    def _on_frames(self) -> None:
+        ws = self._ws
+        for frame in cast(list[Frame], ws.events_received()):  # only frames once OPEN
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    self._on_data(opcode is Opcode.TEXT, frame.data)
+                else:
+                    self._fragments = (opcode is Opcode.TEXT, [frame.data])
+            elif opcode is Opcode.CONT:
+                if self._fragments is not None:
+                    text, parts = self._fragments
+                    parts.append(frame.data)
+                    if frame.fin:
+                        self._fragments = None
+                        self._on_data(text, b"".join(parts))
+            elif opcode is Opcode.PING:
+                self._send_pending(ws)  # websockets queued the pong
+            elif opcode is Opcode.PONG:
+                self._on_pong(frame)
+            elif opcode is Opcode.CLOSE:
+                self._send_pending(ws)  # our echo, if we had not closed first
+                self.transport.close()
+                return
+        if ws.parser_exc is not None:  # websockets failed the connection (1002, 1009, ...)
+            self._send_pending(ws)
+            self.transport.close()
+
+    def _on_data(self, text: bool, data: Buffer) -> None:
+        if not text:
+            self._on_message(bytes(data))
+            return
+        try:
+            message = bytes(data).decode()
+        except UnicodeDecodeError:
+            self._ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self._send_pending(self._ws)
+            self.transport.close()
+            return
+        self._on_message(message)
+
+    def _on_message(self, message: str | bytes) -> None:
+        connection = self.connection
+        if connection is None or connection.closed:
+            return  # refused, or past our close frame: only the client's close matters now
+        if self._busy:
+            if self._backlog is None:
+                self._backlog = deque()
+            self._backlog.append(message)
+            if not self._read_paused:
+                self._read_paused = True
+                self.transport.pause_reading()
+            return
+        self._handle(connection, message)
+
+    def _handle(self, connection: Connection, message: str | bytes) -> None:
+        task = run_eagerly(connection.handle(message))
+        if task is not None:
+            self._busy = True
+            self._state.tasks.add(task)
+            task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._state.tasks.discard(task)
+        self._busy = False
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover
+            access_log.error("collab handler failed", exc_info=task.exception())
+        connection = self.connection
+        if self._lost or connection is None:
+            self._end()
+            return
+        backlog = self._backlog
+        while backlog and not self._busy and not connection.closed:
+            self._handle(connection, backlog.popleft())
+        if not self._busy:
+            self._backlog = None
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _end(self) -> None:
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            connection.closed = True
+            connection.ended()
+
+    # -- keepalive ------------------------------------------------------------------------------
+
+    def _start_keepalive(self) -> None:
+        interval = self._config.ws_ping_interval
+        if interval:
+            self._ping = deadlines.add(interval, self._send_ping)
+
+    def _stop_keepalive(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            self._ping = None
+        self._ping_payload = None
+
+    def _send_ping(self) -> None:
+        self._ping = None
+        ws = self._ws
+        if ws.state is not OPEN or self.transport.is_closing():
+            return
+        # A random payload names this ping: a stale or unsolicited pong is ignored.
+        self._ping_payload = payload = struct.pack("!I", random.getrandbits(32))
+        ws.send_ping(payload)
+        self._send_pending(ws)
+        timeout = self._config.ws_ping_timeout
+        if timeout is not None:
+            self._ping = deadlines.add(timeout, self._ping_timed_out)
+        else:
+            self._start_keepalive()
+
+    def _on_pong(self, frame: Frame) -> None:
+        if self._ping_payload is None or bytes(frame.data) != self._ping_payload:
+            return
+        self._stop_keepalive()
+        self._start_keepalive()
+
+    def _ping_timed_out(self) -> None:
+        self._ping = None
+        self._ping_payload = None
+        ws = self._ws
+        if ws.state is not OPEN or self.transport.is_closing():
+            return
+        ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self._send_pending(ws)
+        self.transport.close()
+
+    # -- Wire: what the Connection writes through -------------------------------------------------
+
+    def writable(self) -> bool:
+        return not self._write_paused and not self.transport.is_closing()
+
+    def write(self, frame: bytes) -> None:
+        self.transport.write(frame)
+
+    def send_close(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if ws.state is not OPEN or self.transport.is_closing():
+            return
+        ws.send_close(code, reason)
+        self._send_pending(ws)
+        # Keep reading, to see the client's reply; cut the socket if it never comes.
+        self._backlog = None
+        self._resume_reading()
+        self._close_timer = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT, self.transport.close
+        )
+
+    def drain(self, connection: Connection) -> None:
+        """Nothing to do: ``resume_writing`` wakes the connection."""
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def _send_pending(self, ws: ServerProtocol) -> None:
+        data = ws.data_to_send()
+        if data:
+            self.transport.write(b"".join(data))
+
+
+def run_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run ``coroutine`` up to its first suspension, here and now; a task carries on from
+    there if there is one (what Python 3.12's eager tasks do). None: it finished.
+    """
+    try:
+        awaited = coroutine.send(None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_carry_on(coroutine, awaited))
+
+
+async def _carry_on(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Drive ``coroutine`` on, as a task's steps would, from its suspension on ``awaited``
+    (a future, or None for a bare yield)."""
+    while True:
+        try:
+            if awaited is None:
+                await asyncio.sleep(0)
+            else:
+                awaited._asyncio_future_blocking = False
+                await asyncio.wait((awaited,))
+        except asyncio.CancelledError as cancelled:
+            if awaited is not None:
+                awaited.cancel()
+            try:
+                awaited = coroutine.throw(cancelled)
+            except StopIteration:
+                return
+            continue
+        try:
+            awaited = coroutine.send(None)
+        except StopIteration:
+            return
