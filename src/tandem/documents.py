@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -102,6 +103,10 @@ class Member:
         return f"{self.peer.client}@{self.peer.user}"
 
 
+def _has_version(pending: _Pending, version: int) -> bool:
+    return pending.version == version
+
+
 def public_client(key: str) -> str:
     return key.split("@", 1)[0]
 
@@ -166,13 +171,23 @@ class DocumentSession:
         )
         #: Offline merges being computed, by ``(client key, seq)``: a duplicate waits.
         self._merging: dict[tuple[str, int], asyncio.Event] = {}
+        #: Woken whenever the outbox shrinks (``_settled``).
+        self._settle_waiters: list[asyncio.Future[None]] = []
 
     # -- membership -----------------------------------------------------------
 
     async def join(self, peer: Peer, permission: str, version: int | None) -> None:
         """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up)."""
         entries: list[Entry] | None = None
-        await self._known_last_seq(f"{peer.client}@{peer.user}")
+        key = f"{peer.client}@{peer.user}"
+        await self._known_last_seq(key)
+        # The same client back on a new connection while an op it sent on the old
+        # one is still being stored: wait for that commit (or its rollback), so the
+        # catch-up shows it. Otherwise it would be in neither the catch-up nor an
+        # ack, and a client merging its branch would send its text a second time.
+        await self._settled(
+            lambda pending: pending.author is not None and pending.author.key == key
+        )
         if version is not None and version <= self.durable_version:
             entries = await self._entries_between(version, self.durable_version)
         # No await from here on: the reply and the membership are consistent.
@@ -394,6 +409,12 @@ class DocumentSession:
             known = self.sequencer.find_seq(member.key, seq)
             if known is None:
                 known = await self.manager.store.find_seq(self.doc, member.key, seq)
+            while known is not None and known > self.durable_version:
+                # An earlier copy is committed in memory, not yet stored: answer
+                # once it is (a reply against the older durable head would undo
+                # the branch), or merge anew if it was rolled back.
+                await self._settled(partial(_has_version, version=known))
+                known = self.sequencer.find_seq(member.key, seq)
             if known is not None:
                 await self._merge_again(member, base_version, seq, ops, ref)
                 return
@@ -509,6 +530,19 @@ class DocumentSession:
         last = await self._known_last_seq(key)
         return last is not None and seq <= last
 
+    async def _settled(self, waiting_for: Callable[[_Pending], bool]) -> None:
+        """Return once no commit in flight matches ``waiting_for`` (stored or rolled back)."""
+        while any(p.entry is not None and waiting_for(p) for p in self._outbox):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._settle_waiters.append(waiter)
+            await waiter
+
+    def _wake_settled(self) -> None:
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def durable(self, version: int) -> None:
         """The store has committed everything up to ``version``: ack and broadcast it."""
         outbox = self._outbox
@@ -530,6 +564,8 @@ class DocumentSession:
                     self._acknowledge(pending)
                 else:
                     self._outbox.append(pending)
+        if self._settle_waiters:
+            self._wake_settled()
         self._drain_remote()
 
     def _advance_durable(self, entry: Entry, document: Document, author: Member | None) -> None:
@@ -587,6 +623,8 @@ class DocumentSession:
             max_version_lag=self.settings.max_version_lag,
         )
         self.replicas.rolled_back()
+        if self._settle_waiters:
+            self._wake_settled()
         return outbox
 
     def commit_failed(self, exc: BaseException) -> None:

@@ -878,6 +878,65 @@ def test_a_duplicate_of_a_durable_op_is_not_failed() -> None:
     run_virtual(VirtualLoop(), scenario())
 
 
+async def _gated_session() -> tuple[_GatedStore, DocumentSession]:
+    store = _GatedStore(fail_version=-1)
+    await store.open()
+    settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
+    manager = DocumentManager(store, settings, Metrics("sim"))
+    await manager.start()
+    return store, await manager.open(DOC)
+
+
+def test_a_rejoining_client_waits_for_its_op_still_being_stored() -> None:
+    """Its catch-up shows the op: else it is in neither the catch-up nor an ack, and a
+    client that merges its branch on re-join would send the op's text a second time."""
+
+    async def scenario() -> None:
+        store, session = await _gated_session()
+        old = Recorder("c1", "u1")
+        await session.join(old, "write", None)
+        await session.submit(session.member(old), Delta().insert("abc"), 0, 1)  # v1, gated
+        session.leave(old)  # the connection drops with the op in flight
+        new = Recorder("c1", "u1")
+        join = asyncio.ensure_future(session.join(new, "write", 0))
+        await asyncio.sleep(0.05)
+        assert not join.done(), "the catch-up was built while the client's op was in flight"
+        store.gate.set()
+        await join
+        catchup = new.messages[0]
+        assert catchup["type"] == "catchup" and catchup["v"] == 1
+        assert [(op["v"], op["client"], op["seq"]) for op in catchup["ops"]] == [(1, "c1", 1)]
+
+    run_virtual(VirtualLoop(), scenario())
+
+
+def test_a_resent_merge_is_answered_once_its_first_copy_is_stored() -> None:
+    """Answered against the durable head before that, the reply would undo the branch."""
+
+    async def scenario() -> None:
+        store, session = await _gated_session()
+        author = Recorder("c1", "u1")
+        await session.join(author, "write", None)
+        branch = [Delta().insert("hello"), Delta().retain(5).insert(" world")]
+        await session.merge(session.member(author), 0, 9, branch)  # v1, gated
+        resent = asyncio.ensure_future(session.merge(session.member(author), 0, 9, branch))
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            await asyncio.to_thread(lambda: None)  # let a reply computed in a thread land
+        assert not any(m["type"] == "merged" for m in author.messages), author.messages
+        store.gate.set()
+        await resent
+        await asyncio.sleep(0.05)
+        replies = [m for m in author.messages if m["type"] == "merged"]
+        assert [m["v"] for m in replies] == [1, 1], replies
+        final = Document("hello world")  # the author's branch, applied to the base
+        for reply in replies:
+            assert final.apply(Delta.from_json(reply["op"])).text() == "hello world"
+        assert session.durable_document.text() == "hello world"
+
+    run_virtual(VirtualLoop(), scenario())
+
+
 if __name__ == "__main__":
     import argparse
 
