@@ -97,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tandem.auth import Authenticator
+    from tandem.runtime import tune_process
     from tandem.server.app import create_app
     from tandem.server.collab_protocol import CollabServer
 
@@ -129,10 +130,10 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
         lines.append("  (tokens are issued by your identity provider)")
     print("\n".join(lines), flush=True)
-    # The event loop and the SQLite commit thread share the GIL: with the default 5 ms
-    # switch interval a finished commit waits behind a long fan-out, which showed as
-    # propagation latency under a crowd (docs/performance.md). Hand the GIL over sooner.
-    sys.setswitchinterval(0.0005)
+    # The GIL switch interval and the garbage collector's policy (see tandem.runtime):
+    # a finished commit must not wait behind a long fan-out, nor every document behind
+    # a full collection of every socket's objects.
+    tune_process()
     # Chosen by measurement (docs/performance.md): uvloop and httptools; /collab sockets
     # are served by Tandem's own WebSocket protocol (no ASGI task, queue or wake-up per
     # message; frames written straight to the transport), every other WebSocket path by
