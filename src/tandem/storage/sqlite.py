@@ -23,18 +23,19 @@ Durability: ``journal_mode=WAL`` with ``synchronous=FULL`` syncs the WAL on
 every commit, so when ``append`` returns the batch survives power loss (with
 ``NORMAL`` it would survive only a process crash).
 
-If the awaiting task is cancelled, the write already on the thread still
-finishes (it may commit); idempotent resubmits are how callers find out.
+Each thread is a ``ThreadWorker`` (a queue and one ``call_soon_threadsafe``
+per call) rather than an executor: the executor's futures, locks and
+semaphore cost more per append than the commit's own Python work. If the
+awaiting task is cancelled, the write already on the thread still finishes
+(it may commit); idempotent resubmits are how callers find out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import DocumentRun, check_heads, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
 from tandem.storage.schema import load_migrations, pending, split_sqlite_script
+from tandem.storage.worker import ThreadWorker
 
 __all__ = ["SQLiteStore"]
 
@@ -71,8 +73,8 @@ class SQLiteStore:
         if str(path) in ("", ":memory:") or str(path).startswith("file:"):
             raise ValueError("SQLiteStore needs a file path; use MemoryStore for memory")
         self.path = Path(path)
-        self._writer: ThreadPoolExecutor | None = None
-        self._reader: ThreadPoolExecutor | None = None
+        self._writer: ThreadWorker | None = None
+        self._reader: ThreadWorker | None = None
         # Each connection is created, used and closed only on its own thread.
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -85,8 +87,8 @@ class SQLiteStore:
         """Open the file (creating it), switch to WAL and apply pending migrations. Idempotent."""
         if self._writer is not None:
             return
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tandem-sqlite-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="tandem-sqlite-reader")
+        self._writer = ThreadWorker("tandem-sqlite-writer")
+        self._reader = ThreadWorker("tandem-sqlite-reader")
         try:
             self.applied_on_open = await self._write(self._open_writer)
             await self._read(self._open_reader)
@@ -99,14 +101,13 @@ class SQLiteStore:
         writer, reader = self._writer, self._reader
         if writer is None or reader is None:
             return
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(reader, self._close_reader)
-            await loop.run_in_executor(writer, self._close_writer)
+            await reader.run(self._close_reader)
+            await writer.run(self._close_writer)
         finally:
             self._writer = self._reader = None
-            writer.shutdown(wait=False)
-            reader.shutdown(wait=False)
+            writer.stop()
+            reader.stop()
 
     # -- Store ----------------------------------------------------------------
 
@@ -264,11 +265,11 @@ class SQLiteStore:
         return await self._read(lambda: self._conn_r().execute(sql, params).fetchall())
 
     @staticmethod
-    async def _run(executor: ThreadPoolExecutor | None, fn: Callable[[], T]) -> T:
-        if executor is None:
+    async def _run(worker: ThreadWorker | None, fn: Callable[[], T]) -> T:
+        if worker is None:
             raise RuntimeError("the store is not open: call open() first")
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn)
+            return await worker.run(fn)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" not in str(exc):  # a CHECK, e.g. a negative snapshot version
                 raise StorageError(f"SQLite refused the write: {exc}") from exc
