@@ -40,13 +40,20 @@ from tandem.merge.translate import (
     delta_from_event,
     normalize_attributes,
 )
-from tandem.merge.updates import clock_ends
+from tandem.merge.updates import clock_ends, missing_dependency
 from tandem.merge.yproto import ProtocolError
 from tandem.ot.compose import compose
 from tandem.ot.delta import Delta, Insert
 from tandem.ot.document import Document
 
-__all__ = ["EMPTY_UPDATE", "Replica", "ReplicaError", "SERVER_CLIENT_ID", "TEXT_NAME"]
+__all__ = [
+    "EMPTY_UPDATE",
+    "UpdateRefused",
+    "Replica",
+    "ReplicaError",
+    "SERVER_CLIENT_ID",
+    "TEXT_NAME",
+]
 
 #: The Yjs client id of every change the server makes (OT ops, seeding).
 SERVER_CLIENT_ID: Final = 1
@@ -59,7 +66,14 @@ T = TypeVar("T")
 
 
 class ReplicaError(Exception):
-    """The replica refused an update, or Yrs failed (the replica must be rebuilt)."""
+    """Yrs failed or disagreed with the replica's checks: the replica must be rebuilt."""
+
+
+class UpdateRefused(ReplicaError):
+    """A Yjs update refused *before* it was applied (missing dependencies, forged ids).
+
+    The replica is unchanged and stays usable; nothing needs rebuilding.
+    """
 
 
 def _guard(call: Callable[[], T]) -> T:
@@ -131,11 +145,22 @@ class Replica:
         duplicate); storing it and replaying it reproduces this merge exactly.
         The caller records the change as the next version (``advance``).
         """
+        before = self._state_vector()
         try:
             wanted = clock_ends(update)  # before applying: a malformed update changes nothing
+            missing = missing_dependency(update, before)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed Yjs update: {exc}") from None
-        before = self._state_vector()
+        if missing is not None:
+            # Refused untouched: Yrs would keep it pending, an unrecorded state that
+            # it may even show at a wrong place or never integrate.
+            client, clock = missing
+            raise UpdateRefused(
+                "the update depends on changes this document does not have "
+                f"(client {client} clock {clock})"
+            )
+        if wanted.get(SERVER_CLIENT_ID, 0) > before.get(SERVER_CLIENT_ID, 0):
+            raise UpdateRefused("the update contains changes under the server's client id")
         self._update = EMPTY_UPDATE
         self._events = []
         self._listening = True
@@ -152,12 +177,11 @@ class Replica:
         after = self._state_vector()
         for client, clock in wanted.items():
             if after.get(client, 0) < clock:
+                # The check above said it would all fit: Yrs and the replica disagree.
                 raise ReplicaError(
-                    "the update depends on changes this document does not have "
-                    f"(client {client} clock {after.get(client, 0)} < {clock})"
+                    f"Yrs kept part of an update pending (client {client} clock "
+                    f"{after.get(client, 0)} < {clock})"
                 )
-        if before.get(SERVER_CLIENT_ID, 0) != after.get(SERVER_CLIENT_ID, 0):
-            raise ReplicaError("the update contains changes under the server's client id")
         delta = Delta()
         text = old
         for changes in self._events:

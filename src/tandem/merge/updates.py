@@ -1,12 +1,19 @@
-"""Read the clock ranges a Yjs v1 update carries, without applying it.
+"""Read what a Yjs v1 update carries and needs, without applying it.
 
 pycrdt's ``get_state(update)`` returns an empty state vector for an update
 whose structs depend on changes the receiver lacks (Yrs keeps those pending),
-so it cannot tell whether a merge took everything. ``clock_ends`` walks the
-struct section of the v1 encoding itself and returns, per client, the clock
-right after its last struct; after a merge, a replica whose state vector is
-below one of these holds pending structs or deletes: the update had missing
-dependencies.
+so it cannot tell whether a merge would take everything. This module walks
+the v1 encoding itself:
+
+* ``clock_ends`` — per client, the clock right after its last struct (or the
+  last id its delete set deletes); after a merge, a replica whose state vector
+  is below one of these holds pending structs or deletes;
+* ``missing_dependency`` — checked *before* a merge: the first id a receiver
+  with a given state vector lacks to integrate the whole update (a gap in a
+  client's clocks, an origin, right origin or parent it has never seen, a
+  delete of an item it does not have), else None. It follows Yjs's
+  ``getMissing`` rule: a struct may depend on structs of the same update,
+  integrated in any order, so it is decided as a fixpoint.
 
 Every content type of the v1 format is skipped correctly (Deleted, JSON,
 Binary, String, Embed, Format, Type, Any, Doc); a malformed update raises
@@ -17,9 +24,12 @@ Pure: must not import asyncio, storage, bus or network code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from tandem.merge.yproto import Decoder
 
-__all__ = ["clock_ends"]
+__all__ = ["clock_ends", "missing_dependency"]
 
 
 class _Reader(Decoder):
@@ -60,8 +70,104 @@ class _Reader(Decoder):
             raise ValueError(f"unknown Any type {kind}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Struct:
+    """One struct of an update: its clock range and the ids it refers to."""
+
+    clock: int
+    end: int
+    #: Origin, right origin and parent ids as (client, clock).
+    refers: tuple[tuple[int, int], ...] = ()
+    #: A Skip: a gap the update does not fill (never integrated).
+    skip: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    structs: dict[int, list[_Struct]]
+    #: The delete set as (client, start, end) ranges.
+    deletes: list[tuple[int, int, int]]
+
+
 def _utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
+
+
+def _content_length(reader: _Reader, ref: int) -> int:
+    """Skip an item's content; its length in clock units."""
+    if ref == 1:  # Deleted
+        return reader.uint()
+    if ref == 2:  # JSON
+        size = reader.uint()
+        for _ in range(size):
+            reader.string()
+        return size
+    if ref == 3:  # Binary
+        reader.skip(reader.uint())
+        return 1
+    if ref == 4:  # String
+        return _utf16_units(reader.string())
+    if ref == 5:  # Embed
+        reader.string()
+        return 1
+    if ref == 6:  # Format
+        reader.string()
+        reader.string()
+        return 1
+    if ref == 7:  # Type
+        if reader.uint() in (3, 5):  # XmlElement, XmlHook carry a name
+            reader.string()
+        return 1
+    if ref == 8:  # Any
+        size = reader.uint()
+        for _ in range(size):
+            reader.skip_any()
+        return size
+    if ref == 9:  # Doc
+        reader.string()
+        reader.skip_any()
+        return 1
+    raise ValueError(f"unknown content type {ref}")
+
+
+def _read(update: bytes) -> _Update:
+    reader = _Reader(update)
+    structs: dict[int, list[_Struct]] = {}
+    for _ in range(reader.uint()):
+        count = reader.uint()
+        client = reader.uint()
+        clock = reader.uint()
+        found = structs.setdefault(client, [])
+        for _ in range(count):
+            info = reader.byte()
+            ref = info & 0x1F
+            if ref in (0, 10):  # GC, Skip
+                size = reader.uint()
+                found.append(_Struct(clock, clock + size, skip=ref == 10))
+                clock += size
+                continue
+            refers: list[tuple[int, int]] = []
+            if info & 0x80:
+                refers.append((reader.uint(), reader.uint()))
+            if info & 0x40:
+                refers.append((reader.uint(), reader.uint()))
+            if not info & 0xC0:
+                if reader.uint() == 1:
+                    reader.string()  # a root type, by name
+                else:
+                    refers.append((reader.uint(), reader.uint()))
+                if info & 0x20:
+                    reader.string()
+            size = _content_length(reader, ref)
+            found.append(_Struct(clock, clock + size, tuple(refers)))
+            clock += size
+    deletes: list[tuple[int, int, int]] = []
+    for _ in range(reader.uint()):
+        client = reader.uint()
+        for _ in range(reader.uint()):
+            start = reader.uint()
+            deletes.append((client, start, start + reader.uint()))
+    return _Update(structs, deletes)
 
 
 def clock_ends(update: bytes) -> dict[int, int]:
@@ -70,71 +176,52 @@ def clock_ends(update: bytes) -> dict[int, int]:
     That is the clock after its last struct, or after the last id its delete
     set deletes, whichever is higher.
     """
-    reader = _Reader(update)
+    read = _read(update)
     ends: dict[int, int] = {}
-    for _ in range(reader.uint()):
-        count = reader.uint()
-        client = reader.uint()
-        clock = reader.uint()
-        for _ in range(count):
-            info = reader.byte()
-            ref = info & 0x1F
-            if ref in (0, 10):  # GC, Skip
-                clock += reader.uint()
-                continue
-            if info & 0x80:
-                reader.uint()
-                reader.uint()
-            if info & 0x40:
-                reader.uint()
-                reader.uint()
-            if not info & 0xC0:
-                if reader.uint() == 1:
-                    reader.string()
-                else:
-                    reader.uint()
-                    reader.uint()
-                if info & 0x20:
-                    reader.string()
-            if ref == 1:  # Deleted
-                clock += reader.uint()
-            elif ref == 2:  # JSON
-                size = reader.uint()
-                for _ in range(size):
-                    reader.string()
-                clock += size
-            elif ref == 3:  # Binary
-                reader.skip(reader.uint())
-                clock += 1
-            elif ref == 4:  # String
-                clock += _utf16_units(reader.string())
-            elif ref == 5:  # Embed
-                reader.string()
-                clock += 1
-            elif ref == 6:  # Format
-                reader.string()
-                reader.string()
-                clock += 1
-            elif ref == 7:  # Type
-                if reader.uint() in (3, 5):  # XmlElement, XmlHook carry a name
-                    reader.string()
-                clock += 1
-            elif ref == 8:  # Any
-                size = reader.uint()
-                for _ in range(size):
-                    reader.skip_any()
-                clock += size
-            elif ref == 9:  # Doc
-                reader.string()
-                reader.skip_any()
-                clock += 1
-            else:
-                raise ValueError(f"unknown content type {ref}")
-        ends[client] = max(ends.get(client, 0), clock)
-    for _ in range(reader.uint()):  # the delete set: deleting needs the items
-        client = reader.uint()
-        for _ in range(reader.uint()):
-            start = reader.uint()
-            end = start + reader.uint()
-            ends[client] = max(ends.get(client, 0), end)
+    for client, structs in read.structs.items():
+        for struct in structs:
+            if not struct.skip:
+                ends[client] = max(ends.get(client, 0), struct.end)
+    for client, _, end in read.deletes:
+        ends[client] = max(ends.get(client, 0), end)
     return ends
+
+
+def missing_dependency(update: bytes, state: Mapping[int, int]) -> tuple[int, int] | None:
+    """The first id (client, clock) a receiver at ``state`` lacks to integrate ``update``.
+
+    ``state`` is the receiver's state vector (client → next clock). None means
+    a merge integrates every struct and applies every delete of the update.
+    """
+    read = _read(update)
+    available = dict(state)
+    queues = {client: list(reversed(structs)) for client, structs in read.structs.items()}
+    progress = True
+    while progress:
+        progress = False
+        for client, queue in queues.items():
+            while queue:
+                struct = queue[-1]
+                if not struct.skip:
+                    if struct.clock > available.get(client, 0):
+                        break
+                    if any(
+                        other != client and clock >= available.get(other, 0)
+                        for other, clock in struct.refers
+                    ):
+                        break
+                    available[client] = max(available.get(client, 0), struct.end)
+                queue.pop()
+                progress = True
+    for client, queue in queues.items():
+        if queue:
+            struct = queue[-1]
+            if struct.clock > available.get(client, 0):
+                return client, available.get(client, 0)
+            for other, clock in struct.refers:
+                if other != client and clock >= available.get(other, 0):
+                    return other, clock
+    for client, _, end in read.deletes:
+        if end > available.get(client, 0):
+            return client, end - 1
+    return None

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, merge_updates
 from tests.property.strategies import document_and_sequential_ops
 
-from tandem.merge.replica import Replica, ReplicaError
+from tandem.merge.replica import Replica, ReplicaError, UpdateRefused
 from tandem.merge.replica import _decode_state_vector as decode_sv
 from tandem.merge.translate import delta_from_event, utf8_length
 from tandem.merge.updates import clock_ends
@@ -154,3 +154,53 @@ def test_clock_ends_reads_every_struct_and_the_delete_set() -> None:
     text.format(0, 2, {"italic": True, "size": 12})
     del text[0:1]
     assert clock_ends(doc.get_update()) == {9: decode_sv(doc.get_state())[9]}
+
+
+def test_a_refused_update_leaves_the_replica_untouched() -> None:
+    """Refused before applying, even when part of it could be integrated: no rebuild needed."""
+    server = Replica.seeded(Delta().insert("base"), 1)
+    peer: Doc[Any] = Doc(client_id=7)
+    peer.apply_update(server.state())
+    sv = peer.get_state()
+    peer.get("content", type=Text).insert(4, "!")
+    fits = peer.get_update(sv)
+    stranger: Doc[Any] = Doc(client_id=8)
+    text = stranger.get("content", type=Text)
+    text.insert(0, "abc")
+    before = stranger.get_state()
+    text.insert(1, "X")
+    lacking = stranger.get_update(before)
+    state, plain = server.state(), server.plain
+    with pytest.raises(UpdateRefused, match="depends on changes"):
+        server.merge(merge_updates(fits, lacking))
+    assert server.state() == state and server.plain == plain
+    assert server.merge(fits)[0] == Delta().retain(4).insert("!")
+
+
+def test_an_update_ahead_of_a_peers_catch_up_shows_text_where_it_is_not() -> None:
+    """Why a Yjs peer gets no Update before its SyncStep2 (issue #5, the token split).
+
+    A token is bolded in part (format items inside it), then deleted; the next
+    insert lands among its tombstones. A peer that gets that insert without
+    the delete shows it *inside* the old token, and a peer editing that view
+    edits where the text is not. Given its catch-up first, it never does.
+    """
+    server = Replica()
+    server.apply(Delta().insert("‹1›"), 1)
+    server.apply(Delta().retain(1).retain(1, {"bold": True}), 2)
+    at_2 = server.state()
+    behind: Doc[Any] = Doc(client_id=1000)
+    behind.apply_update(at_2)
+    state = behind.get_state()
+    server.apply(Delta().delete(3), 3)
+    live = server.apply(Delta().insert("‹2›", {"bold": True}), 4)
+
+    early: Doc[Any] = Doc(client_id=1001)
+    early.apply_update(at_2)
+    early.apply_update(live)  # the Update before the catch-up
+    assert str(early.get("content", type=Text)) == "‹1‹2››"
+
+    behind.apply_update(server.diff(state))  # the SyncStep2 first
+    assert str(behind.get("content", type=Text)) == "‹2›"
+    behind.apply_update(live)  # then Updates: a duplicate here
+    assert str(behind.get("content", type=Text)) == server.plain == "‹2›"
