@@ -11,13 +11,20 @@ there:
   was) and its Yjs update is sent to every Yjs peer — the author of a Yjs
   write included: that echo is its acknowledgement, sent only once stored;
 * ``rolled_back()`` when the session forgets non-durable ops: a replica that
-  had applied some is rebuilt from the store;
+  had applied some is rebuilt from the store — from the stored CRDT state and
+  the update stored with every op, never from deltas, so item ids stay those
+  the Yjs peers hold;
 * ``snapshot_state()`` for snapshots: the CRDT state at the durable version.
 
 ``submit(member, update)`` merges a Yjs update at the sequencer's head (first
 applying the committed-but-not-yet-durable ops, so the merge sees exactly the
 head), and sequences the observed change as the next version, carrying the
-effective update so every replay reproduces the same items.
+effective update so every replay reproduces the same items. An update with
+missing dependencies is refused before it is applied (``ReplicaRefused``):
+nothing changes, nothing is rebuilt.
+
+A peer joins with ``add_peer`` and receives Updates only once ``caught_up``
+(right after its SyncStep2), so it never gets a change before what it builds on.
 
 May import the pure parts (``merge``, ``ot``, ``sequencer``) and asyncio; must
 not import the server or network code.
@@ -34,13 +41,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
 from tandem.merge.cursors import index_of, relative_position
-from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError
+from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError, UpdateRefused
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
 from tandem.ot.document import Document
 from tandem.protocol import Cursor
 from tandem.sequencer import Entry
-from tandem.storage.base import LoadedDocument
+from tandem.storage.base import LoadedDocument, OpRecord
 
 if TYPE_CHECKING:
     from tandem.documents import DocumentSession, Member
@@ -88,11 +95,16 @@ def build_replica(loaded: LoadedDocument) -> Replica:
     else:
         replica = Replica()
     for record in loaded.ops:
-        if record.crdt is not None:
-            replica.replay(record.crdt, record.version, record.op)
-        else:
-            replica.apply(record.op, record.version)
+        _replay(replica, record)
     return replica
+
+
+def _replay(replica: Replica, record: OpRecord) -> None:
+    """Apply a stored op: its stored update (the same items), else its delta."""
+    if record.crdt is not None:
+        replica.replay(record.crdt, record.version, record.op)
+    else:
+        replica.apply(record.op, record.version)
 
 
 class ReplicaHost:
@@ -102,6 +114,9 @@ class ReplicaHost:
         self.session = session
         self.replica: Replica | None = None
         self.peers: set[YjsPeer] = set()
+        #: Peers not yet sent their SyncStep2: they get no Updates meanwhile (see
+        #: ``add_peer``).
+        self._catching_up: set[YjsPeer] = set()
         #: Updates of ops applied to the replica before they were durable.
         self._early: dict[int, bytes] = {}
         self._ready = asyncio.Event()
@@ -184,23 +199,38 @@ class ReplicaHost:
             self.session.manager.background(self._load_again())
 
     async def _load_again(self) -> None:
+        """Rebuild the replica from the store, at the durable version exactly.
+
+        Identity-preserving: the newest snapshot's CRDT state, then every op
+        after it replayed from the update stored with it — read back from the
+        store, never re-made from the deltas in memory (a durable OT op's update
+        leaves memory once stored, and re-applying a delta to a replica that
+        differs in the least makes new items, which Yjs peers would merge as
+        duplicates). Ops sequenced meanwhile are applied later, in order, like
+        any op ahead of the replica.
+        """
+        store, doc = self.session.manager.store, self.session.doc
         try:
             while True:
                 try:
-                    loaded = await self.session.manager.store.load(self.session.doc)
-                    replica = build_replica(loaded)
+                    replica = build_replica(await store.load(doc))
+                    while replica.version < self.session.durable_version:
+                        records = await store.get_ops(
+                            doc, replica.version, self.session.durable_version
+                        )
+                        if not records or records[0].version != replica.version + 1:
+                            raise ReplicaError(f"the store lacks v{replica.version + 1}")
+                        for record in records:
+                            _replay(replica, record)
                 except Exception as exc:  # noqa: BLE001 - retry: Yjs submits wait meanwhile
-                    log.warning("rebuilding the replica of %s failed: %s", self.session.doc, exc)
+                    log.warning("rebuilding the replica of %s failed: %s", doc, exc)
                     await asyncio.sleep(0.5)
                     continue
-                if replica.version <= self.session.durable_version:
+                if replica.version == self.session.durable_version:
                     self.replica = replica
-                    try:
-                        self._catch_up_durable()
-                    except TandemError:  # the window moved on: load again
-                        self.replica = None
-                        continue
                     break
+                # Stored but not yet durable here (a commit being acknowledged): again.
+                await asyncio.sleep(0.05)
         finally:
             self._rebuilding = False
         self._ready.set()
@@ -209,6 +239,36 @@ class ReplicaHost:
             # (Yjs ignores what a peer already has).
             frame = sync_update(self.replica.state())
             for peer in self.peers:
+                peer.send_bytes(frame)
+
+    # -- peers ----------------------------------------------------------------
+
+    def add_peer(self, peer: YjsPeer) -> None:
+        """A Yjs peer joined; it gets Updates only once ``caught_up``.
+
+        An Update sent before the peer's SyncStep2 may build on changes the
+        peer does not have yet: Yjs then shows inserts without the deletes
+        before them, and Yrs (pycrdt) even shows structs past a gap in their
+        client's clocks at a position worked out without the items it lacks.
+        A peer editing that view inserts inside text it cannot see (a token
+        split in the mixed-session test). The SyncStep2 holds everything
+        those Updates would have carried, so they are simply not sent.
+        """
+        self.peers.add(peer)
+        self._catching_up.add(peer)
+
+    def caught_up(self, peer: YjsPeer) -> None:
+        """The peer was just sent a SyncStep2 of the replica: Updates follow from now on."""
+        self._catching_up.discard(peer)
+
+    def remove_peer(self, peer: YjsPeer) -> None:
+        self.peers.discard(peer)
+        self._catching_up.discard(peer)
+
+    def _send_update(self, update: bytes) -> None:
+        frame = sync_update(update)
+        for peer in self.peers:
+            if peer not in self._catching_up:
                 peer.send_bytes(frame)
 
     # -- the durable path -----------------------------------------------------
@@ -228,10 +288,8 @@ class ReplicaHost:
                 log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
                 self._rebuild()
                 return
-        if update != EMPTY_UPDATE and self.peers:
-            frame = sync_update(update)
-            for peer in self.peers:
-                peer.send_bytes(frame)
+        if update != EMPTY_UPDATE:
+            self._send_update(update)
 
     def snapshot_state(self) -> bytes | None:
         """The CRDT state at the durable version, or None when the replica is elsewhere."""
@@ -405,6 +463,8 @@ class ReplicaHost:
             for entry in sequencer.entries_since(replica.version):
                 self._early[entry.version] = self._apply(replica, entry)
             delta, effective = replica.merge(update)
+        except UpdateRefused as exc:
+            raise ReplicaRefused(str(exc)) from None  # nothing changed: no rebuild
         except ReplicaError as exc:
             self._early.clear()
             self._rebuild()

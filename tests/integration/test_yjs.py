@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
+from pycrdt import Doc, Text
 
+from tandem.merge import yproto
 from tandem.ot.delta import Delta
 
 from .harness import RawClient, ServerProcess, doc_state, token
 from .yclient import YClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def _frame(ws: websockets.ClientConnection) -> bytes:
+    frame = await asyncio.wait_for(ws.recv(), 10)
+    assert isinstance(frame, bytes)
+    return frame
 
 
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -78,6 +87,45 @@ async def test_a_yjs_write_is_echoed_once_stored(server: ServerProcess) -> None:
     await until(lambda: any(f.sub == 2 for f in y.frames[before:]))
     assert (await doc_state(server, "echo"))["content"] == [{"insert": "stored"}]
     await y.disconnect()
+
+
+async def test_no_update_reaches_a_yjs_client_before_its_sync_step2(
+    server: ServerProcess,
+) -> None:
+    """Updates committed while a client has not synced yet are in its SyncStep2, not before.
+
+    An Update sent ahead of the catch-up may build on changes the client
+    lacks (a delete it has not seen, or items past a gap in a client's
+    clocks, which Yrs shows at a wrong place); a client editing that view
+    inserted inside other clients' words (issue #5, the mixed-session split).
+    """
+    ot = await RawClient.connect(server, f"token={token('otto')}&doc=order")
+    await ot.expect("snapshot", v=0)
+    async with websockets.connect(yurl(server, "order"), max_size=None) as ws:
+        first = yproto.parse(await _frame(ws))
+        assert (first.kind, first.sub) == (yproto.SYNC, yproto.SYNC_STEP1)
+        await ot.send({"type": "insert", "seq": 1, "pos": 0, "text": "early"})
+        await ot.expect("ack", v=1)  # durable: it would have been sent as an Update
+        await ws.send(yproto.sync_step1(Doc().get_state()))
+        while True:
+            message = yproto.parse(await _frame(ws))
+            if message.kind != yproto.SYNC:
+                continue
+            assert message.sub == yproto.SYNC_STEP2, "an Update came before the SyncStep2"
+            break
+        doc: Doc[Any] = Doc()
+        doc.apply_update(message.payload)
+        assert str(doc.get("content", type=Text)) == "early"
+        # Synced: Updates flow from now on.
+        await ot.send({"type": "insert", "seq": 2, "pos": 5, "text": "!"})
+        await ot.expect("ack", v=2)
+        while True:
+            message = yproto.parse(await _frame(ws))
+            if message.kind == yproto.SYNC and message.sub == yproto.SYNC_UPDATE:
+                break
+        doc.apply_update(message.payload)
+        assert str(doc.get("content", type=Text)) == "early!"
+    await ot.close()
 
 
 async def test_read_only_yjs_clients_sync_but_cannot_write(server: ServerProcess) -> None:

@@ -186,7 +186,7 @@ class YjsLink:
         session.members[self] = self.member
         session.idle_since = None
         host = session.replicas
-        host.peers.add(self)
+        host.add_peer(self)
         self.host = host
         replica = await host.ready()
         if self.opens_sync:
@@ -209,6 +209,7 @@ class YjsLink:
         if message.kind == yproto.SYNC:
             if message.sub == yproto.SYNC_STEP1:
                 self.answer_sync_step1(await host.ready(), message.payload)
+                host.caught_up(self)  # no await since the SyncStep2: no Update missed
             elif member.permission != "write":
                 self.refuse_write(message)
             else:
@@ -247,7 +248,7 @@ class YjsLink:
         if session is None:
             return
         self.session = None
-        session.replicas.peers.discard(self)
+        session.replicas.remove_peer(self)
         removed = session.replicas.forget_awareness(self.awareness_clients)
         if removed:
             frame = yproto.awareness_message(removed)
