@@ -1,0 +1,235 @@
+"""``CollabProtocol``: ``/collab`` served without ASGI, on a real uvicorn in this process.
+
+``tandem serve`` runs exactly this (``ws=CollabServer(tandem)``); the integration
+suite covers the wire protocol end to end, these tests the protocol's own duties:
+ordering when a message's handling suspends, the hand-over of other paths to
+uvicorn, control frames, fragments, refusals, token expiry and shutdown. Plus
+``run_eagerly``, which runs a handler without a task until it suspends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+import websockets
+from fastapi import FastAPI, WebSocket
+
+from tandem import Settings
+from tandem.server.app import Tandem
+from tandem.server.collab_protocol import CollabServer, run_eagerly
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Running:
+    def __init__(self, tandem: Tandem, server: uvicorn.Server, host: str) -> None:
+        self.tandem, self.server, self.host = tandem, server, host
+
+    def url(self, query: str = "", path: str = "/collab") -> str:
+        return f"ws://{self.host}{path}?{query}"
+
+    def token(self, **kw: Any) -> str:
+        return self.tandem.authenticator.issue("u", docs={"*": "write"}, **kw)
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, **settings: Any) -> AsyncIterator[Running]:
+    tandem = Tandem(
+        Settings(data_dir=tmp_path, jwt_secret="protocol-secret-0123456789abcdef", **settings)
+    )
+    app = FastAPI(lifespan=tandem.lifespan)
+    app.include_router(tandem.router)
+
+    @app.websocket("/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("echo:" + await websocket.receive_text())
+        await websocket.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws=CollabServer(tandem),  # type: ignore[arg-type]  # uvicorn calls it like a class
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield Running(tandem, server, f"127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def receive(ws: Any, kind: str) -> dict[str, Any]:
+    """The next message of ``kind``; server batches are unpacked, the rest kept for later."""
+    pending: list[dict[str, Any]] = ws.__dict__.setdefault("pending", [])
+    while True:
+        while pending:
+            message = pending.pop(0)
+            if message["type"] == kind:
+                return message
+            assert message["type"] != "error", message
+        data = orjson.loads(await ws.recv())
+        pending.extend(data if isinstance(data, list) else [data])
+
+
+async def test_messages_after_a_suspended_one_wait_their_turn(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path) as server,
+        websockets.connect(server.url(f"token={server.token()}")) as ws,
+    ):
+        await receive(ws, "hello")
+        # The join loads the document (it suspends); the op right behind it must see it.
+        await ws.send(orjson.dumps({"type": "join", "doc": "d"}).decode())
+        await ws.send(orjson.dumps({"type": "insert", "doc": "d", "pos": 0, "text": "x"}).decode())
+        await ws.send(orjson.dumps({"type": "ping", "id": 1}).decode())
+        assert (await receive(ws, "snapshot"))["v"] == 0
+        pending: list[dict[str, Any]] = ws.__dict__["pending"]
+        while {"ack", "pong"} - {message["type"] for message in pending}:
+            data = orjson.loads(await ws.recv())  # the ack waits for the commit: any order
+            pending.extend(data if isinstance(data, list) else [data])
+        assert (await receive(ws, "ack"))["v"] == 1
+
+
+async def test_other_paths_are_handed_to_uvicorn(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        async with websockets.connect(server.url(path="/echo")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "echo:hi"
+        async with httpx.AsyncClient(base_url=f"http://{server.host}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+        assert len(server.server.server_state.connections) <= 1
+
+
+async def test_control_frames_and_fragments(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path) as server,
+        websockets.connect(server.url(f"token={server.token()}&doc=f")) as ws,
+    ):
+        await receive(ws, "snapshot")
+        latency = await ws.ping()  # answered by the protocol
+        await asyncio.wait_for(latency, 5)
+        await ws.send(iter(['{"type": "pi', 'ng", "id": "fragmented"}']))
+        assert (await receive(ws, "pong"))["id"] == "fragmented"
+        await ws.send(b"\x00binary")
+        data = orjson.loads(await ws.recv())
+        error = data[0] if isinstance(data, list) else data
+        assert error["code"] == "ERR_BAD_MESSAGE"
+
+
+async def test_a_socket_without_a_token_is_told_why_and_closed_with_4401(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path) as server, websockets.connect(server.url()) as ws:
+        error = orjson.loads(await ws.recv())
+        assert error["type"] == "error" and error["code"].startswith("ERR_")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert server.tandem.connections.users == {}
+
+
+async def test_an_expiring_token_is_warned_then_closed(tmp_path: Path) -> None:
+    async with running(tmp_path, token_expiry_warning=0.5) as server:
+        ws = await websockets.connect(server.url(f"token={server.token(ttl=1)}"))
+        await receive(ws, "token_expiring")
+        data = orjson.loads(await ws.recv())
+        error = data[0] if isinstance(data, list) else data
+        assert error["code"] == "ERR_TOKEN_EXPIRED"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_shutdown_closes_with_1012_and_counts_the_socket_gone(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        ws = await websockets.connect(server.url(f"token={server.token()}&doc=s"))
+        await receive(ws, "snapshot")
+        server.server.should_exit = True
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert server.tandem.connections.users == {}
+    assert server.tandem.documents.sessions == {} or all(
+        not session.members for session in server.tandem.documents.sessions.values()
+    )
+
+
+# -- run_eagerly -----------------------------------------------------------------------------
+
+
+async def test_a_coroutine_that_never_suspends_needs_no_task() -> None:
+    done: list[int] = []
+
+    async def quick() -> None:
+        done.append(1)
+
+    assert run_eagerly(quick()) is None
+    assert done == [1]
+
+
+async def test_a_coroutine_that_suspends_is_carried_on_by_a_task() -> None:
+    steps: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    async def slow() -> None:
+        steps.append("before")
+        steps.append(await gate)
+        await asyncio.sleep(0)
+        steps.append("after")
+
+    task = run_eagerly(slow())
+    assert task is not None and steps == ["before"]
+    gate.set_result("resumed")
+    await task
+    assert steps == ["before", "resumed", "after"]
+
+
+async def test_errors_and_cancellation_reach_the_coroutine() -> None:
+    loop = asyncio.get_running_loop()
+    failing = loop.create_future()
+    seen: list[str] = []
+
+    async def awaits(future: asyncio.Future[None]) -> None:
+        try:
+            await future
+        except ValueError:
+            seen.append("error")
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    first = run_eagerly(awaits(failing))
+    assert first is not None
+    failing.set_exception(ValueError("boom"))
+    await first
+    never = loop.create_future()
+    second = run_eagerly(awaits(never))
+    assert second is not None
+    await asyncio.sleep(0)
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert seen == ["error", "cancelled"] and never.cancelled()
