@@ -28,7 +28,7 @@ Must not import asyncio, storage, bus or network code.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from tandem.errors import DocumentTooLarge, HistoryUnavailable, VersionError
@@ -55,6 +55,10 @@ class Entry:
     #: The Yjs update the op made on the CRDT replica (for a Yjs client's op: the
     #: effective update it merged); None when the op was committed without one.
     crdt: bytes | None = None
+
+    def with_crdt(self, crdt: bytes | None) -> Entry:
+        """This entry carrying ``crdt`` (half the cost of ``dataclasses.replace``, paid twice per op)."""
+        return Entry(self.version, self.op, self.client_id, self.seq, self.user, self.time, crdt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ class Sequencer:
 
     def stamp_head(self, crdt: bytes) -> Entry:
         """Attach the CRDT update the replica made for the newest entry; returns the entry."""
-        entry = replace(self._entries[-1], crdt=crdt)
+        entry = self._entries[-1].with_crdt(crdt)
         self._entries[-1] = entry
         return entry
 
@@ -141,7 +145,7 @@ class Sequencer:
         """Drop the CRDT update kept with the entry of ``version`` (it is stored)."""
         index = version - self.window_start - 1
         if 0 <= index < len(self._entries) and self._entries[index].crdt is not None:
-            self._entries[index] = replace(self._entries[index], crdt=None)
+            self._entries[index] = self._entries[index].with_crdt(None)
 
     def extend_history(self, older: Sequence[Entry]) -> None:
         """Prepend entries loaded from storage that end right before the window."""
