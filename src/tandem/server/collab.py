@@ -133,8 +133,9 @@ class _Flusher:
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
-        # key: the ids of the messages in order -> (the messages, kept alive, and the frame)
-        frames: dict[tuple[int, ...], tuple[list[str], bytes]] = {}
+        # key: the id of the message, or the ids of the messages in order -> (the
+        # messages, kept alive so no id is reused, and the frame)
+        frames: dict[Any, tuple[list[str], bytes]] = {}
         for connection in dirty:
             connection.flush(frames)
 
@@ -239,7 +240,9 @@ class Connection:
             self.close(error.close_code or 4408, "slow consumer")
             return
         self._queue.append(message)
-        self._schedule()
+        if not self._scheduled:  # _schedule, inlined: this runs once per delivery
+            self._scheduled = True
+            _flusher.schedule(self)
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -251,7 +254,7 @@ class Connection:
         if self._queue or self._closing is not None:
             self._schedule()
 
-    def flush(self, frames: dict[tuple[int, ...], tuple[list[str], bytes]] | None = None) -> None:
+    def flush(self, frames: dict[Any, tuple[list[str], bytes]] | None = None) -> None:
         """Send what is queued (and the close, if asked) if the wire is writable."""
         self._scheduled = False
         if self.closed:
@@ -263,7 +266,7 @@ class Connection:
         messages = self._queue
         if messages:
             self._queue = []
-            key = tuple(map(id, messages))
+            key = id(messages[0]) if len(messages) == 1 else tuple(map(id, messages))
             known = None if frames is None else frames.get(key)
             if known is None:
                 known = (messages, text_frame(batch(messages).encode()))
