@@ -42,7 +42,16 @@ from pycrdt import Doc, TransactionEvent
 
 from tandem.merge import yproto
 from tandem.merge.updates import clock_ends
-from tandem.merge.yproto import Decoder, ProtocolError, write_var_string, write_var_uint
+from tandem.merge.yproto import (
+    AUTH,
+    AWARENESS,
+    QUERY_AWARENESS,
+    SYNC,
+    Decoder,
+    ProtocolError,
+    write_var_string,
+    write_var_uint,
+)
 
 __all__ = [
     "AUTH",
@@ -69,10 +78,7 @@ __all__ = [
     "wrap",
 ]
 
-SYNC: Final = 0
-AWARENESS: Final = 1
-AUTH: Final = 2
-QUERY_AWARENESS: Final = 3
+# The first four message types are y-protocols' own; Hocuspocus adds the rest.
 SYNC_REPLY: Final = 4
 STATELESS: Final = 5
 BROADCAST_STATELESS: Final = 6
