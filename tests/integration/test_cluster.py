@@ -96,13 +96,18 @@ def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerPro
             keys = random.Random(9).sample(ALPHABET, 6 * 80)
             victims = [i for i in range(6) if i % 3 == 0]
 
+            halfway = [asyncio.Event() for _ in range(6)]
+
             async def typist(i: int) -> None:
                 await type_into(handles[i], random.Random(i), keys[i::6][:40])
+                halfway[i].set()
                 await asyncio.sleep(0.05)
                 await type_into(handles[i], random.Random(100 + i), keys[i::6][40:])
 
             typing = asyncio.gather(*(typist(i) for i in range(6)))
-            await asyncio.sleep(0.3)
+            # Kill while the victims still have keys to type (a fixed delay let a fast
+            # server finish all typing first, and nobody had to fail over).
+            await asyncio.gather(*(halfway[i].wait() for i in victims))
             killed_at = time.perf_counter()
             cluster[0].kill()
             # Recovery: the failed-over clients get their pending edits acknowledged.
