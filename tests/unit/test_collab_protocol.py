@@ -150,6 +150,25 @@ async def test_a_socket_without_a_token_is_told_why_and_closed_with_4401(
     assert server.tandem.connections.users == {}
 
 
+async def test_the_per_ip_cap_counts_the_address_a_trusted_proxy_forwarded(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, max_connections_per_ip=1) as server:
+        url = server.url(f"token={server.token()}")
+        first = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.1"})
+        second = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.2"})
+        await receive(first, "hello")
+        await receive(second, "hello")
+        again = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.1"})
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await again.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        assert server.tandem.connections.ips == {"10.0.0.1": 1, "10.0.0.2": 1}
+        await first.close()
+        await second.close()
+
+
 async def test_an_expiring_token_is_warned_then_closed(tmp_path: Path) -> None:
     async with running(tmp_path, token_expiry_warning=0.5) as server:
         ws = await websockets.connect(server.url(f"token={server.token(ttl=1)}"))

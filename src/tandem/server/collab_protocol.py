@@ -35,7 +35,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from urllib.parse import parse_qsl, quote, unquote
 
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import OPEN
@@ -72,6 +74,8 @@ class CollabServer:
 
     def __init__(self, tandem: Tandem) -> None:
         self.tandem = tandem
+        self._config: Config | None = None
+        self._trusted: Any = None
 
     def __call__(
         self,
@@ -80,7 +84,30 @@ class CollabServer:
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> CollabProtocol:
+        if config is not self._config:
+            self._config = config
+            # The proxies uvicorn trusts (--proxy-headers, --forwarded-allow-ips), as its
+            # ProxyHeadersMiddleware does for the ASGI app: /collab never passes through it.
+            self._trusted = (
+                ProxyHeadersMiddleware(None, config.forwarded_allow_ips).trusted_hosts  # type: ignore[arg-type]
+                if config.proxy_headers
+                else None
+            )
         return CollabProtocol(self, config, server_state, app_state)
+
+    def client_address(self, peer: Any, headers: Headers) -> tuple[str, int]:
+        """The client's address: the socket's peer, or what a trusted proxy forwarded."""
+        host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unknown", 0)
+        trusted = self._trusted
+        if trusted is not None and host in trusted:
+            forwarded = headers.get_all("X-Forwarded-For")
+            if forwarded:
+                forwarded_host, forwarded_port = trusted.get_trusted_client_address(
+                    ", ".join(forwarded)
+                )
+                if forwarded_host:
+                    return forwarded_host, forwarded_port
+        return host, port
 
 
 class CollabProtocol(asyncio.Protocol):
@@ -221,8 +248,9 @@ class CollabProtocol(asyncio.Protocol):
             return
         tandem = self._server.tandem
         headers = request.headers
+        client = self._server.client_address(self.transport.get_extra_info("peername"), headers)
         if not origin_allowed(tandem.settings, headers.get("Origin")):
-            self._log_request(request.path, "403")
+            self._log_request(client, request.path, "403")
             handshake.send_response(handshake.reject(403, ""))
             self._send_pending(handshake)
             self.transport.close()
@@ -245,18 +273,17 @@ class CollabProtocol(asyncio.Protocol):
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
         handshake.send_response(response)
         self._send_pending(handshake)
-        self._log_request(request.path, "[accepted]")
+        self._log_request(client, request.path, "[accepted]")
         self._ws = ServerProtocol(state=OPEN, max_size=self._config.ws_max_size, logger=_frames_log)
-        peer = self.transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else "unknown"
+        ip = client[0]
         try:
-            principal, client, doc = admit(tandem, token, query, ip)
+            principal, client_id, doc = admit(tandem, token, query, ip)
         except TandemError as error:
             tandem.metrics.error(error.code)
             self._ws.send_text(encode(error_message(error)).encode())
             self.send_close(refusal_close_code(error), error.code)
             return
-        connection = self.connection = Connection(self, principal, client, tandem, ip)
+        connection = self.connection = Connection(self, principal, client_id, tandem, ip)
         connection.opened()
         self._start_keepalive()
         if doc is not None:
@@ -276,12 +303,12 @@ class CollabProtocol(asyncio.Protocol):
         # below runs, we forward every callback.
         asyncio.get_running_loop().call_soon(self.transport.set_protocol, other)
 
-    def _log_request(self, target: str, outcome: str) -> None:
+    def _log_request(self, client: tuple[str, int], target: str, outcome: str) -> None:
+        """The request line uvicorn logs for a WebSocket (tokens are redacted by the filter)."""
         if access_log.isEnabledFor(logging.INFO):
-            peer = self.transport.get_extra_info("peername")
-            who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
             path, _, query = target.partition("?")
             target = quote(unquote(path)) + ("?" + query if query else "")
+            who = f"{client[0]}:{client[1]}"
             access_log.info('%s - "WebSocket %s" %s', who, target, outcome)
 
     # -- frames ---------------------------------------------------------------------------------
