@@ -96,11 +96,12 @@ class Member:
 
     peer: Peer
     permission: str  # "read" | "write"
+    #: Idempotency identity: the client id scoped by user (see docs/protocol.md).
+    #: Built once: it is compared for every member on every committed op.
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        """Idempotency identity: the client id scoped by user (see docs/protocol.md)."""
-        return f"{self.peer.client}@{self.peer.user}"
+    def __post_init__(self) -> None:
+        self.key = f"{self.peer.client}@{self.peer.user}"
 
 
 def _has_version(pending: _Pending, version: int) -> bool:
