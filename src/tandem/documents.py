@@ -104,6 +104,10 @@ class Member:
         self.key = f"{self.peer.client}@{self.peer.user}"
 
 
+def _any_pending(pending: _Pending) -> bool:
+    return True
+
+
 def _has_version(pending: _Pending, version: int) -> bool:
     return pending.version == version
 
@@ -530,6 +534,14 @@ class DocumentSession:
             return False
         last = await self._known_last_seq(key)
         return last is not None and seq <= last
+
+    def in_flight(self) -> bool:
+        """Is an op sequenced (and so in the replica) but not yet stored?"""
+        return any(pending.entry is not None for pending in self._outbox)
+
+    async def stored(self) -> None:
+        """Return at a moment when nothing sequenced is waiting for storage."""
+        await self._settled(_any_pending)
 
     async def _settled(self, waiting_for: Callable[[_Pending], bool]) -> None:
         """Return once no commit in flight matches ``waiting_for`` (stored or rolled back)."""

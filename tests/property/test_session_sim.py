@@ -57,19 +57,23 @@ import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from pycrdt import Doc, Text
 
 from tandem import documents as documents_module
 from tandem.client.state import ClientState
 from tandem.documents import DocumentManager, DocumentSession
 from tandem.errors import StorageError, TandemError
+from tandem.merge import yproto
 from tandem.metrics import Metrics
 from tandem.ot import Delta, Document
 from tandem.ot.delta import Insert
 from tandem.protocol import Join, Leave, Presence, Submit, encode, error_message, parse
+from tandem.server.yjs import YjsLink
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord
 from tandem.storage.memory import MemoryStore
@@ -306,7 +310,7 @@ class SimConnection:
                 self.world.failure = exc
 
 
-# -- clients -----------------------------------------------------------------------------------------
+# -- clients ----------------------------------------------------------------------------
 
 
 class SimClient:
@@ -510,7 +514,7 @@ class SimClient:
         return delta.retain(pos).retain(span, {rng.choice(NAMES): rng.choice([True, None])})
 
 
-# -- the world ------------------------------------------------------------------------------------------
+# -- the world --------------------------------------------------------------------------
 
 
 class World:
@@ -565,9 +569,7 @@ class World:
         session = self.manager.sessions.get(DOC)
         return (
             self.in_flight == 0
-            and all(
-                c.live and c.state is not None and c.state.synchronized for c in self.clients
-            )
+            and all(c.live and c.state is not None and c.state.synchronized for c in self.clients)
             and all(c.connection is not None and c.connection.inbox.empty() for c in self.clients)
             and session is not None
             and not session.busy
@@ -644,7 +646,9 @@ class World:
             for (key, seq), (version, sent) in client.acked.items():
                 committed = where.get((key, seq))
                 if committed is not None:
-                    assert committed == version, f"{key} seq {seq}: ack v{version}, log v{committed}"
+                    assert committed == version, (
+                        f"{key} seq {seq}: ack v{version}, log v{committed}"
+                    )
                 else:
                     # Acked without a version: only an op that changed nothing may be.
                     assert not any(isinstance(op, Insert) for op in sent.ops), (
@@ -768,7 +772,6 @@ def test_session_simulation_long() -> None:
     run_seeds(range(SEEDS, SEEDS + SLOW_SEEDS))
 
 
-
 # -- found by the simulation: a client that lost its state but kept its id -------------------------
 
 
@@ -836,7 +839,6 @@ def test_a_reused_seq_after_a_reload_does_not_wedge_the_document() -> None:
         assert acks and acks[0]["v"] == 1, "seq 1 was committed as version 1: a duplicate"
 
     run_virtual(VirtualLoop(), scenario())
-
 
 
 class _GatedStore(MemoryStore):
@@ -933,6 +935,41 @@ def test_a_resent_merge_is_answered_once_its_first_copy_is_stored() -> None:
         for reply in replies:
             assert final.apply(Delta.from_json(reply["op"])).text() == "hello world"
         assert session.durable_document.text() == "hello world"
+
+    run_virtual(VirtualLoop(), scenario())
+
+
+def test_a_sync_step2_waits_until_what_it_carries_is_stored() -> None:
+    """Else a crash could lose items a Yjs client already has, and the server would
+    reuse their ids for other text: that client could never converge again."""
+
+    class Link(YjsLink):
+        def __init__(self) -> None:
+            super().__init__("u2", "u2")
+            self.frames: list[yproto.Message] = []
+
+        def send_bytes(self, frame: bytes) -> None:
+            self.frames.append(yproto.parse(frame))
+
+    async def scenario() -> None:
+        store, session = await _gated_session()
+        link = Link()
+        tandem = SimpleNamespace(documents=session.manager)
+        await link.join(tandem, DOC, "write")  # type: ignore[arg-type]
+        author = Recorder("c1", "u1")
+        await session.join(author, "write", None)
+        await session.submit(session.member(author), Delta().insert("abc"), 0, 1)  # gated
+        answer = asyncio.ensure_future(link.handle(yproto.sync_step1(Doc().get_state())))
+        await asyncio.sleep(0.05)
+        assert not answer.done() and not any(m.sub == yproto.SYNC_STEP2 for m in link.frames)
+        store.gate.set()
+        await answer
+        step2 = [m for m in link.frames if m.sub == yproto.SYNC_STEP2]
+        assert len(step2) == 1
+        client = Doc()
+        client.apply_update(step2[0].payload)
+        assert str(client.get("content", type=Text)) == "abc"
+        assert session.durable_version == 1
 
     run_virtual(VirtualLoop(), scenario())
 

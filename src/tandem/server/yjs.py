@@ -58,6 +58,9 @@ __all__ = ["Outbox", "YjsConnection", "YjsLink", "serve_yjs"]
 
 log = logging.getLogger("tandem.yjs")
 
+#: Longest a SyncStep2 waits for a moment with no commit in flight (``_stored_replica``).
+STORED_WAIT = 5.0
+
 #: Keep-alive period: y-websocket reconnects after 30 s without a message.
 KEEPALIVE = 15.0
 _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
@@ -201,6 +204,34 @@ class YjsLink:
         if bridged is not None:
             self.send_bytes(yproto.awareness_message(bridged))
 
+    @staticmethod
+    async def _stored_replica(session: DocumentSession, host: ReplicaHost) -> Replica:
+        """The replica at a moment when everything it holds is stored.
+
+        The replica takes each op when it is sequenced, before it is stored. A
+        SyncStep2 computed while a commit is in flight would hand the client
+        items a crash could still lose; the server would then reuse their ids
+        for other text and that client could never converge again. So the
+        answer waits for a moment with nothing in flight (under a steady
+        stream of ops, the next commit that catches up); after
+        ``STORED_WAIT`` seconds without one it answers anyway, and says so.
+        """
+        deadline = time.monotonic() + STORED_WAIT
+        while True:
+            replica = await host.ready()
+            if not session.in_flight():
+                return replica
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "%s: SyncStep2 sent with ops still being stored (none caught up in %.0f s)",
+                    session.doc,
+                    STORED_WAIT,
+                )
+                return replica
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.stored(), remaining)
+
     async def handle(self, frame: bytes) -> None:
         """One y-protocols frame from the client; ``yproto.ProtocolError`` if malformed."""
         session, member = self.session, self.member
@@ -209,7 +240,8 @@ class YjsLink:
         message = yproto.parse(frame)
         if message.kind == yproto.SYNC:
             if message.sub == yproto.SYNC_STEP1:
-                self.answer_sync_step1(await host.ready(), message.payload)
+                replica = await self._stored_replica(session, host)
+                self.answer_sync_step1(replica, message.payload)
                 host.caught_up(self)  # no await since the SyncStep2: no Update missed
             elif member.permission != "write":
                 self.refuse_write(message)
