@@ -76,7 +76,9 @@ def main() -> None:
         runs = [per_op(size, seed=seed) for seed in (1, 2, 3)]
         crdt = statistics.median(r[0] for r in runs)
         ot = statistics.median(r[1] for r in runs)
-        print(f"  {size:>6} chars: replica {crdt * 1e6:7.1f} µs/op   OT apply {ot * 1e6:7.1f} µs/op")
+        print(
+            f"  {size:>6} chars: replica {crdt * 1e6:7.1f} µs/op   OT apply {ot * 1e6:7.1f} µs/op"
+        )
     print(f"replica memory per open document (10,000 chars): {memory_per_doc():.0f} KiB")
 
 

@@ -150,9 +150,7 @@ def parse(
     if isinstance(frame, bytes):
         raise ProtocolError("binary frames are not accepted on /collab; send JSON text")
     # A code point is 1-4 bytes of UTF-8: count bytes only when characters can't decide.
-    if len(frame) > max_bytes or (
-        len(frame) * 4 > max_bytes and _utf8_length(frame) > max_bytes
-    ):
+    if len(frame) > max_bytes or (len(frame) * 4 > max_bytes and _utf8_length(frame) > max_bytes):
         raise FrameTooLarge(f"frame larger than {max_bytes} bytes")
     try:
         data = orjson.loads(frame)

@@ -57,7 +57,7 @@ class Entry:
     crdt: bytes | None = None
 
     def with_crdt(self, crdt: bytes | None) -> Entry:
-        """This entry carrying ``crdt`` (half the cost of ``dataclasses.replace``, paid twice per op)."""
+        """This entry carrying ``crdt`` (half the cost of ``dataclasses.replace``; twice per op)."""
         return Entry(self.version, self.op, self.client_id, self.seq, self.user, self.time, crdt)
 
 

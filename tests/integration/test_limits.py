@@ -82,7 +82,7 @@ async def closed_with(client: RawClient) -> int:
     return closed.value.rcvd.code
 
 
-# -- frame size ---------------------------------------------------------------------------
+# -- frame size ---------------------------------------------------------------------------------
 
 
 async def test_a_frame_over_the_limit_gets_an_error_then_1009(
@@ -121,7 +121,7 @@ async def test_the_frame_limit_counts_bytes_not_characters(
     await assert_healthy(limited, "limits", before)
 
 
-# -- document size ---------------------------------------------------------------------------
+# -- document size ------------------------------------------------------------------------------
 
 
 async def test_an_op_that_grows_the_document_past_its_limit_is_refused(
@@ -145,7 +145,7 @@ async def test_an_op_that_grows_the_document_past_its_limit_is_refused(
     await client.close()
 
 
-# -- rate -------------------------------------------------------------------------------------
+# -- rate ---------------------------------------------------------------------------------------
 
 
 async def test_a_burst_over_the_rate_is_dropped_with_an_error_and_nothing_half_applied(
@@ -180,7 +180,7 @@ async def test_a_burst_over_the_rate_is_dropped_with_an_error_and_nothing_half_a
     await client.close()
 
 
-# -- connections per user / per IP ------------------------------------------------------------------
+# -- connections per user / per IP --------------------------------------------------------------
 
 
 async def test_connections_per_user_are_capped_with_4429(limited: ServerProcess) -> None:
@@ -226,7 +226,7 @@ async def test_connections_per_ip_are_capped_with_4429(tmp_path: Path) -> None:
         server.stop()
 
 
-# -- joins per connection -----------------------------------------------------------------------------
+# -- joins per connection -----------------------------------------------------------------------
 
 
 async def test_joins_per_connection_are_capped(limited: ServerProcess) -> None:

@@ -71,8 +71,14 @@ def rs_server(
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"sub": "ada", "iat": now, "exp": now + 600, "aud": AUDIENCE, "iss": ISSUER,
-            "docs": {"a/*": "write", "ro": "read"}}
+    base = {
+        "sub": "ada",
+        "iat": now,
+        "exp": now + 600,
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "docs": {"a/*": "write", "ro": "read"},
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -105,8 +111,16 @@ def attacks(key: rsa.RSAPrivateKey) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "attack",
-    ["alg none", "hs256 with the public key", "expired", "not yet valid", "wrong audience",
-     "wrong issuer", "tampered payload", "missing sub"],
+    [
+        "alg none",
+        "hs256 with the public key",
+        "expired",
+        "not yet valid",
+        "wrong audience",
+        "wrong issuer",
+        "tampered payload",
+        "missing sub",
+    ],
 )
 async def test_jwt_attacks_are_refused_over_websocket_and_rest(
     rs_server: ServerProcess, rsa_key: rsa.RSAPrivateKey, attack: str
@@ -121,17 +135,21 @@ async def test_jwt_attacks_are_refused_over_websocket_and_rest(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     async with httpx.AsyncClient() as http:
         for response in (
-            await http.get(f"{rs_server.url}/api/docs/a/x",
-                           headers={"Authorization": f"Bearer {bad}"}),
-            await http.post(f"{rs_server.url}/api/docs/a/x/ops",
-                            json={"type": "insert", "pos": 0, "text": "pwned"},
-                            headers={"Authorization": f"Bearer {bad}"}),
+            await http.get(
+                f"{rs_server.url}/api/docs/a/x", headers={"Authorization": f"Bearer {bad}"}
+            ),
+            await http.post(
+                f"{rs_server.url}/api/docs/a/x/ops",
+                json={"type": "insert", "pos": 0, "text": "pwned"},
+                headers={"Authorization": f"Bearer {bad}"},
+            ),
         ):
             assert response.status_code == 401, response.text
     good = jwt.encode(claims(), rsa_key, algorithm="RS256")
     async with httpx.AsyncClient() as http:
-        response = await http.get(f"{rs_server.url}/api/docs/a/x",
-                                  headers={"Authorization": f"Bearer {good}"})
+        response = await http.get(
+            f"{rs_server.url}/api/docs/a/x", headers={"Authorization": f"Bearer {good}"}
+        )
         assert response.status_code == 200 and "pwned" not in response.text
 
 
@@ -152,9 +170,14 @@ async def test_the_right_token_works_and_its_limits_hold(
 
 @pytest.mark.parametrize(
     ("origin", "allowed"),
-    [("https://good.example", True), ("http://localhost:3000", True), (None, True),
-     ("https://evil.example", False), ("https://good.example.evil.example", False),
-     ("null", False)],
+    [
+        ("https://good.example", True),
+        ("http://localhost:3000", True),
+        (None, True),
+        ("https://evil.example", False),
+        ("https://good.example.evil.example", False),
+        ("null", False),
+    ],
 )
 async def test_origin_allow_list(
     rs_server: ServerProcess, rsa_key: rsa.RSAPrivateKey, origin: str | None, allowed: bool
@@ -172,7 +195,9 @@ async def test_origin_allow_list(
         assert refused.value.response.status_code == 403
 
 
-def _server_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str) -> tuple[str, list[str]]:
+def _server_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> tuple[str, list[str]]:
     """Run a server at ``level``, present good and bad tokens every way; its output and them."""
     real_popen = subprocess.Popen
 
@@ -200,8 +225,9 @@ def _server_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str) 
                     await client.close()
             async with httpx.AsyncClient() as http:
                 for bad in (valid, wrong, expired):
-                    await http.get(f"{server.url}/api/docs/d",
-                                   headers={"Authorization": f"Bearer {bad}"})
+                    await http.get(
+                        f"{server.url}/api/docs/d", headers={"Authorization": f"Bearer {bad}"}
+                    )
 
         asyncio.run(provoke())
     finally:
@@ -230,13 +256,20 @@ def test_the_redacting_filter_removes_tokens_from_log_records() -> None:
 
     jwt_text = token("ada")
     record = logging.LogRecord(
-        "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
-        ("127.0.0.1:5", f"/collab?token={jwt_text}&doc=d"), None,
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", f"/collab?token={jwt_text}&doc=d"),
+        None,
     )
     assert TokenRedactingFilter().filter(record)
     assert jwt_text not in record.getMessage() and "doc=d" in record.getMessage()
-    for line in (f"< authorization: Bearer {jwt_text}",
-                 f"< sec-websocket-protocol: tandem.v1, bearer.{jwt_text}"):
+    for line in (
+        f"< authorization: Bearer {jwt_text}",
+        f"< sec-websocket-protocol: tandem.v1, bearer.{jwt_text}",
+    ):
         record = logging.LogRecord("x", logging.DEBUG, __file__, 1, line, None, None)
         TokenRedactingFilter().filter(record)
         assert jwt_text not in record.getMessage()

@@ -132,7 +132,7 @@ def rss_kib(server: ServerProcess) -> int:
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
 
-# -- a client that stops reading -----------------------------------------------------------------
+# -- a client that stops reading ----------------------------------------------------------------
 
 
 async def joined(server: ServerProcess, user: str, doc: str) -> RawClient:
@@ -150,8 +150,11 @@ async def propagation(
     for i in range(count):
         started = time.perf_counter()
         # Insert then delete, so the document (and its snapshots) stay small.
-        op = {"type": "insert", "pos": 0, "text": text} if i % 2 == 0 else {
-            "type": "delete", "pos": 0, "length": size}
+        op = (
+            {"type": "insert", "pos": 0, "text": text}
+            if i % 2 == 0
+            else {"type": "delete", "pos": 0, "length": size}
+        )
         await writer.send(op)
         await writer.expect("ack")
         for watcher in watchers:
@@ -182,9 +185,7 @@ async def test_a_slow_reader_is_dropped_and_does_not_slow_the_others(tmp_path: P
         slow = await asyncio.to_thread(
             RawSocket, server.port, f"token={token('sloth')}&doc=slowdoc", receive_buffer=4096
         )
-        await until(
-            lambda: _present(server, "slowdoc", 6), "the slow reader to join"
-        )
+        await until(lambda: _present(server, "slowdoc", 6), "the slow reader to join")
         rss_before = rss_kib(server)
         # Interleave the two documents in rounds so machine noise hits both alike; on a
         # shared machine one stall decides a p99, so a failing comparison is measured again
@@ -252,7 +253,7 @@ async def _count(server: ServerProcess, count: int) -> bool:
     return await metric(server, "tandem_connections") == count
 
 
-# -- a client that stops answering pings --------------------------------------------------------------
+# -- a client that stops answering pings --------------------------------------------------------
 
 
 async def test_a_silent_client_is_pinged_and_dropped(tmp_path: Path) -> None:
@@ -275,7 +276,7 @@ async def test_a_silent_client_is_pinged_and_dropped(tmp_path: Path) -> None:
         server.stop()
 
 
-# -- torn frames, invalid UTF-8 -----------------------------------------------------------------------
+# -- torn frames, invalid UTF-8 -----------------------------------------------------------------
 
 
 async def test_a_connection_torn_mid_frame_changes_nothing(server: ServerProcess) -> None:

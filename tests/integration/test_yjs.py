@@ -67,8 +67,12 @@ async def test_yjs_and_ot_clients_edit_one_document(server: ServerProcess) -> No
 
     # OT → Yjs, including a removal of formatting.
     await ot.send(
-        {"type": "op", "v": 3, "seq": 2, "op": [{"retain": 1, "attributes": {"italic": None}},
-                                                  {"insert": "é"}]}
+        {
+            "type": "op",
+            "v": 3,
+            "seq": 2,
+            "op": [{"retain": 1, "attributes": {"italic": None}}, {"insert": "é"}],
+        }
     )
     await ot.expect("ack", v=4)
     await until(lambda: y.plain() == "héi 😀 🎉!there")
