@@ -3,34 +3,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { TandemClient, MemoryStorage } from '../src/index.js';
-
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = new URL(url);
-    this.readyState = 1;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-  send(text) {
-    this.sent.push(JSON.parse(text));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  /** the server sends a frame (an object, or an array: a batch) */
-  frame(data) {
-    this.onmessage({ data: JSON.stringify(data) });
-  }
-  /** the server closes */
-  drop(code = 1006) {
-    this.readyState = 3;
-    this.onclose({ code, reason: '' });
-  }
-  last(type) {
-    return this.sent.filter((m) => m.type === type).at(-1);
-  }
-}
+import { FakeSocket } from './support/fake-socket.mjs';
 
 async function setup() {
   FakeSocket.all = [];

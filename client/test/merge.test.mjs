@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import Delta from 'quill-delta';
 import { ClientState, MERGE_AT, TandemClient, MemoryStorage } from '../src/index.js';
 import { seeded, randomEdit } from './support/random.mjs';
+import { FakeSocket } from './support/fake-socket.mjs';
 
 const d = (ops) => new Delta(ops);
 const textOf = (doc) => doc.ops.map((op) => op.insert).join('');
@@ -119,38 +120,6 @@ test('random offline branches merged while typing converge with the server', () 
 });
 
 // ---- the document, against a fake socket ------------------------------------------
-
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = new URL(url);
-    this.readyState = 1;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-  send(text) {
-    this.sent.push(JSON.parse(text));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  frame(data) {
-    this.onmessage({ data: JSON.stringify(data) });
-  }
-  drop(code = 1006) {
-    this.readyState = 3;
-    this.onclose({ code, reason: '' });
-  }
-  all(type) {
-    return this.sent.filter((m) => m.type === type);
-  }
-  last(type) {
-    return this.all(type).at(-1);
-  }
-  hello() {
-    this.frame({ type: 'hello', protocol: 1, client: 'me', user: 'u', name: 'U', expires: 0 });
-  }
-}
 
 const nextSocket = (n) =>
   new Promise((resolve) => {
