@@ -184,7 +184,8 @@ class DocumentSession:
     async def join(self, peer: Peer, permission: str, version: int | None) -> None:
         """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up)."""
         entries: list[Entry] | None = None
-        key = f"{peer.client}@{peer.user}"
+        member = Member(peer, permission)
+        key = member.key
         await self._known_last_seq(key)
         # The same client back on a new connection while an op it sent on the old
         # one is still being stored: wait for that commit (or its rollback), so the
@@ -196,7 +197,6 @@ class DocumentSession:
         if version is not None and version <= self.durable_version:
             entries = await self._entries_between(version, self.durable_version)
         # No await from here on: the reply and the membership are consistent.
-        member = Member(peer, permission)
         self.members[peer] = member
         self.idle_since = None
         presence = self.presence.snapshot() + self.remote_presence.snapshot()
@@ -537,15 +537,19 @@ class DocumentSession:
 
     def in_flight(self) -> bool:
         """Is an op sequenced (and so in the replica) but not yet stored?"""
-        return any(pending.entry is not None for pending in self._outbox)
+        return self._in_flight(_any_pending)
 
     async def stored(self) -> None:
         """Return at a moment when nothing sequenced is waiting for storage."""
         await self._settled(_any_pending)
 
+    def _in_flight(self, matching: Callable[[_Pending], bool]) -> bool:
+        """Is a sequenced op that ``matching`` accepts still waiting for storage?"""
+        return any(p.entry is not None and matching(p) for p in self._outbox)
+
     async def _settled(self, waiting_for: Callable[[_Pending], bool]) -> None:
         """Return once no commit in flight matches ``waiting_for`` (stored or rolled back)."""
-        while any(p.entry is not None and waiting_for(p) for p in self._outbox):
+        while self._in_flight(waiting_for):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._settle_waiters.append(waiter)
             await waiter
