@@ -64,7 +64,7 @@ from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemErr
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
-from tandem.server.yjs import Outbox, YjsLink
+from tandem.server.yjs import Outbox, YjsLink, binary_frames
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
@@ -316,13 +316,7 @@ async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
 
     timer = asyncio.get_running_loop().call_later(AUTH_DEADLINE, deadline)
     try:
-        while not writer.done():
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            frame = message.get("bytes")
-            if frame is None:
-                continue  # the provider sends binary frames only
+        async for frame in binary_frames(websocket, writer):
             await socket.receive(frame)
     except (WebSocketDisconnect, RuntimeError):
         pass

@@ -36,7 +36,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from tandem.replicas import ReplicaHost
     from tandem.server.app import Tandem
 
-__all__ = ["Outbox", "YjsConnection", "YjsLink", "serve_yjs"]
+__all__ = ["Outbox", "YjsConnection", "YjsLink", "binary_frames", "serve_yjs"]
 
 log = logging.getLogger("tandem.yjs")
 
@@ -308,6 +308,20 @@ class YjsConnection(YjsLink):
         await self.outbox.writer()
 
 
+async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> AsyncIterator[bytes]:
+    """The binary frames a Yjs client sends, until it disconnects or ``writer`` ends.
+
+    Text frames are skipped: y-websocket and the Hocuspocus provider send none.
+    """
+    while not writer.done():
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        frame = message.get("bytes")
+        if frame is not None:
+            yield frame
+
+
 async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
     token, subprotocol = extract_token(
@@ -347,13 +361,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
     try:
         await connection.join(tandem, doc, permission)
-        while not writer.done():
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            frame = message.get("bytes")
-            if frame is None:
-                continue  # y-websocket sends binary frames only
+        async for frame in binary_frames(websocket, writer):
             await connection.handle(frame)
     except (WebSocketDisconnect, RuntimeError):
         pass
