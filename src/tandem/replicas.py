@@ -99,12 +99,15 @@ def build_replica(loaded: LoadedDocument) -> Replica:
     return replica
 
 
-def _replay(replica: Replica, record: OpRecord) -> None:
-    """Apply a stored op: its stored update (the same items), else its delta."""
-    if record.crdt is not None:
-        replica.replay(record.crdt, record.version, record.op)
-    else:
-        replica.apply(record.op, record.version)
+def _replay(replica: Replica, op: OpRecord | Entry) -> bytes:
+    """Apply a committed op: its stored update (the same items), else its delta.
+
+    Returns the update applied.
+    """
+    if op.crdt is not None:
+        replica.replay(op.crdt, op.version, op.op)
+        return op.crdt
+    return replica.apply(op.op, op.version)
 
 
 class ReplicaHost:
@@ -148,14 +151,7 @@ class ReplicaHost:
             for entry in session.sequencer.entries_since(replica.version):
                 if entry.version > session.durable_version:
                     break
-                self._apply(replica, entry)
-
-    @staticmethod
-    def _apply(replica: Replica, entry: Entry) -> bytes:
-        if entry.crdt is not None:
-            replica.replay(entry.crdt, entry.version, entry.op)
-            return entry.crdt
-        return replica.apply(entry.op, entry.version)
+                _replay(replica, entry)
 
     def stamp(self, entry: Entry) -> bytes | None:
         """Apply the just-committed head ``entry`` now; its Yjs update, to store with it.
@@ -175,7 +171,7 @@ class ReplicaHost:
             for earlier in self.session.sequencer.entries_since(replica.version):
                 if earlier.version >= entry.version:
                     break
-                self._early[earlier.version] = self._apply(replica, earlier)
+                self._early[earlier.version] = _replay(replica, earlier)
             update = replica.apply(entry.op, entry.version)
         except (ReplicaError, TandemError) as exc:
             log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
@@ -283,7 +279,7 @@ class ReplicaHost:
             if replica.version >= entry.version:
                 return
             try:
-                update = self._apply(replica, entry)
+                update = _replay(replica, entry)
             except ReplicaError as exc:
                 log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
                 self._rebuild()
@@ -461,7 +457,7 @@ class ReplicaHost:
         sequencer = session.sequencer
         try:
             for entry in sequencer.entries_since(replica.version):
-                self._early[entry.version] = self._apply(replica, entry)
+                self._early[entry.version] = _replay(replica, entry)
             delta, effective = replica.merge(update)
         except UpdateRefused as exc:
             raise ReplicaRefused(str(exc)) from None  # nothing changed: no rebuild
