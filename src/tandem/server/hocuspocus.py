@@ -64,6 +64,7 @@ from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemErr
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
+from tandem.server.collab import origin_allowed
 from tandem.server.yjs import Outbox, YjsLink, binary_frames
 
 if TYPE_CHECKING:
@@ -300,9 +301,7 @@ class HocuspocusSocket:
 
 async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
     """Run one ``/hocuspocus`` connection from handshake to close."""
-    settings = tandem.settings
-    origin = websocket.headers.get("origin")
-    if settings.allowed_origins and origin is not None and origin not in settings.allowed_origins:
+    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
         await websocket.close(4403, "origin not allowed")
         return
     await websocket.accept()
