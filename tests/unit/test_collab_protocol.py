@@ -10,6 +10,7 @@ uvicorn, control frames, fragments, refusals, token expiry and shutdown. Plus
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -194,6 +195,49 @@ async def test_shutdown_closes_with_1012_and_counts_the_socket_gone(tmp_path: Pa
     assert server.tandem.documents.sessions == {} or all(
         not session.members for session in server.tandem.documents.sessions.values()
     )
+
+
+async def test_closed_sockets_are_freed_without_the_cyclic_collector(tmp_path: Path) -> None:
+    # A closed socket's objects must go when it closes: what waits for the cyclic
+    # collector reaches its oldest generation under a crowd, and tandem.runtime
+    # makes full collections rare. uvicorn's upgraded HTTP protocol (a cycle with its
+    # parser) and a Yjs link's membership (a cycle with the link) used to wait.
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from tandem.server.collab import Connection
+    from tandem.server.collab_protocol import CollabProtocol
+    from tandem.server.yjs import YjsConnection
+
+    kinds = (HttpToolsProtocol, CollabProtocol, Connection, YjsConnection)
+
+    def alive() -> dict[str, int]:
+        counts = dict.fromkeys((kind.__name__ for kind in kinds), 0)
+        for obj in gc.get_objects():
+            if type(obj) in kinds:
+                counts[type(obj).__name__] += 1
+        return counts
+
+    async with running(tmp_path) as server:
+        gc.collect()
+        gc.disable()
+        try:
+            before = alive()
+            token = server.token()
+            for _ in range(3):
+                async with websockets.connect(server.url(f"token={token}&doc=g")) as ws:
+                    await receive(ws, "snapshot")
+                async with websockets.connect(server.url(f"token={token}", path="/yjs/g")) as ws:
+                    await ws.recv()  # SyncStep1
+                async with websockets.connect(server.url(path="/echo")) as ws:
+                    await ws.send("hi")
+                    await ws.recv()
+            for _ in range(100):  # the server sees the closes a moment later
+                if alive() == before:
+                    break
+                await asyncio.sleep(0.02)
+            assert alive() == before
+        finally:
+            gc.enable()
 
 
 # -- run_eagerly -----------------------------------------------------------------------------
