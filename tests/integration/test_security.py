@@ -168,6 +168,7 @@ async def test_the_right_token_works_and_its_limits_hold(
     await client.close()
 
 
+@pytest.mark.parametrize("path", ["/collab?doc=a/x&", "/yjs/a/x?", "/hocuspocus?"])
 @pytest.mark.parametrize(
     ("origin", "allowed"),
     [
@@ -180,14 +181,22 @@ async def test_the_right_token_works_and_its_limits_hold(
     ],
 )
 async def test_origin_allow_list(
-    rs_server: ServerProcess, rsa_key: rsa.RSAPrivateKey, origin: str | None, allowed: bool
+    rs_server: ServerProcess,
+    rsa_key: rsa.RSAPrivateKey,
+    path: str,
+    origin: str | None,
+    allowed: bool,
 ) -> None:
+    # Every WebSocket endpoint checks the Origin before the handshake.
     good = jwt.encode(claims(), rsa_key, algorithm="RS256")
-    url = f"{rs_server.ws_url}/collab?token={good}&doc=a/x"
+    url = f"{rs_server.ws_url}{path}token={good}"
     if allowed:
         async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
-            first = json.loads(await ws.recv())
-            assert (first[0] if isinstance(first, list) else first)["type"] == "hello"
+            if path.startswith("/collab"):
+                first = json.loads(await ws.recv())
+                assert (first[0] if isinstance(first, list) else first)["type"] == "hello"
+            elif path.startswith("/yjs"):
+                assert isinstance(await ws.recv(), bytes)  # SyncStep1
     else:
         with pytest.raises(websockets.InvalidStatus) as refused:
             async with websockets.connect(url, origin=origin):  # type: ignore[arg-type]

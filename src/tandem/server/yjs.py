@@ -48,6 +48,7 @@ from tandem.errors import AuthError, LimitExceeded, TandemError
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 from tandem.replicas import ReplicaRefused
+from tandem.server.collab import origin_allowed
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
@@ -327,6 +328,9 @@ async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> Asy
 
 async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
+    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
+        await websocket.close(4403, "origin not allowed")  # before accept: HTTP 403
+        return
     token, subprotocol = extract_token(
         websocket.query_params.get("token"),
         websocket.headers.get("authorization"),
