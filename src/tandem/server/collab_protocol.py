@@ -73,9 +73,10 @@ def release_http_protocol(protocol: object) -> None:
     uvicorn's httptools protocol and its parser reference each other (the parser
     holds the protocol's callbacks), and the protocol holds the transport: once
     it has handed the socket over, that cycle is garbage that only the cyclic
-    collector frees. Promoted to the oldest generation first, as under a crowd
-    of handshakes, it waited for a full collection, which ``tandem.runtime``
-    makes rare: about 5 KB a connection piled up under churn. Dropping the
+    collector frees. Once promoted to the oldest generation (collections that
+    ran while the handshake was in progress, as under a crowd of handshakes) it
+    waits for a full collection, which ``tandem.runtime`` makes rare: about
+    5 KB a connection piled up under churn. Dropping the
     protocol's reference to its parser (run once the upgrade has returned, so
     the parser is no longer on the stack) leaves no cycle; reference counting
     frees both at once. Protocols without a parser (h11) hold no such cycle.
