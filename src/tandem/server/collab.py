@@ -72,8 +72,10 @@ __all__ = [
     "AsgiWire",
     "Connection",
     "Wire",
+    "accept_with_token",
     "admit",
     "origin_allowed",
+    "refuse_foreign_origin",
     "refusal_close_code",
     "serve_collab",
     "text_frame",
@@ -414,6 +416,25 @@ def origin_allowed(settings: Settings, origin: str | None) -> bool:
     return not settings.allowed_origins or origin is None or origin in settings.allowed_origins
 
 
+async def refuse_foreign_origin(websocket: WebSocket, tandem: Tandem) -> bool:
+    """Close an ASGI socket from an origin not allowed (before accept: HTTP 403); True if so."""
+    if origin_allowed(tandem.settings, websocket.headers.get("origin")):
+        return False
+    await websocket.close(4403, "origin not allowed")
+    return True
+
+
+async def accept_with_token(websocket: WebSocket) -> str | None:
+    """Accept an ASGI socket (echoing a token subprotocol) and return its token, if any."""
+    token, subprotocol = extract_token(
+        websocket.query_params.get("token"),
+        websocket.headers.get("authorization"),
+        websocket.scope.get("subprotocols") or [],
+    )
+    await websocket.accept(subprotocol=subprotocol)
+    return token
+
+
 def admit(
     tandem: Tandem, token: str | None, query: Mapping[str, str], ip: str
 ) -> tuple[Principal, str, str | None]:
@@ -510,15 +531,9 @@ class AsgiWire:
 
 async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
     """Run one ``/collab`` connection from handshake to close, over ASGI."""
-    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
-        await websocket.close(4403, "origin not allowed")
+    if await refuse_foreign_origin(websocket, tandem):
         return
-    token, subprotocol = extract_token(
-        websocket.query_params.get("token"),
-        websocket.headers.get("authorization"),
-        websocket.scope.get("subprotocols") or [],
-    )
-    await websocket.accept(subprotocol=subprotocol)
+    token = await accept_with_token(websocket)
     ip = websocket.client.host if websocket.client else "unknown"
     try:
         principal, client, doc = admit(tandem, token, websocket.query_params, ip)

@@ -64,7 +64,7 @@ from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemErr
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
-from tandem.server.collab import origin_allowed
+from tandem.server.collab import refuse_foreign_origin
 from tandem.server.yjs import Outbox, YjsLink, binary_frames
 
 if TYPE_CHECKING:
@@ -301,8 +301,7 @@ class HocuspocusSocket:
 
 async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
     """Run one ``/hocuspocus`` connection from handshake to close."""
-    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
-        await websocket.close(4403, "origin not allowed")
+    if await refuse_foreign_origin(websocket, tandem):
         return
     await websocket.accept()
     socket = HocuspocusSocket(websocket, tandem)

@@ -42,13 +42,12 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tandem.auth import extract_token
 from tandem.documents import DocumentSession, Member
 from tandem.errors import AuthError, LimitExceeded, TandemError
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 from tandem.replicas import ReplicaRefused
-from tandem.server.collab import origin_allowed
+from tandem.server.collab import accept_with_token, refuse_foreign_origin
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
@@ -328,15 +327,9 @@ async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> Asy
 
 async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
-    if not origin_allowed(tandem.settings, websocket.headers.get("origin")):
-        await websocket.close(4403, "origin not allowed")  # before accept: HTTP 403
+    if await refuse_foreign_origin(websocket, tandem):
         return
-    token, subprotocol = extract_token(
-        websocket.query_params.get("token"),
-        websocket.headers.get("authorization"),
-        websocket.scope.get("subprotocols") or [],
-    )
-    await websocket.accept(subprotocol=subprotocol)
+    token = await accept_with_token(websocket)
     try:
         if not token:
             raise AuthError("a token is required (query 'token', Authorization header)")
