@@ -10,8 +10,6 @@ closes the socket with 4400, a broken body closes only its document.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pycrdt
@@ -21,19 +19,11 @@ import websockets
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 
-from .harness import RawClient, ServerProcess, doc_state, token
+from .harness import RawClient, ServerProcess, doc_state, token, until
 from .hpclient import HPClient, auth_frame, frame
 from .yclient import YClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def text_of(state: dict[str, object]) -> str:

@@ -9,8 +9,6 @@ the server restarted merges without duplicating anything.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from pycrdt import Doc, Text
 from tandem.merge import yproto
 from tandem.ot.delta import Delta
 
-from .harness import RawClient, ServerProcess, doc_state, token
+from .harness import RawClient, ServerProcess, doc_state, token, until
 from .yclient import YClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -31,14 +29,6 @@ async def _frame(ws: websockets.ClientConnection) -> bytes:
     frame = await asyncio.wait_for(ws.recv(), 10)
     assert isinstance(frame, bytes)
     return frame
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def yurl(server: ServerProcess, doc: str, who: str = "yuki", access: str = "write") -> str:

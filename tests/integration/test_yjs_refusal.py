@@ -23,6 +23,7 @@ from tandem.merge import yproto
 from tandem.replicas import build_replica
 from tandem.server.app import Tandem
 
+from .harness import until
 from .test_mixed_sessions import serving
 from .yclient import YClient
 from .ystructs import canonical
@@ -42,14 +43,6 @@ SECRET = "refusal-test-secret-0123456789abcdef"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def until(check: Any, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_a_refused_update_changes_nothing_and_old_clients_merge_cleanly(
