@@ -16,8 +16,7 @@ delivery, and wall time per op from frame to ack (gaps excluded). Two shapes,
 the two ends of ``python -m bench``: ``10x1`` (ten clients in a document, one
 typist: per-op cost over 9 deliveries, as at 2,000 clients over 200
 documents) and ``200x1`` (200 clients, one typist: fan-out cost, as at 200
-clients in one document). Without ``--gap`` the loop runs flat out, so the
-SQLite store counts it as busy and commits on its writer thread.
+clients in one document).
 
 Unlike the socket benchmark, this one hardly depends on what else the machine
 does (CPU time, not latency), so a change to the hot path can be compared
