@@ -46,12 +46,11 @@ SECRET = "op-path-secret-0123456789abcdef0123456789"
 
 
 class CountingTransport(asyncio.Transport):
-    """A transport that keeps nothing: it counts writes and wakes a waiter on an ack."""
+    """A transport that keeps nothing: it counts op messages and wakes a waiter on an ack."""
 
     def __init__(self, index: int) -> None:
         super().__init__()
         self.index = index
-        self.writes = 0
         #: Op messages written to this client (others' ops it was told of).
         self.ops = 0
         self.acked: asyncio.Future[None] | None = None
@@ -59,7 +58,6 @@ class CountingTransport(asyncio.Transport):
         self._closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes += 1
         self.ops += bytes(data).count(b'"type":"op"')
         if self.joined is not None and b'"snapshot"' in data:
             self.joined.set_result(None)
@@ -118,8 +116,7 @@ async def run_shape(
     """One document, ``clients`` sockets, the first one typing; per round of ``ops`` ops.
 
     ``gap``: seconds the typist waits after each ack, so the loop idles between
-    ops as a server's does (a loop kept running flat out counts as busy, and the
-    SQLite store then leaves its commits to its thread).
+    ops as a server's does.
     """
     with tempfile.TemporaryDirectory(prefix="tandem-op-path-") as data:
         return await _run(Path(data), database, clients, ops, rounds, gap)
