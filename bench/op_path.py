@@ -35,6 +35,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
 
 from tandem.server.app import Tandem
 from tandem.server.collab_protocol import CollabServer
@@ -96,10 +97,8 @@ class CountingTransport(asyncio.Transport):
 
 
 def masked_text_frame(payload: bytes) -> bytes:
-    """A client-to-server text frame (masked with a zero key: XOR leaves it as is)."""
-    n = len(payload)
-    length = bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + n.to_bytes(2, "big")
-    return b"\x81" + length + b"\x00\x00\x00\x00" + payload
+    """A client-to-server text frame, as a browser sends it (masked)."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=True)
 
 
 def request(doc: str, client: str, token: str) -> bytes:
