@@ -3,10 +3,13 @@
 ``GroupCommitter`` owns the single queue between the document sessions and
 the store. Whatever accumulates while one transaction is in flight goes into
 the next, so under load many ops share one fsync and idle there is no added
-delay. It reports back through the small ``Committing`` interface: ``durable``
-after a successful write, ``conflict`` when another node took a version first,
-``commit_failed`` for any other storage failure. It never acknowledges
-anything itself.
+delay. It reports back through the small ``Committing`` interface:
+``committed`` once a batch is written (every reader sees it), ``synced`` once
+it is fsync'd (for most stores at the same moment; the SQLite store syncs
+behind its commits, and one sync covers every commit before it),
+``conflict`` when another node took a version first, ``commit_failed`` for
+any other storage failure, ``sync_failed`` when the disk refused a sync. It
+never acknowledges anything itself.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import contextlib
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Protocol
 
-from tandem.errors import ConflictError
+from tandem.errors import ConflictError, StorageError
 from tandem.metrics import Metrics
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord, Store
@@ -31,8 +35,14 @@ log = logging.getLogger("tandem.commit")
 class Committing(Protocol):
     """What the committer tells a document session about its records."""
 
-    def durable(self, version: int) -> None:
-        """Everything up to ``version`` is committed."""
+    def committed(self, version: int, synced: bool) -> None:
+        """Everything up to ``version`` is committed (and ``synced``, if so)."""
+
+    def synced(self, version: int) -> None:
+        """Everything up to ``version`` is synced (after ``committed(version, False)``)."""
+
+    def sync_failed(self, exc: BaseException) -> None:
+        """The store could not sync what was committed; it will not be synced."""
 
     def conflict(self) -> None:
         """Another node committed one of these versions first; nothing was written."""
@@ -58,6 +68,8 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Committed batches whose sync is still running.
+        self._syncing = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -98,13 +110,13 @@ class GroupCommitter:
                     self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
                 ]
                 await self._write(batch)
-            if not self._queue:
+            if not self._queue and not self._syncing:
                 self._idle.set()
 
     async def _write(self, batch: list[tuple[Committing, OpRecord]]) -> None:
         started = time.perf_counter()
         try:
-            await self._store.append([record for _, record in batch])
+            sync = await self._store.commit([record for _, record in batch])
         except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
             groups: dict[int, list[tuple[Committing, OpRecord]]] = {}
             for item in batch:
@@ -129,4 +141,20 @@ class GroupCommitter:
         for session, record in batch:
             highest[id(session)] = (session, record.version)
         for session, version in highest.values():
-            session.durable(version)
+            session.committed(version, sync is None)
+        if sync is not None:
+            self._syncing += 1
+            sync.add_done_callback(partial(self._synced, list(highest.values())))
+
+    def _synced(self, sessions: list[tuple[Committing, int]], sync: asyncio.Future[None]) -> None:
+        self._syncing -= 1
+        exc = StorageError("the sync was cancelled") if sync.cancelled() else sync.exception()
+        if exc is not None:
+            log.critical("sync of committed ops failed: %s", exc)
+        for session, version in sessions:
+            if exc is None:
+                session.synced(version)
+            else:
+                session.sync_failed(exc)
+        if not self._queue and not self._syncing:
+            self._idle.set()

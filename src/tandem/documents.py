@@ -3,15 +3,24 @@
 This is the async shell around the pure parts. For each submitted op the
 session asks the ``Sequencer`` for a decision *synchronously* (so ops are
 ordered by arrival, with no await in between), hands a commit to the
-``GroupCommitter``, and only when the store reports the batch durable does it
-acknowledge the author and broadcast the op — in version order, from an
-outbox. Acknowledgements of duplicates and no-ops wait in the same outbox, so
-no client ever hears of a version before it is durable.
+``GroupCommitter``. Once the store reports the batch *committed* (every
+reader sees it; it survives a crash of this process) the session broadcasts
+it, in version order, from an outbox; once the store reports it *synced*
+(fsync'd: it survives a power loss too) the author hears its ack. Stores that
+sync as they commit (PostgreSQL, memory) report both at once; the SQLite store
+commits on the event loop and syncs behind it, so the broadcast does not wait
+for the disk (``storage/sqlite.py``). Acknowledgements of duplicates and no-ops
+wait like any ack, so no client is told an op is saved before it is synced;
+and a member with an ack outstanding hears nothing newer from this document
+until it has its ack (``Member.held``): a client's own op is always
+acknowledged before the ops sequenced after it reach it.
 
 A failed commit acknowledges nothing: the session rolls back to its last
-durable state (which is exactly what the store holds, as appends are atomic)
+committed state (which is exactly what the store holds, as appends are atomic)
 and tells the authors of every pending op ``ERR_STORAGE``; their clients
-resubmit.
+resubmit. A failed sync (the disk refused an fsync) cannot be rolled back:
+the ops are visible already. Their authors hear ``ERR_STORAGE`` and the store
+refuses every later write (see ``SQLiteStore``).
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ log = logging.getLogger("tandem.documents")
 #: Document length used to validate relayed cursors (the origin node validated them).
 _BIG = sys.maxsize
 
-#: A durable version that is a multiple of this is kept as a merge checkpoint.
+#: A committed version that is a multiple of this is kept as a merge checkpoint.
 CHECKPOINT_EVERY = 128
 #: How many checkpoints a session keeps (the newest ones).
 CHECKPOINTS_KEPT = 64
@@ -100,8 +109,19 @@ class Member:
     #: Built once: it is compared for every member on every committed op.
     key: str = field(init=False)
 
+    #: While an ack of this member's waits for a sync: what this document would have
+    #: sent it meanwhile, as ``(version it belongs after, message)``; None otherwise.
+    held: list[tuple[int, str]] | None = field(default=None, init=False)
+
     def __post_init__(self) -> None:
         self.key = f"{self.peer.client}@{self.peer.user}"
+
+    def send(self, version: int, message: str) -> None:
+        """Send ``message`` (about ``version``) now, or after the ack this member awaits."""
+        if self.held is None:
+            self.peer.send(message)
+        else:
+            self.held.append((version, message))
 
 
 def _any_pending(pending: _Pending) -> bool:
@@ -112,13 +132,17 @@ def _has_version(pending: _Pending, version: int) -> bool:
     return pending.version == version
 
 
+def _version_of(pending: _Pending) -> int:
+    return pending.version
+
+
 def public_client(key: str) -> str:
     return key.split("@", 1)[0]
 
 
 @dataclass(eq=False)
 class _Pending:
-    """Something to do once ``version`` is durable."""
+    """Something to do once ``version`` is committed (broadcast), then synced (ack)."""
 
     version: int
     entry: Entry | None = None
@@ -152,14 +176,23 @@ class DocumentSession:
         self.settings = manager.settings
         self.members: dict[Peer, Member] = {}
         self.presence = PresenceTable()
-        self.durable_version = sequencer.version
-        self.durable_document = sequencer.document
+        #: The head the store has committed: broadcast, and what joins see.
+        self.committed_version = sequencer.version
+        self.committed_document = sequencer.document
+        #: Every version up to this one that this node committed is synced (fsync'd).
+        self.synced_version = sequencer.version
+        #: The highest version this node committed; above ``synced_version``, a sync is due.
+        self._committed_here = sequencer.version
+        #: Committed, waiting for a sync to be acknowledged (or to fail).
+        self._unsynced: list[_Pending] = []
+        #: Set once the store failed to sync: nothing more can be acknowledged.
+        self._sync_error: BaseException | None = None
         self.last_snapshot = sequencer.version
         #: Presence of clients connected to other nodes (relayed over the bus).
         self.remote_presence = PresenceTable()
         self._outbox: deque[_Pending] = deque()
         self._remote: dict[int, Entry] = {}
-        #: Highest durable seq per client key, as far as loaded history reaches.
+        #: Highest committed seq per client key, as far as loaded history reaches.
         self.last_seqs: dict[str, int] = {}
         self._seq_checked: set[str] = set()
         self._rebasing: asyncio.Event | None = None
@@ -169,10 +202,10 @@ class DocumentSession:
         self.idle_since: float | None = time.monotonic()
         #: The CRDT replica and the Yjs peers (tandem.replicas).
         self.replicas = ReplicaHost(self)
-        #: ``(version, document)`` every CHECKPOINT_EVERY durable versions, oldest first:
+        #: ``(version, document)`` every CHECKPOINT_EVERY committed versions, oldest first:
         #: where an offline merge rebuilds its base document from.
         self._checkpoints: deque[tuple[int, Document]] = deque(
-            [(self.durable_version, self.durable_document)], maxlen=CHECKPOINTS_KEPT
+            [(self.committed_version, self.committed_document)], maxlen=CHECKPOINTS_KEPT
         )
         #: Offline merges being computed, by ``(client key, seq)``: a duplicate waits.
         self._merging: dict[tuple[str, int], asyncio.Event] = {}
@@ -194,8 +227,8 @@ class DocumentSession:
         await self._settled(
             lambda pending: pending.author is not None and pending.author.key == key
         )
-        if version is not None and version <= self.durable_version:
-            entries = await self._entries_between(version, self.durable_version)
+        if version is not None and version <= self.committed_version:
+            entries = await self._entries_between(version, self.committed_version)
         # No await from here on: the reply and the membership are consistent.
         self.members[peer] = member
         self.idle_since = None
@@ -203,8 +236,8 @@ class DocumentSession:
         if entries is None:
             message = snapshot_message(
                 self.doc,
-                self.durable_version,
-                self.durable_document.to_delta(),
+                self.committed_version,
+                self.committed_document.to_delta(),
                 presence,
                 permission,
                 self.last_seqs.get(member.key),
@@ -223,7 +256,7 @@ class DocumentSession:
             message = catchup_message(
                 self.doc,
                 version or 0,
-                self.durable_version,
+                self.committed_version,
                 ops,
                 presence,
                 permission,
@@ -306,7 +339,7 @@ class DocumentSession:
             version = await self.manager.store.find_seq(self.doc, member.key, seq)
             if version is not None:
                 # A resubmit of an op committed before the loaded history: ack, apply nothing.
-                self._acknowledge(
+                self._ack_when_synced(
                     _Pending(
                         version,
                         author=member,
@@ -352,8 +385,8 @@ class DocumentSession:
             pending.document = decision.document
             self._outbox.append(pending)
             self.manager.committer.enqueue(self, _record(self.doc, entry))
-        elif pending.version <= self.durable_version:
-            self._acknowledge(pending)
+        elif pending.version <= self.committed_version:
+            self._ack_when_synced(pending)
         else:
             self._outbox.append(pending)
 
@@ -374,7 +407,7 @@ class DocumentSession:
         past every server op since the base (n·m transforms), both branches are
         merged from the base in one step (``tandem.merge.branch``, in a worker
         thread, so the loop keeps serving everyone else) and the resulting
-        ``commit`` op is sequenced at the durable head ``h`` it was computed
+        ``commit`` op is sequenced at the committed head ``h`` it was computed
         against, like any submit based on ``h``. Once it is durable as version
         ``V`` the author receives ``merged`` with the op taking its final state
         (base + branch) to the document at ``V``. A merge whose ``(client, seq)``
@@ -406,24 +439,24 @@ class DocumentSession:
         received = time.perf_counter()
         while self._rebasing is not None:
             await self._rebasing.wait()
-        if base_version > self.durable_version:
+        if base_version > self.committed_version:
             raise VersionError(
-                f"base version {base_version} is above the head version {self.durable_version}"
+                f"base version {base_version} is above the head version {self.committed_version}"
             )
         if seq is not None:
             known = self.sequencer.find_seq(member.key, seq)
             if known is None:
                 known = await self.manager.store.find_seq(self.doc, member.key, seq)
-            while known is not None and known > self.durable_version:
+            while known is not None and known > self.committed_version:
                 # An earlier copy is committed in memory, not yet stored: answer
-                # once it is (a reply against the older durable head would undo
+                # once it is (a reply against the older committed head would undo
                 # the branch), or merge anew if it was rolled back.
                 await self._settled(partial(_has_version, version=known))
                 known = self.sequencer.find_seq(member.key, seq)
             if known is not None:
                 await self._merge_again(member, base_version, seq, ops, ref)
                 return
-        head, server_head = self.durable_version, self.durable_document
+        head, server_head = self.committed_version, self.committed_document
         start, replay = await self._base_of(base_version)
         server_ops = [entry.op for entry in await self._entries_between(base_version, head)]
         result = await asyncio.to_thread(_merge_branch, start, replay, ops, server_ops, server_head)
@@ -441,7 +474,7 @@ class DocumentSession:
     ) -> tuple[int, Delta]:
         """The version the author ends at, and the op taking its final state there.
 
-        Called when ``pending`` is durable (so the durable head is its version):
+        Called when ``pending`` is committed (so the committed head is its version):
         the merge's catch-up, then each op committed between ``head`` and the
         merge's own version, transformed past the commit as the client's state
         machine would (``S' = transform(S, P, "left")``, ``P' = transform(P, S,
@@ -458,7 +491,7 @@ class DocumentSession:
             duplicate = True
         if duplicate:
             # Committed by an earlier copy of this merge (another node): rare, state-based.
-            return self.durable_version, diff(result.client_document, self.durable_document)
+            return self.committed_version, diff(result.client_document, self.committed_document)
         last = pending.version - 1 if pending.entry is not None else pending.version
         commit = result.commit
         steps = [result.catchup]
@@ -477,26 +510,29 @@ class DocumentSession:
         ops: list[Delta],
         ref: str | int | None,
     ) -> None:
-        """Answer a merge that was already committed: the author's state → the durable head."""
+        """Answer a merge that was already committed: the author's state → the committed head."""
         start, replay = await self._base_of(base_version)
-        version, target = self.durable_version, self.durable_document
+        version, target = self.committed_version, self.committed_document
         catchup = await asyncio.to_thread(_diff_branch, start, replay, ops, target)
-        # No await from here on: add what became durable meanwhile, then reply.
+        # No await from here on: add what was committed meanwhile, then reply.
         later = [
             entry.op
             for entry in self.sequencer.entries_since(version)
-            if entry.version <= self.durable_version
+            if entry.version <= self.committed_version
         ]
         message = merged_message(
-            self.doc, seq, self.durable_version, compose_branch([catchup, *later]), ref
+            self.doc, seq, self.committed_version, compose_branch([catchup, *later]), ref
         )
+        if member.held is not None:
+            # The reply takes the author to the head: what was held up to it is in it.
+            member.held = [held for held in member.held if held[0] > self.committed_version]
         member.peer.send(encode(message))
 
     async def _base_of(self, version: int) -> tuple[Document, list[Delta]]:
-        """A document at or before durable ``version`` and the ops taking it to ``version``.
+        """A document at or before committed ``version`` and the ops taking it to ``version``.
 
         From the newest checkpoint at or before ``version`` (one every
-        ``CHECKPOINT_EVERY`` durable versions, the last ``CHECKPOINTS_KEPT``);
+        ``CHECKPOINT_EVERY`` committed versions, the last ``CHECKPOINTS_KEPT``);
         older bases come from the store: its newest snapshot if that is not
         newer than ``version``, else every op from version 0 (slow for a long
         history, but only for branches older than the checkpoints).
@@ -536,16 +572,18 @@ class DocumentSession:
         return last is not None and seq <= last
 
     def in_flight(self) -> bool:
-        """Is an op sequenced (and so in the replica) but not yet stored?"""
+        """Is an op sequenced (and so in the replica) but not yet stored and synced?"""
         return self._in_flight(_any_pending)
 
     async def stored(self) -> None:
-        """Return at a moment when nothing sequenced is waiting for storage."""
+        """Return at a moment when nothing sequenced is waiting for storage or its sync."""
         await self._settled(_any_pending)
 
     def _in_flight(self, matching: Callable[[_Pending], bool]) -> bool:
-        """Is a sequenced op that ``matching`` accepts still waiting for storage?"""
-        return any(p.entry is not None and matching(p) for p in self._outbox)
+        """Is a sequenced op that ``matching`` accepts still waiting for storage or its sync?"""
+        return any(p.entry is not None and matching(p) for p in self._outbox) or any(
+            p.entry is not None and matching(p) for p in self._unsynced
+        )
 
     async def _settled(self, waiting_for: Callable[[_Pending], bool]) -> None:
         """Return once no commit in flight matches ``waiting_for`` (stored or rolled back)."""
@@ -560,35 +598,89 @@ class DocumentSession:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def durable(self, version: int) -> None:
-        """The store has committed everything up to ``version``: ack and broadcast it."""
+    def committed(self, version: int, synced: bool) -> None:
+        """The store has committed everything up to ``version``: broadcast it.
+
+        The acks follow now if the store ``synced`` it too, else on ``synced``.
+        """
+        if version > self._committed_here:
+            self._committed_here = version
+        if synced and version > self.synced_version:
+            self.synced_version = version
         outbox = self._outbox
         while outbox and outbox[0].version <= version:
             pending = outbox.popleft()
             if pending.entry is not None:
                 assert pending.document is not None
-                self._advance_durable(pending.entry, pending.document, pending.author)
+                self._advance(pending.entry, pending.document, pending.author)
                 self.manager.publish_op(self.doc, pending.entry)
                 if pending.yjs_update is None and pending.entry.crdt is not None:
                     # Stored and published: an OT op's update need not stay in memory.
                     self.sequencer.forget_crdt(pending.entry.version)
-            self._acknowledge(pending)
-        if any(p.entry is None and p.version <= self.durable_version for p in outbox):
-            # A duplicate of a durable op may wait behind later commits; release it now.
+            self._ack_when_synced(pending)
+        if any(p.entry is None and p.version <= self.committed_version for p in outbox):
+            # A duplicate of a committed op may wait behind later commits; release it now.
             self._outbox = deque()
             for pending in outbox:
-                if pending.entry is None and pending.version <= self.durable_version:
-                    self._acknowledge(pending)
+                if pending.entry is None and pending.version <= self.committed_version:
+                    self._ack_when_synced(pending)
                 else:
                     self._outbox.append(pending)
         if self._settle_waiters:
             self._wake_settled()
         self._drain_remote()
 
-    def _advance_durable(self, entry: Entry, document: Document, author: Member | None) -> None:
-        """Make ``entry`` the durable head: tell local members, move cursors."""
-        self.durable_version = entry.version
-        self.durable_document = document
+    def synced(self, version: int) -> None:
+        """The store has synced everything this node committed up to ``version``: ack it."""
+        if version > self.synced_version:
+            self.synced_version = version
+        # Once nothing committed here awaits a sync, what still waits is a duplicate of
+        # an op another node committed (synced there): it is acknowledged too.
+        everything = self._committed_here <= self.synced_version
+        ready = [p for p in self._unsynced if everything or p.version <= self.synced_version]
+        if not ready:
+            return
+        for pending in sorted(ready, key=_version_of):
+            # Out of the list before its ack: releasing what its author was held from
+            # stops at the author's next ack still in the list.
+            self._unsynced.remove(pending)
+            self._acknowledge(pending)
+        if self._settle_waiters:
+            self._wake_settled()
+
+    def sync_failed(self, exc: BaseException) -> None:
+        """The store could not sync: nothing waiting for it is acknowledged, ever."""
+        self._sync_error = exc
+        error = StorageError(f"the op could not be synced to disk ({type(exc).__name__})")
+        waiting, self._unsynced = self._unsynced, []
+        for pending in waiting:
+            self._fail(pending, error)
+            if pending.author is not None:
+                self._release(pending.author)
+        if self._settle_waiters:
+            self._wake_settled()
+
+    def _ack_when_synced(self, pending: _Pending) -> None:
+        """Acknowledge ``pending`` (committed) now if it is synced, else once it is."""
+        if self._sync_error is not None:
+            self._fail(pending, StorageError("the store can no longer sync; nothing is saved"))
+        elif pending.version <= self.synced_version or self._committed_here <= self.synced_version:
+            self._acknowledge(pending)
+        else:
+            answer = pending.answer
+            if answer is not None:
+                # A merge's reply describes the document as committed now, where its
+                # catch-up ends: build it now, send it once synced.
+                reply = answer(pending)
+                pending.answer = lambda _pending: reply
+            self._unsynced.append(pending)
+            if pending.author is not None and pending.author.held is None:
+                pending.author.held = []
+
+    def _advance(self, entry: Entry, document: Document, author: Member | None) -> None:
+        """Make ``entry`` the committed head: tell local members, move cursors."""
+        self.committed_version = entry.version
+        self.committed_document = document
         if entry.version % CHECKPOINT_EVERY == 0:
             self._checkpoints.append((entry.version, document))
         self.replicas.durable(entry)
@@ -599,18 +691,21 @@ class DocumentSession:
             op_message(self.doc, entry.version, entry.op, client, entry.user, entry.seq)
         )
         author_peer = author.peer if author is not None else None
+        version = entry.version
         for peer, member in self.members.items():
             if peer is author_peer:
                 continue
             if entry.seq is not None and member.key == entry.client_id:
                 # The author again, on a new connection (it reconnected while the op
                 # was being stored): this is its ack, never "someone else's op".
-                peer.send(encode(ack_message(self.doc, entry.seq, entry.version, None)))
-            else:
+                self._ack_when_synced(_Pending(version, author=member, seq=entry.seq))
+            elif member.held is None:
                 peer.send(message)
+            else:
+                member.held.append((version, message))
         self.presence.transform(entry.op, client, version=entry.version)
         self.remote_presence.transform(entry.op, client, version=entry.version)
-        if self.durable_version - self.last_snapshot >= self.settings.snapshot_every:
+        if self.committed_version - self.last_snapshot >= self.settings.snapshot_every:
             self._snapshot()
 
     def _acknowledge(self, pending: _Pending) -> None:
@@ -622,20 +717,39 @@ class DocumentSession:
                 author.peer.send(
                     encode(ack_message(self.doc, pending.seq, pending.version, pending.ref))
                 )
-            self.manager.metrics.op_latency(time.perf_counter() - pending.received)
+            if pending.received:
+                self.manager.metrics.op_latency(time.perf_counter() - pending.received)
+            if author.held is not None:
+                self._release(author)
         if pending.done is not None:
             pending.done(pending.version)
 
+    def _release(self, member: Member) -> None:
+        """Send ``member`` what was held for it, up to its next ack still waiting."""
+        held = member.held
+        if held is None:
+            return
+        waiting = [p.version for p in self._unsynced if p.author is member]
+        upto = min(waiting) if waiting else None
+        send = member.peer.send
+        kept = []
+        for version, message in held:
+            if upto is None or version < upto:
+                send(message)
+            else:
+                kept.append((version, message))
+        member.held = kept if upto is not None else None
+
     def _rollback(self) -> list[_Pending]:
-        """Forget everything not yet durable; returns what was pending, in order."""
+        """Forget everything not yet committed; returns what was pending, in order."""
         outbox, self._outbox = list(self._outbox), deque()
         self.manager.committer.discard(self)
         history = self.sequencer.entries_since(self.sequencer.window_start)
         self.sequencer = Sequencer(
             self.doc,
-            self.durable_document,
-            self.durable_version,
-            [entry for entry in history if entry.version <= self.durable_version],
+            self.committed_document,
+            self.committed_version,
+            [entry for entry in history if entry.version <= self.committed_version],
             max_document_chars=self.settings.max_document_chars,
             max_version_lag=self.settings.max_version_lag,
         )
@@ -645,11 +759,11 @@ class DocumentSession:
         return outbox
 
     def commit_failed(self, exc: BaseException) -> None:
-        """Roll back to the durable state; every pending author hears ERR_STORAGE."""
+        """Roll back to the committed state; every pending author hears ERR_STORAGE."""
         error = StorageError(f"the op could not be stored ({type(exc).__name__}); resubmit it")
         for pending in self._rollback():
-            if pending.entry is None and pending.version <= self.durable_version:
-                self._acknowledge(pending)  # a duplicate of an op that *is* durable
+            if pending.entry is None and pending.version <= self.committed_version:
+                self._ack_when_synced(pending)  # a duplicate of an op that *is* committed
             else:
                 self._fail(pending, error)
 
@@ -679,16 +793,16 @@ class DocumentSession:
     async def _rebase(self) -> None:
         event = self._rebasing
         try:
-            records = await self.manager.store.get_ops(self.doc, self.durable_version)
+            records = await self.manager.store.get_ops(self.doc, self.committed_version)
             if not records:
                 # Nobody else took our version: re-sequencing would conflict forever.
                 self.commit_failed(ConflictError("the store refused the op; resubmit it"))
                 return
             pending = self._rollback()
             for record in records:
-                if record.version == self.durable_version + 1:
+                if record.version == self.committed_version + 1:
                     self._apply_remote(_entry(record))
-            self._remote = {v: e for v, e in self._remote.items() if v > self.durable_version}
+            self._remote = {v: e for v, e in self._remote.items() if v > self.committed_version}
             for item in pending:
                 if item.yjs_update is not None and item.author is not None:
                     try:
@@ -727,7 +841,7 @@ class DocumentSession:
         kind = message.get("kind")
         if kind == "op":
             version = message["v"]
-            if version > self.durable_version:
+            if version > self.committed_version:
                 self._remote[version] = Entry(
                     version,
                     Delta.from_json(message["op"]),
@@ -760,7 +874,7 @@ class DocumentSession:
         """Apply buffered remote ops in version order while nothing local is pending."""
         if self._outbox or self._rebasing is not None:
             return
-        while (entry := self._remote.pop(self.durable_version + 1, None)) is not None:
+        while (entry := self._remote.pop(self.committed_version + 1, None)) is not None:
             self._apply_remote(entry)
         if self._remote:
             self.catch_up()
@@ -773,18 +887,18 @@ class DocumentSession:
 
     def _apply_remote(self, entry: Entry) -> None:
         document = self.sequencer.apply_committed(entry)
-        self._advance_durable(entry, document, None)
+        self._advance(entry, document, None)
 
     async def _fill_gap(self) -> None:
         """Load ops another node committed that the bus did not bring (or not yet)."""
         try:
-            records = await self.manager.store.get_ops(self.doc, self.durable_version)
+            records = await self.manager.store.get_ops(self.doc, self.committed_version)
             for record in records:
                 if self._outbox or self._rebasing is not None:
                     break
-                if record.version == self.durable_version + 1:
+                if record.version == self.committed_version + 1:
                     self._apply_remote(_entry(record))
-            self._remote = {v: e for v, e in self._remote.items() if v > self.durable_version}
+            self._remote = {v: e for v, e in self._remote.items() if v > self.committed_version}
         finally:
             self._filling = False
         if self._remote:
@@ -794,8 +908,10 @@ class DocumentSession:
         crdt = self.replicas.snapshot_state()
         if crdt is None:
             return  # the replica is not at the durable version: snapshot at the next op
-        self.last_snapshot = self.durable_version
-        snapshot = Snapshot(self.doc, self.durable_version, self.durable_document.to_delta(), crdt)
+        self.last_snapshot = self.committed_version
+        snapshot = Snapshot(
+            self.doc, self.committed_version, self.committed_document.to_delta(), crdt
+        )
         self.manager.background(self.manager.store.save_snapshot(snapshot))
 
     # -- presence ---------------------------------------------------------------
@@ -811,21 +927,21 @@ class DocumentSession:
         peer = member.peer
         if cursor is not None:
             index, length = cursor.index, cursor.length
-            if base_version is not None and base_version < self.durable_version:
+            if base_version is not None and base_version < self.committed_version:
                 try:
                     entries = self.sequencer.entries_since(base_version)
                 except HistoryGap:
                     raise HistoryUnavailable("presence is too far behind; re-join") from None
                 own = public_client(member.key)
                 for entry in entries:
-                    if entry.version > self.durable_version:
+                    if entry.version > self.committed_version:
                         break
                     side: Side = "right" if public_client(entry.client_id) == own else "left"
                     index, length = transform_selection(index, length, entry.op, side)
-            elif base_version is not None and base_version > self.durable_version:
+            elif base_version is not None and base_version > self.committed_version:
                 raise HistoryUnavailable(
                     f"presence version {base_version} is ahead of the document "
-                    f"({self.durable_version})"
+                    f"({self.committed_version})"
                 )
             cursor = Cursor(index, length)
         self.presence.update(
@@ -835,8 +951,8 @@ class DocumentSession:
             cursor,
             state,
             now,
-            length=len(self.durable_document),
-            version=self.durable_version,
+            length=len(self.committed_document),
+            version=self.committed_version,
         )
         self._flush_presence(now)
 
@@ -848,9 +964,10 @@ class DocumentSession:
         for client in self.presence.due(now, interval):
             wire = self.presence.entry_message(client, self.doc)
             message = encode(wire)
-            for peer in self.members:
+            version = self.committed_version
+            for peer, member in self.members.items():
                 if peer.client != client:
-                    peer.send(message)
+                    member.send(version, message)
             self.presence.mark_sent(client, now)
             self.manager.publish_presence(self.doc, wire)
         wait = self.presence.next_due(now, interval)
@@ -876,12 +993,13 @@ class DocumentSession:
         self.manager.publish_presence(self.doc, wire)
 
     def _broadcast_all(self, message: str) -> None:
-        for peer in self.members:
-            peer.send(message)
+        version = self.committed_version
+        for member in self.members.values():
+            member.send(version, message)
 
     @property
     def busy(self) -> bool:
-        return bool(self._outbox)
+        return bool(self._outbox or self._unsynced)
 
     def close(self) -> None:
         if self._presence_timer is not None:
@@ -1010,7 +1128,7 @@ class DocumentManager:
     # -- the bus ------------------------------------------------------------------
 
     def publish_op(self, doc: str, entry: Entry) -> None:
-        """Tell the other nodes about a committed op (after it is durable)."""
+        """Tell the other nodes about a committed op (after it is committed)."""
         if self.bus is None:
             return
         payload = {
@@ -1123,9 +1241,9 @@ class DocumentManager:
                 await session.subscription.unsubscribe()
             session.subscription = None
         crdt = session.replicas.snapshot_state()
-        if session.durable_version > session.last_snapshot and crdt is not None:
+        if session.committed_version > session.last_snapshot and crdt is not None:
             snapshot = Snapshot(
-                session.doc, session.durable_version, session.durable_document.to_delta(), crdt
+                session.doc, session.committed_version, session.committed_document.to_delta(), crdt
             )
             try:
                 await self.store.save_snapshot(snapshot)

@@ -147,9 +147,9 @@ class ReplicaHost:
         replica = self.replica
         assert replica is not None
         session = self.session
-        if replica.version < session.durable_version:
+        if replica.version < session.committed_version:
             for entry in session.sequencer.entries_since(replica.version):
-                if entry.version > session.durable_version:
+                if entry.version > session.committed_version:
                     break
                 _replay(replica, entry)
 
@@ -185,7 +185,7 @@ class ReplicaHost:
         """Non-durable ops were forgotten: a replica that applied some must be rebuilt."""
         replica = self.replica
         self._early.clear()
-        if replica is not None and replica.version > self.session.durable_version:
+        if replica is not None and replica.version > self.session.committed_version:
             self._rebuild()
 
     def _rebuild(self) -> None:
@@ -210,9 +210,9 @@ class ReplicaHost:
             while True:
                 try:
                     replica = build_replica(await store.load(doc))
-                    while replica.version < self.session.durable_version:
+                    while replica.version < self.session.committed_version:
                         records = await store.get_ops(
-                            doc, replica.version, self.session.durable_version
+                            doc, replica.version, self.session.committed_version
                         )
                         if not records or records[0].version != replica.version + 1:
                             raise ReplicaError(f"the store lacks v{replica.version + 1}")
@@ -222,7 +222,7 @@ class ReplicaHost:
                     log.warning("rebuilding the replica of %s failed: %s", doc, exc)
                     await asyncio.sleep(0.5)
                     continue
-                if replica.version == self.session.durable_version:
+                if replica.version == self.session.committed_version:
                     self.replica = replica
                     break
                 # Stored but not yet durable here (a commit being acknowledged): again.
@@ -290,7 +290,7 @@ class ReplicaHost:
     def snapshot_state(self) -> bytes | None:
         """The CRDT state at the durable version, or None when the replica is elsewhere."""
         replica = self.replica
-        if replica is None or replica.version != self.session.durable_version:
+        if replica is None or replica.version != self.session.committed_version:
             return None
         return replica.state()
 
@@ -421,7 +421,7 @@ class ReplicaHost:
             if (
                 isinstance(selection, dict)
                 and replica is not None
-                and replica.version == session.durable_version
+                and replica.version == session.committed_version
             ):
                 anchor = index_of(replica, selection.get("anchor"))
                 head = index_of(replica, selection.get("head"))
@@ -429,11 +429,13 @@ class ReplicaHost:
                     cursor = Cursor(min(anchor, head), abs(head - anchor))
             try:
                 session.update_presence(
-                    member, cursor, {"yjs": state}, session.durable_version, now
+                    member, cursor, {"yjs": state}, session.committed_version, now
                 )
             except TandemError as exc:  # a stale cursor: drop it, keep the state
                 log.info("awareness of %s not bridged: %s", member.peer.client, exc)
-                session.update_presence(member, None, {"yjs": state}, session.durable_version, now)
+                session.update_presence(
+                    member, None, {"yjs": state}, session.committed_version, now
+                )
 
     # -- Yjs writes -----------------------------------------------------------
 
@@ -467,7 +469,7 @@ class ReplicaHost:
             raise ReplicaRefused(str(exc)) from None
         if effective == EMPTY_UPDATE:
             if done is not None:
-                done(session.durable_version)
+                done(session.committed_version)
             return
         entry = Entry(
             sequencer.version + 1,

@@ -627,6 +627,98 @@ async def test_log_reads_are_index_scans(store: Store) -> None:
         pytest.skip("MemoryStore indexes by construction")
 
 
+# -- commit: visible at once, durable when its future says so -----------------------------
+
+
+async def test_a_commit_is_visible_before_its_sync_completes(store: Store) -> None:
+    sync = await store.commit(history("a", 2))
+    # Before anything else runs on the loop (the sync may still be on its thread):
+    assert await store.head("a") == 2
+    assert [r.version for r in await store.get_ops("a", 0)] == [1, 2]
+    if sync is not None:
+        await sync
+    with pytest.raises(ConflictError):
+        await store.commit([op("a", 2)])  # checked like an append
+
+
+async def test_a_commit_is_durable_once_its_sync_completes(make_store: MakeStore) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        sync = await first.commit(history("a", 3))
+        if sync is not None:
+            await sync
+    finally:
+        await first.close()
+    again = make_store()
+    await again.open()
+    try:
+        assert await again.head("a") == 3
+    finally:
+        await again.close()
+
+
+async def test_sqlite_commits_while_the_write_lock_is_taken_go_to_the_writer_thread(
+    store: Store,
+) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite's loop connection and write lock")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock: the loop must not wait for it
+    try:
+        async with anyio.create_task_group() as group:
+            done: list[object] = []
+
+            async def commit() -> None:
+                done.append(await store.commit([op("a", 1)]))
+
+            group.start_soon(commit)
+            await anyio.sleep(0.2)
+            assert not done, "the commit went through while another connection held the lock"
+            other.execute("COMMIT")
+        assert done == [None], "a commit on the writer thread is durable when it returns"
+        assert await store.head("a") == 1
+    finally:
+        other.close()
+
+
+async def test_sqlite_a_failed_fsync_refuses_every_later_write(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite's WAL fsync")
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("tandem.storage.sqlite.os.fdatasync", failing)
+    sync = await store.commit([op("a", 1)])
+    assert sync is not None
+    with pytest.raises(StorageError, match="could not be synced"):
+        await sync
+    with pytest.raises(StorageError, match="could not be synced"):
+        await store.commit([op("a", 2)])
+    with pytest.raises(StorageError, match="could not be synced"):
+        await store.append([op("b", 1)])
+    assert await store.head("a") == 1  # committed, readable; never acknowledged
+
+
+async def test_sqlite_the_wal_is_checkpointed_and_reused(store: Store) -> None:
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("SQLite's WAL")
+    wal = Path(f"{store.path}-wal")
+    sizes = []
+    for version in range(1, 8 * 256 + 1):
+        sync = await store.commit([op("a", version, "x" * 200)])
+        if sync is not None:
+            await sync
+        if version % 256 == 0:
+            sizes.append(wal.stat().st_size)
+    # Without checkpoints the WAL would grow by every commit's pages (~30 MB here);
+    # checkpointed every 256 loop commits, a restarted WAL is written over from its start.
+    assert sizes[-1] < 1.1 * sizes[0] and max(sizes) < 6 * (1 << 20), sizes
+
+
 # -- choosing a backend by URL (not parametrised) ----------------------------------------
 
 

@@ -171,6 +171,8 @@ class Shape:
     allow_delete: bool
     far_behind: bool
     settings: Settings
+    #: Up to this long between a commit and its sync (0: synced as committed).
+    sync_delay: float
 
 
 def shape_for(seed: int) -> Shape:
@@ -199,6 +201,7 @@ def shape_for(seed: int) -> Shape:
             commit_max_delay=rng.choice([0.0, 0.0, 0.02]),
             commit_max_batch=rng.choice([1, 4, 512]),
         ),
+        sync_delay=rng.choice([0.0, 0.05, 0.3]),
     )
 
 
@@ -211,6 +214,21 @@ class SimStore(MemoryStore):
     def __init__(self, world: World) -> None:
         super().__init__()
         self.world = world
+        self._synced_at = 0.0
+
+    async def commit(self, records: Any) -> asyncio.Future[None] | None:
+        """Commit now, sync up to ``sync_delay`` later (in commit order, as one fsync thread)."""
+        await self.append(records)
+        if not self.world.shape.sync_delay:
+            return None
+        loop = asyncio.get_running_loop()
+        synced: asyncio.Future[None] = loop.create_future()
+        at = max(
+            self._synced_at, loop.time() + self.world.rng.uniform(0, self.world.shape.sync_delay)
+        )
+        self._synced_at = at
+        loop.call_at(at, synced.set_result, None)
+        return synced
 
     async def append(self, records: Any) -> None:
         world = self.world
@@ -621,13 +639,13 @@ class World:
 
     async def check(self) -> None:
         session = self.manager.sessions[DOC]
-        head = session.durable_version
+        head = session.committed_version
         records: list[OpRecord] = await self.store.get_ops(DOC, 0)
         assert [r.version for r in records] == list(range(1, head + 1)), "version gap in the log"
         replayed = Document()
         for record in records:
             replayed = replayed.apply(record.op)
-        assert replayed == session.durable_document, "the log does not replay to the document"
+        assert replayed == session.committed_document, "the log does not replay to the document"
         loaded = await self.store.load(DOC)
         reloaded = Document(loaded.snapshot.content) if loaded.snapshot else Document()
         for record in loaded.ops:
@@ -934,7 +952,7 @@ def test_a_resent_merge_is_answered_once_its_first_copy_is_stored() -> None:
         final = Document("hello world")  # the author's branch, applied to the base
         for reply in replies:
             assert final.apply(Delta.from_json(reply["op"])).text() == "hello world"
-        assert session.durable_document.text() == "hello world"
+        assert session.committed_document.text() == "hello world"
 
     run_virtual(VirtualLoop(), scenario())
 
@@ -969,7 +987,7 @@ def test_a_sync_step2_waits_until_what_it_carries_is_stored() -> None:
         client = Doc()
         client.apply_update(step2[0].payload)
         assert str(client.get("content", type=Text)) == "abc"
-        assert session.durable_version == 1
+        assert session.committed_version == 1
 
     run_virtual(VirtualLoop(), scenario())
 
@@ -998,3 +1016,117 @@ if __name__ == "__main__":
         f"{len(failed)} failed {failed} in {time.perf_counter() - began:.0f}s {dict(result)}"
     )
     sys.exit(1 if failed else 0)
+
+
+# -- committed, then synced: broadcast at once, ack after the fsync -------------------------------
+
+
+class _HandSyncedStore(MemoryStore):
+    """Commits at once; each commit's sync completes only when ``sync_next`` says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[asyncio.Future[None]] = []
+
+    async def commit(self, records: Any) -> asyncio.Future[None] | None:
+        await self.append(records)
+        synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.syncs.append(synced)
+        return synced
+
+    def sync_next(self, exc: BaseException | None = None) -> None:
+        synced = self.syncs.pop(0)
+        if exc is None:
+            synced.set_result(None)
+        else:
+            synced.set_exception(exc)
+
+
+async def _hand_synced_session() -> tuple[_HandSyncedStore, DocumentSession]:
+    store = _HandSyncedStore()
+    await store.open()
+    settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
+    manager = DocumentManager(store, settings, Metrics("sim"))
+    await manager.start()
+    return store, await manager.open(DOC)
+
+
+def test_others_hear_a_committed_op_before_its_author_hears_the_ack() -> None:
+    async def scenario() -> None:
+        store, session = await _hand_synced_session()
+        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
+        await session.join(author, "write", None)
+        await session.join(other, "write", None)
+        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
+        await asyncio.sleep(0.01)
+        assert [m["type"] for m in other.messages[1:]] == ["op"], "committed: broadcast"
+        assert [m["type"] for m in author.messages[1:]] == [], "not synced: no ack yet"
+        # The other client's op v2 is committed before v1 is synced: the author must
+        # not hear of v2 before its own ack (its client would transform v2 past v1).
+        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
+        await asyncio.sleep(0.01)
+        assert [m["type"] for m in author.messages[1:]] == []
+        assert [m["type"] for m in other.messages[1:]] == ["op"], "v2 is other's own"
+        store.sync_next()  # v1 is on disk
+        await asyncio.sleep(0.01)
+        assert [(m["type"], m["v"]) for m in author.messages[1:]] == [("ack", 1), ("op", 2)]
+        assert [m["type"] for m in other.messages[1:]] == ["op"], "v2's ack waits for its sync"
+        store.sync_next()
+        await asyncio.sleep(0.01)
+        assert [(m["type"], m["v"]) for m in other.messages[1:]] == [("op", 1), ("ack", 2)]
+        assert session.synced_version == session.committed_version == 2
+
+    run_virtual(VirtualLoop(), scenario())
+
+
+def test_a_failed_sync_acknowledges_nothing_and_later_ops_fail() -> None:
+    async def scenario() -> None:
+        store, session = await _hand_synced_session()
+        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
+        await session.join(author, "write", None)
+        await session.join(other, "write", None)
+        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
+        await asyncio.sleep(0.01)
+        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
+        await asyncio.sleep(0.01)
+        store.sync_next(StorageError("EIO"))
+        await asyncio.sleep(0.01)
+        replies = [m for m in author.messages[1:] if m["type"] in ("ack", "error")]
+        assert [(m["type"], m.get("code")) for m in replies] == [("error", "ERR_STORAGE")]
+        assert [(m["type"], m["v"]) for m in author.messages[1:] if m["type"] == "op"] == [
+            ("op", 2)
+        ], "released once the ack it waited behind failed"
+        # A duplicate of the committed op cannot be acknowledged either.
+        await session.submit(session.member(author), Delta().insert("a"), 0, 1)
+        await asyncio.sleep(0.01)
+        assert author.messages[-1]["type"] == "error"
+        assert author.messages[-1]["code"] == "ERR_STORAGE"
+
+    run_virtual(VirtualLoop(), scenario())
+
+
+def test_acks_and_ops_reach_an_author_in_version_order_when_one_sync_covers_them() -> None:
+    async def scenario() -> None:
+        store, session = await _hand_synced_session()
+        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
+        await session.join(author, "write", None)
+        await session.join(other, "write", None)
+        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
+        await asyncio.sleep(0.01)
+        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
+        await asyncio.sleep(0.01)
+        await session.submit(session.member(author), Delta().insert("c"), 1, 2)  # v3
+        await asyncio.sleep(0.01)
+        await session.submit(session.member(other), Delta().insert("d"), 3, 2)  # v4
+        await asyncio.sleep(0.01)
+        assert author.messages[1:] == []
+        store.syncs[-1].set_result(None)  # the last sync covers every commit before it
+        await asyncio.sleep(0.01)
+        assert [(m["type"], m["v"]) for m in author.messages[1:]] == [
+            ("ack", 1),
+            ("op", 2),
+            ("ack", 3),
+            ("op", 4),
+        ]
+
+    run_virtual(VirtualLoop(), scenario())

@@ -154,13 +154,13 @@ def test_the_handler_answers_everything_and_refusals_change_nothing() -> None:
         if DOC not in connection.documents:
             loop.run_until_complete(connection.join(DOC, None))
         session = manager.sessions[DOC]
-        before = (session.durable_version, session.durable_document)
+        before = (session.committed_version, session.committed_document)
         replies = loop.run_until_complete(feed(frame))
         codes = [m.get("code") for m in replies if m["type"] == "error"]
         assert "ERR_INTERNAL" not in codes, replies
         if codes and not any(m["type"] == "ack" for m in replies):
             session = manager.sessions[DOC]
-            assert (session.durable_version, session.durable_document) == before, replies
+            assert (session.committed_version, session.committed_document) == before, replies
 
     try:
         loop.run_until_complete(setup())

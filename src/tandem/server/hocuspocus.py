@@ -127,7 +127,7 @@ class HocuspocusLink(YjsLink):
             if version < 0:
                 self._status(False)
                 self.socket.outbox.close(1011, "ERR_STORAGE")
-            elif self.session is not None and self.session.durable_version < head:
+            elif self.session is not None and self.session.synced_version < head:
                 self._deferred.append(head)
             else:
                 self._status(True)
@@ -138,7 +138,7 @@ class HocuspocusLink(YjsLink):
     def _release_deferred(self) -> None:
         session = self.session
         if self._deferred and session is not None:
-            durable = session.durable_version
+            durable = session.synced_version
             waiting = [version for version in self._deferred if version > durable]
             for _ in range(len(self._deferred) - len(waiting)):
                 self._status(True)

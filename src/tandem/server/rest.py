@@ -181,9 +181,9 @@ def build_rest_router(tandem: "Tandem") -> APIRouter:
             session = await tandem.documents.open(doc)
         except TandemError as error:
             return error_response(error)
-        content = session.durable_document
+        content = session.committed_document
         return {
-            "v": session.durable_version,
+            "v": session.committed_version,
             "content": content.to_delta().to_json(),
             "text": content.text(),
         }

@@ -22,6 +22,7 @@ against every backend):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -95,6 +96,15 @@ class Store(Protocol):
 
     async def append(self, records: Sequence[OpRecord]) -> None:
         """Commit ``records`` atomically and durably (see the module rules)."""
+
+    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
+        """Commit ``records`` atomically, like ``append``; the sync may follow.
+
+        Returns None when the records are durable already (as after ``append``),
+        or a future that completes once they are (or fails if they cannot be):
+        in between, every reader sees them and they survive a crash of this
+        process, not a power loss.
+        """
 
     async def load(self, doc: str) -> LoadedDocument:
         """The newest snapshot of ``doc`` and all ops after it (empty for a new doc)."""

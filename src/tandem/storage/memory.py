@@ -17,6 +17,7 @@ Imports only the pure storage modules; no asyncio, no drivers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,11 @@ class MemoryStore:
             state.ops.append(stored)
             if stored.seq is not None:
                 state.seqs[(stored.client_id, stored.seq)] = stored.version
+
+    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
+        """``append``: durable on return."""
+        await self.append(records)
+        return None
 
     async def load(self, doc: str) -> LoadedDocument:
         """The newest snapshot of ``doc`` and every op after it."""

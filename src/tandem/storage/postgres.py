@@ -25,6 +25,7 @@ a deployment can host several Tandems in one database.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -150,6 +151,11 @@ class PostgresStore:
             raise ConflictError(f"{what}: {exc.detail or exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
+        """``append``: durable on return."""
+        await self.append(records)
+        return None
 
     async def load(self, doc: str) -> LoadedDocument:
         """The newest snapshot of ``doc`` and every op after it, from one MVCC snapshot."""
