@@ -40,7 +40,8 @@ being saved, another process) the append goes to the writer thread, as
 (``wal_autocheckpoint=0``): the writer thread does, every
 ``CHECKPOINT_AFTER_COMMITS`` loop commits, after a sync. A failed ``fdatasync``
 cannot be retried (the kernel may have dropped the pages it could not write):
-the store then refuses every later write with ``StorageError``.
+the store then refuses every later call with ``StorageError`` (``/healthz``
+reports it) until the process restarts and reads back what the disk holds.
 
 Each thread is a ``ThreadWorker`` (a queue and one ``call_soon_threadsafe``
 per call) rather than an executor: the executor's futures, locks and
@@ -373,9 +374,13 @@ class SQLiteStore:
     # -- dispatch ---------------------------------------------------------------
 
     async def _write(self, fn: Callable[[], T]) -> T:
+        if self._sync_error is not None:
+            raise self._sync_error
         return await self._run(self._writer, fn)
 
     async def _read(self, fn: Callable[[], T]) -> T:
+        if self._sync_error is not None:
+            raise self._sync_error  # what is on disk is unknown: restart to read it back
         return await self._run(self._reader, fn)
 
     async def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
