@@ -907,7 +907,7 @@ class DocumentSession:
     def _snapshot(self) -> None:
         crdt = self.replicas.snapshot_state()
         if crdt is None:
-            return  # the replica is not at the durable version: snapshot at the next op
+            return  # the replica is not at the committed version: snapshot at the next op
         self.last_snapshot = self.committed_version
         snapshot = Snapshot(
             self.doc, self.committed_version, self.committed_document.to_delta(), crdt

@@ -317,14 +317,20 @@ class SQLiteStore:
 
     def _open_loop_writer(self) -> None:
         conn = _connect(self.path)
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.close()  # no WAL here (a filesystem without shared memory): the thread commits
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                raise FileNotFoundError("not in WAL mode")
+            wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            # No WAL to sync here (a filesystem without shared memory, say): every
+            # append goes to the writer thread, durable when it returns.
+            log.warning("SQLite commits on the writer thread only: %s", exc)
+            conn.close()
             return
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA busy_timeout = 0")
-        self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
-        self._loop_conn = conn
+        self._wal_fd, self._loop_conn = wal, conn
 
     def _close_loop_writer(self) -> None:
         # Closed first: the last connection to close checkpoints, and that must be
