@@ -874,17 +874,28 @@ class _GatedStore(MemoryStore):
         await super().append(records)
 
 
+async def _session_on(store: MemoryStore) -> DocumentSession:
+    """``DOC``'s session on ``store`` (opened here), with default settings."""
+    await store.open()
+    settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
+    manager = DocumentManager(store, settings, Metrics("sim"))
+    await manager.start()
+    return await manager.open(DOC)
+
+
+async def _pair_on(store: MemoryStore) -> tuple[DocumentSession, Recorder, Recorder]:
+    """``_session_on(store)`` with two writers joined: c1 (the author) and c2."""
+    session = await _session_on(store)
+    author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
+    await session.join(author, "write", None)
+    await session.join(other, "write", None)
+    return session, author, other
+
+
 def test_a_duplicate_of_a_durable_op_is_not_failed() -> None:
     async def scenario() -> None:
         store = _GatedStore(fail_version=2)
-        await store.open()
-        settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
-        manager = DocumentManager(store, settings, Metrics("sim"))
-        await manager.start()
-        session = await manager.open(DOC)
-        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
-        await session.join(author, "write", None)
-        await session.join(other, "write", None)
+        session, author, other = await _pair_on(store)
         await session.submit(session.member(author), Delta().insert("a"), 0, 7)  # v1
         await asyncio.sleep(0.01)  # the committer takes v1 and waits at the gate
         await session.submit(session.member(other), Delta().insert("b"), 0, 1)  # v2
@@ -900,11 +911,7 @@ def test_a_duplicate_of_a_durable_op_is_not_failed() -> None:
 
 async def _gated_session() -> tuple[_GatedStore, DocumentSession]:
     store = _GatedStore(fail_version=-1)
-    await store.open()
-    settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
-    manager = DocumentManager(store, settings, Metrics("sim"))
-    await manager.start()
-    return store, await manager.open(DOC)
+    return store, await _session_on(store)
 
 
 def test_a_rejoining_client_waits_for_its_op_still_being_stored() -> None:
@@ -1042,29 +1049,26 @@ class _HandSyncedStore(MemoryStore):
             synced.set_exception(exc)
 
 
-async def _hand_synced_session() -> tuple[_HandSyncedStore, DocumentSession]:
+async def _hand_synced_pair() -> tuple[_HandSyncedStore, DocumentSession, Recorder, Recorder]:
     store = _HandSyncedStore()
-    await store.open()
-    settings = Settings(node_id="sim", data_dir=__import__("pathlib").Path("unused"))
-    manager = DocumentManager(store, settings, Metrics("sim"))
-    await manager.start()
-    return store, await manager.open(DOC)
+    return (store, *await _pair_on(store))
+
+
+async def _type(session: DocumentSession, peer: Recorder, text: str, base: int, seq: int) -> None:
+    """``peer`` submits an insert of ``text``; returns once the loop has handled it."""
+    await session.submit(session.member(peer), Delta().insert(text), base, seq)
+    await asyncio.sleep(0.01)
 
 
 def test_others_hear_a_committed_op_before_its_author_hears_the_ack() -> None:
     async def scenario() -> None:
-        store, session = await _hand_synced_session()
-        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
-        await session.join(author, "write", None)
-        await session.join(other, "write", None)
-        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
-        await asyncio.sleep(0.01)
+        store, session, author, other = await _hand_synced_pair()
+        await _type(session, author, "a", 0, 1)  # v1
         assert [m["type"] for m in other.messages[1:]] == ["op"], "committed: broadcast"
         assert [m["type"] for m in author.messages[1:]] == [], "not synced: no ack yet"
         # The other client's op v2 is committed before v1 is synced: the author must
         # not hear of v2 before its own ack (its client would transform v2 past v1).
-        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
-        await asyncio.sleep(0.01)
+        await _type(session, other, "b", 1, 1)  # v2
         assert [m["type"] for m in author.messages[1:]] == []
         assert [m["type"] for m in other.messages[1:]] == ["op"], "v2 is other's own"
         store.sync_next()  # v1 is on disk
@@ -1081,14 +1085,9 @@ def test_others_hear_a_committed_op_before_its_author_hears_the_ack() -> None:
 
 def test_a_failed_sync_acknowledges_nothing_and_later_ops_fail() -> None:
     async def scenario() -> None:
-        store, session = await _hand_synced_session()
-        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
-        await session.join(author, "write", None)
-        await session.join(other, "write", None)
-        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
-        await asyncio.sleep(0.01)
-        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
-        await asyncio.sleep(0.01)
+        store, session, author, other = await _hand_synced_pair()
+        await _type(session, author, "a", 0, 1)  # v1
+        await _type(session, other, "b", 1, 1)  # v2
         store.sync_next(StorageError("EIO"))
         await asyncio.sleep(0.01)
         replies = [m for m in author.messages[1:] if m["type"] in ("ack", "error")]
@@ -1097,8 +1096,7 @@ def test_a_failed_sync_acknowledges_nothing_and_later_ops_fail() -> None:
             ("op", 2)
         ], "released once the ack it waited behind failed"
         # A duplicate of the committed op cannot be acknowledged either.
-        await session.submit(session.member(author), Delta().insert("a"), 0, 1)
-        await asyncio.sleep(0.01)
+        await _type(session, author, "a", 0, 1)
         assert author.messages[-1]["type"] == "error"
         assert author.messages[-1]["code"] == "ERR_STORAGE"
 
@@ -1107,18 +1105,11 @@ def test_a_failed_sync_acknowledges_nothing_and_later_ops_fail() -> None:
 
 def test_acks_and_ops_reach_an_author_in_version_order_when_one_sync_covers_them() -> None:
     async def scenario() -> None:
-        store, session = await _hand_synced_session()
-        author, other = Recorder("c1", "u1"), Recorder("c2", "u2")
-        await session.join(author, "write", None)
-        await session.join(other, "write", None)
-        await session.submit(session.member(author), Delta().insert("a"), 0, 1)  # v1
-        await asyncio.sleep(0.01)
-        await session.submit(session.member(other), Delta().insert("b"), 1, 1)  # v2
-        await asyncio.sleep(0.01)
-        await session.submit(session.member(author), Delta().insert("c"), 1, 2)  # v3
-        await asyncio.sleep(0.01)
-        await session.submit(session.member(other), Delta().insert("d"), 3, 2)  # v4
-        await asyncio.sleep(0.01)
+        store, session, author, other = await _hand_synced_pair()
+        await _type(session, author, "a", 0, 1)  # v1
+        await _type(session, other, "b", 1, 1)  # v2
+        await _type(session, author, "c", 1, 2)  # v3
+        await _type(session, other, "d", 3, 2)  # v4
         assert author.messages[1:] == []
         store.syncs[-1].set_result(None)  # the last sync covers every commit before it
         await asyncio.sleep(0.01)
