@@ -11,7 +11,7 @@ told once, with an Auth/permission-denied frame).
 Frames (see ``tandem.merge.yproto``): the server opens with SyncStep1 and the
 current awareness; it answers SyncStep1 with SyncStep2 from the replica; an
 update (SyncStep2 or Update) is merged by the session, committed like an OT op
-and echoed to every Yjs peer — its author included — once durable (a peer gets
+and echoed to every Yjs peer — its author included — once committed (a peer gets
 Updates only once it has been sent its SyncStep2, which holds the earlier ones); awareness
 is relayed to the other Yjs peers and cleared when a connection closes;
 QueryAwareness is answered with every known state. An empty awareness frame
