@@ -716,8 +716,9 @@ async def test_sqlite_the_wal_is_checkpointed_and_reused(store: Store) -> None:
         if version % 256 == 0:
             sizes.append(wal.stat().st_size)
     # Without checkpoints the WAL would grow by every commit's pages (~30 MB here);
-    # checkpointed every 256 loop commits, a restarted WAL is written over from its start.
-    assert sizes[-1] < 1.1 * sizes[0] and max(sizes) < 6 * (1 << 20), sizes
+    # checkpointed every ~4 MB of commits, a restarted WAL is written over from its start.
+    assert max(sizes) < 8 * (1 << 20), sizes
+    assert sizes[-1] < 1.05 * sizes[len(sizes) // 2], sizes  # reused, no longer growing
 
 
 # -- choosing a backend by URL (not parametrised) ----------------------------------------

@@ -214,11 +214,17 @@ async def test_a_slow_reader_is_dropped_and_does_not_slow_the_others(tmp_path: P
         # 32 KiB = 18.75 MiB); an unbounded queue would add the ~10 MB sent to the slow
         # reader on top.
         assert growth_mib < attempts * 300 * SIZE * 2 / (1 << 20) + 5
-        # When it reads again: what fitted in the buffers, then the error and 4408.
+        # When it reads again: what fitted in the buffers, then the error and 4408 —
+        # unless measuring again took longer than the grace a dropped reader gets to
+        # take its close, after which the server cuts the socket.
         slow.sock.settimeout(10)
-        messages, code = await asyncio.to_thread(slow.read_until_close)
-        assert code == 4408
-        assert messages[-1]["code"] == "ERR_SLOW_CONSUMER"
+        try:
+            messages, code = await asyncio.to_thread(slow.read_until_close)
+        except ConnectionError:
+            assert attempts > 1, "cut before the grace for its close frame had passed"
+        else:
+            assert code == 4408
+            assert messages[-1]["code"] == "ERR_SLOW_CONSUMER"
         slow.close()
         for client in (writer, *watchers, slow_writer, *slow_watchers):
             await client.close()

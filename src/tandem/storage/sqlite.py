@@ -37,8 +37,11 @@ most of Tandem's latency there. The loop's connection never waits for a lock
 (``busy_timeout=0``): if another connection holds the write lock (a snapshot
 being saved, another process) the append goes to the writer thread, as
 ``append`` does, and is durable when it returns. It never checkpoints either
-(``wal_autocheckpoint=0``): the writer thread does, every
-``CHECKPOINT_AFTER_COMMITS`` loop commits, after a sync. A failed ``fdatasync``
+(``wal_autocheckpoint=0``): the writer thread does, after a sync, once the
+loop's commits since the last checkpoint wrote about ``CHECKPOINT_AFTER_BYTES``
+to the WAL (SQLite's own default is 1,000 pages); a checkpoint of a bigger
+WAL holds the write lock longer, and loop commits meanwhile wait for it on
+the writer thread. A failed ``fdatasync``
 cannot be retried (the kernel may have dropped the pages it could not write):
 the store then refuses every later call with ``StorageError`` (``/healthz``
 reports it) until the process restarts and reads back what the disk holds.
@@ -77,8 +80,11 @@ T = TypeVar("T")
 
 #: How long a writer waits for another connection's write lock, milliseconds.
 BUSY_TIMEOUT_MS = 10_000
-#: Commits on the event loop between two checkpoints by the writer thread.
-CHECKPOINT_AFTER_COMMITS = 256
+#: WAL bytes the event loop's commits write between two checkpoints (an estimate).
+CHECKPOINT_AFTER_BYTES = 4 << 20
+#: What one commit writes besides its ops: the pages of the ops table, its seq
+#: index and the documents row it touches (4 KiB each, SQLite's default page).
+_COMMIT_PAGES_BYTES = 3 * 4096
 
 _OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
 _HEAD = "SELECT head FROM documents WHERE doc = ?"
@@ -113,7 +119,7 @@ class SQLiteStore:
         self._sync_running: asyncio.Future[None] | None = None
         #: Completes once a sync that starts after the last loop commit has finished.
         self._sync_next: asyncio.Future[None] | None = None
-        self._commits_since_checkpoint = 0
+        self._wal_bytes_since_checkpoint = 0
         self._sync_error: StorageError | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -188,7 +194,8 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise _storage_error(exc) from exc
             else:
-                return self._sync_soon()
+                written = sum(len(row[2]) + len(row[7] or b"") for row in rows)
+                return self._sync_soon(written + _COMMIT_PAGES_BYTES)
         await self._write(lambda: _append_with(self._conn_w(), runs, rows))
         return None
 
@@ -342,9 +349,9 @@ class SQLiteStore:
             os.close(self._wal_fd)
             self._wal_fd = None
 
-    def _sync_soon(self) -> asyncio.Future[None]:
+    def _sync_soon(self, written: int) -> asyncio.Future[None]:
         """The future of a sync that starts after this moment (shared by the commits before it)."""
-        self._commits_since_checkpoint += 1
+        self._wal_bytes_since_checkpoint += written
         future = self._sync_next
         if future is None:
             future = self._sync_next = asyncio.get_running_loop().create_future()
@@ -354,9 +361,9 @@ class SQLiteStore:
 
     def _start_sync(self) -> None:
         self._sync_running, self._sync_next = self._sync_next, None
-        checkpoint = self._commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS
+        checkpoint = self._wal_bytes_since_checkpoint >= CHECKPOINT_AFTER_BYTES
         if checkpoint:
-            self._commits_since_checkpoint = 0
+            self._wal_bytes_since_checkpoint = 0
         assert self._writer is not None
         self._writer.run(partial(self._sync, checkpoint)).add_done_callback(self._sync_done)
 
