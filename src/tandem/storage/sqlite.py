@@ -261,7 +261,7 @@ class SQLiteStore:
     def _open_writer(self) -> tuple[str, ...]:
         conn = _connect(self.path)
         self._write_conn = conn
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         return _migrate(conn)
 
     def _close_writer(self) -> None:
@@ -487,6 +487,23 @@ class _transaction:
             self._conn.execute("COMMIT")
         elif self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode, waiting out other connections that hold it.
+
+    SQLite does not call the busy handler for this lock (two processes opening a
+    new file at once would deadlock), so the wait is ours: up to ``BUSY_TIMEOUT_MS``.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _migrate(conn: sqlite3.Connection) -> tuple[str, ...]:
