@@ -148,9 +148,8 @@ class GroupCommitter:
 
     def _synced(self, sessions: list[tuple[Committing, int]], sync: asyncio.Future[None]) -> None:
         self._syncing -= 1
+        # A failed sync is logged once, by the store; each batch it covered lands here.
         exc = StorageError("the sync was cancelled") if sync.cancelled() else sync.exception()
-        if exc is not None:
-            log.critical("sync of committed ops failed: %s", exc)
         for session, version in sessions:
             if exc is None:
                 session.synced(version)

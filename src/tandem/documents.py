@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from typing import Any, Protocol
 
 import orjson
@@ -581,9 +582,8 @@ class DocumentSession:
 
     def _in_flight(self, matching: Callable[[_Pending], bool]) -> bool:
         """Is a sequenced op that ``matching`` accepts still waiting for storage or its sync?"""
-        return any(p.entry is not None and matching(p) for p in self._outbox) or any(
-            p.entry is not None and matching(p) for p in self._unsynced
-        )
+        waiting = chain(self._outbox, self._unsynced)
+        return any(p.entry is not None and matching(p) for p in waiting)
 
     async def _settled(self, waiting_for: Callable[[_Pending], bool]) -> None:
         """Return once no commit in flight matches ``waiting_for`` (stored or rolled back)."""
@@ -634,10 +634,7 @@ class DocumentSession:
         """The store has synced everything this node committed up to ``version``: ack it."""
         if version > self.synced_version:
             self.synced_version = version
-        # Once nothing committed here awaits a sync, what still waits is a duplicate of
-        # an op another node committed (synced there): it is acknowledged too.
-        everything = self._committed_here <= self.synced_version
-        ready = [p for p in self._unsynced if everything or p.version <= self.synced_version]
+        ready = [p for p in self._unsynced if self._is_synced(p.version)]
         if not ready:
             return
         for pending in sorted(ready, key=_version_of):
@@ -660,11 +657,16 @@ class DocumentSession:
         if self._settle_waiters:
             self._wake_settled()
 
+    def _is_synced(self, version: int) -> bool:
+        # Once nothing committed here awaits a sync, a version above ``synced_version``
+        # is one another node committed (and synced there): synced too.
+        return version <= self.synced_version or self._committed_here <= self.synced_version
+
     def _ack_when_synced(self, pending: _Pending) -> None:
         """Acknowledge ``pending`` (committed) now if it is synced, else once it is."""
         if self._sync_error is not None:
             self._fail(pending, StorageError("the store can no longer sync; nothing is saved"))
-        elif pending.version <= self.synced_version or self._committed_here <= self.synced_version:
+        elif self._is_synced(pending.version):
             self._acknowledge(pending)
         else:
             answer = pending.answer
@@ -699,7 +701,7 @@ class DocumentSession:
                 # The author again, on a new connection (it reconnected while the op
                 # was being stored): this is its ack, never "someone else's op".
                 self._ack_when_synced(_Pending(version, author=member, seq=entry.seq))
-            elif member.held is None:
+            elif member.held is None:  # Member.send, inlined: this runs once per delivery
                 peer.send(message)
             else:
                 member.held.append((version, message))

@@ -188,7 +188,7 @@ class SQLiteStore:
             try:
                 _append_with(conn, runs, rows)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                if not _busy(exc):
                     raise _storage_error(exc) from exc
                 # Another connection holds the write lock: wait for it on the thread.
             except sqlite3.Error as exc:
@@ -489,6 +489,11 @@ class _transaction:
             self._conn.execute("ROLLBACK")
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """Did ``exc`` come from another connection holding a lock (SQLITE_BUSY and its kin)?"""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
 def _use_wal(conn: sqlite3.Connection) -> None:
     """Switch the file to WAL mode, waiting out other connections that hold it.
 
@@ -501,7 +506,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+            if not _busy(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
