@@ -81,7 +81,10 @@ class MemoryStore:
         self._check_open()
         runs = plan_batch(records)
         # Check everything first: once we start mutating, nothing may fail.
-        check_heads(runs, {doc: state.head for doc, state in self._documents.items()})
+        documents = self._documents
+        check_heads(
+            runs, {run.doc: documents[run.doc].head for run in runs if run.doc in documents}
+        )
         encoded: list[tuple[str, _StoredOp]] = []
         for run in runs:
             state = self._documents.get(run.doc)
