@@ -90,6 +90,9 @@ class Settings:
     #: Longest a commit waits to gather more ops into one transaction.
     commit_max_delay: float = 0.0
     commit_max_batch: int = 512
+    #: SQLite: longest a commit waits for the fsync that makes it durable (and lets
+    #: its author's ack go out); the commits of every document within it share one.
+    sync_delay: float = 0.005
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
 

@@ -55,7 +55,11 @@ class Tandem:
         self.metrics = Metrics(settings.node_id)
         self._given_store = store
         self.store: Store = (
-            store if store is not None else open_store(settings.database_url, settings.data_dir)
+            store
+            if store is not None
+            else open_store(
+                settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
+            )
         )
         self.authenticator = Authenticator(settings, data_dir=settings.data_dir)
         # Several nodes share documents through a bus; one node needs none.
