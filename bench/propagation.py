@@ -264,6 +264,10 @@ def table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
             f"{fmt(rss, 7)} {fmt(med([r['generatorCpu'] for r in results]), 7)} "
             f"{fmt(ratio, 8, 2)} {wins:>6}"
         )
+    ack_p50, ack_p99 = med([r.get("ackP50") for r in ours]), med([r.get("ackP99") for r in ours])
+    if ack_p50 is not None:
+        # Only Tandem acknowledges an edit to its author (once it is fsync'd).
+        lines.append(f"tandem acks (author's send -> ack): p50 {ack_p50:.1f} p99 {ack_p99:.1f} ms")
     return "\n".join(lines)
 
 
@@ -342,7 +346,12 @@ def compare(args: argparse.Namespace) -> None:
                     f"[{repeat + 1}/{args.repeat}] {scenario:<11} {name:<12} "
                     f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} ms  delivered "
                     f"{r['delivered']}/{r['expected']}  cpu {fmt(r['serverCpu'], 5, 2)} s  "
-                    f"gen {fmt(r['generatorCpu'], 5, 2)} s",
+                    f"gen {fmt(r['generatorCpu'], 5, 2)} s"
+                    + (
+                        f"  ack p50 {fmt(r['ackP50'])} p99 {fmt(r['ackP99'])} ms"
+                        if r.get("ackP50")
+                        else ""
+                    ),
                     file=sys.stderr,
                     flush=True,
                 )

@@ -53,6 +53,7 @@ const hold = Number(args.hold ?? 60) * 1000;
 const maxOps = Math.ceil((duration / 1000) * rate) + 2;
 const sentAt = new Map(); // author index -> Float64Array of send times by seq (1-based)
 const latencies = [];
+const ackLatencies = []; // author's send -> its ack, where the protocol has acks
 let delivered = 0;
 let duplicates = 0;
 let expected = 0;
@@ -98,12 +99,19 @@ const sampleRss = () => { peakRss = Math.max(peakRss, rssBytes()); };
 // message(c, data, isBinary): parse a frame, call deliver() per edit of others and
 // ready(c) once the client holds the document; edit(c, seq): the frame for edit seq.
 
+/** Typist `c` got the ack of its edit `seq` (protocols that acknowledge: Tandem). */
+function acked(c, seq) {
+  if (!measuring) return;
+  const t = sentAt.get(c.i)?.[seq];
+  if (t > 0) ackLatencies.push(performance.now() - t);
+}
+
 function ready(c) {
   if (!c.ready) { c.ready = true; c.resolve(c); }
 }
 
 const TANDEM_OP = /"type":"op","doc":"[^"]*","v":(\d+),"op":\[[^\]]*\],"client":"g(\d+)","user":"[^"]*","seq":(\d+)/g;
-const TANDEM_ACK = /"type":"ack","doc":"[^"]*","seq":\d+,"v":(\d+)/g;
+const TANDEM_ACK = /"type":"ack","doc":"[^"]*","seq":(\d+),"v":(\d+)/g;
 
 const tandem = {
   url: (c) => `${bases[c.i % bases.length]}/collab?token=${token}&doc=${c.doc}&client=g${c.i}`,
@@ -121,7 +129,12 @@ const tandem = {
       c.version = Math.max(c.version, Number(m[1]));
       deliver(c, Number(m[2]), Number(m[3]));
     }
-    if (c.typist) for (const m of text.matchAll(TANDEM_ACK)) c.version = Math.max(c.version, Number(m[1]));
+    if (c.typist) {
+      for (const m of text.matchAll(TANDEM_ACK)) {
+        c.version = Math.max(c.version, Number(m[2]));
+        acked(c, Number(m[1]));
+      }
+    }
   },
   // A delta made on the client's last known version, as a real client sends it.
   edit: (c, seq) => `{"type":"op","v":${c.version},"seq":${seq},"op":[{"insert":"x"}]}`,
@@ -345,11 +358,14 @@ async function main() {
   const cpuEnd = cpuSeconds();
   const gen = process.cpuUsage(gen0);
   latencies.sort((a, b) => a - b);
-  const q = (p) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : null);
+  ackLatencies.sort((a, b) => a - b);
+  const quantile = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] : null);
+  const q = (p) => quantile(latencies, p);
   console.log(JSON.stringify({
     protocol, clients, connected, typists, rate, docs, connectSeconds,
     ops, expected, delivered, lost: expected - delivered, duplicates,
     p50: q(0.5), p95: q(0.95), p99: q(0.99), max: latencies.at(-1) ?? null,
+    ackP50: quantile(ackLatencies, 0.5), ackP99: quantile(ackLatencies, 0.99),
     serverCpu: cpuEnd !== null && cpuStart !== null ? cpuEnd - cpuStart : null,
     serverRss: peakRss || null,
     generatorCpu: (gen.user + gen.system) / 1e6,
