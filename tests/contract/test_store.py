@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from tandem.storage import (
     open_store,
 )
 from tandem.storage.schema import load_migrations
-from tandem.storage.sqlite import LOOP_SYNC_BUDGET
 
 pytestmark = pytest.mark.anyio
 
@@ -709,20 +707,15 @@ async def test_sqlite_a_failed_fsync_refuses_every_later_write(
 
 
 class _Disk:
-    """Stands in for ``os.fdatasync`` around the real one: which thread synced, how slowly."""
+    """Wraps ``os.fdatasync``: which threads synced the WAL."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.threads: list[str] = []
-        self.delay = 0.0
-        #: False: only pretend, so that how long a sync takes is the test's choice.
-        self.real = True
         real = os.fdatasync
 
         def fdatasync(fd: int) -> None:
             self.threads.append(threading.current_thread().name)
-            time.sleep(self.delay)
-            if self.real:
-                real(fd)
+            real(fd)
 
         monkeypatch.setattr("tandem.storage.sqlite.os.fdatasync", fdatasync)
 
@@ -736,39 +729,12 @@ async def test_sqlite_commits_within_the_sync_delay_share_one_fsync(
     store.sync_delay = 0.05
     syncs = [await store.commit([op(doc, 1)]) for doc in ("a", "b", "c")]
     assert all(sync is not None and not sync.done() for sync in syncs)
-    await anyio.sleep(0)
+    await anyio.sleep(0.01)
     assert disk.threads == [], "the sync waits for the delay, gathering commits"
     for sync in syncs:
         assert sync is not None
         await sync
-    assert disk.threads == [threading.current_thread().name], "one fsync, on the event loop"
-
-
-async def test_sqlite_a_slow_disk_moves_the_fsync_off_the_event_loop(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not isinstance(store, SQLiteStore):
-        pytest.skip("SQLite's WAL fsync")
-    disk = _Disk(monkeypatch)
-    disk.real = False
-    store.sync_delay = 0
-    loop_thread = threading.current_thread().name
-
-    async def commit(version: int) -> None:
-        sync = await store.commit([op("a", version)])
-        assert sync is not None
-        await sync
-
-    disk.delay = 2 * LOOP_SYNC_BUDGET
-    await commit(1)  # found slow on the loop (the loop waited for it once)
-    await commit(2)
-    await commit(3)
-    assert disk.threads == [loop_thread, "tandem-sqlite-writer", "tandem-sqlite-writer"]
-    disk.delay = 0
-    await commit(4)  # fast again on the thread
-    await commit(5)
-    assert disk.threads[3:] == ["tandem-sqlite-writer", loop_thread]
-    assert await store.head("a") == 5
+    assert disk.threads == ["tandem-sqlite-writer"], "one fsync, off the event loop"
 
 
 async def test_sqlite_close_syncs_a_commit_still_waiting_for_its_delay(

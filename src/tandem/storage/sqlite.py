@@ -37,14 +37,13 @@ and the fsync had been most of Tandem's latency there.
 The sync starts ``sync_delay`` (5 ms by default) after the first commit that
 needs it, so the commits of every document within that window share one
 ``fdatasync`` (a group commit across documents: at 400 ops/s over 200
-documents each op is otherwise alone in its own), and it runs right on the
-event loop: a ``fdatasync`` of a WAL written over in place costs ~45 µs of CPU
-and ~0.2 ms on a healthy disk, while handing it to a thread and back cost
-~250 µs of CPU (two thread wake-ups) on the 2-vCPU VMs we measure on. A slow
-disk must not stall every socket, though: once a sync takes longer than
-``LOOP_SYNC_BUDGET`` the next ones run on the writer thread, until one there
-is fast again. While a sync runs on the thread, the commits that follow share
-the next. The loop's connection never waits for a lock
+documents each op was otherwise alone in its own, and each paid two thread
+wake-ups, ~250 µs of CPU on the 2-vCPU VMs we measure on, for a ~45 µs
+``fdatasync``). The sync runs on the writer thread: on the event loop it would
+cost less CPU still, but every socket would wait for the disk while it runs,
+and the p99 of every delivery showed it (docs/performance.md, item 13). While
+a sync runs, the commits that follow share the next, which starts as soon as
+it is done. The loop's connection never waits for a lock
 (``busy_timeout=0``): if another connection holds the write lock (a snapshot
 being saved, another process) the append goes to the writer thread, as
 ``append`` does, and is durable when it returns. It never checkpoints either
@@ -95,8 +94,6 @@ BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_AFTER_BYTES = 4 << 20
 #: Default longest wait, seconds, between a loop commit and the start of its sync.
 SYNC_DELAY = 0.005
-#: A sync slower than this (seconds) sends the next ones to the writer thread.
-LOOP_SYNC_BUDGET = 0.001
 #: What one commit writes besides its ops: the pages of the ops table, its seq
 #: index and the documents row it touches (4 KiB each, SQLite's default page).
 _COMMIT_PAGES_BYTES = 3 * 4096
@@ -139,8 +136,6 @@ class SQLiteStore:
         #: Completes once a sync that starts after the last loop commit has finished.
         self._sync_next: asyncio.Future[None] | None = None
         self._sync_timer: asyncio.TimerHandle | None = None
-        #: The last sync took longer than LOOP_SYNC_BUDGET: sync on the writer thread.
-        self._disk_slow = False
         self._wal_bytes_since_checkpoint = 0
         self._sync_error: StorageError | None = None
 
@@ -294,8 +289,9 @@ class SQLiteStore:
             self._write_conn.close()
             self._write_conn = None
 
-    def _sync(self, checkpoint: bool) -> float:
-        took = self._fdatasync()
+    def _sync(self, checkpoint: bool) -> None:
+        assert self._wal_fd is not None
+        os.fdatasync(self._wal_fd)
         if checkpoint:
             # FULL: waits for the write lock (loop commits meanwhile come here, behind
             # it), so every frame is copied and the next commit restarts the WAL.
@@ -303,14 +299,6 @@ class SQLiteStore:
                 self._conn_w().execute("PRAGMA wal_checkpoint(FULL)")
             except sqlite3.Error as exc:  # retried after the next batch of commits
                 log.warning("SQLite checkpoint failed: %s", exc)
-        return took
-
-    def _fdatasync(self) -> float:
-        """Sync the WAL (on the loop or the writer thread); how long it took, seconds."""
-        assert self._wal_fd is not None
-        start = time.perf_counter()
-        os.fdatasync(self._wal_fd)
-        return time.perf_counter() - start
 
     def _conn_w(self) -> sqlite3.Connection:
         if self._write_conn is None:
@@ -393,44 +381,30 @@ class SQLiteStore:
         return future
 
     def _start_sync(self) -> None:
-        """Sync every loop commit so far: here, or on the writer thread when a checkpoint
-        is due or the disk was slow last time."""
+        """Hand every loop commit so far to one sync on the writer thread (which also
+        checkpoints, when that is due)."""
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
         future = self._sync_next
         if future is None or self._sync_running is not None:
             return  # nothing to sync, or the running sync starts the next when it is done
-        self._sync_next = None
+        self._sync_running, self._sync_next = future, None
         checkpoint = self._wal_bytes_since_checkpoint >= CHECKPOINT_AFTER_BYTES
-        if checkpoint or self._disk_slow:
-            if checkpoint:
-                self._wal_bytes_since_checkpoint = 0
-            assert self._writer is not None
-            self._sync_running = future
-            self._writer.run(partial(self._sync, checkpoint)).add_done_callback(self._sync_done)
-            return
-        try:
-            took = self._fdatasync()
-        except OSError as exc:
-            self._sync_failed(exc, future)
-            return
-        self._disk_slow = took > LOOP_SYNC_BUDGET
-        future.set_result(None)
+        if checkpoint:
+            self._wal_bytes_since_checkpoint = 0
+        assert self._writer is not None
+        self._writer.run(partial(self._sync, checkpoint)).add_done_callback(self._sync_done)
 
-    def _sync_done(self, done: asyncio.Future[float]) -> None:
+    def _sync_done(self, done: asyncio.Future[None]) -> None:
         future, self._sync_running = self._sync_running, None
         assert future is not None
         exc = None if done.cancelled() else done.exception()
-        if exc is not None:
-            self._sync_failed(exc, future)
+        if exc is None:
+            if not future.done():
+                future.set_result(None)
+            self._start_sync()  # the commits made while it ran: they waited long enough
             return
-        self._disk_slow = done.result() > LOOP_SYNC_BUDGET
-        if not future.done():
-            future.set_result(None)
-        self._start_sync()  # the commits made while it ran: they waited long enough
-
-    def _sync_failed(self, exc: BaseException, future: asyncio.Future[None]) -> None:
         log.critical("fsync of %s-wal failed, refusing every later write: %s", self.path, exc)
         self._sync_error = StorageError(f"the SQLite WAL could not be synced: {exc}")
         for waiting in (future, self._sync_next):
