@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.replica_cost``. Applies random single-keystroke
 ops (inserts, deletes, some formatting) to a document of N characters through
-``Replica.apply`` (what ``_advance_durable`` does per op) and through the OT
+``Replica.apply`` (what ``DocumentSession._advance`` does per op) and through the OT
 ``Document.apply`` for comparison; measures the replica's RSS growth per
 document by opening 200 replicas of 10,000 characters.
 """

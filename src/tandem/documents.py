@@ -685,7 +685,7 @@ class DocumentSession:
         self.committed_document = document
         if entry.version % CHECKPOINT_EVERY == 0:
             self._checkpoints.append((entry.version, document))
-        self.replicas.durable(entry)
+        self.replicas.committed(entry)
         if entry.seq is not None:
             self.last_seqs[entry.client_id] = entry.seq
         client = public_client(entry.client_id)
@@ -1130,7 +1130,7 @@ class DocumentManager:
     # -- the bus ------------------------------------------------------------------
 
     def publish_op(self, doc: str, entry: Entry) -> None:
-        """Tell the other nodes about a committed op (after it is committed)."""
+        """Tell the other nodes about an op once the store has committed it."""
         if self.bus is None:
             return
         payload = {

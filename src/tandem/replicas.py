@@ -6,18 +6,19 @@ there:
 * ``load(loaded)`` when the document opens: the replica is rebuilt from the
   CRDT state of the newest snapshot plus the ops after it (never re-seeded
   from text when a state exists; see ``tandem.merge.replica``);
-* ``durable(entry)`` from ``_advance_durable``, in version order, for local and
-  other nodes' ops alike: the op is applied to the replica (unless it already
-  was) and its Yjs update is sent to every Yjs peer — the author of a Yjs
-  write included: that echo is its acknowledgement, sent only once stored;
-* ``rolled_back()`` when the session forgets non-durable ops: a replica that
+* ``committed(entry)`` from the session's ``_advance``, in version order, for
+  local and other nodes' ops alike: the op is applied to the replica (unless it
+  already was) and its Yjs update is sent to every Yjs peer — the author of a
+  Yjs write included: that echo is its acknowledgement, sent only once
+  committed (on SQLite its fsync may follow);
+* ``rolled_back()`` when the session forgets uncommitted ops: a replica that
   had applied some is rebuilt from the store — from the stored CRDT state and
   the update stored with every op, never from deltas, so item ids stay those
   the Yjs peers hold;
-* ``snapshot_state()`` for snapshots: the CRDT state at the durable version.
+* ``snapshot_state()`` for snapshots: the CRDT state at the committed version.
 
 ``submit(member, update)`` merges a Yjs update at the sequencer's head (first
-applying the committed-but-not-yet-durable ops, so the merge sees exactly the
+applying the sequenced-but-not-yet-committed ops, so the merge sees exactly the
 head), and sequences the observed change as the next version, carrying the
 effective update so every replay reproduces the same items. An update with
 missing dependencies is refused before it is applied (``ReplicaRefused``):
@@ -120,7 +121,7 @@ class ReplicaHost:
         #: Peers not yet sent their SyncStep2: they get no Updates meanwhile (see
         #: ``add_peer``).
         self._catching_up: set[YjsPeer] = set()
-        #: Updates of ops applied to the replica before they were durable.
+        #: Updates of ops applied to the replica before they were committed.
         self._early: dict[int, bytes] = {}
         self._ready = asyncio.Event()
         self._rebuilding = False
@@ -133,7 +134,7 @@ class ReplicaHost:
 
     def load(self, loaded: LoadedDocument) -> None:
         self.replica = build_replica(loaded)
-        self._catch_up_durable()
+        self._catch_up_committed()
         self._ready.set()
 
     async def ready(self) -> Replica:
@@ -142,8 +143,8 @@ class ReplicaHost:
             await self._ready.wait()
         return self.replica
 
-    def _catch_up_durable(self) -> None:
-        """Apply durable entries the replica has not seen (no await: consistent)."""
+    def _catch_up_committed(self) -> None:
+        """Apply committed entries the replica has not seen (no await: consistent)."""
         replica = self.replica
         assert replica is not None
         session = self.session
@@ -182,7 +183,7 @@ class ReplicaHost:
         return update
 
     def rolled_back(self) -> None:
-        """Non-durable ops were forgotten: a replica that applied some must be rebuilt."""
+        """Uncommitted ops were forgotten: a replica that applied some must be rebuilt."""
         replica = self.replica
         self._early.clear()
         if replica is not None and replica.version > self.session.committed_version:
@@ -195,11 +196,11 @@ class ReplicaHost:
             self.session.manager.background(self._load_again())
 
     async def _load_again(self) -> None:
-        """Rebuild the replica from the store, at the durable version exactly.
+        """Rebuild the replica from the store, at the committed version exactly.
 
         Identity-preserving: the newest snapshot's CRDT state, then every op
         after it replayed from the update stored with it — read back from the
-        store, never re-made from the deltas in memory (a durable OT op's update
+        store, never re-made from the deltas in memory (a committed OT op's update
         leaves memory once stored, and re-applying a delta to a replica that
         differs in the least makes new items, which Yjs peers would merge as
         duplicates). Ops sequenced meanwhile are applied later, in order, like
@@ -225,7 +226,7 @@ class ReplicaHost:
                 if replica.version == self.session.committed_version:
                     self.replica = replica
                     break
-                # Stored but not yet durable here (a commit being acknowledged): again.
+                # Stored but not yet committed here (a commit still reaching the session): again.
                 await asyncio.sleep(0.05)
         finally:
             self._rebuilding = False
@@ -267,13 +268,13 @@ class ReplicaHost:
             if peer not in self._catching_up:
                 peer.send_bytes(frame)
 
-    # -- the durable path -----------------------------------------------------
+    # -- the committed path ---------------------------------------------------
 
-    def durable(self, entry: Entry) -> None:
-        """``entry`` is durable: mirror it and send its Yjs update to the Yjs peers."""
+    def committed(self, entry: Entry) -> None:
+        """``entry`` is committed: mirror it and send its Yjs update to the Yjs peers."""
         replica = self.replica
         if replica is None:
-            return  # being rebuilt; the rebuild catches up to the durable version
+            return  # being rebuilt; the rebuild catches up to the committed version
         update = self._early.pop(entry.version, None)
         if update is None:
             if replica.version >= entry.version:
@@ -288,7 +289,7 @@ class ReplicaHost:
             self._send_update(update)
 
     def snapshot_state(self) -> bytes | None:
-        """The CRDT state at the durable version, or None when the replica is elsewhere."""
+        """The CRDT state at the committed version, or None when the replica is elsewhere."""
         replica = self.replica
         if replica is None or replica.version != self.session.committed_version:
             return None
@@ -402,7 +403,7 @@ class ReplicaHost:
 
         The presence ``state`` is ``{"yjs": <awareness state>}``; the cursor is
         converted from its relative positions when the replica is at the
-        durable version and both resolve, else it is null.
+        committed version and both resolve, else it is null.
         """
         session = self.session
         for entry in entries:
