@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tandem.errors import ConflictError, StorageError
+from tandem.settings import Settings
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import DocumentRun, check_heads, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
@@ -93,7 +94,7 @@ BUSY_TIMEOUT_MS = 10_000
 #: WAL bytes the event loop's commits write between two checkpoints (an estimate).
 CHECKPOINT_AFTER_BYTES = 4 << 20
 #: Default longest wait, seconds, between a loop commit and the start of its sync.
-SYNC_DELAY = 0.005
+SYNC_DELAY: float = Settings.sync_delay
 #: What one commit writes besides its ops: the pages of the ops table, its seq
 #: index and the documents row it touches (4 KiB each, SQLite's default page).
 _COMMIT_PAGES_BYTES = 3 * 4096
