@@ -21,6 +21,12 @@ clients in one document).
 Unlike the socket benchmark, this one hardly depends on what else the machine
 does (CPU time, not latency), so a change to the hot path can be compared
 before/after in a minute: run it on both checkouts, alternately.
+
+``TANDEM_*`` variables apply as they do to ``tandem serve``. On SQLite an ack
+waits for the sync window (``TANDEM_SYNC_DELAY``, 5 ms by default), so the loop
+idles before every op and the CPU per op includes waking up cold after it: on
+a VM several hundred µs more per op than the same path run back to back.
+Compare hot-path code with ``TANDEM_SYNC_DELAY=0``, idle costs with ``--gap``.
 """
 
 from __future__ import annotations
@@ -124,7 +130,8 @@ async def run_shape(
 async def _run(
     data: Path, database: str, clients: int, ops: int, rounds: int, gap: float
 ) -> list[dict[str, float]]:
-    settings = Settings(
+    # TANDEM_* variables apply (TANDEM_SYNC_DELAY, say), then these.
+    settings = Settings.from_env(
         data_dir=data,
         database_url=database if database != "sqlite" else "",
         jwt_secret=SECRET,
@@ -136,7 +143,13 @@ async def _run(
     await tandem.start()
     try:
         token = tandem.authenticator.issue("bench", docs={"*": "write"}, ttl=3600)
-        config = uvicorn.Config(app=None, log_level="warning")  # type: ignore[arg-type]
+        # No keepalive: these clients never answer a ping, and a run of SQLite ops
+        # (each waiting for its sync window) outlasts the ping interval + timeout.
+        config = uvicorn.Config(
+            app=None,  # type: ignore[arg-type]
+            log_level="warning",
+            ws_ping_interval=None,
+        )
         server = CollabServer(tandem)
         state = ServerState()
         loop = asyncio.get_running_loop()
