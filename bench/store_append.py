@@ -9,6 +9,13 @@ last 100, ``find_seq``, ``head``) to show they do not grow with the log.
     python -m bench.store_append                  # sqlite and postgres
     python -m bench.store_append --backends sqlite --rounds 500 --history 0
 
+``--spread N`` measures what the server does instead at 2,000 clients over 200
+documents: one-op ``commit``s on the event loop spread over 200 documents,
+their syncs shared by the 5 ms window; it prints the CPU and the bytes written
+(``/proc/self/io``) per op, the two things storage costs there.
+
+    python -m bench.store_append --backends sqlite --rounds 0 --history 0 --spread 2000
+
 PostgreSQL comes from ``--postgres-dsn`` (default: TANDEM_BENCH_POSTGRES_DSN or
 postgresql://postgres@127.0.0.1:5432/test) and gets a throwaway schema. SQLite
 writes to a temporary directory (``--dir`` to choose the disk). Timings
@@ -126,11 +133,47 @@ async def bench_history(backend: str, args: argparse.Namespace) -> None:
             print(f"{backend:8} {name:30} {describe(samples, 0)}")
 
 
+def written_bytes() -> int:
+    """Bytes this process has had written to storage so far (``/proc/self/io``)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("write_bytes:"))
+
+
+async def bench_spread(backend: str, args: argparse.Namespace, documents: int = 200) -> None:
+    heads = dict.fromkeys(range(documents), 0)
+
+    def one(i: int) -> list[OpRecord]:
+        doc = i % documents
+        heads[doc] += 1
+        return keystrokes(f"doc{doc}", heads[doc], 1)
+
+    async with fresh_store(backend, args) as store:
+        for i in range(2 * documents):  # every document exists, every page is warm
+            await store.append(one(i))
+        synced: list[asyncio.Future[None]] = []
+        cpu, written = time.process_time(), written_bytes()
+        for i in range(args.spread):
+            sync = await store.commit(one(i))
+            if sync is not None and not sync.done():
+                synced.append(sync)
+            await asyncio.sleep(0)
+        await asyncio.gather(*synced)
+        cpu, written = time.process_time() - cpu, written_bytes() - written
+    print(
+        f"{backend:8} {args.spread:,} one-op commits over {documents} documents:"
+        f"  {cpu / args.spread * 1e6:6.0f} us CPU and {written / args.spread:8,.0f} bytes"
+        " written per op"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     for backend in args.backends.split(","):
-        await bench_appends(backend, args)
+        if args.rounds:
+            await bench_appends(backend, args)
         if args.history:
             await bench_history(backend, args)
+        if args.spread:
+            await bench_spread(backend, args)
 
 
 def parse_args() -> argparse.Namespace:
@@ -138,6 +181,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=300, help="appends timed per batch size")
     parser.add_argument("--history", type=int, default=100_000, help="ops in the big doc; 0 skips")
+    parser.add_argument("--spread", type=int, default=0, help="one-op commits; 0 skips")
     parser.add_argument("--dir", default=None, help="directory for the SQLite file")
     parser.add_argument(
         "--postgres-dsn", default=os.environ.get("TANDEM_BENCH_POSTGRES_DSN", DEFAULT_DSN)
