@@ -31,7 +31,7 @@ from tandem.storage import (
     migrate,
     open_store,
 )
-from tandem.storage.schema import load_migrations
+from tandem.storage.schema import load_migrations, split_sqlite_script
 
 pytestmark = pytest.mark.anyio
 
@@ -496,7 +496,9 @@ async def test_two_stores_opening_new_storage_at_once_migrate_it_once(
         group.start_soon(second.open)
     applied = [getattr(s, "applied_on_open", ()) for s in (first, second)]
     if not isinstance(first, MemoryStore):
-        assert sorted(applied, key=len) == [(), ("0001_initial", "0002_op_crdt")]
+        dialect = "sqlite" if isinstance(first, SQLiteStore) else "postgres"
+        names = tuple(m.name for m in load_migrations(dialect))
+        assert sorted(applied, key=len) == [(), names]
     await first.append([op("a", 1)])
     assert await second.head("a") == 1
 
@@ -792,6 +794,60 @@ async def test_open_store_maps_urls_to_backends(tmp_path: Path) -> None:
 
 
 async def test_migrate_reports_what_it_applied(tmp_path: Path) -> None:
-    assert await migrate("", tmp_path) == ["0001_initial", "0002_op_crdt"]
+    assert await migrate("", tmp_path) == [m.name for m in load_migrations("sqlite")]
     assert await migrate("", tmp_path) == []
     assert await migrate("memory://", tmp_path) == []
+
+
+async def test_an_sqlite_file_that_kept_heads_in_rows_upgrades_in_place(tmp_path: Path) -> None:
+    # A file written under migrations 1 and 2, when a commit also rewrote its
+    # document's row (head, updated): migration 3 reads heads from the ops instead.
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
+    )
+    for migration in load_migrations("sqlite")[:2]:
+        for statement in split_sqlite_script(migration.sql):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations VALUES (?, ?, 0)", (migration.version, migration.name)
+        )
+    conn.executemany(
+        'INSERT INTO ops (doc, version, op, client_id, seq, "user", time) '
+        "VALUES (?, ?, ?, 'c1', ?, 'ann', ?)",
+        [("a", 1, '[{"insert":"x"}]', 1, 101.0), ("a", 2, '[{"insert":"y"}]', 2, 102.5)],
+    )
+    conn.executemany(
+        "INSERT INTO documents (doc, head, updated) VALUES (?, ?, ?)",
+        [("a", 2, 102.5), ("imported", 0, 50.0)],
+    )
+    conn.execute(
+        "INSERT INTO snapshots (doc, version, content) VALUES (?, 0, ?)",
+        ("imported", '[{"insert":"s"}]'),
+    )
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert store.applied_on_open == ("0003_head_from_ops",)
+        assert await store.head("a") == 2
+        assert await store.list_documents() == [
+            DocumentInfo("a", 2, 102.5),
+            DocumentInfo("imported", 0, 50.0),
+        ]
+        with pytest.raises(ConflictError):
+            await store.append([op("a", 2)])
+        await store.append([op("a", 3, time=200.0), op("new", 1, time=300.0)])
+        assert await store.head("a") == 3
+        assert await store.list_documents() == [
+            DocumentInfo("a", 3, 200.0),
+            DocumentInfo("imported", 0, 50.0),
+            DocumentInfo("new", 1, 300.0),
+        ]
+        assert [record.version for record in (await store.load("a")).ops] == [1, 2, 3]
+    finally:
+        await store.close()

@@ -1,7 +1,7 @@
 """``SQLiteStore``: the embedded default backend (one file, WAL, every commit fsync'd).
 
 Why ``sqlite3`` on dedicated threads rather than aiosqlite: an append is
-BEGIN IMMEDIATE, read the heads, insert the ops, advance the heads, COMMIT.
+BEGIN IMMEDIATE, read the heads, insert the ops, COMMIT.
 aiosqlite hands each of those calls to its thread and back (a queue put, a
 future, a ``call_soon_threadsafe``), five or more event-loop round trips per
 append, and its one shared connection would need an ``asyncio.Lock`` to stop
@@ -95,19 +95,26 @@ BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_AFTER_BYTES = 4 << 20
 #: Default longest wait, seconds, between a loop commit and the start of its sync.
 SYNC_DELAY: float = Settings.sync_delay
-#: What one commit writes besides its ops: the pages of the ops table, its seq
-#: index and the documents row it touches (4 KiB each, SQLite's default page).
-_COMMIT_PAGES_BYTES = 3 * 4096
+#: What one commit writes besides its ops: the pages of the ops table and its
+#: seq index it touches (4 KiB each, SQLite's default page).
+_COMMIT_PAGES_BYTES = 2 * 4096
 
 _OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
-_HEAD = "SELECT head FROM documents WHERE doc = ?"
+#: A document's head: its last op's version, a seek on the ops' primary key (a
+#: head kept in a row of its own cost every commit one more WAL page).
+_HEAD = "SELECT max(version) FROM ops WHERE doc = ?"
 _INSERT_OP = (
     'INSERT INTO ops (doc, version, op, client_id, seq, "user", time, crdt) '
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_ADVANCE_HEAD = (
-    "INSERT INTO documents (doc, head, updated) VALUES (?, ?, ?) "
-    "ON CONFLICT (doc) DO UPDATE SET head = excluded.head, updated = excluded.updated"
+#: Lists a document, once: by its first op or its first snapshot.
+_ADD_DOCUMENT = "INSERT INTO documents (doc, created) VALUES (?, ?) ON CONFLICT (doc) DO NOTHING"
+#: Every document with its head and last commit time (its last op's), in id order.
+_LIST_DOCUMENTS = (
+    "SELECT doc, "
+    "(SELECT max(version) FROM ops WHERE ops.doc = d.doc), "
+    "(SELECT time FROM ops WHERE ops.doc = d.doc ORDER BY version DESC LIMIT 1), "
+    "created FROM documents AS d ORDER BY doc"
 )
 _OpRow = tuple[str, int, str, str, int | None, str, float, bytes | None]
 
@@ -226,8 +233,8 @@ class SQLiteStore:
 
     async def head(self, doc: str) -> int:
         """The latest committed version of ``doc`` (0 if it has no ops)."""
-        rows = await self._query("SELECT head FROM documents WHERE doc = ?", (doc,))
-        return int(rows[0][0]) if rows else 0
+        rows = await self._query(_HEAD, (doc,))
+        return _version(rows[0][0])
 
     async def get_ops(
         self, doc: str, from_version: int, to_version: int | None = None
@@ -259,11 +266,7 @@ class SQLiteStore:
         def save() -> None:
             conn = self._conn_w()
             with _transaction(conn):
-                conn.execute(
-                    "INSERT INTO documents (doc, head, updated) VALUES (?, 0, ?) "
-                    "ON CONFLICT (doc) DO NOTHING",
-                    (snapshot.doc, now),
-                )
+                conn.execute(_ADD_DOCUMENT, (snapshot.doc, now))
                 conn.execute(
                     "INSERT OR REPLACE INTO snapshots (doc, version, content, crdt) "
                     "VALUES (?, ?, ?, ?)",
@@ -274,8 +277,11 @@ class SQLiteStore:
 
     async def list_documents(self) -> list[DocumentInfo]:
         """Every document with at least one op or snapshot, sorted by id (code point order)."""
-        rows = await self._query("SELECT doc, head, updated FROM documents ORDER BY doc", ())
-        return [DocumentInfo(str(doc), int(head), float(updated)) for doc, head, updated in rows]
+        rows = await self._query(_LIST_DOCUMENTS, ())
+        return [
+            DocumentInfo(str(doc), _version(head), float(created if updated is None else updated))
+            for doc, head, updated, created in rows
+        ]
 
     # -- on the writer thread -------------------------------------------------------
 
@@ -453,15 +459,19 @@ def _storage_error(exc: sqlite3.Error) -> StorageError:
 def _append_with(
     conn: sqlite3.Connection, runs: Sequence[DocumentRun], rows: Sequence[_OpRow]
 ) -> None:
-    """One append: BEGIN IMMEDIATE, check the heads, insert the ops, advance the heads, COMMIT."""
+    """One append: BEGIN IMMEDIATE, check the heads, insert the ops, COMMIT."""
     with _transaction(conn):
-        heads: dict[str, int] = {}
-        for run in runs:
-            found = conn.execute(_HEAD, (run.doc,)).fetchone()
-            heads[run.doc] = int(found[0]) if found else 0
+        heads = {run.doc: _version(conn.execute(_HEAD, (run.doc,)).fetchone()[0]) for run in runs}
         check_heads(runs, heads)
         conn.executemany(_INSERT_OP, rows)
-        conn.executemany(_ADVANCE_HEAD, [(run.doc, run.last, run.updated) for run in runs])
+        new = [(run.doc, run.records[0].time) for run in runs if heads[run.doc] == 0]
+        if new:  # a document's first op lists it
+            conn.executemany(_ADD_DOCUMENT, new)
+
+
+def _version(found: int | None) -> int:
+    """A ``max(version)`` as a head: 0 when the document has no ops."""
+    return 0 if found is None else int(found)
 
 
 def _get_ops(
