@@ -41,9 +41,9 @@ _LATENCY_BUCKETS = (
     2.5,
     5.0,
 )
+_FAST_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 #: How prometheus_client writes a bucket bound (``+Inf``, ``0.0005``); untyped there.
 _bound_label = cast(Callable[[float], str], floatToGoString)
-_FAST_BUCKETS = (0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
 
 
 class _Histogram:
