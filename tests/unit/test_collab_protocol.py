@@ -296,3 +296,113 @@ async def test_errors_and_cancellation_reach_the_coroutine() -> None:
     with pytest.raises(asyncio.CancelledError):
         await second
     assert seen == ["error", "cancelled"] and never.cancelled()
+
+
+class RawSocket:
+    """A WebSocket client of hand-made frames: what a read holds is up to the test."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, server: Running, query: str) -> RawSocket:
+        host, port = server.host.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"GET /collab?{query} HTTP/1.1\r\nHost: {server.host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    @staticmethod
+    def frame(payload: bytes, first: int = 0x81, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+        """One frame: FIN and text by default (``first``), masked unless ``mask`` is empty."""
+        size = len(payload)
+        length = bytes([size]) if size < 126 else bytes([126]) + size.to_bytes(2, "big")
+        if not mask:
+            return bytes([first]) + length + payload
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bytes([first, length[0] | 0x80]) + length[1:] + mask + masked
+
+    @staticmethod
+    def ping(id: str) -> bytes:
+        return orjson.dumps({"type": "ping", "id": id})
+
+    async def send(self, *chunks: bytes) -> None:
+        """Each chunk in a write of its own, a moment apart (so in reads of their own)."""
+        for chunk in chunks:
+            self.writer.write(chunk)
+            await self.writer.drain()
+            await asyncio.sleep(0.02)
+
+    async def next(self) -> tuple[int, bytes]:
+        """The next frame from the server: (opcode, payload)."""
+        first, second = await self.reader.readexactly(2)
+        size = second & 0x7F
+        if size == 126:
+            size = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif size == 127:
+            size = int.from_bytes(await self.reader.readexactly(8), "big")
+        return first & 0x0F, await self.reader.readexactly(size)
+
+    async def messages(self, kind: str, count: int) -> list[dict[str, Any]]:
+        """The next ``count`` messages of ``kind`` (others skipped; batches unpacked)."""
+        found: list[dict[str, Any]] = []
+        while len(found) < count:
+            opcode, payload = await asyncio.wait_for(self.next(), 5)
+            if opcode == 0x1:
+                data = orjson.loads(payload)
+                batch = data if isinstance(data, list) else [data]
+                found += [message for message in batch if message["type"] == kind]
+        return found
+
+    async def close_code(self) -> int:
+        """Read up to the server's close frame, which must come first; its code."""
+        opcode, payload = await asyncio.wait_for(self.next(), 5)
+        assert opcode == 0x8, payload
+        return int.from_bytes(payload[:2], "big")
+
+
+async def test_frames_in_any_split_of_the_reads(tmp_path: Path) -> None:
+    """Whole frames are read past websockets' parser; every other shape still goes to it."""
+    async with running(tmp_path) as server:
+        raw = await RawSocket.open(server, f"token={server.token()}&doc=raw")
+        await raw.messages("snapshot", 1)
+        frame = RawSocket.frame
+        two = frame(RawSocket.ping("a")) + frame(RawSocket.ping("b"))
+        await raw.send(two)  # two messages in one read
+        long = frame(RawSocket.ping("x" * 60) + b" " * 200)  # a 16-bit length
+        await raw.send(long, long[:1], long[1:3], long[3:9], long[9:])  # whole, split anyhow
+        ping = frame(b"hi", first=0x89)  # a control frame between two messages
+        await raw.send(frame(RawSocket.ping("c")) + ping + frame(RawSocket.ping("d"))[:5])
+        await raw.send(frame(RawSocket.ping("d"))[5:] + frame(RawSocket.ping("e")))
+        fragments = frame(b'{"type": "ping",', first=0x01) + frame(b' "id": "f"}', first=0x80)
+        await raw.send(fragments + frame(RawSocket.ping("g")))
+        pongs = await raw.messages("pong", 9)
+        assert [m["id"] for m in pongs] == ["a", "b", "x" * 60, "x" * 60, "c", "d", "e", "f", "g"]
+        # Invalid UTF-8 in a whole frame: 1007, and nothing after it is handled.
+        await raw.send(frame(b'{"type": "ping", "id": "\xff"}') + frame(RawSocket.ping("h")))
+        assert await raw.close_code() == 1007
+        raw.writer.close()
+
+
+async def test_an_unmasked_or_oversized_frame_fails_the_socket(tmp_path: Path) -> None:
+    async with running(tmp_path) as server:
+        for bad, code in [
+            (RawSocket.frame(RawSocket.ping("u"), mask=b""), 1002),
+            (RawSocket.frame(RawSocket.ping("r"), first=0xC1), 1002),  # RSV1, no extension
+        ]:
+            raw = await RawSocket.open(server, f"token={server.token()}")
+            await raw.messages("hello", 1)
+            await raw.send(bad)
+            assert await raw.close_code() == code
+            raw.writer.close()
+        server.server.config.ws_max_size = 64
+        raw = await RawSocket.open(server, f"token={server.token()}")
+        await raw.messages("hello", 1)
+        await raw.send(RawSocket.frame(RawSocket.ping("y" * 100)))
+        assert await raw.close_code() == 1009
+        raw.writer.close()
