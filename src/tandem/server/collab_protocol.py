@@ -368,14 +368,12 @@ class CollabProtocol(asyncio.Protocol):
                 break
             size = second & 0x7F
             start = at + 6
-            if size == 126:
-                if end - at < 8:
-                    break
+            if size == 126:  # (6 bytes are enough to read it; the mask is checked below)
                 size = (data[at + 2] << 8) | data[at + 3]
                 start = at + 8
-            elif size == 127 or (limit is not None and size > limit):
+            elif size == 127:
                 break
-            if start + size > end:
+            if start + size > end or (limit is not None and size > limit):
                 break
             payload = apply_mask(data[start : start + size], data[start - 4 : start])
             at = start + size

@@ -1,0 +1,148 @@
+"""``CollabProtocol`` reads frames exactly as websockets' parser would, however the reads split.
+
+The protocol cuts whole data frames at the start of a read itself and hands
+the rest to websockets' parser from a frame boundary (``_take_frames``). Here
+hypothesis builds streams of masked frames — text and binary messages, whole
+or fragmented, small and with 16-bit lengths, pings in between — cuts them
+into reads at random places, and checks that the protocol hands on the same
+messages in the same order and answers every ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+
+from tandem.server.collab_protocol import CollabProtocol
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Reader(CollabProtocol):
+    """The protocol past its handshake, recording the messages it would handle."""
+
+    def __init__(self, max_size: int = 1 << 20) -> None:  # frame reading only: no server
+        self.transport = _Transport()
+        self.connection = None
+        self._ws = ServerProtocol(state=OPEN, max_size=max_size)
+        self._head = None
+        self._other = None
+        self._fragments = None
+        self.messages: list[str | bytes] = []
+
+    def _on_message(self, message: str | bytes) -> None:
+        self.messages.append(message)
+
+
+def _pongs(written: list[bytes]) -> int:
+    stream = b"".join(written)
+    count = 0
+    while stream:
+        assert stream[0] == 0x8A, stream  # unmasked pong frames only
+        size = stream[1]
+        count += 1
+        stream = stream[2 + size :]
+    return count
+
+
+# Lengths on both sides of 126, where a frame's length takes two more bytes.
+_size = st.one_of(st.integers(0, 140), st.integers(100, 400))
+_text = _size.flatmap(lambda n: st.text(min_size=n // 2, max_size=n)).map(str.encode)
+_binary = _size.flatmap(lambda n: st.binary(min_size=n, max_size=n))
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> tuple[list[bytes], list[str | bytes], int]:
+    """Reads of a client's byte stream, the messages it carries, and its pings."""
+    frames: list[bytes] = []
+    expected: list[str | bytes] = []
+    pings = 0
+    for _ in range(draw(st.integers(1, 6))):
+        is_text = draw(st.booleans())
+        payload = draw(_text if is_text else _binary)
+        if draw(st.booleans()):
+            frames.append(Frame(Opcode.PING, b"p").serialize(mask=True))
+            pings += 1
+        parts = draw(st.sampled_from([1, 1, 2, 3]))
+        cuts = sorted(
+            draw(st.lists(st.integers(0, len(payload)), min_size=parts - 1, max_size=parts - 1))
+        )
+        pieces = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)], strict=True)]
+        for i, piece in enumerate(pieces):
+            opcode = (Opcode.TEXT if is_text else Opcode.BINARY) if i == 0 else Opcode.CONT
+            frames.append(Frame(opcode, piece, fin=i == len(pieces) - 1).serialize(mask=True))
+        expected.append(payload.decode() if is_text else payload)
+    stream = b"".join(frames)
+    # Random places, and places next to the ends of frames, where an off-by-one shows.
+    ends = [sum(map(len, frames[: i + 1])) for i in range(len(frames))]
+    near_ends = st.sampled_from(ends).flatmap(lambda end: st.sampled_from([end - 1, end + 1]))
+    places = st.one_of(st.integers(1, max(1, len(stream) - 1)), near_ends)
+    cuts = sorted({c for c in draw(st.lists(places, max_size=6)) if 0 < c < len(stream)})
+    reads = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    return [read for read in reads if read], expected, pings
+
+
+def _split(payload: bytes, *at: int) -> tuple[list[bytes], list[str | bytes], int]:
+    """One text frame of ``payload`` cut at ``at`` (negative: from its end)."""
+    frame = Frame(Opcode.TEXT, payload).serialize(mask=True)
+    cuts = sorted(a % len(frame) for a in at)
+    reads = [frame[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
+    return reads, [payload.decode()], 0
+
+
+@given(_streams())
+@example(_split(b"short", -1))  # a read ending one byte before its frame does
+@example(_split(b"x" * 200, -1))
+@example(_split(b"x" * 200, 7))  # inside a 16-bit length
+@example(_split(b"x" * 200, 3, 8))
+def test_messages_come_out_whole_and_in_order_however_the_reads_split(
+    stream: tuple[list[bytes], list[str | bytes], int],
+) -> None:
+    reads, expected, pings = stream
+    reader = _Reader()
+    for read in reads:
+        reader.data_received(read)
+    assert reader.messages == expected
+    assert _pongs(reader.transport.written) == pings
+    assert not reader.transport.closed
+
+
+def test_a_whole_frame_inside_a_fragmented_message_fails_the_socket() -> None:
+    reader = _Reader()
+    reader.data_received(Frame(Opcode.TEXT, b"par", fin=False).serialize(mask=True))
+    reader.data_received(Frame(Opcode.TEXT, b"whole").serialize(mask=True))
+    assert reader.messages == []
+    assert reader.transport.closed
+    close = reader.transport.written[-1]
+    assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1002
+
+
+@pytest.mark.parametrize("size", [100, 200, 70_000])
+def test_a_frame_over_the_size_limit_is_refused_with_1009(size: int) -> None:
+    reader = _Reader(max_size=64)
+    reader.data_received(Frame(Opcode.TEXT, b"x" * size).serialize(mask=True))
+    assert reader.messages == []
+    assert reader.transport.closed
+    close = reader.transport.written[-1]
+    assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1009
