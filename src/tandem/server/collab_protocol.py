@@ -212,7 +212,7 @@ class CollabProtocol(asyncio.Protocol):
             return
         taken = self._take_frames(data)
         if taken < len(data):
-            self._ws.receive_data(data[taken:] if taken else data)
+            ws.receive_data(data[taken:] if taken else data)
             self._on_frames()
 
     def eof_received(self) -> None:
@@ -355,6 +355,9 @@ class CollabProtocol(asyncio.Protocol):
         boundary, and every frame it would treat otherwise: control frames,
         fragments, a frame split across reads, RSV bits, no mask, a 64-bit
         length, one over the size limit, anything once the socket is closing.
+        It reads the parser's state (``state``, ``current_size``, its reader's
+        buffer, ``max_message_size``) as websockets 14–17 keep it;
+        ``tests/property/test_frames.py`` checks the two agree.
         """
         ws = self._ws
         if ws.state is not OPEN or ws.current_size is not None or ws.reader.buffer:
@@ -368,7 +371,7 @@ class CollabProtocol(asyncio.Protocol):
                 break
             size = second & 0x7F
             start = at + 6
-            if size == 126:  # (6 bytes are enough to read it; the mask is checked below)
+            if size == 126:  # a 16-bit length, in bytes 2 and 3
                 size = (data[at + 2] << 8) | data[at + 3]
                 start = at + 8
             elif size == 127:
