@@ -34,6 +34,7 @@ from typing import Any, Final, Literal
 
 from pycrdt import Doc, Text, TextEvent
 
+from tandem.merge.plaintext import PlainText
 from tandem.merge.replica import TEXT_NAME, ReplicaError
 from tandem.merge.translate import apply_delta, apply_to_text, delta_from_event
 from tandem.ot.attributes import compose_attributes
@@ -104,11 +105,11 @@ class _Side:
         """Apply ``ops`` (code points, each based on the previous) in one transaction."""
         if not ops:
             return
-        plain = self.plain
+        plain = PlainText(self.plain)
         with self.doc.transaction(origin="branch"):
             for op in ops:
                 plain = apply_delta(self.text, None, plain, op)
-        self.plain = plain
+        self.plain = str(plain)
 
     def receive(self, update: bytes) -> Delta:
         """Apply the other side's update; returns the resulting change in code points."""
@@ -186,7 +187,7 @@ def _merge(
     seed_text = seed.get(TEXT_NAME, type=Text)
     base_plain = ""
     with seed.transaction(origin="base"):
-        base_plain = apply_delta(seed_text, None, "", base.to_delta())
+        base_plain = str(apply_delta(seed_text, None, PlainText(), base.to_delta()))
     base_update = seed.get_update()
     server = _Side(SERVER_CLIENT_ID, base_update, base_plain)
     client = _Side(CLIENT_CLIENT_ID, base_update, base_plain)

@@ -60,10 +60,10 @@ def item_at(replica: Replica, index: int) -> tuple[int, int] | None:
 
     None at or past the end, or when it cannot be worked out (see the module docstring).
     """
-    plain = replica.plain
-    if not 0 <= index < len(plain):
+    if not 0 <= index < len(replica.plain):
         return None
-    byte = utf8_length(plain[:index])
+    byte = replica.plain.utf8_offset(index)
+    plain = str(replica.plain)  # walked left below; one chunk (the usual) is not copied
     raw = _raw(replica, byte)
     if raw is None:
         return None
@@ -117,7 +117,7 @@ def index_of(replica: Replica, position: object) -> int | None:
         target = (int(item["client"]), int(item["clock"]))
     except (KeyError, TypeError, ValueError):
         return None
-    plain = replica.plain
+    plain = str(replica.plain)
     try:
         sticky = StickyIndex.from_json(
             {"item": {"client": target[0], "clock": target[1]}, "assoc": 0}, replica.text

@@ -34,6 +34,7 @@ from typing import Any, Final, TypeVar
 
 from pycrdt import Doc, Text, TextEvent, TransactionEvent
 
+from tandem.merge.plaintext import PlainText
 from tandem.merge.translate import (
     apply_delta,
     apply_to_text,
@@ -104,7 +105,7 @@ class Replica:
         if state:
             _guard(lambda: self.doc.apply_update(state))
         #: The plain text, kept in Python to convert offsets without asking Yrs.
-        self.plain = str(self.text)
+        self.plain = PlainText(str(self.text))
 
     @classmethod
     def seeded(cls, content: Delta | Document, version: int) -> Replica:
@@ -130,7 +131,7 @@ class Replica:
         self._update = EMPTY_UPDATE
         old = self.plain
 
-        def run() -> str:
+        def run() -> PlainText:
             with self.doc.transaction(origin="tandem"):
                 return apply_delta(self.text, None, old, delta)
 
@@ -163,7 +164,7 @@ class Replica:
             raise UpdateRefused("the update contains changes under the server's client id")
         self._update = EMPTY_UPDATE
         self._events = []
-        old = self.plain
+        old = str(self.plain)
 
         def run() -> None:
             with self.doc.transaction(origin="yjs"):
@@ -188,7 +189,7 @@ class Replica:
             step = delta_from_event(text, changes)
             text = apply_to_text(text, step)
             delta = compose(delta, step) if delta.ops else step
-        self.plain = text
+        self.plain = PlainText(text)
         return delta, self._update
 
     def replay(self, update: bytes, version: int, op: Delta | None = None) -> None:
@@ -213,7 +214,10 @@ class Replica:
                 self.doc.apply_update(update)
 
         _guard(run)
-        self.plain = apply_to_text(self.plain, op)
+        try:
+            self.plain = self.plain.apply(op)
+        except ValueError as exc:  # the op does not fit: this replica is not what it logged
+            raise ReplicaError(f"replayed op v{version} does not fit the replica: {exc}") from None
         self.version = version
 
     def advance(self, version: int) -> None:

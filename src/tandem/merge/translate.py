@@ -24,6 +24,7 @@ from typing import Any
 
 from pycrdt import Text, Transaction
 
+from tandem.merge.plaintext import PlainText
 from tandem.ot.delta import Attributes, AttributeValue, Delete, Delta, Insert, Retain
 
 __all__ = [
@@ -56,56 +57,66 @@ def normalize_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Attr
     return {key: normalize_value(value) for key, value in attributes.items()}
 
 
-def apply_delta(text: Text, txn: Transaction | None, old: str, delta: Delta) -> str:
+def apply_delta(text: Text, txn: Transaction | None, old: PlainText, delta: Delta) -> PlainText:
     """Apply ``delta`` (code points) to the Yrs ``text`` whose content is ``old``.
 
     Must run inside a transaction of ``text``'s document (``txn`` is only
     documentation of that: pycrdt picks the current transaction itself).
     Returns the new plain text. Components are applied left to right; the
     byte cursor ``at`` is in the *new* text, ``i`` (code points) in ``old``.
+    A text of one chunk (the usual) is sliced as a ``str``; a longer one is
+    never copied whole (``PlainText``), and a delta reaching past its end is a
+    ``ValueError`` before Yrs is touched.
     """
     del txn
+    whole = old.single
+    new = old.apply(delta) if whole is None else None
     i = 0
     at = 0
     pieces: list[str] = []
     for component in delta.ops:
         kind = type(component)
-        if kind is Retain:
-            assert isinstance(component, Retain)
-            chunk = old[i : i + component.count]
-            if len(chunk) != component.count:
-                raise ValueError("delta retains past the end of the replica text")
-            size = utf8_length(chunk)
-            if component.attributes:
-                # One key per call, sorted: Yrs orders a map's format items by
-                # hash-map iteration, which would make replays differ.
-                for key in sorted(component.attributes):
-                    text.format(at, at + size, {key: component.attributes[key]})
-            pieces.append(chunk)
-            at += size
-            i += component.count
-        elif kind is Delete:
-            assert isinstance(component, Delete)
-            chunk = old[i : i + component.count]
-            if len(chunk) != component.count:
-                raise ValueError("delta deletes past the end of the replica text")
-            del text[at : at + utf8_length(chunk)]
-            i += component.count
-        else:
+        if kind is Insert:
             assert isinstance(component, Insert)
             # An explicit (maybe empty) map: Yrs would otherwise inherit formatting.
             # Only the first key goes with the insert, the rest as single-key formats
-            # (see the note on retain above).
+            # (see the note on retain below).
             attributes = component.attributes or {}
             keys = sorted(attributes)
             text.insert(at, component.text, {keys[0]: attributes[keys[0]]} if keys else {})
             size = utf8_length(component.text)
             for key in keys[1:]:
                 text.format(at, at + size, {key: attributes[key]})
-            pieces.append(component.text)
+            if whole is not None:
+                pieces.append(component.text)
             at += size
-    pieces.append(old[i:])
-    return "".join(pieces)
+            continue
+        count = component.count  # type: ignore[union-attr]  # a Retain or a Delete
+        if whole is not None:
+            chunk = whole[i : i + count]
+            if len(chunk) != count:
+                raise ValueError("delta reaches past the end of the replica text")
+            size = utf8_length(chunk)
+        else:
+            size = old.utf8_length(i, i + count)
+        i += count
+        if kind is Delete:
+            del text[at : at + size]
+            continue
+        assert isinstance(component, Retain)
+        if component.attributes:
+            # One key per call, sorted: Yrs orders a map's format items by
+            # hash-map iteration, which would make replays differ.
+            for key in sorted(component.attributes):
+                text.format(at, at + size, {key: component.attributes[key]})
+        if whole is not None:
+            pieces.append(chunk)
+        at += size
+    if new is not None:
+        return new
+    assert whole is not None
+    pieces.append(whole[i:])
+    return PlainText.of("".join(pieces))
 
 
 def apply_to_text(old: str, delta: Delta) -> str:

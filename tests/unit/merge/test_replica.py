@@ -83,10 +83,11 @@ def test_a_merged_yjs_update_becomes_the_delta_that_reproduces_it(
         before = peer.get_state()
         mirror = Replica(peer.get_update(), 0)
         # Apply through a replica-like path on the peer doc, then merge on the server.
+        from tandem.merge.plaintext import PlainText
         from tandem.merge.translate import apply_delta
 
         with peer.transaction():
-            apply_delta(text, None, str(text), op)
+            apply_delta(text, None, PlainText(str(text)), op)
         delta, effective = server.merge(peer.get_update(before))
         document = document.apply(delta)
         assert server.content() == document.to_delta()
