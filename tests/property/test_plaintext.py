@@ -3,8 +3,8 @@
 Chunks of 3 code points (``Tiny``) make every op cross chunk boundaries:
 deletes that empty chunks, inserts that overflow them, retains that start or
 end inside them. Checked after each op of a random history: the text, its
-length, and UTF-8 offsets and lengths at random places, against ``str`` and
-``str.encode``.
+length, the UTF-8 size of each retain and delete (``measure``), and UTF-8
+offsets and lengths at random places, against ``str`` and ``str.encode``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tandem.merge.plaintext import PlainText
 from tandem.merge.translate import apply_to_text
-from tandem.ot import Delta, Document
+from tandem.ot import Delta, Document, Insert
 
 from .strategies import document_and_sequential_ops
 
@@ -28,6 +28,16 @@ def _bytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def _measured(text: str, op: Delta) -> list[int]:
+    """The UTF-8 bytes of each retain and delete of ``op`` over ``text``."""
+    sizes, at = [], 0
+    for component in op.ops:
+        if not isinstance(component, Insert):
+            sizes.append(_bytes(text[at : at + component.count]))
+            at += component.count
+    return sizes
+
+
 @given(document_and_sequential_ops(6), st.data())
 def test_every_answer_equals_the_strs(
     case: tuple[Document, list[Delta]], data: st.DataObject
@@ -37,7 +47,10 @@ def test_every_answer_equals_the_strs(
         text = document.text()
         plain = kind(text)
         for op in history:
+            after, measured = plain.measure(op)
+            assert measured == _measured(text, op)
             text, plain = apply_to_text(text, op), plain.apply(op)
+            assert after == plain
             assert str(plain) == text and len(plain) == len(text) and plain == text
             assert all(0 < len(chunk) <= kind.chunk for chunk in plain._chunks)
             for _ in range(3):

@@ -24,12 +24,28 @@ from typing import ClassVar
 
 from tandem.ot.delta import Delete, Delta, Insert, Retain
 
-__all__ = ["PlainText"]
+__all__ = ["PlainText", "apply_to_text", "utf8_length"]
 
 
-def _utf8(text: str) -> int:
-    """Bytes of ``text`` in UTF-8 (free for ASCII), as ``translate.utf8_length``."""
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (free for ASCII: ``str.isascii`` is O(1))."""
     return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def apply_to_text(old: str, delta: Delta) -> str:
+    """The plain text of ``old`` after ``delta`` (formatting ignored; no bounds checked)."""
+    i = 0
+    pieces: list[str] = []
+    for component in delta.ops:
+        if type(component) is Retain:
+            pieces.append(old[i : i + component.count])
+            i += component.count
+        elif type(component) is Delete:
+            i += component.count
+        else:
+            pieces.append(component.text)  # type: ignore[union-attr]
+    pieces.append(old[i:])
+    return "".join(pieces)
 
 
 class PlainText:
@@ -43,7 +59,7 @@ class PlainText:
     def __init__(self, text: str = "") -> None:
         step = self.chunk
         chunks = [text[i : i + step] for i in range(0, len(text), step)]
-        self._set(chunks, [_utf8(piece) for piece in chunks])
+        self._set(chunks, [utf8_length(piece) for piece in chunks])
 
     def _set(self, chunks: list[str], sizes: list[int]) -> None:
         self._chunks = chunks
@@ -72,12 +88,6 @@ class PlainText:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} code points in {len(self._chunks)} chunks)"
 
-    @property
-    def single(self) -> str | None:
-        """The whole text when it is one chunk (no copy; the usual case), else None."""
-        chunks = self._chunks
-        return chunks[0] if len(chunks) == 1 else ("" if not chunks else None)
-
     def utf8_offset(self, index: int) -> int:
         """UTF-8 bytes before code point ``index`` (clamped to the text)."""
         ends = self._ends
@@ -87,21 +97,26 @@ class PlainText:
             return self._byte_ends[-1]
         k = bisect_right(ends, index)
         start = ends[k - 1] if k else 0
-        return (self._byte_ends[k - 1] if k else 0) + _utf8(self._chunks[k][: index - start])
+        return (self._byte_ends[k - 1] if k else 0) + utf8_length(self._chunks[k][: index - start])
 
     def utf8_length(self, start: int, stop: int) -> int:
         """UTF-8 bytes of code points ``start:stop`` (clamped)."""
         if len(self._chunks) == 1:  # the usual document: one slice, as a str would
-            return _utf8(self._chunks[0][max(start, 0) : stop]) if start < stop else 0
+            return utf8_length(self._chunks[0][max(start, 0) : stop]) if start < stop else 0
         return max(self.utf8_offset(stop) - self.utf8_offset(start), 0)
 
     # -- changing -----------------------------------------------------------
 
     def apply(self, delta: Delta) -> PlainText:
         """This text after ``delta`` (formatting ignored); past the end is a ``ValueError``."""
+        return self.measure(delta)[0]
+
+    def measure(self, delta: Delta) -> tuple[PlainText, list[int]]:
+        """``apply``, and the UTF-8 bytes of each retain and delete of ``delta``, in order."""
         chunks = self._chunks
         if len(chunks) <= 1:  # the usual document
-            return self._apply_small(chunks[0] if chunks else "", delta)
+            return self._measure_small(chunks[0] if chunks else "", delta)
+        measured: list[int] = []
         sizes, ends = self._sizes, self._ends
         total = ends[-1]
         step = self.chunk
@@ -119,7 +134,7 @@ class PlainText:
                 for i in range(pieces):
                     piece = text[len(text) * i // pieces : len(text) * (i + 1) // pieces]
                     out.append(piece)
-                    out_sizes.append(_utf8(piece))
+                    out_sizes.append(utf8_length(piece))
 
         def keep(count: int) -> None:
             """Keep ``count`` old code points from ``at``; untouched chunks by reference."""
@@ -151,6 +166,7 @@ class PlainText:
             count = component.count  # type: ignore[union-attr]
             if at + count > total:
                 raise ValueError("delta reaches past the end of the text")
+            measured.append(self.utf8_length(at, at + count))
             if type(component) is Retain:
                 keep(count)
             else:
@@ -161,27 +177,29 @@ class PlainText:
         made = type(self).__new__(type(self))
         made._set(out, out_sizes)
         if len(out) > 2 * (len(made) // step) + 8:
-            return type(self)(str(made))  # left in pieces by many deletes: chunk afresh
-        return made
+            made = type(self)(str(made))  # left in pieces by many deletes: chunk afresh
+        return made, measured
 
-    def _apply_small(self, old: str, delta: Delta) -> PlainText:
-        """``apply`` for a text of one chunk: as on a ``str``."""
+    def _measure_small(self, old: str, delta: Delta) -> tuple[PlainText, list[int]]:
+        """``measure`` for a text of one chunk: on the ``str``, in one pass."""
         i = 0
-        length = len(old)
         pieces: list[str] = []
+        measured: list[int] = []
         for component in delta.ops:
             kind = type(component)
             if kind is Insert:
                 pieces.append(component.text)  # type: ignore[union-attr]
                 continue
             count = component.count  # type: ignore[union-attr]
-            if i + count > length:
+            chunk = old[i : i + count]
+            if len(chunk) != count:
                 raise ValueError("delta reaches past the end of the text")
+            measured.append(utf8_length(chunk))
             if kind is Retain:
-                pieces.append(old[i : i + count])
+                pieces.append(chunk)
             i += count
         pieces.append(old[i:])
-        return type(self).of("".join(pieces))
+        return type(self).of("".join(pieces)), measured
 
     @classmethod
     def of(cls, text: str) -> PlainText:
@@ -189,6 +207,6 @@ class PlainText:
         if len(text) > cls.chunk or not text:
             return cls(text)
         made = object.__new__(cls)
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        size = utf8_length(text)
         made._chunks, made._sizes, made._ends, made._byte_ends = [text], [size], [len(text)], [size]
         return made

@@ -13,7 +13,8 @@ is plain; so we always pass an explicit (possibly empty) attribute map. Yrs
 turns every number into a float; integral floats come back as ints.
 
 Owns: ``apply_delta`` (our delta onto a pycrdt ``Text``), ``delta_from_event``
-(a Yjs delta in bytes → our delta in code points), ``utf8_length``.
+(a Yjs delta in bytes → our delta in code points); ``utf8_length`` and
+``apply_to_text`` live beside ``PlainText`` and are re-exported here.
 Pure: must not import asyncio, storage, bus or network code.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from pycrdt import Text, Transaction
 
-from tandem.merge.plaintext import PlainText
+from tandem.merge.plaintext import PlainText, apply_to_text, utf8_length
 from tandem.ot.delta import Attributes, AttributeValue, Delete, Delta, Insert, Retain
 
 __all__ = [
@@ -34,11 +35,6 @@ __all__ = [
     "normalize_attributes",
     "utf8_length",
 ]
-
-
-def utf8_length(text: str) -> int:
-    """Bytes of ``text`` in UTF-8 (free for ASCII: ``str.isascii`` is O(1))."""
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def normalize_value(value: Any) -> AttributeValue:
@@ -62,18 +58,14 @@ def apply_delta(text: Text, txn: Transaction | None, old: PlainText, delta: Delt
 
     Must run inside a transaction of ``text``'s document (``txn`` is only
     documentation of that: pycrdt picks the current transaction itself).
-    Returns the new plain text. Components are applied left to right; the
-    byte cursor ``at`` is in the *new* text, ``i`` (code points) in ``old``.
-    A text of one chunk (the usual) is sliced as a ``str``; a longer one is
-    never copied whole (``PlainText``), and a delta reaching past its end is a
-    ``ValueError`` before Yrs is touched.
+    Returns the new plain text; a delta reaching past the end of ``old`` is a
+    ``ValueError`` before Yrs is touched. Components are applied left to
+    right; the byte cursor ``at`` is in the *new* text.
     """
     del txn
-    whole = old.single
-    new = old.apply(delta) if whole is None else None
-    i = 0
+    new, sizes = old.measure(delta)  # the UTF-8 bytes of each retain and delete
+    measured = iter(sizes)
     at = 0
-    pieces: list[str] = []
     for component in delta.ops:
         kind = type(component)
         if kind is Insert:
@@ -87,19 +79,9 @@ def apply_delta(text: Text, txn: Transaction | None, old: PlainText, delta: Delt
             size = utf8_length(component.text)
             for key in keys[1:]:
                 text.format(at, at + size, {key: attributes[key]})
-            if whole is not None:
-                pieces.append(component.text)
             at += size
             continue
-        count = component.count  # type: ignore[union-attr]  # a Retain or a Delete
-        if whole is not None:
-            chunk = whole[i : i + count]
-            if len(chunk) != count:
-                raise ValueError("delta reaches past the end of the replica text")
-            size = utf8_length(chunk)
-        else:
-            size = old.utf8_length(i, i + count)
-        i += count
+        size = next(measured)  # a Retain or a Delete
         if kind is Delete:
             del text[at : at + size]
             continue
@@ -109,30 +91,8 @@ def apply_delta(text: Text, txn: Transaction | None, old: PlainText, delta: Delt
             # hash-map iteration, which would make replays differ.
             for key in sorted(component.attributes):
                 text.format(at, at + size, {key: component.attributes[key]})
-        if whole is not None:
-            pieces.append(chunk)
         at += size
-    if new is not None:
-        return new
-    assert whole is not None
-    pieces.append(whole[i:])
-    return PlainText.of("".join(pieces))
-
-
-def apply_to_text(old: str, delta: Delta) -> str:
-    """The plain text of ``old`` after ``delta`` (formatting ignored)."""
-    i = 0
-    pieces: list[str] = []
-    for component in delta.ops:
-        if type(component) is Retain:
-            pieces.append(old[i : i + component.count])
-            i += component.count
-        elif type(component) is Delete:
-            i += component.count
-        else:
-            pieces.append(component.text)  # type: ignore[union-attr]
-    pieces.append(old[i:])
-    return "".join(pieces)
+    return new
 
 
 def delta_from_event(old: str, changes: Sequence[Mapping[str, Any]]) -> Delta:
