@@ -355,12 +355,12 @@ class CollabProtocol(asyncio.Protocol):
         boundary, and every frame it would treat otherwise: control frames,
         fragments, a frame split across reads, RSV bits, no mask, a 64-bit
         length, one over the size limit, anything once the socket is closing.
-        It reads the parser's state (``state``, ``current_size``, its reader's
-        buffer, ``max_message_size``) as websockets 14–17 keep it;
+        It reads the parser's state (``state``, ``current_size``, where its
+        generator waits, ``max_message_size``) as websockets 14–17 keep it;
         ``tests/property/test_frames.py`` checks the two agree.
         """
         ws = self._ws
-        if ws.state is not OPEN or ws.current_size is not None or ws.reader.buffer:
+        if ws.state is not OPEN or ws.current_size is not None or not _between_frames(ws):
             return 0
         limit = ws.max_message_size
         end = len(data)
@@ -550,6 +550,20 @@ class CollabProtocol(asyncio.Protocol):
         data = ws.data_to_send()
         if data:
             self.transport.write(b"".join(data))
+
+
+def _between_frames(ws: ServerProtocol) -> bool:
+    """Is websockets' parser waiting for a frame to start, not inside one?
+
+    Its buffer alone cannot tell: once a frame's header and mask are read, it
+    waits for the payload with an empty buffer. Between frames its generator
+    waits in ``StreamReader.at_eof`` (which implies an empty buffer); inside
+    a frame, in ``read_exact``.
+    """
+    waiting: Any = ws.parser
+    while (inner := getattr(waiting, "gi_yieldfrom", None)) is not None:
+        waiting = inner
+    return getattr(waiting, "__name__", "") == "at_eof"
 
 
 def run_eagerly(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
