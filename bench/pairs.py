@@ -6,8 +6,9 @@ the way docs/performance.md reports its "alternated pairs": each round runs
 both variants, one after the other, in an order that flips every round (so a
 drift of the machine's speed falls on both), each a fresh server driven by the
 same load generator for ``--duration`` seconds. It prints every run, then per
-variant the median CPU seconds per 1,000 deliveries and p99, and in how many
-rounds the second variant's were lower.
+variant the median CPU seconds per 1,000 deliveries, p99 and author's send →
+ack (which a change to syncing trades on), and in how many rounds the second
+variant's CPU and p99 were lower.
 
 A variant is ``NAME=VAR:VALUE;VAR:VALUE``: environment variables for the
 server, ``TANDEM_*`` settings or ``PYTHONPATH`` pointing at another checkout's
@@ -38,9 +39,11 @@ class Variant:
 
     name: str
     env: dict[str, str]
-    #: Per run: CPU seconds per 1,000 deliveries (None if nothing was delivered), p99 ms.
+    #: Per run: CPU seconds per 1,000 deliveries (None if nothing was delivered), p99 ms,
+    #: and the median author's send -> ack, ms.
     cpu: list[float | None] = field(default_factory=list)
     p99: list[float | None] = field(default_factory=list)
+    ack: list[float | None] = field(default_factory=list)
 
 
 def parse_variant(text: str) -> Variant:
@@ -85,6 +88,7 @@ def run(variant: Variant, spec: dict[str, int], duration: float) -> dict[str, An
                 os.environ[key] = value
     variant.cpu.append(propagation.per_k(result))
     variant.p99.append(result.get("p99"))
+    variant.ack.append(result.get("ackP50"))
     return result
 
 
@@ -106,13 +110,16 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"round {number + 1} {variant.name:12} cpu/1k {cpu}"
                 f"  p50 {propagation.fmt(result.get('p50'), 6, 2)}"
-                f"  p99 {propagation.fmt(variant.p99[-1], 7, 2)} ms  lost {result.get('lost', 0)}",
+                f"  p99 {propagation.fmt(variant.p99[-1], 7, 2)} ms"
+                f"  ack p50 {propagation.fmt(variant.ack[-1], 6, 2)} ms"
+                f"  lost {result.get('lost', 0)}",
                 flush=True,
             )
     for variant in (a, b):
         print(
             f"{variant.name:12} median cpu/1k {propagation.fmt(median(variant.cpu), 7, 4)}"
             f"  median p99 {propagation.fmt(median(variant.p99), 7, 2)} ms"
+            f"  median ack p50 {propagation.fmt(median(variant.ack), 6, 2)} ms"
         )
     cpu_lower, p99_lower = lower_in(a.cpu, b.cpu), lower_in(a.p99, b.p99)
     print(

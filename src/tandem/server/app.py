@@ -58,7 +58,10 @@ class Tandem:
             store
             if store is not None
             else open_store(
-                settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
+                settings.database_url,
+                settings.data_dir,
+                sync_delay=settings.sync_delay,
+                sync_interval=settings.sync_interval,
             )
         )
         self.authenticator = Authenticator(settings, data_dir=settings.data_dir)
