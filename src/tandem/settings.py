@@ -90,13 +90,9 @@ class Settings:
     #: Longest a commit waits to gather more ops into one transaction.
     commit_max_delay: float = 0.0
     commit_max_batch: int = 512
-    #: SQLite: how long after a commit the fsync that makes it durable (and lets its
-    #: author's ack go out) starts; the commits of every document meanwhile share one.
+    #: SQLite: longest a commit waits for the fsync that makes it durable (and lets
+    #: its author's ack go out); the commits of every document within it share one.
     sync_delay: float = 0.005
-    #: SQLite: shortest time between the starts of two such syncs. Above about
-    #: 100 commits a second each sync covers more of them: less CPU per op, acks a
-    #: few milliseconds later (docs/performance.md, item 17).
-    sync_interval: float = 0.010
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
 

@@ -739,28 +739,6 @@ async def test_sqlite_commits_within_the_sync_delay_share_one_fsync(
     assert disk.threads == ["tandem-sqlite-writer"], "one fsync, off the event loop"
 
 
-async def test_sqlite_syncs_start_no_sooner_than_the_interval_apart(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not isinstance(store, SQLiteStore):
-        pytest.skip("SQLite's WAL fsync")
-    disk = _Disk(monkeypatch)
-    store.sync_delay, store.sync_interval = 0.0, 2.0
-    first = await store.commit([op("a", 1)])
-    assert first is not None
-    with anyio.fail_after(1.5):
-        await first  # no sync had started within the interval: at once
-    started = anyio.current_time()
-    syncs = [await store.commit([op(doc, 1)]) for doc in ("b", "c")]
-    await anyio.sleep(0.1)
-    assert disk.threads == ["tandem-sqlite-writer"], "the next waits for the interval"
-    for sync in syncs:
-        assert sync is not None
-        await sync
-    assert disk.threads == ["tandem-sqlite-writer"] * 2, "one fsync for both"
-    assert anyio.current_time() - started >= 1.0
-
-
 async def test_sqlite_close_syncs_a_commit_still_waiting_for_its_delay(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

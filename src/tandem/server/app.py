@@ -58,10 +58,7 @@ class Tandem:
             store
             if store is not None
             else open_store(
-                settings.database_url,
-                settings.data_dir,
-                sync_delay=settings.sync_delay,
-                sync_interval=settings.sync_interval,
+                settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
             )
         )
         self.authenticator = Authenticator(settings, data_dir=settings.data_dir)

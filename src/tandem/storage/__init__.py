@@ -28,7 +28,7 @@ from tandem.storage.base import (
 )
 from tandem.storage.memory import MemoryStore
 from tandem.storage.postgres import PostgresStore
-from tandem.storage.sqlite import SYNC_DELAY, SYNC_INTERVAL, SQLiteStore
+from tandem.storage.sqlite import SYNC_DELAY, SQLiteStore
 
 __all__ = [
     "DocumentInfo",
@@ -48,29 +48,21 @@ __all__ = [
 DEFAULT_SQLITE_FILE = "tandem.db"
 
 
-def open_store(
-    url: str,
-    data_dir: Path,
-    *,
-    sync_delay: float = SYNC_DELAY,
-    sync_interval: float = SYNC_INTERVAL,
-) -> Store:
+def open_store(url: str, data_dir: Path, *, sync_delay: float = SYNC_DELAY) -> Store:
     """The (unopened) store for ``url``; see the table in the module docstring.
 
-    ``sync_delay`` and ``sync_interval`` are the SQLite store's (``Settings``).
+    ``sync_delay`` is the SQLite store's (``Settings.sync_delay``).
 
     Raises ``ValueError`` for a URL it does not understand.
     """
     if url == "":
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SQLiteStore(
-            data_dir / DEFAULT_SQLITE_FILE, sync_delay=sync_delay, sync_interval=sync_interval
-        )
+        return SQLiteStore(data_dir / DEFAULT_SQLITE_FILE, sync_delay=sync_delay)
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path or path == ":memory:":
             raise ValueError("sqlite:/// needs a file path; use memory:// for an in-memory store")
-        return SQLiteStore(Path(path), sync_delay=sync_delay, sync_interval=sync_interval)
+        return SQLiteStore(Path(path), sync_delay=sync_delay)
     if url in ("memory://", "memory:"):
         return MemoryStore()
     if url.startswith(("postgresql://", "postgres://")):

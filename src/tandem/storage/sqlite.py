@@ -39,26 +39,22 @@ needs it, so the commits of every document within that window share one
 ``fdatasync`` (a group commit across documents: at 400 ops/s over 200
 documents each op was otherwise alone in its own, and each paid two thread
 wake-ups, ~250 µs of CPU on the 2-vCPU VMs we measure on, for a ~45 µs
-``fdatasync``), and no sooner than ``sync_interval`` (10 ms) after the last
-sync started: a sync, its thread's wake-up and the loop's two (its timer, its
-completion and acks) cost ≈ 200 µs of CPU whatever it covers, so above about
-100 commits a second the interval, not the window, decides how many run
-(docs/performance.md, item 17). The sync runs on the writer thread: on the
-event loop it would cost less CPU still, but every socket would wait for the
-disk while it runs, and the p99 of every delivery showed it (item 13). While a
-sync runs, the commits that follow share the next, which starts once it is
-done and ``sync_interval`` after it started. The loop's connection never waits
-for a lock (``busy_timeout=0``): if another connection holds the write lock (a
-snapshot being saved, another process) the append goes to the writer thread,
-as ``append`` does, and is durable when it returns. It never checkpoints
-either (``wal_autocheckpoint=0``): the writer thread does, after a sync, once
-the loop's commits since the last checkpoint wrote about
-``CHECKPOINT_AFTER_BYTES`` to the WAL (SQLite's own default is 1,000 pages); a
-checkpoint of a bigger WAL holds the write lock longer, and loop commits
-meanwhile wait for it on the writer thread. A failed ``fdatasync`` cannot be
-retried (the kernel may have dropped the pages it could not write): the store
-then refuses every later call with ``StorageError`` (``/healthz`` reports it)
-until the process restarts and reads back what the disk holds.
+``fdatasync``). The sync runs on the writer thread: on the event loop it would
+cost less CPU still, but every socket would wait for the disk while it runs,
+and the p99 of every delivery showed it (docs/performance.md, item 13). While
+a sync runs, the commits that follow share the next, which starts as soon as
+it is done. The loop's connection never waits for a lock
+(``busy_timeout=0``): if another connection holds the write lock (a snapshot
+being saved, another process) the append goes to the writer thread, as
+``append`` does, and is durable when it returns. It never checkpoints either
+(``wal_autocheckpoint=0``): the writer thread does, after a sync, once the
+loop's commits since the last checkpoint wrote about ``CHECKPOINT_AFTER_BYTES``
+to the WAL (SQLite's own default is 1,000 pages); a checkpoint of a bigger
+WAL holds the write lock longer, and loop commits meanwhile wait for it on
+the writer thread. A failed ``fdatasync``
+cannot be retried (the kernel may have dropped the pages it could not write):
+the store then refuses every later call with ``StorageError`` (``/healthz``
+reports it) until the process restarts and reads back what the disk holds.
 
 Each thread is a ``ThreadWorker`` (a queue and one ``call_soon_threadsafe``
 per call) rather than an executor: the executor's futures, locks and
@@ -97,10 +93,8 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 #: WAL bytes the event loop's commits write between two checkpoints (an estimate).
 CHECKPOINT_AFTER_BYTES = 4 << 20
-#: Default wait, seconds, between a loop commit and the start of its sync.
+#: Default longest wait, seconds, between a loop commit and the start of its sync.
 SYNC_DELAY: float = Settings.sync_delay
-#: Default shortest time, seconds, between the starts of two syncs.
-SYNC_INTERVAL: float = Settings.sync_interval
 #: What one commit writes besides its ops: the pages of the ops table and its
 #: seq index it touches (4 KiB each, SQLite's default page).
 _COMMIT_PAGES_BYTES = 2 * 4096
@@ -128,24 +122,14 @@ _OpRow = tuple[str, int, str, str, int | None, str, float, bytes | None]
 class SQLiteStore:
     """A ``Store`` in one SQLite file at ``path`` (created, with its schema, on ``open``)."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        sync_delay: float = SYNC_DELAY,
-        sync_interval: float = SYNC_INTERVAL,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, sync_delay: float = SYNC_DELAY) -> None:
         if str(path) in ("", ":memory:") or str(path).startswith("file:"):
             raise ValueError("SQLiteStore needs a file path; use MemoryStore for memory")
         if not sync_delay >= 0:
             raise ValueError("sync_delay must be a number of seconds, 0 or more")
-        if not sync_interval >= 0:
-            raise ValueError("sync_interval must be a number of seconds, 0 or more")
         self.path = Path(path)
-        #: Wait between a loop commit and the start of the sync it needs, gathering others.
+        #: Longest wait between a loop commit and the start of the sync it needs.
         self.sync_delay = sync_delay
-        #: Shortest time between the starts of two syncs.
-        self.sync_interval = sync_interval
         self._writer: ThreadWorker | None = None
         self._reader: ThreadWorker | None = None
         # Each connection is created, used and closed only on its own thread.
@@ -160,8 +144,6 @@ class SQLiteStore:
         #: Completes once a sync that starts after the last loop commit has finished.
         self._sync_next: asyncio.Future[None] | None = None
         self._sync_timer: asyncio.TimerHandle | None = None
-        #: When (``loop.time()``) the last sync started.
-        self._sync_started = float("-inf")
         self._wal_bytes_since_checkpoint = 0
         self._sync_error: StorageError | None = None
 
@@ -399,17 +381,11 @@ class SQLiteStore:
         self._wal_bytes_since_checkpoint += written
         future = self._sync_next
         if future is None:
-            future = self._sync_next = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            future = self._sync_next = loop.create_future()
             if self._sync_running is None:
-                self._schedule_sync(self.sync_delay)
+                self._sync_timer = loop.call_later(self.sync_delay, self._start_sync)
         return future
-
-    def _schedule_sync(self, delay: float) -> None:
-        """Start the next sync ``delay`` from now, or ``sync_interval`` after the last
-        one started if that is later."""
-        loop = asyncio.get_running_loop()
-        wait = max(delay, self._sync_started + self.sync_interval - loop.time())
-        self._sync_timer = loop.call_later(wait, self._start_sync)
 
     def _start_sync(self) -> None:
         """Hand every loop commit so far to one sync on the writer thread (which also
@@ -421,7 +397,6 @@ class SQLiteStore:
         if future is None or self._sync_running is not None:
             return  # nothing to sync, or the running sync starts the next when it is done
         self._sync_running, self._sync_next = future, None
-        self._sync_started = asyncio.get_running_loop().time()
         checkpoint = self._wal_bytes_since_checkpoint >= CHECKPOINT_AFTER_BYTES
         if checkpoint:
             self._wal_bytes_since_checkpoint = 0
@@ -435,8 +410,7 @@ class SQLiteStore:
         if exc is None:
             if not future.done():
                 future.set_result(None)
-            if self._sync_next is not None:  # the commits made while it ran
-                self._schedule_sync(0.0)  # waited long enough, but for the interval
+            self._start_sync()  # the commits made while it ran: they waited long enough
             return
         log.critical("fsync of %s-wal failed, refusing every later write: %s", self.path, exc)
         self._sync_error = StorageError(f"the SQLite WAL could not be synced: {exc}")
