@@ -22,9 +22,10 @@ Every figure is the median of ``--repeat`` runs (3 by default).
     python -m bench.ot_replay --trace seph-blog1
     python -m bench.ot_replay --all --repeat 5
 
-Traces come from ``shared/traces/sequential_traces`` next to the repository
-(override the folder with TANDEM_TRACES). They are by Joseph Gentle, Vadim
-Dalecky and the automerge-perf authors (CC BY 4.0; see that folder's README).
+Traces come from ``bench/traces`` in this repository (override the folder with
+TANDEM_TRACES, e.g. a checkout of josephg/editing-traces' ``sequential_traces``
+for the full set). They are by Joseph Gentle and the automerge-perf authors
+(CC BY 4.0; see ``bench/traces/README.md``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def traces_dir() -> Path:
     override = os.environ.get("TANDEM_TRACES")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "sequential_traces"
+    return Path(__file__).resolve().parent / "traces"
 
 
 @dataclass
@@ -73,6 +74,19 @@ def load(path: Path) -> Trace:
     ]
     name = path.name.removesuffix(".json.gz")
     return Trace(name, data["startContent"], data["endContent"], patches)
+
+
+def ascii_version(folder: Path, trace: Trace) -> Trace | None:
+    """The trace as pycrdt can replay it with code-point offsets: ASCII only.
+
+    An ASCII trace is its own; otherwise ``ascii_only/NAME.json.gz`` when the
+    folder has one (josephg/editing-traces does), else None.
+    """
+    texts = [trace.start, trace.end, *(text for _, _, text in trace.patches)]
+    if all(text.isascii() for text in texts):
+        return trace
+    path = folder / "ascii_only" / f"{trace.name}.json.gz"
+    return load(path) if path.exists() else None
 
 
 @dataclass
@@ -191,11 +205,10 @@ def bench_trace(name: str, repeat: int, pycrdt: bool) -> None:
 
     if not pycrdt:
         return
-    ascii_path = folder / "ascii_only" / f"{name}.json.gz"
-    if not ascii_path.exists():
+    ascii_trace = ascii_version(folder, trace)
+    if ascii_trace is None:
         print("  (c) pycrdt: no ascii_only version of this trace; skipped")
         return
-    ascii_trace = load(ascii_path)
     ascii_count = len(ascii_trace.patches)
     tandem, document = timed(lambda: replay_apply(ascii_trace), repeat)
     assert isinstance(document, Document) and document.text() == ascii_trace.end

@@ -14,8 +14,8 @@ A variant is ``NAME=VAR:VALUE;VAR:VALUE``: environment variables for the
 server, ``TANDEM_*`` settings or ``PYTHONPATH`` pointing at another checkout's
 ``src`` (a ``git worktree`` of the commit before, say):
 
-    git worktree add ../before HEAD~1
-    python -m bench.pairs --a "before=PYTHONPATH:../before/src" --b "after=" --rounds 5
+    git worktree add .bench/before HEAD~1   # inside the clone, ignored by git
+    python -m bench.pairs --a "before=PYTHONPATH:.bench/before/src" --b "after=" --rounds 5
     python -m bench.pairs --a "5ms=TANDEM_SYNC_DELAY:0.005" --b "20ms=TANDEM_SYNC_DELAY:0.02"
 
 Every run contacts only 127.0.0.1 and stops by itself.
