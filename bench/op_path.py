@@ -142,7 +142,7 @@ async def _run(
     tandem = Tandem(settings)
     await tandem.start()
     try:
-        token = tandem.authenticator.issue("bench", docs={"*": "write"}, ttl=3600)
+        token = tandem.authenticator.issue("bench", docs={"*": "write"}, ttl=3600, now=time.time())
         # No keepalive: these clients never answer a ping, and a run of SQLite ops
         # (each waiting for its sync window) outlasts the ping interval + timeout.
         config = uvicorn.Config(

@@ -3,9 +3,10 @@
 Owns the verification keys (an HS secret, a PEM public key, a JWKS file), the
 claim checks, the permission rules and the three places a token may travel
 (``Authorization`` header, WebSocket subprotocol, ``token`` query parameter).
-Pure: never awaits, never reads the clock unless ``now`` is omitted, and must
-not import asyncio, FastAPI, storage or the bus. Files are read once, when the
-``Authenticator`` is built.
+Pure: never awaits, never reads the clock (``now`` is passed in), never reads
+a file (``tandem.auth_keys`` reads the key files and the development secret and
+hands over a ``KeyRing``), and must not import asyncio, FastAPI, storage, the
+bus, ``os``, ``pathlib`` or ``time``.
 
 Security rules, each one tested in ``tests/unit/test_auth.py``:
 
@@ -44,18 +45,12 @@ crosses ``/``.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import json
 import logging
 import math
-import os
 import re
-import secrets
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import jwt
@@ -68,6 +63,7 @@ from tandem.settings import Settings
 __all__ = [
     "SUBPROTOCOL",
     "Authenticator",
+    "KeyRing",
     "Permission",
     "Principal",
     "TokenRedactingFilter",
@@ -79,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 Permission: TypeAlias = Literal["read", "write"]
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+#: A JWKS key and the ``alg`` its JWK names, if any.
+JwksEntry: TypeAlias = tuple[PublicKey, str | None]
 
 #: The WebSocket subprotocol the server accepts; the token rides next to it as ``bearer.<JWT>``.
 SUBPROTOCOL = "tandem.v1"
@@ -90,7 +88,6 @@ MAX_USER_CHARS = 256
 MAX_NAME_CHARS = 256
 #: Most patterns one token may carry; bounds the cost of every permission check.
 MAX_PERMISSION_RULES = 1_000
-DEV_SECRET_FILE = "dev-secret"
 
 _HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}  # algorithm → minimum secret bytes (RFC 7518 3.2)
 _RSA = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
@@ -171,19 +168,31 @@ def _literal_chars(pattern: str) -> int:
     return count
 
 
-class Authenticator:
-    """Verifies tokens against the keys the settings name; build it once at start-up.
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The keys an ``Authenticator`` checks signatures with, already read and parsed.
 
-    Keys: ``jwt_secret`` for HS algorithms (when it is empty and ``data_dir`` is
-    given, a random secret is read from or created in ``data_dir/dev-secret``,
-    mode 0600: the zero-configuration development mode); ``jwt_public_key_file``
-    (PEM) and/or ``jwt_jwks_file`` for RS/PS/ES algorithms. A token's ``kid``
-    picks the JWKS key; a token without ``kid`` uses the only key of a one-key
-    JWKS, else the PEM key. Raises ``ValueError`` for a configuration that
-    could never verify a token.
+    ``secrets`` maps a ``kid`` to an HS secret (``None`` is the secret for tokens
+    without a ``kid``); ``public_key`` is a PEM key; ``jwks`` maps a ``kid`` to a
+    JWKS key and the ``alg`` its JWK names. ``tandem.auth_keys`` builds one from
+    the settings (files, the development secret); tests build them directly.
     """
 
-    def __init__(self, settings: Settings, *, data_dir: Path | str | None = None) -> None:
+    secrets: Mapping[str | None, bytes] = field(default_factory=dict)
+    public_key: PublicKey | None = None
+    jwks: Mapping[str | None, tuple[PublicKey, str | None]] = field(default_factory=dict)
+
+
+class Authenticator:
+    """Verifies tokens against a ``KeyRing``; build it once at start-up.
+
+    Use ``tandem.auth_keys.load_authenticator(settings)`` to build one from the
+    settings' key files. A token's ``kid`` picks the JWKS key; a token without
+    ``kid`` uses the only key of a one-key JWKS, else the PEM key. Raises
+    ``ValueError`` for a configuration that could never verify a token.
+    """
+
+    def __init__(self, settings: Settings, keys: KeyRing) -> None:
         self._settings = settings
         algorithms = tuple(settings.jwt_algorithms)
         unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
@@ -194,13 +203,9 @@ class Authenticator:
             )
         self._algorithms = frozenset(algorithms)
         self._hmac_algorithms = [a for a in algorithms if a in _HMAC]
-        self._secret = self._load_secret(settings, data_dir)
-        self._public_key: PublicKey | None = None
-        if settings.jwt_public_key_file:
-            self._public_key = _load_pem(Path(settings.jwt_public_key_file))
-        self._jwks: dict[str | None, tuple[PublicKey, str | None]] = {}
-        if settings.jwt_jwks_file:
-            self._jwks = _load_jwks(Path(settings.jwt_jwks_file))
+        self._secret = self._check_secret(keys)
+        self._public_key = keys.public_key
+        self._jwks = dict(keys.jwks)
         has_asymmetric = any(a not in _HMAC for a in algorithms)
         if (self._public_key is not None or self._jwks) and not has_asymmetric:
             raise ValueError(
@@ -215,14 +220,11 @@ class Authenticator:
 
     # -- keys --------------------------------------------------------------------------
 
-    def _load_secret(self, settings: Settings, data_dir: Path | str | None) -> bytes | None:
+    def _check_secret(self, keys: KeyRing) -> bytes | None:
         if not self._hmac_algorithms:
             return None
-        if settings.jwt_secret:
-            secret = settings.jwt_secret.encode()
-        elif data_dir is not None:
-            secret = _dev_secret(Path(data_dir))
-        else:
+        secret = keys.secrets.get(None)
+        if secret is None:
             raise ValueError(
                 f"jwt_algorithms pins {self._hmac_algorithms[0]} but jwt_secret is empty "
                 "and no data directory was given for a development secret"
@@ -262,11 +264,11 @@ class Authenticator:
 
     # -- verification ------------------------------------------------------------------
 
-    def verify(self, token: str, now: float | None = None) -> Principal:
-        """Check ``token`` and return its ``Principal``; raise ``AuthError`` otherwise.
+    def verify(self, token: str, *, now: float) -> Principal:
+        """Check ``token`` at time ``now`` and return its ``Principal``; raise ``AuthError``.
 
         ``TokenExpired`` (an ``AuthError``) when ``exp`` has passed, by more than
-        the leeway. ``now`` defaults to the wall clock.
+        the leeway.
         """
         if not isinstance(token, str) or not token:
             raise AuthError("missing token")
@@ -307,7 +309,7 @@ class Authenticator:
             raise AuthError("token is from another issuer") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("malformed token") from None
-        return self._principal(claims, time.time() if now is None else now)
+        return self._principal(claims, now)
 
     def _principal(self, claims: Mapping[str, Any], now: float) -> Principal:
         leeway = self._settings.jwt_leeway
@@ -340,7 +342,7 @@ class Authenticator:
         name: str | None = None,
         docs: Mapping[str, Permission] | None = None,
         ttl: float = 3600,
-        now: float | None = None,
+        now: float,
     ) -> str:
         """Mint an HS token for the CLI and the development demo.
 
@@ -357,7 +359,7 @@ class Authenticator:
             raise ValueError(f"user must be a non-empty string of at most {MAX_USER_CHARS} chars")
         if ttl <= 0:
             raise ValueError("ttl must be positive")
-        issued = time.time() if now is None else now
+        issued = now
         claims: dict[str, Any] = {
             "sub": user,
             "iat": math.floor(issued),
@@ -413,11 +415,10 @@ def _key_fits(key: PublicKey, alg: str) -> bool:
     return False
 
 
-def _load_pem(path: Path) -> PublicKey:
+def parse_pem(data: bytes) -> PublicKey:
+    """The RSA or EC public key in PEM ``data``; ``ValueError`` for anything else."""
     try:
-        key = load_pem_public_key(path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read jwt_public_key_file: {exc.strerror}") from None
+        key = load_pem_public_key(data)
     except ValueError:
         raise ValueError("jwt_public_key_file does not hold a PEM public key") from None
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
@@ -425,18 +426,17 @@ def _load_pem(path: Path) -> PublicKey:
     return key
 
 
-def _load_jwks(path: Path) -> dict[str | None, tuple[PublicKey, str | None]]:
-    """``kid`` → (key, the JWK's ``alg`` if it names one). Unusable keys are skipped."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read jwt_jwks_file: {exc.strerror}") from None
-    except ValueError:
-        raise ValueError("jwt_jwks_file is not JSON") from None
+def parse_jwks(data: object, source: str = "jwt_jwks_file") -> dict[str | None, JwksEntry]:
+    """``kid`` → (key, the JWK's ``alg`` if it names one), from a decoded JWKS document.
+
+    Unusable keys are skipped, and so is every symmetric (``oct``) key: a JWKS
+    is public, so an HMAC key in it would let anyone sign. ``ValueError`` when
+    no usable key is left; ``source`` names the setting in the message.
+    """
     entries = data.get("keys") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise ValueError('jwt_jwks_file must be a JSON object with a "keys" list')
-    keys: dict[str | None, tuple[PublicKey, str | None]] = {}
+        raise ValueError(f'{source} must be a JSON object with a "keys" list')
+    keys: dict[str | None, JwksEntry] = {}
     for entry in entries:
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
             continue
@@ -450,40 +450,13 @@ def _load_jwks(path: Path) -> dict[str | None, tuple[PublicKey, str | None]]:
         try:
             key = jwt.PyJWK(entry).key
         except (jwt.PyJWTError, ValueError, TypeError):
-            logger.warning("jwt_jwks_file: skipping unusable key %r", kid)
+            logger.warning("%s: skipping unusable key %r", source, kid)
             continue
         if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             keys[kid] = (key, alg)
     if not keys:
-        raise ValueError("jwt_jwks_file holds no usable RSA or EC signing key")
+        raise ValueError(f"{source} holds no usable RSA or EC signing key")
     return keys
-
-
-def _dev_secret(data_dir: Path) -> bytes:
-    """Read ``data_dir/dev-secret``, creating it (mode 0600) with a random secret if absent.
-
-    The file appears atomically (written aside, then hard-linked into place), so
-    two processes starting together agree on one secret.
-    """
-    path = data_dir / DEV_SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        temp = data_dir / f".{DEV_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32) + "\n")
-            with contextlib.suppress(FileExistsError):
-                os.link(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
-        logger.warning("generated a development JWT secret in %s (not for production)", path)
-    if path.stat().st_mode & 0o077:
-        logger.warning("%s is readable by other users; chmod 600 it", path)
-    secret = path.read_text().strip().encode()
-    if not secret:
-        raise ValueError(f"{path} is empty; delete it to generate a new development secret")
-    return secret
 
 
 def extract_token(

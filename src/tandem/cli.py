@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -96,7 +97,7 @@ def _redact(url: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tandem.auth import Authenticator
+    from tandem.auth_keys import load_authenticator
     from tandem.runtime import tune_process
     from tandem.server.app import create_app
     from tandem.server.collab_protocol import CollabServer
@@ -120,8 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
     lines.append(f"  storage: {storage}")
     lines.append(f"  bus:     {_redact(settings.redis_url) or 'in-process'}")
     try:
-        token = Authenticator(settings, data_dir=settings.data_dir).issue(
-            "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600
+        token = load_authenticator(settings, data_dir=settings.data_dir).issue(
+            "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600, now=time.time()
         )
         ws = url.replace("http", "ws", 1)
         lines.append(f"  demo:    {url}/")
@@ -176,12 +177,12 @@ def _log_config() -> dict[str, Any]:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from tandem.auth import Authenticator
+    from tandem.auth_keys import load_authenticator
 
     settings = _settings(args)
     docs: dict[str, Literal["read", "write"]] = dict(args.doc) if args.doc else {"*": "write"}
-    authenticator = Authenticator(settings, data_dir=settings.data_dir)
-    print(authenticator.issue(args.user, name=args.name, docs=docs, ttl=args.ttl))
+    authenticator = load_authenticator(settings, data_dir=settings.data_dir)
+    print(authenticator.issue(args.user, name=args.name, docs=docs, ttl=args.ttl, now=time.time()))
     return 0
 
 

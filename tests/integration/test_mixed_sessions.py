@@ -124,12 +124,12 @@ class Session:
         self.counter = 0
 
     def yurl(self, who: str) -> str:
-        jwt = self.tandem.authenticator.issue(who, docs={"*": "write"})
+        jwt = self.tandem.authenticator.issue(who, docs={"*": "write"}, now=time.time())
         return f"ws://{self.host}/yjs/{DOC}?token={jwt}"
 
     async def open(self, n_ot: int, n_y: int) -> None:
         for i in range(n_ot):
-            jwt = self.tandem.authenticator.issue(f"ot{i}", docs={"*": "write"})
+            jwt = self.tandem.authenticator.issue(f"ot{i}", docs={"*": "write"}, now=time.time())
             client = TandemClient(
                 f"ws://{self.host}/collab",
                 jwt,
@@ -225,7 +225,7 @@ class Session:
             await handle.synced(20)
 
     async def server_content(self) -> Delta:
-        jwt = self.tandem.authenticator.issue("checker", docs={"*": "read"})
+        jwt = self.tandem.authenticator.issue("checker", docs={"*": "read"}, now=time.time())
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"http://{self.host}/api/docs/{DOC}", headers={"Authorization": f"Bearer {jwt}"}
@@ -236,7 +236,7 @@ class Session:
 
     async def first_broken_op(self) -> str:
         """Replay the server's op log; describe the first op after which a token is split."""
-        jwt = self.tandem.authenticator.issue("checker", docs={"*": "read"})
+        jwt = self.tandem.authenticator.issue("checker", docs={"*": "read"}, now=time.time())
         async with httpx.AsyncClient() as http:
             response = await http.get(
                 f"http://{self.host}/api/docs/{DOC}/ops",

@@ -10,6 +10,7 @@ could then merge its offline edit as duplicated text.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,13 @@ async def test_a_refused_update_changes_nothing_and_old_clients_merge_cleanly(
 ) -> None:
     tandem = Tandem(Settings(data_dir=tmp_path / "data", jwt_secret=SECRET, snapshot_every=3))
     async with serving(tandem) as host:
-        jwt = tandem.authenticator.issue("otto", docs={"*": "write"})
+        jwt = tandem.authenticator.issue("otto", docs={"*": "write"}, now=time.time())
         ot = TandemClient(f"ws://{host}/collab", jwt)
         handle = await ot.join("week", timeout=10)
         for word in ["alpha ", "beta ", "gamma ", "delta "]:
             handle.insert(0, word)
             await handle.synced(10)
-        yjwt = tandem.authenticator.issue("yuki", docs={"*": "write"})
+        yjwt = tandem.authenticator.issue("yuki", docs={"*": "write"}, now=time.time())
         yurl = f"ws://{host}/yjs/week?token={yjwt}"
         old = YClient(31337)
         await old.connect(yurl)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tandem.auth import SUBPROTOCOL, Authenticator, Principal, extract_token
+from tandem.auth_keys import load_authenticator
 from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired
 from tandem.settings import Settings
 
@@ -71,13 +72,13 @@ def unsigned(header: dict[str, Any], payload: dict[str, Any], signature: bytes =
 
 @pytest.fixture
 def hs() -> Authenticator:
-    return Authenticator(Settings(jwt_secret=SECRET))
+    return load_authenticator(Settings(jwt_secret=SECRET))
 
 
 @pytest.fixture
 def rs(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Authenticator:
     pem = write(tmp_path, "rsa.pem", public_pem(rsa_key))
-    return Authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("RS256",)))
+    return load_authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("RS256",)))
 
 
 # -- happy paths -----------------------------------------------------------------------
@@ -101,7 +102,7 @@ def test_rs256_token_verifies(rs: Authenticator, rsa_key: rsa.RSAPrivateKey) -> 
 
 def test_es256_token_verifies(tmp_path: Path, ec_key: ec.EllipticCurvePrivateKey) -> None:
     pem = write(tmp_path, "ec.pem", public_pem(ec_key))
-    auth = Authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("ES256",)))
+    auth = load_authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("ES256",)))
     token = jwt.encode(claims(), ec_key, algorithm="ES256")
     assert auth.verify(token, now=NOW).user == "ada"
 
@@ -121,20 +122,20 @@ def test_issue_verify_round_trip(hs: Authenticator) -> None:
 
 
 def test_issue_sets_configured_audience_and_issuer() -> None:
-    auth = Authenticator(Settings(jwt_secret=SECRET, jwt_audience="tandem", jwt_issuer="me"))
+    auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_audience="tandem", jwt_issuer="me"))
     assert auth.verify(auth.issue("ada", now=NOW), now=NOW).user == "ada"
 
 
 def test_issue_refuses_without_a_secret(rs: Authenticator) -> None:
     with pytest.raises(RuntimeError, match="only public keys"):
-        rs.issue("ada")
+        rs.issue("ada", now=NOW)
 
 
 def test_issue_validates_its_input(hs: Authenticator) -> None:
     with pytest.raises(ValueError):
-        hs.issue("")
+        hs.issue("", now=NOW)
     with pytest.raises(ValueError):
-        hs.issue("ada", docs={"x": "admin"})  # type: ignore[dict-item]
+        hs.issue("ada", docs={"x": "admin"}, now=NOW)  # type: ignore[dict-item]
 
 
 # -- attacks and broken tokens ----------------------------------------------------------
@@ -162,11 +163,11 @@ def test_algorithm_confusion_hs256_signed_with_public_key(
     signature = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     token = f"{header}.{payload}.{b64(signature)}"
     path = write(tmp_path, "rsa.pem", pem)
-    only_rs = Authenticator(Settings(jwt_public_key_file=path, jwt_algorithms=("RS256",)))
+    only_rs = load_authenticator(Settings(jwt_public_key_file=path, jwt_algorithms=("RS256",)))
     with pytest.raises(AuthError, match="not accepted"):
         only_rs.verify(token, now=NOW)
     # Even with HS256 also pinned, an HS token is checked against the secret, never the key.
-    both = Authenticator(
+    both = load_authenticator(
         Settings(jwt_secret=SECRET, jwt_public_key_file=path, jwt_algorithms=("RS256", "HS256"))
     )
     with pytest.raises(AuthError, match="signature"):
@@ -189,7 +190,7 @@ def test_es_token_refused_by_rsa_key(
     tmp_path: Path, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
 ) -> None:
     pem = write(tmp_path, "rsa.pem", public_pem(rsa_key))
-    auth = Authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("RS256", "ES256")))
+    auth = load_authenticator(Settings(jwt_public_key_file=pem, jwt_algorithms=("RS256", "ES256")))
     with pytest.raises(AuthError, match="does not fit"):
         auth.verify(jwt.encode(claims(), ec_key, algorithm="ES256"), now=NOW)
 
@@ -237,7 +238,7 @@ def test_token_without_exp_never_expires(hs: Authenticator) -> None:
 
 
 def test_wrong_audience() -> None:
-    auth = Authenticator(Settings(jwt_secret=SECRET, jwt_audience="tandem"))
+    auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_audience="tandem"))
     with pytest.raises(AuthError, match="audience"):
         auth.verify(hs_token(aud="other"), now=NOW)
     with pytest.raises(AuthError, match="'aud'"):
@@ -252,7 +253,7 @@ def test_audience_refused_when_none_configured(hs: Authenticator) -> None:
 
 
 def test_wrong_issuer() -> None:
-    auth = Authenticator(Settings(jwt_secret=SECRET, jwt_issuer="https://id.example"))
+    auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_issuer="https://id.example"))
     with pytest.raises(AuthError, match="issuer"):
         auth.verify(hs_token(iss="https://evil.example"), now=NOW)
     with pytest.raises(AuthError, match="'iss'"):
@@ -306,7 +307,7 @@ def test_malformed_permissions_claim(hs: Authenticator, docs: object) -> None:
 
 
 def test_custom_permissions_claim() -> None:
-    auth = Authenticator(Settings(jwt_secret=SECRET, jwt_permissions_claim="tandem/docs"))
+    auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_permissions_claim="tandem/docs"))
     token = jwt.encode(
         {"sub": "ada", "tandem/docs": {"a": "read"}, "docs": {"*": "write"}}, SECRET, "HS256"
     )
@@ -351,7 +352,7 @@ def test_jwks_picks_key_by_kid(
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     keys = [jwk(rsa_key, kid="r1"), jwk(other, kid="r2"), jwk(ec_key, kid="e1", alg="ES256")]
     path = write(tmp_path, "jwks.json", json.dumps({"keys": keys}))
-    auth = Authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256", "ES256")))
+    auth = load_authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256", "ES256")))
 
     def sign(key: Any, kid: str | None, alg: str) -> str:
         return jwt.encode(claims(), key, algorithm=alg, headers={"kid": kid} if kid else None)
@@ -369,13 +370,13 @@ def test_jwks_picks_key_by_kid(
 
 def test_jwks_single_key_without_kid(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     path = write(tmp_path, "jwks.json", json.dumps({"keys": [jwk(rsa_key, kid="only")]}))
-    auth = Authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256",)))
+    auth = load_authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256",)))
     assert auth.verify(jwt.encode(claims(), rsa_key, algorithm="RS256"), now=NOW).user == "ada"
 
 
 def test_jwks_key_alg_must_match_token_alg(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     path = write(tmp_path, "jwks.json", json.dumps({"keys": [jwk(rsa_key, alg="RS512")]}))
-    auth = Authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256", "RS512")))
+    auth = load_authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256", "RS512")))
     with pytest.raises(AuthError, match="not for algorithm"):
         auth.verify(jwt.encode(claims(), rsa_key, algorithm="RS256"), now=NOW)
 
@@ -384,7 +385,7 @@ def test_jwks_ignores_symmetric_keys(tmp_path: Path, rsa_key: rsa.RSAPrivateKey)
     oct_key = {"kty": "oct", "kid": "h", "k": b64(SECRET.encode())}
     path = write(tmp_path, "jwks.json", json.dumps({"keys": [oct_key]}))
     with pytest.raises(ValueError, match="no usable"):
-        Authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256",)))
+        load_authenticator(Settings(jwt_jwks_file=path, jwt_algorithms=("RS256",)))
 
 
 @pytest.mark.parametrize(
@@ -400,7 +401,7 @@ def test_jwks_ignores_symmetric_keys(tmp_path: Path, rsa_key: rsa.RSAPrivateKey)
 )
 def test_bad_configuration(settings: Settings, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Authenticator(settings)
+        load_authenticator(settings)
 
 
 def test_public_key_without_asymmetric_algorithm(
@@ -408,34 +409,36 @@ def test_public_key_without_asymmetric_algorithm(
 ) -> None:
     pem = write(tmp_path, "rsa.pem", public_pem(rsa_key))
     with pytest.raises(ValueError, match="pins no"):
-        Authenticator(Settings(jwt_secret=SECRET, jwt_public_key_file=pem))
+        load_authenticator(Settings(jwt_secret=SECRET, jwt_public_key_file=pem))
 
 
 def test_unreadable_key_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PEM"):
-        Authenticator(
+        load_authenticator(
             Settings(
                 jwt_public_key_file=write(tmp_path, "x.pem", "nope"), jwt_algorithms=("RS256",)
             )
         )
     with pytest.raises(ValueError, match="cannot read"):
-        Authenticator(Settings(jwt_jwks_file=str(tmp_path / "missing"), jwt_algorithms=("RS256",)))
+        load_authenticator(
+            Settings(jwt_jwks_file=str(tmp_path / "missing"), jwt_algorithms=("RS256",))
+        )
 
 
 def test_dev_secret_is_generated_private_and_reused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    first = Authenticator(Settings(), data_dir=data_dir)
+    first = load_authenticator(Settings(), data_dir=data_dir)
     secret_file = data_dir / "dev-secret"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert len(secret_file.read_text().strip()) >= 43  # 32 random bytes, urlsafe base64
     token = first.issue("ada", docs={"*": "read"}, now=NOW)
-    second = Authenticator(Settings(), data_dir=data_dir)
+    second = load_authenticator(Settings(), data_dir=data_dir)
     assert second.verify(token, now=NOW).user == "ada"
     assert sorted(p.name for p in data_dir.iterdir()) == ["dev-secret"]  # no temp files left
 
 
 def test_explicit_secret_wins_over_dev_secret(tmp_path: Path) -> None:
-    auth = Authenticator(Settings(jwt_secret=SECRET), data_dir=tmp_path)
+    auth = load_authenticator(Settings(jwt_secret=SECRET), data_dir=tmp_path)
     assert not (tmp_path / "dev-secret").exists()
     assert auth.verify(hs_token(), now=NOW).user == "ada"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ class Running:
         return f"ws://{self.host}{path}?{query}"
 
     def token(self, **kw: Any) -> str:
-        return self.tandem.authenticator.issue("u", docs={"*": "write"}, **kw)
+        return self.tandem.authenticator.issue("u", docs={"*": "write"}, now=time.time(), **kw)
 
 
 @asynccontextmanager

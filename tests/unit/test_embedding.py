@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,7 +55,7 @@ async def test_tandem_router_inside_an_existing_app(tmp_path: Path) -> None:
         return {"app": "mine"}
 
     app.include_router(tandem.router, prefix="/collab-server")
-    token = tandem.authenticator.issue("embedder", docs={"*": "write"})
+    token = tandem.authenticator.issue("embedder", docs={"*": "write"}, now=time.time())
     async with serving(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         assert (await http.get("/hello")).json() == {"app": "mine"}
         assert (await http.get("/collab-server/healthz")).status_code == 200

@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tandem import __version__
-from tandem.auth import Authenticator
+from tandem.auth_keys import load_authenticator
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
 from tandem.errors import TandemError
@@ -61,7 +61,7 @@ class Tandem:
                 settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
             )
         )
-        self.authenticator = Authenticator(settings, data_dir=settings.data_dir)
+        self.authenticator = load_authenticator(settings, data_dir=settings.data_dir)
         # Several nodes share documents through a bus; one node needs none.
         self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
         self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
@@ -149,6 +149,7 @@ class Tandem:
                     name=(name or user)[:64],
                     docs={"*": "write"},
                     ttl=12 * 3600,
+                    now=time.time(),
                 )
             except TandemError as error:
                 return JSONResponse({"code": error.code, "message": error.message}, status_code=400)

@@ -450,7 +450,7 @@ def admit(
             raise AuthError(
                 "a token is required (query 'token', Authorization header or subprotocol)"
             )
-        principal = tandem.authenticator.verify(token)
+        principal = tandem.authenticator.verify(token, now=time.time())
         raw_client = query.get("client")
         client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
         raw_doc = query.get("doc")

@@ -114,7 +114,7 @@ def build_rest_router(tandem: "Tandem") -> APIRouter:
         try:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise AuthError("send 'Authorization: Bearer <token>'")
-            return tandem.authenticator.verify(authorization[7:].strip())
+            return tandem.authenticator.verify(authorization[7:].strip(), now=time.time())
         except TandemError as error:
             tandem.metrics.error(error.code)
             raise HTTPException(
