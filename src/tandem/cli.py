@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
             "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600, now=time.time()
         )
         ws = url.replace("http", "ws", 1)
-        lines.append(f"  demo:    {url}/")
+        lines.append(f"  demo:    {_demo_line(url)}")
         lines.append(f"  token:   {token}")
         lines.append(f'  try:     wscat -c "{ws}/collab?token={token}&doc=hello"')
     except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
@@ -157,6 +157,16 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=_log_config(),
     )
     return 0
+
+
+def _demo_line(url: str) -> str:
+    """Where the demo is, or why it is not served (``tandem.assets``)."""
+    from tandem.assets import find_assets
+
+    missing = find_assets().missing()
+    if not missing:
+        return f"{url}/"
+    return f"not available: {missing[0]} is missing (run npm install in client/)"
 
 
 def _log_config() -> dict[str, Any]:

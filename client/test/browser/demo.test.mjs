@@ -3,26 +3,21 @@
 // them offline for a while, a reload while offline, rich text, cursors.
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { startServer, tandemBin } from '../support/server.mjs';
+import { startServer } from '../support/server.mjs';
+import { launchChromium, skipBrowser as skip } from '../support/chromium.mjs';
 import { seeded } from '../support/random.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
-const skip = !tandemBin() ? 'no `tandem serve` available' : !existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
 
 let server;
 let browser;
 
 before(async () => {
   if (skip) return;
-  const { chromium } = await import('playwright-core');
   server = await startServer();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

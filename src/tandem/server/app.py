@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -27,6 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tandem import __version__
+from tandem.assets import find_assets
 from tandem.auth_keys import load_authenticator
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
@@ -42,9 +42,6 @@ from tandem.storage import open_store
 from tandem.storage.base import Store
 
 __all__ = ["Tandem", "create_app"]
-
-#: The JS client and demo page live in the repository's client/ folder.
-CLIENT_DIR = Path(__file__).resolve().parents[3] / "client"
 
 
 class Tandem:
@@ -155,8 +152,8 @@ class Tandem:
                 return JSONResponse({"code": error.code, "message": error.message}, status_code=400)
             return JSONResponse({"token": token})
 
-        if (CLIENT_DIR / "demo" / "index.html").is_file():
-            demo_index = CLIENT_DIR / "demo" / "index.html"
+        demo_index = find_assets().demo / "index.html"
+        if demo_index.is_file():
 
             @router.get("/", include_in_schema=False)
             async def index() -> FileResponse:
@@ -166,10 +163,11 @@ class Tandem:
 
     def mount_static(self, app: FastAPI, prefix: str = "") -> None:
         """Serve the demo page, the JS client and its vendored modules."""
+        assets = find_assets()
         for path, folder in (
-            ("/demo", CLIENT_DIR / "demo"),
-            ("/client", CLIENT_DIR / "src"),
-            ("/vendor", CLIENT_DIR / "node_modules"),
+            ("/demo", assets.demo),
+            ("/client", assets.client),
+            ("/vendor", assets.vendor),
         ):
             if folder.is_dir():
                 app.mount(prefix + path, StaticFiles(directory=folder), name=f"tandem{path}")
