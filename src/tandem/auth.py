@@ -18,8 +18,13 @@ Security rules, each one tested in ``tests/unit/test_auth.py``:
   the matching curve); symmetric (``oct``) keys in a JWKS are ignored.
 * ``exp``, ``nbf`` and ``iat`` are checked against ``now`` with
   ``Settings.jwt_leeway``; each must be a finite number when present. A token
-  without ``exp`` is accepted and never expires (``Principal.expires is None``),
-  because some service tokens carry none; issuers should set one.
+  without ``exp`` is refused, unless ``Settings.jwt_allow_no_exp`` or
+  ``Settings.dev_mode`` is set: then it never expires (``Principal.expires is None``).
+* Keys are picked by the token's ``kid``: an HS token with a ``kid`` is checked
+  only against the ``jwt_secrets`` entry of that ``kid`` (several secrets at once,
+  so one can be rotated without logging anyone out), one without against
+  ``jwt_secret``. An unknown ``kid`` raises ``UnknownSigningKey``, on which the
+  edge re-fetches a JWKS URL (``JwksRefresh`` decides when) and tries once more.
 * ``aud``/``iss`` are required and checked when configured. When no audience is
   configured a token that carries an ``aud`` is refused (PyJWT's behaviour: it
   was minted for some other service).
@@ -57,12 +62,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired
+from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired, UnknownSigningKey
 from tandem.settings import Settings
 
 __all__ = [
     "SUBPROTOCOL",
     "Authenticator",
+    "JwksRefresh",
     "KeyRing",
     "Permission",
     "Principal",
@@ -203,48 +209,60 @@ class Authenticator:
             )
         self._algorithms = frozenset(algorithms)
         self._hmac_algorithms = [a for a in algorithms if a in _HMAC]
-        self._secret = self._check_secret(keys)
+        self._secrets = self._check_secrets(keys)
         self._public_key = keys.public_key
         self._jwks = dict(keys.jwks)
+        self._allow_no_exp = settings.jwt_allow_no_exp or settings.dev_mode
+        remote = bool(settings.jwt_jwks_url)
         has_asymmetric = any(a not in _HMAC for a in algorithms)
-        if (self._public_key is not None or self._jwks) and not has_asymmetric:
+        if (self._public_key is not None or self._jwks or remote) and not has_asymmetric:
             raise ValueError(
-                "a public key or JWKS file is configured but jwt_algorithms pins no "
-                "RS/PS/ES algorithm"
+                "a public key or JWKS is configured but jwt_algorithms pins no RS/PS/ES algorithm"
             )
-        if has_asymmetric and self._public_key is None and not self._jwks:
+        if has_asymmetric and self._public_key is None and not self._jwks and not remote:
             raise ValueError(
-                "jwt_algorithms pins an RS/PS/ES algorithm but neither jwt_public_key_file "
-                "nor jwt_jwks_file is set"
+                "jwt_algorithms pins an RS/PS/ES algorithm but none of jwt_public_key_file, "
+                "jwt_jwks_file or jwt_jwks_url is set"
             )
 
     # -- keys --------------------------------------------------------------------------
 
-    def _check_secret(self, keys: KeyRing) -> bytes | None:
+    def _check_secrets(self, keys: KeyRing) -> dict[str | None, bytes]:
         if not self._hmac_algorithms:
-            return None
-        secret = keys.secrets.get(None)
-        if secret is None:
+            return {}
+        if not keys.secrets:
             raise ValueError(
                 f"jwt_algorithms pins {self._hmac_algorithms[0]} but jwt_secret is empty "
                 "and no data directory was given for a development secret"
             )
         needed = max(_HMAC[a] for a in self._hmac_algorithms)
-        if len(secret) < needed:
-            raise ValueError(
-                f"jwt_secret is {len(secret)} bytes; {'/'.join(self._hmac_algorithms)} "
-                f"needs at least {needed} (RFC 7518 section 3.2)"
-            )
-        return secret
+        for kid, secret in keys.secrets.items():
+            if len(secret) < needed:
+                which = "jwt_secret" if kid is None else f"jwt_secrets entry {kid!r}"
+                raise ValueError(
+                    f"{which} is {len(secret)} bytes; {'/'.join(self._hmac_algorithms)} "
+                    f"needs at least {needed} (RFC 7518 section 3.2)"
+                )
+        return dict(keys.secrets)
+
+    def replace_jwks(self, jwks: Mapping[str | None, JwksEntry]) -> None:
+        """Swap in a freshly fetched JWKS (the keys of ``KeyRing.jwks``)."""
+        self._jwks = dict(jwks)
 
     def _key_for(self, alg: str, header: Mapping[str, Any]) -> bytes | PublicKey:
-        if alg in _HMAC:
-            if self._secret is None:  # unreachable: an HS algorithm pinned implies a secret
-                raise AuthError("no key for this token's algorithm")
-            return self._secret
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise AuthError("malformed token header: kid must be a string")
+        if alg in _HMAC:
+            secret = self._secrets.get(kid)
+            if secret is None and (kid is None or set(self._secrets) == {None}):
+                # no kid, or only ``jwt_secret`` configured (which ignores kids)
+                secret = self._secrets.get(None)
+                if secret is None and len(self._secrets) == 1:
+                    secret = next(iter(self._secrets.values()))
+            if secret is None:
+                raise AuthError(f"unknown signing key {kid!r}" if kid else "token has no kid")
+            return secret
         key: PublicKey | None = None
         if self._jwks:
             entry = self._jwks.get(kid)
@@ -257,7 +275,9 @@ class Authenticator:
         if key is None:
             key = self._public_key
         if key is None:
-            raise AuthError(f"unknown signing key {kid!r}" if kid else "token has no kid")
+            if kid:
+                raise UnknownSigningKey(f"unknown signing key {kid!r}", kid)
+            raise AuthError("token has no kid")
         if not _key_fits(key, alg):
             raise AuthError(f"the signing key does not fit algorithm {alg}")
         return key
@@ -316,6 +336,8 @@ class Authenticator:
         exp = _numeric_date(claims, "exp")
         nbf = _numeric_date(claims, "nbf")
         iat = _numeric_date(claims, "iat")
+        if exp is None and not self._allow_no_exp:
+            raise AuthError("token has no exp claim (set jwt_allow_no_exp to accept such tokens)")
         if exp is not None and now >= exp + leeway:
             raise TokenExpired("token expired")
         if nbf is not None and now + leeway < nbf:
@@ -350,7 +372,7 @@ class Authenticator:
         ``RuntimeError`` when no HS algorithm and secret are configured (only a
         public key: tokens must come from the identity provider).
         """
-        if self._secret is None or not self._hmac_algorithms:
+        if not self._secrets or not self._hmac_algorithms:
             raise RuntimeError(
                 "cannot issue tokens: only public keys are configured; "
                 "set jwt_secret and pin an HS algorithm"
@@ -377,7 +399,39 @@ class Authenticator:
             claims["aud"] = self._settings.jwt_audience
         if self._settings.jwt_issuer:
             claims["iss"] = self._settings.jwt_issuer
-        return jwt.encode(claims, self._secret, algorithm=self._hmac_algorithms[0])
+        kid, secret = next(iter(self._secrets.items()))
+        headers = None if kid is None else {"kid": kid}
+        return jwt.encode(claims, secret, algorithm=self._hmac_algorithms[0], headers=headers)
+
+
+class JwksRefresh:
+    """When to fetch a JWKS from its URL: a pure schedule, time passed in.
+
+    A fetch is due when none succeeded yet or the last one is ``max_age`` old;
+    an unknown ``kid`` forces one, but fetches are never started less than
+    ``min_interval`` apart, so a flood of tokens with made-up ``kid`` values
+    costs the identity provider one request per interval.
+    """
+
+    def __init__(self, max_age: float, min_interval: float) -> None:
+        self.max_age = max_age
+        self.min_interval = min_interval
+        self.fetched_at: float | None = None
+        self.attempted_at: float | None = None
+
+    def _may_start(self, now: float) -> bool:
+        return self.attempted_at is None or now - self.attempted_at >= self.min_interval
+
+    def due(self, now: float, *, unknown_kid: bool = False) -> bool:
+        """True when a fetch should start now."""
+        stale = self.fetched_at is None or now - self.fetched_at >= self.max_age
+        return (stale or unknown_kid) and self._may_start(now)
+
+    def started(self, now: float) -> None:
+        self.attempted_at = now
+
+    def succeeded(self, now: float) -> None:
+        self.fetched_at = now
 
 
 def _numeric_date(claims: Mapping[str, Any], claim: str) -> float | None:

@@ -19,6 +19,7 @@ Hierarchy::
     │   ├── InvalidDocumentId        ERR_BAD_DOC_ID
     │   └── DocumentTooLarge         ERR_DOC_TOO_LARGE
     ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
+    │   ├── UnknownSigningKey        ERR_UNAUTHORIZED       no key has this kid (yet)
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
     │   └── Forbidden                ERR_FORBIDDEN          (4403 when fatal)
     │       └── ReadOnly             ERR_READ_ONLY
@@ -54,6 +55,7 @@ __all__ = [
     "TandemError",
     "TokenExpired",
     "UnknownMessageType",
+    "UnknownSigningKey",
     "VersionError",
 ]
 
@@ -130,6 +132,14 @@ class AuthError(TandemError):
 
     code = "ERR_UNAUTHORIZED"
     close_code: int | None = 4401
+
+
+class UnknownSigningKey(AuthError):
+    """The token names a ``kid`` that no configured key has (yet)."""
+
+    def __init__(self, message: str, kid: str) -> None:
+        super().__init__(message)
+        self.kid = kid
 
 
 class TokenExpired(AuthError):

@@ -43,9 +43,20 @@ class Settings:
     # -- auth ------------------------------------------------------------------
     #: HS256 secret. Empty: generated once into ``data_dir/dev-secret`` (development).
     jwt_secret: str = ""
+    #: More HS secrets, each ``kid:secret``, picked by the token's ``kid`` (rotation).
+    #: The first one signs the tokens Tandem issues.
+    jwt_secrets: tuple[str, ...] = ()
     #: PEM public key file, or a JWKS file, for RS256/ES256 tokens.
     jwt_public_key_file: str = ""
     jwt_jwks_file: str = ""
+    #: JWKS fetched from this URL (an identity provider's ``jwks_uri``), cached
+    #: ``jwt_jwks_max_age`` seconds, re-fetched on an unknown ``kid`` at most once
+    #: per ``jwt_jwks_refetch_interval`` seconds.
+    jwt_jwks_url: str = ""
+    jwt_jwks_max_age: float = 300.0
+    jwt_jwks_refetch_interval: float = 10.0
+    #: Accept tokens without ``exp`` (they never expire). Development mode always does.
+    jwt_allow_no_exp: bool = False
     #: Accepted algorithms, pinned here and never taken from the token.
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_audience: str = ""

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tandem.auth import SUBPROTOCOL, Authenticator, Principal, extract_token
+from tandem.auth import SUBPROTOCOL, Authenticator, JwksRefresh, Principal, extract_token
 from tandem.auth_keys import load_authenticator
 from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired
 from tandem.settings import Settings
@@ -231,10 +231,83 @@ def test_non_finite_exp_is_refused(hs: Authenticator) -> None:
             hs.verify(f"{header}.{payload}.{b64(sig)}", now=NOW)
 
 
-def test_token_without_exp_never_expires(hs: Authenticator) -> None:
-    p = hs.verify(hs_token(exp=None), now=NOW)
+def test_token_without_exp_is_refused_by_default(hs: Authenticator) -> None:
+    with pytest.raises(AuthError, match="no exp claim"):
+        hs.verify(hs_token(exp=None), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(jwt_secret=SECRET, jwt_allow_no_exp=True),
+        Settings(jwt_secret=SECRET, dev_mode=True),
+    ],
+)
+def test_token_without_exp_never_expires_when_allowed(settings: Settings) -> None:
+    p = load_authenticator(settings).verify(hs_token(exp=None), now=NOW)
     assert p.expires is None
     assert p.seconds_left(NOW) == math.inf
+
+
+# -- HS secrets by kid (rotation) ------------------------------------------------------------
+
+OLD, NEW = "old-secret-" + "o" * 32, "new-secret-" + "n" * 32
+
+
+def test_hs_secret_rotation_with_two_secrets() -> None:
+    """Both secrets verify during the rotation; the kid picks the one, never the other."""
+    before = load_authenticator(Settings(jwt_secrets=("k1:" + OLD,)))
+    old_token = before.issue("ada", docs={"*": "read"}, now=NOW)
+    assert jwt.get_unverified_header(old_token)["kid"] == "k1"
+    during = load_authenticator(Settings(jwt_secrets=("k2:" + NEW, "k1:" + OLD)))
+    new_token = during.issue("bob", now=NOW)
+    assert jwt.get_unverified_header(new_token)["kid"] == "k2"  # the first entry signs
+    assert during.verify(old_token, now=NOW).user == "ada"  # nobody is logged out
+    assert during.verify(new_token, now=NOW).user == "bob"
+    forged = jwt.encode(claims(), OLD, algorithm="HS256", headers={"kid": "k2"})
+    with pytest.raises(AuthError, match="signature"):
+        during.verify(forged, now=NOW)  # k2 is checked against k2's secret only
+    with pytest.raises(AuthError, match="unknown signing key 'k9'"):
+        during.verify(jwt.encode(claims(), OLD, algorithm="HS256", headers={"kid": "k9"}), now=NOW)
+    after = load_authenticator(Settings(jwt_secrets=("k2:" + NEW,)))
+    assert after.verify(new_token, now=NOW).user == "bob"
+    with pytest.raises(AuthError, match="unknown signing key 'k1'"):
+        after.verify(old_token, now=NOW)  # retired
+
+
+def test_hs_kidless_token_uses_jwt_secret_beside_kid_secrets() -> None:
+    auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_secrets=("k1:" + OLD,)))
+    assert auth.verify(hs_token(), now=NOW).user == "ada"
+    plain = load_authenticator(Settings(jwt_secret=SECRET))  # no jwt_secrets: kids are ignored
+    assert plain.verify(
+        jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "x"}), now=NOW
+    )
+
+
+@pytest.mark.parametrize("entry", ["nokid", ":secret", "k1:", "k1:" + OLD + ",k1:" + NEW])
+def test_bad_jwt_secrets_entries(entry: str) -> None:
+    with pytest.raises(ValueError, match="jwt_secrets"):
+        load_authenticator(Settings(jwt_secrets=tuple(entry.split(","))))
+
+
+def test_short_rotated_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="jwt_secrets entry 'k1' is 5 bytes"):
+        load_authenticator(Settings(jwt_secrets=("k1:short",)))
+
+
+def test_jwks_refresh_schedule() -> None:
+    schedule = JwksRefresh(max_age=300, min_interval=10)
+    assert schedule.due(NOW)  # nothing fetched yet
+    schedule.started(NOW)
+    schedule.succeeded(NOW)
+    assert not schedule.due(NOW + 5)
+    assert not schedule.due(NOW + 5, unknown_kid=True)  # too soon after the last fetch
+    assert schedule.due(NOW + 10, unknown_kid=True)
+    assert not schedule.due(NOW + 299)
+    assert schedule.due(NOW + 300)  # aged out
+    schedule.started(NOW + 300)  # ... and that fetch failed: no retry storm
+    assert not schedule.due(NOW + 301)
+    assert schedule.due(NOW + 310)
 
 
 def test_wrong_audience() -> None:
@@ -309,7 +382,9 @@ def test_malformed_permissions_claim(hs: Authenticator, docs: object) -> None:
 def test_custom_permissions_claim() -> None:
     auth = load_authenticator(Settings(jwt_secret=SECRET, jwt_permissions_claim="tandem/docs"))
     token = jwt.encode(
-        {"sub": "ada", "tandem/docs": {"a": "read"}, "docs": {"*": "write"}}, SECRET, "HS256"
+        {"sub": "ada", "exp": NOW + 60, "tandem/docs": {"a": "read"}, "docs": {"*": "write"}},
+        SECRET,
+        "HS256",
     )
     assert auth.verify(token, now=NOW).permissions == (("a", "read"),)
 
@@ -396,7 +471,7 @@ def test_jwks_ignores_symmetric_keys(tmp_path: Path, rsa_key: rsa.RSAPrivateKey)
         (Settings(), "jwt_secret is empty"),
         (Settings(jwt_secret="short"), "at least 32"),
         (Settings(jwt_secret=SECRET, jwt_algorithms=("HS512",)), "at least 64"),
-        (Settings(jwt_algorithms=("RS256",)), "neither"),
+        (Settings(jwt_algorithms=("RS256",)), "none of"),
     ],
 )
 def test_bad_configuration(settings: Settings, message: str) -> None:

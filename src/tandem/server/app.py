@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tandem import __version__
 from tandem.assets import find_assets
-from tandem.auth_keys import load_authenticator
+from tandem.auth_keys import Identity
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
 from tandem.errors import TandemError
@@ -58,7 +58,8 @@ class Tandem:
                 settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
             )
         )
-        self.authenticator = load_authenticator(settings, data_dir=settings.data_dir)
+        self.identity = Identity(settings, data_dir=settings.data_dir)
+        self.authenticator = self.identity.authenticator
         # Several nodes share documents through a bus; one node needs none.
         self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
         self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
@@ -70,6 +71,7 @@ class Tandem:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.identity.start()
         if self.bus is not None:
             await self.bus.open()
         await self.documents.start()
@@ -80,6 +82,7 @@ class Tandem:
         if self.bus is not None:
             await self.bus.close()
         await self.store.close()
+        await self.identity.close()
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

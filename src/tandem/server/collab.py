@@ -435,7 +435,7 @@ async def accept_with_token(websocket: WebSocket) -> str | None:
     return token
 
 
-def admit(
+async def admit(
     tandem: Tandem, token: str | None, query: Mapping[str, str], ip: str
 ) -> tuple[Principal, str, str | None]:
     """Check an accepted socket's credentials and query: ``(principal, client, doc)``.
@@ -450,7 +450,7 @@ def admit(
             raise AuthError(
                 "a token is required (query 'token', Authorization header or subprotocol)"
             )
-        principal = tandem.authenticator.verify(token, now=time.time())
+        principal = await tandem.identity.verify(token)
         raw_client = query.get("client")
         client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
         raw_doc = query.get("doc")
@@ -536,7 +536,7 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
     token = await accept_with_token(websocket)
     ip = websocket.client.host if websocket.client else "unknown"
     try:
-        principal, client, doc = admit(tandem, token, websocket.query_params, ip)
+        principal, client, doc = await admit(tandem, token, websocket.query_params, ip)
     except TandemError as error:
         tandem.metrics.error(error.code)
         with contextlib.suppress(Exception):

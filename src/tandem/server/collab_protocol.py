@@ -152,6 +152,7 @@ class CollabProtocol(asyncio.Protocol):
         "_fragments",
         "_busy",
         "_backlog",
+        "_pending_join",
         "_read_paused",
         "_write_paused",
         "_lost",
@@ -184,6 +185,8 @@ class CollabProtocol(asyncio.Protocol):
         #: A message's handling suspended; later ones wait in ``_backlog``.
         self._busy = False
         self._backlog: deque[str | bytes] | None = None
+        #: The ``join`` a ``?doc=`` query asks for, sent once admission is done.
+        self._pending_join: str | None = None
         self._read_paused = False
         self._write_paused = False
         self._lost = False
@@ -307,19 +310,41 @@ class CollabProtocol(asyncio.Protocol):
         self._send_pending(handshake)
         self._log_request(client, request.path, "[accepted]")
         self._ws = ServerProtocol(state=OPEN, max_size=self._config.ws_max_size, logger=_frames_log)
-        ip = client[0]
+        # Admission finishes at once unless the identity provider's keys must be
+        # fetched first; frames that arrive meanwhile wait in the backlog.
+        self._busy = True
+        task = run_eagerly(self._admit(tandem, token, query, client[0]))
+        if task is None:
+            self._admitted()
+        else:
+            self._state.tasks.add(task)
+            task.add_done_callback(self._handled)
+
+    async def _admit(
+        self, tandem: Tandem, token: str | None, query: dict[str, str], ip: str
+    ) -> None:
         try:
-            principal, client_id, doc = admit(tandem, token, query, ip)
+            principal, client_id, doc = await admit(tandem, token, query, ip)
         except TandemError as error:
             tandem.metrics.error(error.code)
             self._ws.send_text(encode(error_message(error)).encode())
             self.send_close(refusal_close_code(error), error.code)
             return
+        if self._lost:
+            tandem.connections.release(principal.user, ip)
+            return
         connection = self.connection = Connection(self, principal, client_id, tandem, ip)
         connection.opened()
         self._start_keepalive()
         if doc is not None:
-            self._on_message(encode({"type": "join", "doc": doc}))
+            self._pending_join = encode({"type": "join", "doc": doc})
+
+    def _admitted(self) -> None:
+        """Admission finished without suspending: carry on as ``_handled`` would."""
+        self._busy = False
+        join, self._pending_join = self._pending_join, None
+        if join is not None:
+            self._on_message(join)
 
     def _hand_over(self) -> None:
         """Not ``/collab``: uvicorn's own protocol takes the socket, request and all."""
@@ -428,9 +453,9 @@ class CollabProtocol(asyncio.Protocol):
 
     def _on_message(self, message: str | bytes) -> None:
         connection = self.connection
-        if connection is None or connection.closed:
-            return  # refused, or past our close frame: only the client's close matters now
-        if self._busy:
+        if connection is not None and connection.closed:
+            return  # past our close frame: only the client's close matters now
+        if self._busy:  # a message, or admission, is being handled
             if self._backlog is None:
                 self._backlog = deque()
             self._backlog.append(message)
@@ -438,6 +463,8 @@ class CollabProtocol(asyncio.Protocol):
                 self._read_paused = True
                 self.transport.pause_reading()
             return
+        if connection is None:
+            return  # refused
         self._handle(connection, message)
 
     def _handle(self, connection: Connection, message: str | bytes) -> None:
@@ -456,6 +483,9 @@ class CollabProtocol(asyncio.Protocol):
         if self._lost or connection is None:
             self._end()
             return
+        join, self._pending_join = self._pending_join, None
+        if join is not None:
+            self._handle(connection, join)
         backlog = self._backlog
         while backlog and not self._busy and not connection.closed:
             self._handle(connection, backlog.popleft())

@@ -251,7 +251,7 @@ class HocuspocusSocket:
             self.deny(key, Forbidden(f"malformed Auth message: {exc}"))
             return
         try:
-            principal = self.tandem.authenticator.verify(token, now=time.time())
+            principal = await self.tandem.identity.verify(token)
             doc = validate_doc_id(envelope.document)
             permission = principal.permission(doc)
             if permission is None:

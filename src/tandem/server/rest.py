@@ -109,12 +109,12 @@ class _RestPeer:
 def build_rest_router(tandem: "Tandem") -> APIRouter:
     router = APIRouter(prefix="/api", tags=["documents"])
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+    async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         started = time.perf_counter()
         try:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise AuthError("send 'Authorization: Bearer <token>'")
-            return tandem.authenticator.verify(authorization[7:].strip(), now=time.time())
+            return await tandem.identity.verify(authorization[7:].strip())
         except TandemError as error:
             tandem.metrics.error(error.code)
             raise HTTPException(

@@ -333,7 +333,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     try:
         if not token:
             raise AuthError("a token is required (query 'token', Authorization header)")
-        principal = tandem.authenticator.verify(token, now=time.time())
+        principal = await tandem.identity.verify(token)
         doc = validate_doc_id(doc)
         permission = principal.permission(doc)
     except TandemError as error:
