@@ -3,6 +3,11 @@
 export function seeded(name) {
   const seed = process.env.TANDEM_SEED ? Number(process.env.TANDEM_SEED) : (Math.random() * 2 ** 32) >>> 0;
   console.log(`# ${name}: seed ${seed} (replay with TANDEM_SEED=${seed})`);
+  return rngFrom(seed);
+}
+
+/** The mulberry32 generator for one given seed. */
+export function rngFrom(seed) {
   let a = seed >>> 0;
   const next = () => {
     a = (a + 0x6d2b79f5) >>> 0;
