@@ -131,10 +131,22 @@ export class TandemClient extends Emitter {
 export interface ChangeEvent {
   /** The change to the local document, UTF-16 units. */
   delta: Delta;
-  source: 'local' | 'remote';
+  /**
+   * 'local': made by `submit` (the caller has it already); 'remote': someone
+   * else's; 'undo' / 'redo': made by `undo()` / `redo()` (apply it to the
+   * editor, then restore `selection`).
+   */
+  source: 'local' | 'remote' | 'undo' | 'redo';
   version: number;
   client?: string;
   user?: string;
+  /** For 'undo' and 'redo': the selection to restore (UTF-16). */
+  selection?: Cursor | null;
+}
+
+export interface UndoState {
+  canUndo: boolean;
+  canRedo: boolean;
 }
 
 export interface Peer {
@@ -179,8 +191,22 @@ export class TandemDoc extends Emitter {
   format(index: number, length: number, attributes: Record<string, unknown>): boolean;
   setCursor(cursor: Cursor | null): void;
   setPresenceState(state: Record<string, unknown>): void;
+  /** Whether `undo()` has a step of ours to take back. */
+  readonly canUndo: boolean;
+  /** Whether `redo()` has an undone step to do again. */
+  readonly canRedo: boolean;
+  /**
+   * Take back our last step (consecutive typing: a word, or up to a 500 ms
+   * pause). Only our own edits, moved past everyone else's since: never
+   * removes another user's text, never brings back text they deleted. Emits
+   * a `change` with source 'undo' and the selection to restore.
+   */
+  undo(): boolean;
+  /** Do again the step last undone; a new edit forgets them. */
+  redo(): boolean;
   close(): void;
   on(event: 'change', listener: Listener<ChangeEvent>): () => void;
+  on(event: 'undostate', listener: Listener<UndoState>): () => void;
   on(event: 'beforechange', listener: Listener<void>): () => void;
   on(event: 'presence', listener: Listener<Peer[]>): () => void;
   on(event: 'status', listener: Listener<DocStatus>): () => void;
@@ -286,6 +312,40 @@ export function rangeToCodePoints(text: string, range: Cursor | null): Cursor | 
 export function codePointLength(text: string): number;
 export function textOf(doc: Delta | Op[]): string;
 export function applyToText(text: string, delta: Delta | Op[]): string;
+
+// ---- undo (pure) -------------------------------------------------------------------
+
+export const GROUP_DELAY: number;
+export const MAX_STACK: number;
+export interface UndoStep {
+  delta: Delta;
+  selection: Cursor | null;
+}
+export interface Typing {
+  kind: 'insert' | 'delete';
+  start: number;
+  end: number;
+  text: string;
+}
+export function typingOf(change: Delta): Typing | null;
+export function caretAfter(op: Delta): Cursor | null;
+/** Undo and redo stacks of one user's edits (src/undo.js); `TandemDoc` keeps one. */
+export class UndoManager {
+  constructor(options?: { delay?: number; maxStack?: number });
+  readonly canUndo: boolean;
+  readonly canRedo: boolean;
+  undoStack: { op: Delta; selection: Cursor | null }[];
+  redoStack: { op: Delta; selection: Cursor | null }[];
+  /** A local edit `change` made on `before` (a function is called only for deletes and formats). */
+  record(change: Delta, before: Delta | (() => Delta), options?: { now?: number; selection?: Cursor | null }): void;
+  /** Someone else's op, applied to the local document. */
+  transform(remote: Delta): void;
+  undo(doc: Delta, selection?: Cursor | null): UndoStep | null;
+  redo(doc: Delta, selection?: Cursor | null): UndoStep | null;
+  /** End the open typing group. */
+  cut(): void;
+  clear(): void;
+}
 
 // ---- editor bindings ----------------------------------------------------------------
 

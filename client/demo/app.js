@@ -44,11 +44,20 @@ const doc = client.open(docId, { state: { name, color } });
 
 const quill = new Quill('#editor', {
   theme: 'snow',
-  modules: { toolbar: '#toolbar', history: { userOnly: true } },
+  modules: { toolbar: '#toolbar' }, // undo and redo are the document's: bindQuill takes over Quill's history
   placeholder: 'Start writing — everyone here sees it as you type…',
 });
 const binding = bindQuill(doc, quill);
 doc.ready.then(() => quill.focus());
+
+// ---- undo and redo (only your own changes) --------------------------------------
+function renderUndo() {
+  $('undo').disabled = !doc.canUndo;
+  $('redo').disabled = !doc.canRedo;
+}
+$('undo').addEventListener('click', () => doc.undo());
+$('redo').addEventListener('click', () => doc.redo());
+doc.on('undostate', renderUndo);
 
 // ---- status -----------------------------------------------------------------
 const STATUS_TEXT = { connecting: 'Connecting…', online: 'Saving…', synced: 'All changes saved', offline: 'Offline' };

@@ -26,6 +26,7 @@ import Delta from 'quill-delta';
 import { Emitter } from './emitter.js';
 import { ClientState, positionInverse, transformCursor } from './state.js';
 import { PresenceTable } from './presence.js';
+import { UndoManager } from './undo.js';
 import { applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
 
 /** Committed ops kept (in code points) to move stale remote cursors forward. */
@@ -39,11 +40,17 @@ const RETRY = new Set(['ERR_STORAGE', 'ERR_RATE_LIMITED', 'ERR_INTERNAL']);
 
 /**
  * @typedef {'connecting' | 'online' | 'synced' | 'offline'} DocStatus
- * @typedef {{delta: Delta, source: 'local' | 'remote', version: number, client?: string, user?: string}} ChangeEvent
+ * @typedef {{delta: Delta, source: 'local' | 'remote' | 'undo' | 'redo', version: number, client?: string, user?: string,
+ *   selection?: {index: number, length: number} | null}} ChangeEvent
  *
- * Events: `change` (ChangeEvent), `beforechange` (a remote change is about to
- * be applied: an editor binding reports any input it has not reported yet),
- * `presence` (Peer[]), `status` (DocStatus), `joined`, `error`.
+ * Events: `change` (ChangeEvent), `beforechange` (a remote change or an
+ * undo is about to be applied: an editor binding reports any input it has
+ * not reported yet), `presence` (Peer[]), `status` (DocStatus), `joined`,
+ * `error`, `undostate` ({canUndo, canRedo}, when either changes).
+ *
+ * A `change` whose source is 'local' came from `submit` (the caller has it
+ * already); 'remote', 'undo' and 'redo' changes are for the editor to apply.
+ * An undo or redo change carries the `selection` to restore.
  */
 
 export class TandemDoc extends Emitter {
@@ -66,6 +73,9 @@ export class TandemDoc extends Emitter {
     this._local = new Delta();
     this._text = '';
     this._state = this._newState(0, 1);
+    /** Our own edits, for undo() and redo() (undo.js). */
+    this._undo = new UndoManager();
+    this._undoState = { canUndo: false, canRedo: false };
     /** How many offline merges this document has sent. */
     this.merges = 0;
     /** @type {{v: number, op: import('quill-delta').Op[]}[]} */
@@ -166,13 +176,87 @@ export class TandemDoc extends Emitter {
     if (!exact) d = toUtf16(cp, this._text);
     d.chop();
     if (d.ops.length === 0) return exact;
+    this._undo.record(d, () => this.content, { now: Date.now(), selection: this._cursor });
+    this._applyLocal(d, 'local');
+    return exact;
+  }
+
+  /**
+   * @param {Delta} d  a local edit, UTF-16
+   * @param {'local' | 'undo' | 'redo'} source
+   * @param {{index: number, length: number} | null} [selection]
+   */
+  _applyLocal(d, source, selection = null) {
     this._text = applyToText(this._text, d);
     this._local = null;
     if (this._state.applyLocal(d)) this._flush();
     this._persist();
     this._updateStatus();
-    this.emit('change', { delta: d, source: 'local', version: this._state.version });
-    return exact;
+    if (source === 'local') {
+      this.emit('change', { delta: d, source, version: this._state.version });
+    } else {
+      const n = this._text.length;
+      const at = selection && { index: Math.min(selection.index, n), length: Math.max(0, Math.min(selection.length, n - selection.index)) };
+      if (at) this._cursor = at;
+      this.emit('change', { delta: d, source, version: this._state.version, selection: at });
+      if (at) this._schedulePresence();
+    }
+    this._emitUndoState();
+  }
+
+  // ---- undo --------------------------------------------------------------
+
+  /** Whether `undo()` has a step of ours to take back. */
+  get canUndo() {
+    return this._undo.canUndo;
+  }
+
+  /** Whether `redo()` has an undone step to do again. */
+  get canRedo() {
+    return this._undo.canRedo;
+  }
+
+  /**
+   * Take back our last step (consecutive typing is one step). Only our own
+   * edits are undone, moved past everyone else's since: another user's text
+   * is never removed, and text they deleted never comes back. Emits a
+   * `change` with source 'undo' and the selection to restore.
+   * @returns {boolean} whether there was something to undo
+   */
+  undo() {
+    return this._step('undo');
+  }
+
+  /** Do again the step last undone (a new edit forgets them). @returns {boolean} */
+  redo() {
+    return this._step('redo');
+  }
+
+  /** @param {'undo' | 'redo'} which */
+  _step(which) {
+    if (!this._known || this.permission === 'read') return false;
+    this.emit('beforechange'); // the editor reports typing it has not reported yet
+    const step = this._undo[which](this.content, this._cursor);
+    if (!step) return false;
+    this._applyLocal(step.delta, which, step.selection);
+    return true;
+  }
+
+  _emitUndoState() {
+    const state = { canUndo: this._undo.canUndo, canRedo: this._undo.canRedo };
+    if (state.canUndo === this._undoState.canUndo && state.canRedo === this._undoState.canRedo) return;
+    this._undoState = state;
+    this.emit('undostate', state);
+  }
+
+  /**
+   * Tell the undo stacks about a change to the local document that is not ours.
+   * @param {ChangeEvent} event
+   */
+  _emitRemote(event) {
+    this._undo.transform(event.delta);
+    this.emit('change', event);
+    this._emitUndoState();
   }
 
   /** Insert `text` at `index` (UTF-16). */
@@ -244,7 +328,7 @@ export class TandemDoc extends Emitter {
       this._local = null;
       this._text = textOf(this.content);
       this._known = true;
-      this.emit('change', { delta: this.content, source: 'remote', version: this.version });
+      this._emitRemote({ delta: this.content, source: 'remote', version: this.version });
       this._resolveReady?.();
     }
     this._loadDone = true;
@@ -346,7 +430,7 @@ export class TandemDoc extends Emitter {
     this._known = true;
     this._afterJoin(msg);
     const delta = before.diff(this.content);
-    if (delta.ops.length) this.emit('change', { delta, source: 'remote', version: this.version });
+    if (delta.ops.length) this._emitRemote({ delta, source: 'remote', version: this.version });
     this._resolveReady?.();
     this._persist();
   }
@@ -423,7 +507,7 @@ export class TandemDoc extends Emitter {
     this._history = []; // the jump from the base to `v` is no sequence of server ops
     this._text = applyToText(this._text, local);
     this._local = null;
-    if (local.ops.length) this.emit('change', { delta: local, source: 'remote', version: v });
+    if (local.ops.length) this._emitRemote({ delta: local, source: 'remote', version: v });
     this._retries = 0;
     this._flush();
     this._persist();
@@ -474,7 +558,7 @@ export class TandemDoc extends Emitter {
     this._remember(entry.v, entry.op);
     this._text = applyToText(this._text, local);
     this._local = this._local && !this._state.pending ? this._confirmed : null;
-    this.emit('change', { delta: local, source: 'remote', version: entry.v, client: entry.client, user: entry.user });
+    this._emitRemote({ delta: local, source: 'remote', version: entry.v, client: entry.client, user: entry.user });
   }
 
   _onAck(msg) {
@@ -541,7 +625,7 @@ export class TandemDoc extends Emitter {
     this._local = null;
     this._text = this._confirmedText;
     const undo = before.diff(this.content);
-    if (undo.ops.length) this.emit('change', { delta: undo, source: 'remote', version: this.version });
+    if (undo.ops.length) this._emitRemote({ delta: undo, source: 'remote', version: this.version });
     for (const resolve of this._syncWaiters.splice(0)) resolve();
     this.emit('error', { ...msg, lost });
     this._persist();

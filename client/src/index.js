@@ -9,6 +9,7 @@ export { TandemClient } from './connection.js';
 export { TandemDoc } from './document.js';
 export { ClientState, MERGE_AT, transformCursor, positionInverse } from './state.js';
 export { PresenceTable, localCursor } from './presence.js';
+export { UndoManager, GROUP_DELAY, MAX_STACK, typingOf, caretAfter } from './undo.js';
 export { MemoryStorage, IndexedDBStorage, defaultStorage, acquireClientId, newClientId } from './storage.js';
 export {
   toUtf16,

@@ -208,3 +208,37 @@ test('back from a long offline stretch: one merge, typing during it, a lost repl
   assert.equal(db.text, final.text);
   assert.deepEqual([...final.text].sort(), [...typed].sort());
 });
+
+test('undo and redo take back only our own edits, with events and the selection', { skip, timeout: 60000 }, async () => {
+  const id = `undo-${Date.now()}`;
+  const alice = (await client('alice')).open(id);
+  const bob = (await client('bob')).open(id);
+  await Promise.all([alice.ready, bob.ready]);
+  const states = [];
+  alice.on('undostate', (s) => states.push(s));
+  for (const [i, ch] of [...'hello'].entries()) alice.insert(i, ch);
+  await alice.whenSynced();
+  await settle(bob, alice.version);
+  bob.insert(2, 'XY');
+  await bob.whenSynced();
+  await settle(alice, bob.version);
+  const changes = [];
+  alice.on('change', (e) => e.source !== 'local' && e.source !== 'remote' && changes.push([e.source, e.selection]));
+  assert.equal(alice.canUndo, true);
+  assert.equal(alice.undo(), true);
+  assert.equal(alice.text, 'XY');
+  await alice.whenSynced();
+  await settle(bob, alice.version);
+  assert.equal(bob.text, 'XY', "Bob's text stays");
+  assert.equal(alice.redo(), true);
+  await alice.whenSynced();
+  await settle(bob, alice.version);
+  assert.equal(bob.text, 'heXYllo');
+  assert.deepEqual(changes.map(([s]) => s), ['undo', 'redo']);
+  assert.deepEqual(changes[0][1], { index: 2, length: 0 }, 'the caret where the last of it was taken back');
+  assert.equal(alice.undo(), true);
+  alice.insert(0, '!');
+  assert.equal(alice.canRedo, false, 'a new edit forgets the redo');
+  assert.deepEqual(states[0], { canUndo: true, canRedo: false });
+  assert.deepEqual(states.at(-1), { canUndo: true, canRedo: false });
+});

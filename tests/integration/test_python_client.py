@@ -238,3 +238,38 @@ def test_presence_is_seen_by_the_others(tandem_server: Server) -> None:
             await bob.close()
 
     run(scenario)
+
+
+def test_undo_and_redo_take_back_only_our_own_edits(tandem_server: Server) -> None:
+    async def scenario() -> None:
+        alice = TandemClient(tandem_server.url, tandem_server.token)
+        bob = TandemClient(tandem_server.url, tandem_server.token)
+        try:
+            a = await alice.join("undo-py", timeout=10)
+            b = await bob.join("undo-py", timeout=10)
+            for i, ch in enumerate("hello"):
+                a.insert(i, ch)
+            await converged([a, b])
+            b.insert(2, "XY")  # Bob types inside Alice's word
+            await converged([a, b])
+            changes: list[str | None] = []
+            a.on_change(lambda change: changes.append(change.origin))
+            assert a.can_undo and not a.can_redo
+            assert a.undo()
+            assert a.text == "XY"
+            await converged([a, b])
+            assert b.text == "XY"  # Bob's text stays everywhere
+            assert a.redo()
+            await converged([a, b])
+            assert b.text == "heXYllo"
+            assert changes == ["undo", "redo"]
+            a.insert(0, "!")
+            assert not a.can_redo  # a new edit forgets the redo
+            assert b.undo()  # Bob takes back his "XY", and only that
+            await converged([a, b])
+            assert a.text == b.text == "!hello"
+        finally:
+            await alice.close()
+            await bob.close()
+
+    run(scenario)

@@ -13,6 +13,13 @@
  * adds the newline to the document. `extra` is re-measured after every
  * remote edit; any mismatch re-renders the editor from the document.
  *
+ * Undo and redo are the document's (`doc.undo()`, per user, see undo.js),
+ * not Quill's: Quill's history module undoes everyone's edits, so the
+ * binding takes it over. Its keys (Ctrl/Cmd-Z, Shift-Ctrl/Cmd-Z, Ctrl-Y on
+ * Windows), the browser's Edit menu (`historyUndo` input events) and calls
+ * to `quill.history.undo()` go to the document, and it records nothing;
+ * `destroy()` gives it back. Ctrl-Y redoes on every platform.
+ *
  * Quill is passed in, never imported: no dependency on how it was loaded.
  */
 import Delta from 'quill-delta';
@@ -113,6 +120,20 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
     if (extra !== 0 && extra !== 1) render();
     else redrawCursors();
   });
+  const offUndo = doc.on('change', ({ delta, source, selection }) => {
+    if ((source !== 'undo' && source !== 'redo') || !ready) return;
+    applying = true;
+    try {
+      quill.updateContents(delta, 'api');
+    } finally {
+      applying = false;
+    }
+    extra = quill.getLength() - doc.text.length;
+    if (extra !== 0 && extra !== 1) render();
+    if (selection) quill.setSelection(selection.index, selection.length, 'silent');
+    redrawCursors();
+  });
+  const releaseHistory = takeOverHistory(quill, doc);
   const offPresence = doc.on('presence', (peers) => overlay?.render(peers));
   const offJoined = doc.on('joined', () => quill.enable(editable()));
 
@@ -132,9 +153,44 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
       offChange();
       offPresence();
       offJoined();
+      offUndo();
+      releaseHistory();
       quill.off('text-change', onTextChange);
       quill.off('selection-change', onSelectionChange);
       overlay?.destroy();
     },
+  };
+}
+
+/**
+ * Route Quill's undo and redo to the document, and stop Quill recording.
+ * @param {any} quill
+ * @param {import('../document.js').TandemDoc} doc
+ * @returns {() => void} gives Quill its history back
+ */
+function takeOverHistory(quill, doc) {
+  const history = quill.history ?? quill.getModule?.('history');
+  const undo = () => (doc.undo(), false);
+  const redo = () => (doc.redo(), false);
+  const patched = { undo, redo, change: (from) => (from === 'undo' ? undo() : redo()), record() {}, transform() {} };
+  if (history) {
+    history.clear?.();
+    Object.assign(history, patched); // its key bindings call this.change(); beforeinput calls this.undo()
+  }
+  // Ctrl-Y redoes everywhere (Quill binds it on Windows only); with no history module, bind all three.
+  const bindings = [{ key: 'y', ctrlKey: true, handler: redo }];
+  if (!history) bindings.push({ key: 'z', shortKey: true, handler: undo }, { key: ['z', 'Z'], shortKey: true, shiftKey: true, handler: redo });
+  const keyboard = quill.keyboard;
+  const added = [];
+  for (const { handler, ...binding } of bindings) {
+    const before = new Set(Object.values(keyboard?.bindings ?? {}).flat());
+    keyboard?.addBinding(binding, handler);
+    for (const list of Object.values(keyboard?.bindings ?? {})) for (const b of list) if (!before.has(b)) added.push(b);
+  }
+  return () => {
+    if (history) for (const key of Object.keys(patched)) delete history[key];
+    for (const list of Object.values(keyboard?.bindings ?? {})) {
+      for (let i = list.length - 1; i >= 0; i--) if (added.includes(list[i])) list.splice(i, 1);
+    }
   };
 }

@@ -2,6 +2,10 @@
  * Binds a `<textarea>` (or `<input>`) to a document: typing becomes edits,
  * remote edits are spliced in keeping the local selection, and the caret is
  * shared as presence. Plain text only (attributes are ignored).
+ *
+ * Undo and redo are the document's (per user, see undo.js), not the
+ * browser's: Ctrl/Cmd-Z, Shift-Ctrl/Cmd-Z, Ctrl-Y and the Edit menu
+ * (`historyUndo`/`historyRedo` input events) call `doc.undo()`/`doc.redo()`.
  */
 
 /**
@@ -60,8 +64,13 @@ export function bindTextarea(doc, textarea) {
     if (ops.length && !doc.submit(ops)) render();
     sendCursor();
   };
-  const offChange = doc.on('change', ({ delta, source }) => {
-    if (source !== 'remote' || !ready) return;
+  const offChange = doc.on('change', ({ delta, source, selection }) => {
+    if (source === 'local' || !ready) return;
+    if (source !== 'remote') {
+      render();
+      if (selection) textarea.setSelectionRange(selection.index, selection.index + selection.length);
+      return;
+    }
     const start = textarea.selectionStart ?? 0;
     const end = textarea.selectionEnd ?? 0;
     render();
@@ -78,6 +87,23 @@ export function bindTextarea(doc, textarea) {
     render();
     textarea.readOnly = doc.permission === 'read';
   });
+  /** @param {KeyboardEvent} event */
+  const onKeydown = (event) => {
+    if (!(event.ctrlKey || event.metaKey) || event.altKey) return;
+    const key = event.key.toLowerCase();
+    const which = key === 'z' ? (event.shiftKey ? 'redo' : 'undo') : key === 'y' && event.ctrlKey ? 'redo' : null;
+    if (!which) return;
+    event.preventDefault();
+    if (ready) doc[which]();
+  };
+  /** @param {InputEvent} event */
+  const onBeforeInput = (event) => {
+    if (event.inputType !== 'historyUndo' && event.inputType !== 'historyRedo') return;
+    event.preventDefault();
+    if (ready) doc[event.inputType === 'historyUndo' ? 'undo' : 'redo']();
+  };
+  textarea.addEventListener('keydown', onKeydown);
+  textarea.addEventListener('beforeinput', onBeforeInput);
   textarea.addEventListener('input', onInput);
   textarea.addEventListener('select', sendCursor);
   textarea.addEventListener('keyup', sendCursor);
@@ -87,6 +113,8 @@ export function bindTextarea(doc, textarea) {
       offChange();
       offBefore();
       offJoined();
+      textarea.removeEventListener('keydown', onKeydown);
+      textarea.removeEventListener('beforeinput', onBeforeInput);
       textarea.removeEventListener('input', onInput);
       textarea.removeEventListener('select', sendCursor);
       textarea.removeEventListener('keyup', sendCursor);

@@ -202,3 +202,40 @@ test('edits made offline survive a page reload and are sent when back online', {
   await carol.context.close();
   await dave.context.close();
 });
+
+test('undo and redo with the keyboard take back only your own typing', { skip, timeout: 60000 }, async () => {
+  const id = `undo-keys-${Date.now()}`;
+  const alice = await person('alice', id);
+  const bob = await person('bob', id);
+  await alice.page.click('.ql-editor');
+  await alice.page.keyboard.type('Hello world');
+  await converge(alice.page, bob.page);
+  // Bob types inside Alice's text
+  await bob.page.evaluate(() => {
+    const q = window.tandem.quill;
+    q.focus();
+    q.setSelection(5, 0, 'user');
+  });
+  await bob.page.keyboard.type(' there');
+  await converge(alice.page, bob.page);
+  assert.equal(await docText(alice.page), 'Hello there world');
+  assert.equal(await alice.page.evaluate(() => document.getElementById('undo').disabled), false, 'the undo button is enabled');
+  await alice.page.keyboard.press('Control+z'); // "world"
+  await alice.page.keyboard.press('Control+z'); // "Hello "
+  await converge(alice.page, bob.page);
+  assert.equal(await docText(bob.page), ' there', "Bob's text stays");
+  assert.equal(await editorText(alice.page), ' there\n');
+  await alice.page.keyboard.press('Control+Shift+z');
+  await alice.page.keyboard.press('Control+y');
+  await converge(alice.page, bob.page);
+  assert.equal(await docText(bob.page), 'Hello there world');
+  assert.equal(await editorText(bob.page), 'Hello there world\n');
+  // the buttons do the same
+  await alice.page.click('#undo');
+  await converge(alice.page, bob.page);
+  assert.equal(await docText(bob.page), 'Hello there ');
+  assert.equal(await alice.page.evaluate(() => document.getElementById('redo').disabled), false);
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.context.close();
+  await bob.context.close();
+});

@@ -34,10 +34,11 @@ import inspect
 import logging
 import random
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -45,6 +46,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from tandem.client.state import MERGE_AT, ClientState
+from tandem.client.undo import UndoManager
 from tandem.errors import TandemError
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Attributes, Delta
@@ -88,6 +90,8 @@ class Change:
 
     ``remote`` is False for the user's own edits; ``client``/``user`` name the
     author of a remote op (None for catch-ups, snapshots and undone edits).
+    ``origin`` is ``"undo"`` or ``"redo"`` for an edit made by ``undo()`` or
+    ``redo()``, None otherwise.
     """
 
     delta: Delta
@@ -95,6 +99,7 @@ class Change:
     remote: bool
     client: str | None = None
     user: str | None = None
+    origin: Literal["undo", "redo"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,7 @@ class DocumentHandle:
         self.lost: list[Delta] = []
         #: The last ``error`` messages about this document.
         self.errors: deque[ServerError] = deque(maxlen=32)
+        self._undo = UndoManager()
 
     # -- reading --------------------------------------------------------------
 
@@ -221,12 +227,57 @@ class DocumentHandle:
         if self.permission == "read":
             raise PermissionError(f"read-only access to {self.doc!r}")
         state = self.state
+        before = state.document
         message = state.local_edit(delta)
         if delta.ops:
+            self._undo.record(delta, before, now=time.monotonic(), selection=self._cursor)
             self._move_own_cursor(delta, "right")
             self._emit(Change(delta, state.version, remote=False))
         if message is not None:
             self._send(message)
+
+    @property
+    def can_undo(self) -> bool:
+        """Whether ``undo()`` has a step of ours to take back."""
+        return self._undo.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        """Whether ``redo()`` has an undone step to do again."""
+        return self._undo.can_redo
+
+    def undo(self) -> bool:
+        """Take back our last step (consecutive typing is one step); False if none.
+
+        Only this handle's own edits are undone, moved past everyone else's
+        since: another user's text is never removed and text they deleted
+        never comes back. The edit is sent like any other (a ``Change`` with
+        ``origin="undo"``), and our cursor moves to where the step was.
+        """
+        return self._step("undo")
+
+    def redo(self) -> bool:
+        """Do again the step last undone (a new edit forgets them); False if none."""
+        return self._step("redo")
+
+    def _step(self, which: Literal["undo", "redo"]) -> bool:
+        if self.permission == "read":
+            raise PermissionError(f"read-only access to {self.doc!r}")
+        state = self.state
+        manager = self._undo
+        step = (manager.undo if which == "undo" else manager.redo)(state.document, self._cursor)
+        if step is None:
+            return False
+        message = state.local_edit(step.delta)
+        if step.selection is not None:
+            length = len(state.document)
+            index = min(step.selection[0], length)
+            self._cursor = (index, max(0, min(step.selection[1], length - index)))
+        self._emit(Change(step.delta, state.version, remote=False, origin=which))
+        if message is not None:
+            self._send(message)
+        self._send_presence()
+        return True
 
     def insert(self, pos: int, text: str, attributes: Attributes | None = None) -> None:
         """Insert ``text`` at code point ``pos``."""
@@ -337,6 +388,7 @@ class DocumentHandle:
 
     def _remote_change(self, change: Change) -> None:
         if change.delta.ops:
+            self._undo.transform(change.delta)
             self._move_own_cursor(change.delta, "left")
             self._emit(change)
 
