@@ -62,8 +62,13 @@ export interface ClientOptions {
   /** `ws(s)://host:port/collab` endpoints, tried in turn when one fails. */
   urls?: string[];
   url?: string;
-  /** A JWT, or a function returning a fresh one (called before every connection attempt). */
+  /**
+   * A JWT, or a function returning a fresh one (called before every connection attempt).
+   * Sent in the `bearer.<JWT>` WebSocket subprotocol, never in the URL.
+   */
   token: string | (() => string | Promise<string>);
+  /** Opt in to sending the token as `?token=` (for servers behind a proxy that drops subprotocols); default false. */
+  tokenInQuery?: boolean;
   /** A stable client id; default: persisted per browser tab, random in Node. */
   clientId?: string;
   /** Where unsent edits and the last known document are kept; default IndexedDB or memory. */

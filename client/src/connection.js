@@ -19,7 +19,10 @@ import { MERGE_AT } from './state.js';
  * @property {string[]} [urls]  WebSocket URLs of `/collab` endpoints, tried in turn
  * @property {string} [url]  a single URL
  * @property {string | (() => string | Promise<string>)} token  a JWT, or a function
- *   fetching a fresh one (called before every connection attempt)
+ *   fetching a fresh one (called before every connection attempt); sent in the
+ *   `bearer.<JWT>` WebSocket subprotocol, never in the URL
+ * @property {boolean} [tokenInQuery]  opt in to sending the token as `?token=` instead
+ *   (default false: URLs end up in proxy and server logs)
  * @property {string} [clientId]  a stable id (default: persisted per browser tab, random in Node)
  * @property {{load: Function, save: Function}} [storage]  offline store (default: IndexedDB or memory)
  * @property {any} [WebSocket]  a WebSocket constructor (default: the global one, or `ws`)
@@ -39,6 +42,7 @@ export class TandemClient extends Emitter {
     if (!options.token) throw new TypeError('tandem: give a `token`');
     this.urls = urls;
     this._token = options.token;
+    this._tokenInQuery = options.tokenInQuery === true;
     this.storage = options.storage ?? defaultStorage();
     this._WebSocket = options.WebSocket ?? null;
     this._backoff = { min: 250, max: 10000, ...options.backoff };
@@ -143,9 +147,15 @@ export class TandemClient extends Emitter {
       const token = typeof this._token === 'function' ? await this._token() : this._token;
       const WS = this._WebSocket ?? globalThis.WebSocket ?? (await import('ws')).default;
       if (generation !== this._generation) return;
-      url.searchParams.set('token', token);
       url.searchParams.set('client', this.clientId);
-      ws = new WS(url.toString());
+      if (this._tokenInQuery) {
+        url.searchParams.set('token', token);
+        ws = new WS(url.toString(), ['tandem.v1']);
+      } else {
+        // Browsers cannot set headers on a WebSocket: the token rides in a
+        // subprotocol the server reads and never echoes (it answers `tandem.v1`).
+        ws = new WS(url.toString(), ['tandem.v1', `bearer.${token}`]);
+      }
     } catch (err) {
       if (generation !== this._generation) return;
       this._ws = null;

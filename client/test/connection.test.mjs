@@ -25,7 +25,8 @@ const nextSocket = (n) =>
 
 test('connects with token and client id, joins, applies a batch in order', async () => {
   const { client, ws, doc } = await setup();
-  assert.equal(ws.url.searchParams.get('token'), 't0k');
+  assert.equal(ws.url.searchParams.get('token'), null);
+  assert.deepEqual(ws.protocols, ['tandem.v1', 'bearer.t0k']);
   assert.equal(ws.url.searchParams.get('client'), 'me');
   assert.deepEqual(ws.last('join'), { type: 'join', doc: 'd', ref: ws.last('join').ref });
   ws.frame([
@@ -37,6 +38,17 @@ test('connects with token and client id, joins, applies a batch in order', async
   assert.equal(doc.text, 'Hi!😀?');
   assert.equal(doc.version, 7);
   assert.equal(doc.status, 'synced');
+  client.close();
+});
+
+test('tokenInQuery opts in to ?token= (and offers no bearer. subprotocol)', async () => {
+  FakeSocket.all = [];
+  const client = new TandemClient({ url: 'ws://127.0.0.1:1/collab', token: 't0k', clientId: 'me', WebSocket: FakeSocket, storage: new MemoryStorage(), tokenInQuery: true });
+  await client.ready;
+  await nextSocket(0);
+  const ws = FakeSocket.all[0];
+  assert.equal(ws.url.searchParams.get('token'), 't0k');
+  assert.deepEqual(ws.protocols, ['tandem.v1']);
   client.close();
 });
 

@@ -9,9 +9,9 @@ import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import { TandemClient, MemoryStorage } from '../src/index.js';
-import { startServer, tandemBin, until } from './support/server.mjs';
+import { startServer, skipWithout, tandemBin, until } from './support/server.mjs';
 
-const skip = tandemBin() ? false : 'no `tandem serve` available';
+const skip = skipWithout(!tandemBin() && 'no `tandem serve` available');
 /** @type {Awaited<ReturnType<typeof startServer>>} */
 let server;
 before(async () => {

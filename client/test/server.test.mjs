@@ -3,10 +3,10 @@
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { TandemClient, MemoryStorage } from '../src/index.js';
-import { startServer, tandemBin, until } from './support/server.mjs';
+import { startServer, skipWithout, tandemBin, until } from './support/server.mjs';
 import { seeded, randomEdit } from './support/random.mjs';
 
-const skip = tandemBin() ? false : 'no `tandem serve` available';
+const skip = skipWithout(!tandemBin() && 'no `tandem serve` available');
 /** @type {Awaited<ReturnType<typeof startServer>>} */
 let server;
 const clients = [];
@@ -241,4 +241,29 @@ test('undo and redo take back only our own edits, with events and the selection'
   assert.equal(alice.canRedo, false, 'a new edit forgets the redo');
   assert.deepEqual(states[0], { canUndo: true, canRedo: false });
   assert.deepEqual(states.at(-1), { canUndo: true, canRedo: false });
+});
+
+test('the token travels in the bearer. subprotocol, never in the URL (as the server logs it)', { skip, timeout: 60000 }, async () => {
+  const logged = await startServer({ logLevel: 'info' });
+  const token = await logged.token('sub');
+  const plain = new TandemClient({ url: logged.ws, token, clientId: 'js-in-subprotocol', storage: new MemoryStorage() });
+  const asked = new TandemClient({ url: logged.ws, token, clientId: 'js-in-query', storage: new MemoryStorage(), tokenInQuery: true });
+  try {
+    const doc = plain.open(`transport-${Date.now()}`);
+    await doc.ready;
+    doc.submit([{ insert: 'authenticated' }]);
+    await doc.whenSynced();
+    assert.equal(plain.session.user, 'sub');
+    await asked.open(`transport-q-${Date.now()}`).whenSynced();
+    const requests = logged.stderr().split('\n').filter((line) => line.includes('"WebSocket /collab'));
+    const mine = requests.filter((line) => line.includes('client=js-in-subprotocol'));
+    assert.ok(mine.length > 0 && mine.every((line) => line.includes('[accepted]')), requests.join('\n'));
+    assert.ok(mine.every((line) => !line.includes('token')), mine.join('\n'));
+    // The opt-in puts it in the URL (redacted in the log): the check above can fail.
+    assert.ok(requests.some((line) => line.includes('client=js-in-query') && line.includes('token=[redacted]')), requests.join('\n'));
+  } finally {
+    plain.close();
+    asked.close();
+    await logged.stop();
+  }
 });

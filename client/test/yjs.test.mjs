@@ -7,9 +7,9 @@ import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
 import { TandemClient, MemoryStorage } from '../src/index.js';
-import { startServer, tandemBin, until } from './support/server.mjs';
+import { startServer, skipWithout, tandemBin, until } from './support/server.mjs';
 
-const skip = tandemBin() ? false : 'no `tandem serve` available';
+const skip = skipWithout(!tandemBin() && 'no `tandem serve` available');
 /** @type {Awaited<ReturnType<typeof startServer>>} */
 let server;
 before(async () => {

@@ -97,13 +97,19 @@ def _redact(url: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tandem.auth_keys import load_authenticator
     from tandem.runtime import tune_process
     from tandem.server.app import create_app
     from tandem.server.collab_protocol import CollabServer
 
     settings = _settings(args)
-    if not settings.jwt_secret and not settings.jwt_public_key_file and not settings.jwt_jwks_file:
+    keys = (
+        settings.jwt_secret,
+        settings.jwt_secrets,
+        settings.jwt_public_key_file,
+        settings.jwt_jwks_file,
+        settings.jwt_jwks_url,
+    )
+    if not any(keys):
         # Zero configuration: a generated secret, and the demo may hand out tokens.
         settings = settings.replace(dev_mode=True if args.dev is None else args.dev)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -120,16 +126,18 @@ def _serve(args: argparse.Namespace) -> int:
     storage = _redact(settings.database_url) or f"SQLite in {settings.data_dir}"
     lines.append(f"  storage: {storage}")
     lines.append(f"  bus:     {_redact(settings.redis_url) or 'in-process'}")
-    try:
-        token = load_authenticator(settings, data_dir=settings.data_dir).issue(
-            "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600, now=time.time()
-        )
+    # A token is printed in development mode only: on stdout, never through a
+    # logger. Production prints none (its tokens come from the identity provider
+    # or `tandem token`), so no container log ever holds one.
+    token = _dev_token(settings) if settings.dev_mode else None
+    if token is not None:
         ws = url.replace("http", "ws", 1)
-        lines.append(f"  demo:    {_demo_line(url)}")
+        lines.append(f"  demo:    {_demo_line(url)}   (development mode)")
         lines.append(f"  token:   {token}")
-        lines.append(f'  try:     wscat -c "{ws}/collab?token={token}&doc=hello"')
-    except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
-        lines.append("  (tokens are issued by your identity provider)")
+        header = f'-H "Authorization: Bearer {token}"'
+        lines.append(f'  try:     wscat -c "{ws}/collab?doc=hello" {header}')
+    else:
+        lines.append("  tokens:  from your identity provider, or `tandem token` (none printed)")
     print("\n".join(lines), flush=True)
     # The GIL switch interval and the garbage collector's policy (see tandem.runtime):
     # a finished commit must not wait behind a long fan-out, nor every document behind
@@ -167,6 +175,18 @@ def _demo_line(url: str) -> str:
     if not missing:
         return f"{url}/"
     return f"not available: {missing[0]} is missing (run npm install in client/)"
+
+
+def _dev_token(settings: Settings) -> str | None:
+    """A day-long ``*=write`` token for development mode, or None (public keys only)."""
+    from tandem.auth_keys import load_authenticator
+
+    try:
+        return load_authenticator(settings, data_dir=settings.data_dir).issue(
+            "dev", name="Developer", docs={"*": "write"}, ttl=24 * 3600, now=time.time()
+        )
+    except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
+        return None
 
 
 def _log_config() -> dict[str, Any]:

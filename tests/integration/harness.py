@@ -38,8 +38,17 @@ def free_port() -> int:
 class ServerProcess:
     """``tandem serve`` as a child process."""
 
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
+        self.log_level = log_level
+        self.args = args
         self.port = free_port()
         # Bulk-writing tests send thousands of ops quickly; the rate limit has its own test.
         self.env = {
@@ -73,7 +82,8 @@ class ServerProcess:
                 "--data",
                 str(self.data_dir),
                 "--log-level",
-                "warning",
+                self.log_level,
+                *self.args,
             ],
             env=self.env,
             stdout=subprocess.PIPE,
@@ -121,8 +131,11 @@ class ServerProcess:
 def token(
     user: str = "alice", docs: dict[str, str] | None = None, ttl: int = 3600, **claims: Any
 ) -> str:
+    """A valid token (``ttl`` > 0); ``expired_token`` makes an honestly expired one."""
     import jwt
 
+    if ttl <= 0:
+        raise ValueError("use expired_token(): exp before iat is refused by another check")
     now = int(time.time())
     payload = {
         "sub": user,
@@ -133,6 +146,14 @@ def token(
         **claims,
     }
     return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+def expired_token(user: str = "alice", docs: dict[str, str] | None = None) -> str:
+    """A token that is well formed in every way but expired: issued an hour ago, ``exp``
+    a minute ago (well past the 5 s leeway) and after ``iat``, so only the ``exp`` check
+    can refuse it."""
+    now = int(time.time())
+    return token(user, docs, iat=now - 3600, exp=now - 60)
 
 
 class RawClient:

@@ -13,7 +13,15 @@ import httpx
 import pytest
 import websockets
 
-from .harness import RawClient, ServerProcess, doc_ops, doc_state, free_port, token
+from .harness import (
+    RawClient,
+    ServerProcess,
+    doc_ops,
+    doc_state,
+    expired_token,
+    free_port,
+    token,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -169,7 +177,7 @@ async def test_read_only_clients_watch_but_cannot_edit(server: ServerProcess) ->
     [
         ("", "ERR_UNAUTHORIZED"),
         ("token=not-a-jwt", "ERR_UNAUTHORIZED"),
-        ("token=" + token("x", ttl=-60), "ERR_TOKEN_EXPIRED"),
+        ("token=" + expired_token("x"), "ERR_TOKEN_EXPIRED"),
     ],
     ids=["missing", "garbage", "expired"],
 )

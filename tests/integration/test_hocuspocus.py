@@ -19,7 +19,7 @@ import websockets
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 
-from .harness import RawClient, ServerProcess, doc_state, token, until
+from .harness import RawClient, ServerProcess, doc_state, expired_token, token, until
 from .hpclient import HPClient, auth_frame, frame
 from .yclient import YClient
 
@@ -97,7 +97,7 @@ async def test_two_documents_on_one_socket(server: ServerProcess) -> None:
     ("credential", "code"),
     [
         ("garbage", "ERR_UNAUTHORIZED"),
-        (token("late", ttl=-3600), "ERR_TOKEN_EXPIRED"),
+        (expired_token("late"), "ERR_TOKEN_EXPIRED"),
         (token("nosy", docs={"other": "write"}), "ERR_FORBIDDEN"),
     ],
 )

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import harness
-from .harness import SECRET, RawClient, ServerProcess, token
+from .harness import SECRET, RawClient, ServerProcess, expired_token, token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -100,7 +100,10 @@ def attacks(key: rsa.RSAPrivateKey) -> dict[str, str]:
     return {
         "alg none": b64(b'{"alg":"none","typ":"JWT"}') + "." + body + ".",
         "hs256 with the public key": f"{hs_head}.{body}.{b64(confused)}",
-        "expired": jwt.encode(claims(exp=int(time.time()) - 60), key, algorithm="RS256"),
+        # Honestly expired: exp after iat, past the leeway; only the exp check refuses it.
+        "expired": jwt.encode(
+            claims(iat=int(time.time()) - 3600, exp=int(time.time()) - 60), key, algorithm="RS256"
+        ),
         "not yet valid": jwt.encode(claims(nbf=int(time.time()) + 600), key, algorithm="RS256"),
         "wrong audience": jwt.encode(claims(aud="someone-else"), key, algorithm="RS256"),
         "wrong issuer": jwt.encode(claims(iss="https://evil.test"), key, algorithm="RS256"),
@@ -128,7 +131,7 @@ async def test_jwt_attacks_are_refused_over_websocket_and_rest(
     bad = attacks(rsa_key)[attack]
     client = await RawClient.connect(rs_server, f"token={bad}&doc=a/x")
     error = await client.expect("error")
-    assert error["code"] in ("ERR_UNAUTHORIZED", "ERR_TOKEN_EXPIRED")
+    assert error["code"] == ("ERR_TOKEN_EXPIRED" if attack == "expired" else "ERR_UNAUTHORIZED")
     assert bad not in error["message"]
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await client.next()
@@ -145,6 +148,8 @@ async def test_jwt_attacks_are_refused_over_websocket_and_rest(
             ),
         ):
             assert response.status_code == 401, response.text
+            if attack == "expired":
+                assert response.json()["detail"]["code"] == "ERR_TOKEN_EXPIRED"
     good = jwt.encode(claims(), rsa_key, algorithm="RS256")
     async with httpx.AsyncClient() as http:
         response = await http.get(
@@ -218,7 +223,7 @@ def _server_output(
     server.start()
     valid = token("ada")
     wrong = jwt.encode({"sub": "eve", "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256")
-    expired = token("ada", ttl=-100)
+    expired = expired_token("ada")
     try:
         import asyncio
 

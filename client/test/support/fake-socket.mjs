@@ -4,8 +4,9 @@
 export class FakeSocket {
   /** every socket created, in order (reset it in each test's setup) */
   static all = [];
-  constructor(url) {
+  constructor(url, protocols = []) {
     this.url = new URL(url);
+    this.protocols = protocols;
     this.readyState = 1;
     this.sent = [];
     FakeSocket.all.push(this);

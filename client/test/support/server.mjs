@@ -28,6 +28,18 @@ export function tandemBin() {
   return null;
 }
 
+/**
+ * The `skip` option of tests that need something (`missing` names what is absent,
+ * or is falsy when nothing is): the reason to skip, or false. Under CI=true a
+ * missing server or browser fails instead, as the Python tests do: this throws,
+ * which fails the whole test file.
+ */
+export function skipWithout(missing) {
+  if (!missing) return false;
+  if (process.env.CI === 'true') throw new Error(`${missing}: under CI=true this fails instead of skipping`);
+  return missing;
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -40,15 +52,16 @@ function freePort() {
 }
 
 /**
- * @returns {Promise<{port: number, http: string, ws: string, token(user: string, access?: string): Promise<string>,
+ * @param {{logLevel?: string}} [options]  the server's --log-level (default warning; its log is `stderr()`)
+ * @returns {Promise<{port: number, http: string, ws: string, token(user: string, access?: string): Promise<string>, stderr(): string,
  *   getDoc(id: string): Promise<{v: number, content: any[], text: string}>, stop(): Promise<void>}>}
  */
-export async function startServer() {
+export async function startServer({ logLevel = 'warning' } = {}) {
   const bin = tandemBin();
   if (!bin) throw new Error('no `tandem serve` found (run scripts/bootstrap.sh)');
   const data = await mkdtemp(join(tmpdir(), 'tandem-js-'));
   const port = await freePort();
-  const proc = spawn(bin, ['serve', '--port', String(port), '--data', data, '--dev', '--log-level', 'warning'], {
+  const proc = spawn(bin, ['serve', '--port', String(port), '--data', data, '--dev', '--log-level', logLevel], {
     env: { ...process.env, TANDEM_DEV_MODE: 'true' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

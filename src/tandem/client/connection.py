@@ -451,7 +451,9 @@ class TandemClient:
 
     ``urls`` are ``ws://…/collab`` endpoints of one deployment, tried in turn;
     ``token`` is a JWT, or a function (sync or async) returning a fresh one,
-    called before every connection attempt.
+    called before every connection attempt. It is sent in an ``Authorization:
+    Bearer`` header; ``token_in_query=True`` opts in to ``?token=`` instead
+    (URLs end up in proxy and server logs, so only where a header cannot pass).
     """
 
     def __init__(
@@ -467,11 +469,13 @@ class TandemClient:
         connect_options: Mapping[str, Any] | None = None,
         rng: random.Random | None = None,
         merge_threshold: int | None = MERGE_AT,
+        token_in_query: bool = False,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("give at least one server URL")
         self._token = token
+        self._token_in_query = token_in_query
         #: Our stable client id, kept across reconnects so resends are recognised.
         self.client_id = client_id or "py-" + secrets.token_hex(8)
         self.user: str | None = None
@@ -594,11 +598,15 @@ class TandemClient:
             url = self.urls[index % len(self.urls)]
             try:
                 token = await self._get_token()
+                options = dict(self._connect_options)
+                if not self._token_in_query:
+                    headers = dict(options.pop("additional_headers", None) or {})
+                    options["additional_headers"] = {**headers, "Authorization": f"Bearer {token}"}
                 async with connect(
-                    _endpoint(url, token, self.client_id),
+                    _endpoint(url, token if self._token_in_query else None, self.client_id),
                     open_timeout=self._open_timeout,
                     max_size=self._max_frame_bytes,
-                    **self._connect_options,
+                    **options,
                 ) as ws:
                     greeted = await self._session(ws)
                     if greeted:
@@ -845,10 +853,12 @@ def _is_join_ref(message: Mapping[str, Any]) -> bool:
     return isinstance(ref, str) and ref.startswith("join:")
 
 
-def _endpoint(url: str, token: str, client_id: str) -> str:
-    """``url`` with ``/collab`` as the default path and the token and client id added."""
+def _endpoint(url: str, token: str | None, client_id: str) -> str:
+    """``url`` with ``/collab`` as the default path, the client id and (opt-in) the token."""
     parts = urlsplit(url)
     path = parts.path if parts.path not in ("", "/") else "/collab"
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("token", "client")]
-    query += [("token", token), ("client", client_id)]
+    if token is not None:
+        query.append(("token", token))
+    query.append(("client", client_id))
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), parts.fragment))

@@ -33,10 +33,13 @@ class FakeServer:
         self.reject_ops = 0
         self.close_with: int | None = None
         self.queries: list[dict[str, list[str]]] = []
+        #: The Authorization header of every connection (None when absent).
+        self.authorizations: list[str | None] = []
 
     async def handler(self, ws: ServerConnection) -> None:
         query = parse_qs(urlsplit(ws.request.path).query if ws.request else "")
         self.queries.append(query)
+        self.authorizations.append(ws.request.headers.get("Authorization") if ws.request else None)
         if self.close_with is not None:
             await ws.close(self.close_with, "nope")
             return
@@ -135,7 +138,9 @@ def test_edits_batches_and_clean_close() -> None:
         a = TandemClient(url, "tok", client_id="alice")
         b = TandemClient(url + "/collab?x=1", "tok", client_id="bob")
         ha, hb = await a.join("doc", 5), await b.join("doc", 5)
-        assert fake.queries[0]["token"] == ["tok"] and fake.queries[0]["client"] == ["alice"]
+        # The token travels in a header, never in the URL.
+        assert "token" not in fake.queries[0] and fake.queries[0]["client"] == ["alice"]
+        assert fake.authorizations[:2] == ["Bearer tok", "Bearer tok"]
         assert fake.queries[1]["x"] == ["1"]
         assert a.expires == 123
         changes = hb.changes()
@@ -208,6 +213,18 @@ def test_reconnect_resends_the_inflight_op_with_the_same_seq() -> None:
     run(scenario)
 
 
+def test_the_token_goes_in_the_query_only_when_asked() -> None:
+    async def scenario(fake: FakeServer, url: str) -> None:
+        client = TandemClient(url, "tok", client_id="q", token_in_query=True)
+        try:
+            await client.connect(5)
+            assert fake.queries[0]["token"] == ["tok"] and fake.authorizations == [None]
+        finally:
+            await client.close()
+
+    run(scenario)
+
+
 def test_an_auth_close_with_a_fixed_token_is_fatal() -> None:
     async def scenario(fake: FakeServer, url: str) -> None:
         fake.close_with = 4401
@@ -233,7 +250,7 @@ def test_a_token_function_is_asked_again_on_every_attempt() -> None:
         client = TandemClient(url, token, initial_backoff=0.01)
         try:
             await client.connect(5)
-            assert [q["token"] for q in fake.queries] == [["expired"], ["fresh"]]
+            assert fake.authorizations == ["Bearer expired", "Bearer fresh"]
         finally:
             await client.close()
 
