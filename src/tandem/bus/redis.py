@@ -233,6 +233,9 @@ class RedisBus:
                     delay = min(delay * 2, high)
                     continue
                 logger.info("bus: reconnected to Redis")
+                # Redis answers again: a publish that failed during the outage must
+                # not keep an idle node reported down until its next publish.
+                self._publish_failing = False
             delay = low
             try:
                 await self._serve(conn, resubscribe=resubscribe)

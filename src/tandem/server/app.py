@@ -2,9 +2,8 @@
 
 ``Tandem`` owns the store, the authenticator, the document manager and the
 metrics, and exposes ``router`` (every route: ``/collab``, ``/yjs/{doc}``,
-``/hocuspocus``, ``/api``,
-``/healthz``, ``/metrics``, the demo) and ``lifespan``. To embed Tandem in an
-existing FastAPI app::
+``/hocuspocus``, ``/api``, ``/livez``, ``/readyz``, ``/healthz``, ``/metrics``,
+the demo) and ``lifespan``. To embed Tandem in an existing FastAPI app::
 
     tandem = Tandem(Settings.from_env())
     app = FastAPI(lifespan=tandem.lifespan)
@@ -34,6 +33,7 @@ from tandem.errors import TandemError
 from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.server.collab import serve_collab
+from tandem.server.health import build_health_router
 from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
 from tandem.server.yjs import serve_yjs
@@ -67,6 +67,8 @@ class Tandem:
             settings.max_connections_per_user, settings.max_connections_per_ip
         )
         self.started = 0.0
+        #: True once shutdown began: /readyz answers 503 so load balancers move on.
+        self.draining = False
         self.router = self._build_router()
 
     async def start(self) -> None:
@@ -78,6 +80,7 @@ class Tandem:
         self.started = time.time()
 
     async def stop(self) -> None:
+        self.draining = True
         await self.documents.close()
         if self.bus is not None:
             await self.bus.close()
@@ -109,26 +112,7 @@ class Tandem:
 
         router.include_router(build_rest_router(self))
 
-        @router.get("/healthz", tags=["operations"], summary="Liveness and dependency health")
-        async def healthz() -> Response:
-            checks: dict[str, Any] = {"node": self.settings.node_id, "version": __version__}
-            healthy = True
-            try:
-                await self.store.head("__healthz__")
-                checks["storage"] = "ok"
-            except Exception as exc:  # noqa: BLE001 - report, don't raise
-                checks["storage"] = f"error: {type(exc).__name__}"
-                healthy = False
-            if self.bus is None:
-                checks["bus"] = "in-process"
-            elif getattr(self.bus, "connected", True):
-                checks["bus"] = "ok"
-            else:
-                checks["bus"] = "error: disconnected"
-                healthy = False
-            checks["documents"] = len(self.documents.sessions)
-            checks["uptime"] = round(time.time() - self.started, 1) if self.started else 0
-            return JSONResponse(checks, status_code=200 if healthy else 503)
+        router.include_router(build_health_router(self))
 
         @router.get("/metrics", tags=["operations"], summary="Prometheus metrics")
         async def metrics() -> Response:
