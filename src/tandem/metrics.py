@@ -166,6 +166,13 @@ class Metrics:
             registry=r,
         ).labels(node)
 
+        self._webhooks = Counter(
+            "tandem_webhook_deliveries_total",
+            "Webhook attempts by outcome: delivered, retried, dropped",
+            ["node", "outcome"],
+            registry=r,
+        )
+
     def connection_opened(self, endpoint: str) -> None:
         self._connections.labels(self.node, endpoint).inc()
 
@@ -200,6 +207,10 @@ class Metrics:
 
     def slow_consumer(self) -> None:
         self._dropped.inc()
+
+    def webhook(self, outcome: str) -> None:
+        """A webhook attempt: ``delivered``, ``retried`` or ``dropped``."""
+        self._webhooks.labels(self.node, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -107,6 +107,28 @@ class Settings:
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
 
+    # -- webhooks ------------------------------------------------------------------
+    #: Subscriptions, each ``"GLOB URL"`` (or just ``"URL"`` for every document).
+    webhooks: tuple[str, ...] = ()
+    #: HMAC-SHA256 key that signs every delivery; required when ``webhooks`` is set.
+    webhook_secret: str = ""
+    #: A document's call goes out this long after its last change, and never later
+    #: than ``webhook_max_debounce`` after its first one.
+    webhook_debounce: float = 2.0
+    webhook_max_debounce: float = 10.0
+    #: Longest a receiver may take to answer one POST.
+    webhook_timeout: float = 10.0
+    #: Retries wait base, 2·base, 4·base … seconds, at most ``webhook_retry_max``.
+    webhook_retry_base: float = 1.0
+    webhook_retry_max: float = 600.0
+    #: Attempts before a delivery is dropped (counted in metrics, logged).
+    webhook_max_attempts: int = 12
+    #: Every this many seconds each node also compares document heads with what
+    #: was queued (catches what a crash or another node left behind).
+    webhook_scan_interval: float = 30.0
+    #: Ops inlined in one delivery; above it ``ops`` is null (read them over REST).
+    webhook_max_ops: int = 1000
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``TANDEM_*`` variables, then ``overrides`` (ignored when None)."""

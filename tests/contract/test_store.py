@@ -833,7 +833,7 @@ async def test_an_sqlite_file_that_kept_heads_in_rows_upgrades_in_place(tmp_path
     store = SQLiteStore(path)
     await store.open()
     try:
-        assert store.applied_on_open == ("0003_head_from_ops",)
+        assert store.applied_on_open[0] == "0003_head_from_ops"
         assert await store.head("a") == 2
         assert await store.list_documents() == [
             DocumentInfo("a", 2, 102.5),

@@ -24,6 +24,7 @@ PURE = [
     SRC / "presence.py",
     SRC / "limits.py",
     SRC / "auth.py",
+    SRC / "webhooks" / "rules.py",
     SRC / "client" / "state.py",
 ]
 FORBIDDEN = (

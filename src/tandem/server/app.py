@@ -16,7 +16,7 @@ offer a router plus a lifespan rather than an app to mount.)
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,8 +38,10 @@ from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
 from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
-from tandem.storage import open_store
-from tandem.storage.base import Store
+from tandem.storage import MemoryOutbox, open_outbox, open_store
+from tandem.storage.base import OpRecord, Store
+from tandem.storage.observed import ObservedStore
+from tandem.webhooks.dispatcher import WebhookDispatcher
 
 __all__ = ["Tandem", "create_app"]
 
@@ -51,12 +53,18 @@ class Tandem:
         self.settings = settings
         self.metrics = Metrics(settings.node_id)
         self._given_store = store
-        self.store: Store = (
+        raw_store = (
             store
             if store is not None
             else open_store(
                 settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
             )
+        )
+        outbox = open_outbox(raw_store) if settings.webhooks else MemoryOutbox()
+        self.webhooks = WebhookDispatcher(settings, raw_store, outbox, self.metrics)
+        # Listeners hear of each batch of ops once it is durable (storage/observed.py).
+        self.store: Store = (
+            ObservedStore(raw_store, self._durable) if self.webhooks.enabled else raw_store
         )
         self.identity = Identity(settings, data_dir=settings.data_dir)
         self.authenticator = self.identity.authenticator
@@ -77,15 +85,21 @@ class Tandem:
         if self.bus is not None:
             await self.bus.open()
         await self.documents.start()
+        await self.webhooks.start()
         self.started = time.time()
 
     async def stop(self) -> None:
         self.draining = True
+        await self.webhooks.close()
         await self.documents.close()
         if self.bus is not None:
             await self.bus.close()
         await self.store.close()
         await self.identity.close()
+
+    def _durable(self, records: Sequence[OpRecord]) -> None:
+        for record in records:
+            self.webhooks.changed(record.doc, record.version)
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

@@ -27,20 +27,26 @@ from tandem.storage.base import (
     Store,
 )
 from tandem.storage.memory import MemoryStore
+from tandem.storage.outbox import Delivery, MemoryOutbox, Outbox
+from tandem.storage.outbox_sql import PostgresOutbox, SQLiteOutbox
 from tandem.storage.postgres import PostgresStore
 from tandem.storage.sqlite import SYNC_DELAY, SQLiteStore
 
 __all__ = [
+    "Delivery",
     "DocumentInfo",
     "LoadedDocument",
+    "MemoryOutbox",
     "MemoryStore",
     "OpRecord",
+    "Outbox",
     "PostgresStore",
     "SQLiteStore",
     "Snapshot",
     "StorageError",
     "Store",
     "migrate",
+    "open_outbox",
     "open_store",
 ]
 
@@ -73,6 +79,21 @@ def open_store(url: str, data_dir: Path, *, sync_delay: float = SYNC_DELAY) -> S
         f"unsupported database URL scheme {scheme!r}: use sqlite:///path, "
         "postgresql://…, memory:// or leave it empty for SQLite in the data directory"
     )
+
+
+def open_outbox(store: Store) -> Outbox:
+    """The webhook outbox that lives beside ``store``'s data (``storage/outbox.py``).
+
+    Raises ``TypeError`` for a store of another kind (an embedder's own ``Store``):
+    webhooks then need an outbox passed in explicitly.
+    """
+    if isinstance(store, SQLiteStore):
+        return SQLiteOutbox(store)
+    if isinstance(store, PostgresStore):
+        return PostgresOutbox(store)
+    if isinstance(store, MemoryStore):
+        return store.outbox
+    raise TypeError(f"no webhook outbox for a {type(store).__name__}")
 
 
 def _split_schema(url: str) -> tuple[str, str | None]:

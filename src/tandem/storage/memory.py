@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
+from tandem.storage.outbox import MemoryOutbox
 
 __all__ = ["MemoryStore"]
 
@@ -67,6 +68,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._documents: dict[str, _Document] = {}
         self._open = False
+        #: The webhook outbox lives with the data, as it does in the SQL stores.
+        self.outbox = MemoryOutbox()
 
     async def open(self) -> None:
         """Mark the store usable. Idempotent."""

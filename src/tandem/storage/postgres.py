@@ -257,6 +257,11 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The open connection pool, for the other tables of this schema (the webhook outbox)."""
+        return self._require_pool()
+
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the store is not open: call open() first")

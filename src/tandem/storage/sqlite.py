@@ -283,6 +283,16 @@ class SQLiteStore:
             for doc, head, updated, created in rows
         ]
 
+    # -- for the other tables of this file (the webhook outbox) ---------------------
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the writer's connection (``synchronous=FULL``) on its thread."""
+        return await self._write(lambda: fn(self._conn_w()))
+
+    async def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the reader's (query-only) connection on its thread."""
+        return await self._read(lambda: fn(self._conn_r()))
+
     # -- on the writer thread -------------------------------------------------------
 
     def _open_writer(self) -> tuple[str, ...]:
