@@ -176,6 +176,8 @@ export class TandemDoc extends Emitter {
   readonly content: Delta;
   /** Its text (one U+FFFC per embed). */
   readonly text: string;
+  /** `text.length`, without building the string (the text is kept in chunks). */
+  readonly length: number;
   readonly pending: boolean;
   readonly syncState: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging';
   /** How many offline merges this document has sent. */

@@ -27,8 +27,11 @@ import { Emitter } from './emitter.js';
 import { ClientState, positionInverse, transformCursor } from './state.js';
 import { PresenceTable } from './presence.js';
 import { UndoManager } from './undo.js';
-import { applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
+import { ChunkedText } from './text.js';
+import { SurrogateIndex, applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
 
+/** Committed ops composed together before they are composed into the confirmed document. */
+const CONFIRMED_BATCH = 64;
 /** Committed ops kept (in code points) to move stale remote cursors forward. */
 const HISTORY = 200;
 /** Own presence is sent at most this often (the server coalesces to 50 ms too). */
@@ -67,11 +70,18 @@ export class TandemDoc extends Emitter {
     this.permission = null;
     /** @type {DocStatus} */
     this.status = 'connecting';
-    this._confirmed = new Delta();
-    this._confirmedText = '';
+    /** The confirmed document is `_confirmedBase` ∘ `_confirmedDelta` (see `_confirmed`). */
+    this._confirmedBase = new Delta();
+    /** @type {Delta | null} committed ops not composed into `_confirmedBase` yet */
+    this._confirmedDelta = null;
+    this._confirmedText = new ChunkedText();
+    /** Where the surrogate pairs of `_confirmedText` and `_text` are (utf16.js). */
+    this._confirmedIndex = new SurrogateIndex();
+    this._textIndex = new SurrogateIndex();
     /** @type {Delta | null} cache of the local document */
     this._local = new Delta();
-    this._text = '';
+    /** The local text, in chunks (text.js): an edit copies one chunk, not the text. */
+    this._text = new ChunkedText();
     this._state = this._newState(0, 1);
     /** Our own edits, for undo() and redo() (undo.js). */
     this._undo = new UndoManager();
@@ -125,7 +135,12 @@ export class TandemDoc extends Emitter {
 
   /** The local document's text (one U+FFFC per embed). */
   get text() {
-    return this._text;
+    return this._text.toString();
+  }
+
+  /** The local text's length in UTF-16 units: `text.length`, without building the string. */
+  get length() {
+    return this._text.length;
   }
 
   /** Whether local edits are waiting for an acknowledgement. */
@@ -149,7 +164,8 @@ export class TandemDoc extends Emitter {
     return this._presence.list({
       version: this._state.version,
       history: this._history,
-      text: this._confirmedText,
+      text: this._confirmedText.toString(),
+      index: this._confirmedIndex,
       pending: this._state.pendingDelta(),
     });
   }
@@ -172,8 +188,8 @@ export class TandemDoc extends Emitter {
     if (consumed > this._text.length) {
       throw new RangeError(`tandem: edit spans ${consumed} units, the document has ${this._text.length}`);
     }
-    const { delta: cp, exact } = toCodePoints(d, this._text);
-    if (!exact) d = toUtf16(cp, this._text);
+    const { delta: cp, exact } = toCodePoints(d, this._text, this._textIndex);
+    if (!exact) d = toUtf16(cp, this._text, this._textIndex);
     d.chop();
     if (d.ops.length === 0) return exact;
     this._undo.record(d, () => this.content, { now: Date.now(), selection: this._cursor });
@@ -187,7 +203,7 @@ export class TandemDoc extends Emitter {
    * @param {{index: number, length: number} | null} [selection]
    */
   _applyLocal(d, source, selection = null) {
-    this._text = applyToText(this._text, d);
+    this._setText(d);
     this._local = null;
     if (this._state.applyLocal(d)) this._flush();
     this._persist();
@@ -307,7 +323,7 @@ export class TandemDoc extends Emitter {
   // ---- internals: loading, joining ----------------------------------------
 
   _newState(version, nextSeq, json) {
-    const encode = (/** @type {Delta} */ op) => toCodePoints(op, this._confirmedText).delta.ops;
+    const encode = (/** @type {Delta} */ op) => toCodePoints(op, this._confirmedText, this._confirmedIndex).delta.ops;
     const mergeAt = this.client.mergeThreshold;
     return json ? ClientState.fromJSON(json, encode, mergeAt) : new ClientState({ version, nextSeq, encode, mergeAt });
   }
@@ -326,7 +342,7 @@ export class TandemDoc extends Emitter {
       this._setConfirmed(new Delta(record.content));
       this._state = this._newState(0, 0, record.state);
       this._local = null;
-      this._text = textOf(this.content);
+      this._setText(textOf(this.content));
       this._known = true;
       this._emitRemote({ delta: this.content, source: 'remote', version: this.version });
       this._resolveReady?.();
@@ -335,9 +351,54 @@ export class TandemDoc extends Emitter {
     if (this.client._online) this._join();
   }
 
+  /**
+   * @param {Delta} content  the confirmed document
+   * @param {Delta} [delta]  the edit that made it from the previous one (else the index is rebuilt)
+   */
   _setConfirmed(content) {
-    this._confirmed = content;
-    this._confirmedText = textOf(content);
+    this._confirmedBase = content;
+    this._confirmedDelta = null;
+    const text = textOf(content);
+    this._confirmedText = new ChunkedText(text);
+    this._confirmedIndex = SurrogateIndex.of(text);
+  }
+
+  /**
+   * A committed op (UTF-16) moves the confirmed document on. Composing it
+   * into a long document copies the document's text (a large object when
+   * it has two-byte characters), so the ops are composed with each other
+   * (small) and into the document only when it is read, or every
+   * CONFIRMED_BATCH components.
+   * @param {Delta} op
+   */
+  _advanceConfirmed(op) {
+    this._confirmedDelta = this._confirmedDelta ? this._confirmedDelta.compose(op) : op;
+    this._confirmedText.apply(op);
+    this._confirmedIndex.apply(op);
+    if (this._confirmedDelta.ops.length > CONFIRMED_BATCH) void this._confirmed;
+  }
+
+  /** The document at `version` (what the server has committed). */
+  get _confirmed() {
+    if (this._confirmedDelta) {
+      this._confirmedBase = this._confirmedBase.compose(this._confirmedDelta);
+      this._confirmedDelta = null;
+    }
+    return this._confirmedBase;
+  }
+
+  /**
+   * The local text: after an edit of it (a delta), or replaced (a string).
+   * @param {Delta | string} next
+   */
+  _setText(next) {
+    if (typeof next === 'string') {
+      this._text = new ChunkedText(next);
+      this._textIndex = SurrogateIndex.of(next);
+    } else {
+      this._text.apply(next);
+      this._textIndex.apply(next);
+    }
   }
 
   /** Called by the client when the connection is up (after `hello`). */
@@ -426,7 +487,7 @@ export class TandemDoc extends Emitter {
     this._history = [];
     if (pending && pending.ops.length) this._state.applyLocal(pending);
     this._local = null;
-    this._text = textOf(this.content);
+    this._setText(textOf(this.content));
     this._known = true;
     this._afterJoin(msg);
     const delta = before.diff(this.content);
@@ -472,7 +533,7 @@ export class TandemDoc extends Emitter {
     const entries = ops.filter((/** @type {any} */ e) => e.v > this._state.version);
     if (!entries.some((/** @type {any} */ e) => e.client === this.client.clientId && e.seq === merging.seq)) return;
     let head = this._confirmed;
-    let text = this._confirmedText;
+    let text = this._confirmedText.toString();
     for (const entry of entries) {
       const s = toUtf16(entry.op, text);
       head = head.compose(s);
@@ -490,7 +551,7 @@ export class TandemDoc extends Emitter {
   _onMerged(msg) {
     const merging = this._state.merging;
     if (!this._joined || !merging || msg.seq !== merging.seq) return; // a repeat, or not ours
-    const finalText = applyToText(this._confirmedText, merging.op);
+    const finalText = applyToText(this._confirmedText.toString(), merging.op);
     this._finishMerge(msg.v, toUtf16(msg.op, finalText));
   }
 
@@ -505,7 +566,7 @@ export class TandemDoc extends Emitter {
     const local = this._state.applyMerged(v, m);
     this._setConfirmed(final.compose(m));
     this._history = []; // the jump from the base to `v` is no sequence of server ops
-    this._text = applyToText(this._text, local);
+    this._setText(local);
     this._local = null;
     if (local.ops.length) this._emitRemote({ delta: local, source: 'remote', version: v });
     this._retries = 0;
@@ -552,12 +613,12 @@ export class TandemDoc extends Emitter {
   /** @param {{v: number, op: any[], client?: string, user?: string}} entry */
   _applyRemote(entry) {
     this.emit('beforechange'); // editors flush input they have not reported yet
-    const s = toUtf16(entry.op, this._confirmedText);
+    const s = toUtf16(entry.op, this._confirmedText, this._confirmedIndex);
     const local = this._state.applyRemote(entry.v, s);
-    this._setConfirmed(this._confirmed.compose(s));
+    this._advanceConfirmed(s);
     this._remember(entry.v, entry.op);
-    this._text = applyToText(this._text, local);
-    this._local = this._local && !this._state.pending ? this._confirmed : null;
+    this._setText(local);
+    this._local = null;
     this._emitRemote({ delta: local, source: 'remote', version: entry.v, client: entry.client, user: entry.user });
   }
 
@@ -575,8 +636,8 @@ export class TandemDoc extends Emitter {
     const wire = f.op;
     const committed = this._state.applyAck(v);
     if (committed) {
-      this._remember(v, toCodePoints(wire, this._confirmedText).delta.ops);
-      this._setConfirmed(this._confirmed.compose(committed));
+      this._remember(v, toCodePoints(wire, this._confirmedText, this._confirmedIndex).delta.ops);
+      this._advanceConfirmed(committed);
     }
     this._local = null;
     this._retries = 0;
@@ -623,7 +684,7 @@ export class TandemDoc extends Emitter {
     const lost = this._state.drop();
     const before = this.content;
     this._local = null;
-    this._text = this._confirmedText;
+    this._setText(this._confirmedText.toString());
     const undo = before.diff(this.content);
     if (undo.ops.length) this._emitRemote({ delta: undo, source: 'remote', version: this.version });
     for (const resolve of this._syncWaiters.splice(0)) resolve();
@@ -662,7 +723,7 @@ export class TandemDoc extends Emitter {
     // it back through our pending edits.
     const pending = this._state.pendingDelta();
     const atVersion = this._cursor && pending.ops.length ? transformCursor(this._cursor, positionInverse(pending), false) : this._cursor;
-    const msg = { type: 'presence', doc: this.id, v: this._state.version, cursor: rangeToCodePoints(this._confirmedText, atVersion) };
+    const msg = { type: 'presence', doc: this.id, v: this._state.version, cursor: rangeToCodePoints(this._confirmedText, atVersion, this._confirmedIndex) };
     if (this._presenceStateDirty && this._presenceState) msg.state = this._presenceState;
     this._presenceStateDirty = false;
     this._presenceSentAt = Date.now();

@@ -23,7 +23,7 @@ import { transformCursor } from './state.js';
  * @typedef {{client: string, user: string, name: string, cursor: Cursor | null,
  *   state: Record<string, unknown>}} Peer  as shown (UTF-16, local document)
  * @typedef {{version: number, history: {v: number, op: import('quill-delta').Op[]}[],
- *   text: string, pending: import('quill-delta').default}} View
+ *   text: string, pending: import('quill-delta').default, index?: import('./utf16.js').SurrogateIndex}} View
  *   `history`: committed ops in code points, ascending `v`; `text`: the document
  *   at `version`; `pending`: our unacknowledged edits on top of it (UTF-16)
  */
@@ -93,7 +93,7 @@ export function localCursor(cursor, v, view) {
     if (first < 0) return null;
     for (const h of view.history.slice(first)) c = transformCursorCp(c, h.op);
   }
-  return transformCursor(rangeToUtf16(view.text, c), view.pending, false);
+  return transformCursor(rangeToUtf16(view.text, c, view.index), view.pending, false);
 }
 
 /**

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import Delta from 'quill-delta';
 import {
-  toUtf16, toCodePoints, indexToUtf16, indexToCodePoints, codePointLength, textOf, applyToText, rangeToUtf16,
+  toUtf16, toCodePoints, indexToUtf16, indexToCodePoints, codePointLength, textOf, applyToText, rangeToUtf16, SurrogateIndex,
 } from '../src/utf16.js';
 import { seeded, randomEdit } from './support/random.mjs';
 
@@ -76,4 +76,50 @@ test('random edits: UTF-16 → code points → UTF-16 is the identity, and appli
     assert.equal(out.join(''), next);
     text = next.length > 300 ? next.slice(0, 100).replace(/[\uD800-\uDBFF]$/, '') : next;
   }
+});
+
+test('a SurrogateIndex kept up to date edit by edit agrees with walking the text', () => {
+  const rng = seeded('surrogate index');
+  let text = '';
+  const index = SurrogateIndex.of(text);
+  for (let step = 0; step < 3000; step++) {
+    // mostly keystrokes, now and then a big paste, so chunks split and empty
+    const ops = rng.next() < 0.02 ? [{ retain: [...text].slice(0, rng.int([...text].length + 1)).join('').length }, { insert: '😀x𝒳'.repeat(200 + rng.int(400)) }] : randomEdit(rng, text);
+    index.apply(ops);
+    text = applyToText(text, ops);
+    const fresh = SurrogateIndex.of(text);
+    assert.equal(index.size, fresh.size, `step ${step}`);
+    if (step % 50 === 0 || text.length < 200) {
+      const points = codePointLength(text);
+      for (let k = 0; k < 20; k++) {
+        const cp = rng.int(points + 3);
+        assert.equal(index.toUtf16(cp), indexToUtf16(text, cp), `cp ${cp} at step ${step}`);
+        const u = indexToUtf16(text, Math.min(cp, points));
+        assert.equal(index.toCodePoints(u), indexToCodePoints(text, u));
+      }
+      const edit = randomEdit(rng, text);
+      const cps = toCodePoints(edit, text);
+      assert.deepEqual(toCodePoints(edit, text, index), cps);
+      assert.deepEqual(toUtf16(cps.delta, text, index), toUtf16(cps.delta, text));
+    }
+  }
+  assert.ok(index.chunks.length > 1, `${index.chunks.length} chunks`);
+});
+
+test('ChunkedText follows edits exactly as applyToText does, across chunk boundaries', async () => {
+  const { ChunkedText } = await import('../src/text.js');
+  const rng = seeded('chunked text');
+  let text = 'x'.repeat(9000) + '😀'.repeat(3000);
+  const chunked = new ChunkedText(text);
+  for (let step = 0; step < 2000; step++) {
+    const ops = rng.next() < 0.05 ? [{ retain: rng.int(text.length + 1) }, { insert: 'ab'.repeat(rng.int(6000)) }] : rng.next() < 0.05 ? [{ retain: rng.int(text.length / 2) }, { delete: rng.int(text.length / 2) }] : randomEdit(rng, text);
+    chunked.apply(ops);
+    text = applyToText(text, ops);
+    assert.equal(chunked.length, text.length, `step ${step}`);
+    const u = rng.int(text.length + 1);
+    assert.equal(chunked.charCodeAt(u), text.charCodeAt(u));
+    if (step % 100 === 0) assert.equal(chunked.toString(), text);
+  }
+  assert.equal(chunked.toString(), text);
+  assert.ok(chunked.chunks.every((c) => c.length > 0 && c.length <= 8192));
 });

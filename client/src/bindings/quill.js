@@ -81,7 +81,7 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
     applying = true;
     quill.setContents(doc.content, 'silent');
     applying = false;
-    extra = quill.getLength() - doc.text.length;
+    extra = quill.getLength() - doc.length;
     if (range) quill.setSelection(Math.min(range.index, quill.getLength() - 1), 0, 'silent');
     redrawCursors();
   };
@@ -91,11 +91,11 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
 
   const onTextChange = (/** @type {Delta} */ change, _old, source) => {
     if (applying || !ready) return;
-    const docLength = doc.text.length;
+    const docLength = doc.length;
     const { delta, extra: nextExtra } = editorToDoc(change, docLength, extra);
     extra = nextExtra;
     if (delta.ops.length && !doc.submit(delta)) return render();
-    if (quill.getLength() !== doc.text.length + extra) return render();
+    if (quill.getLength() !== doc.length + extra) return render();
     if (source === 'user') sendSelection(quill.getSelection());
     redrawCursors();
   };
@@ -116,7 +116,7 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
     } finally {
       applying = false;
     }
-    extra = quill.getLength() - doc.text.length;
+    extra = quill.getLength() - doc.length;
     if (extra !== 0 && extra !== 1) render();
     else redrawCursors();
   });
@@ -128,7 +128,7 @@ export function bindQuill(doc, quill, { cursors = true } = {}) {
     } finally {
       applying = false;
     }
-    extra = quill.getLength() - doc.text.length;
+    extra = quill.getLength() - doc.length;
     if (extra !== 0 && extra !== 1) render();
     if (selection) quill.setSelection(selection.index, selection.length, 'silent');
     redrawCursors();
