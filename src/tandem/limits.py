@@ -16,7 +16,10 @@ __all__ = ["ConnectionCounter", "TokenBucket"]
 
 
 class TokenBucket:
-    """``rate`` tokens per second, holding at most ``burst``; one message costs one."""
+    """``rate`` tokens per second, holding at most ``burst``; one message costs one.
+
+    A ``rate`` of 0 means no limit: every ``take`` succeeds.
+    """
 
     __slots__ = ("rate", "burst", "tokens", "stamp")
 
@@ -28,6 +31,8 @@ class TokenBucket:
 
     def take(self, now: float, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if available; False means "over the limit"."""
+        if not self.rate:
+            return True
         elapsed = now - self.stamp
         if elapsed > 0:
             self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
@@ -39,7 +44,7 @@ class TokenBucket:
 
 
 class ConnectionCounter:
-    """Counts open connections per user and per IP against their caps."""
+    """Counts open connections per user and per IP against their caps (0: no cap)."""
 
     def __init__(self, per_user: int, per_ip: int) -> None:
         self.per_user = per_user

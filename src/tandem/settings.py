@@ -17,7 +17,43 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings"]
+__all__ = ["NO_LIMIT_AT_ZERO", "Settings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; ``problems`` holds one sentence per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+#: Limits for which 0 means "no limit". Every other limit refuses 0 at start-up
+#: (``Settings`` raises ``SettingsError``): each of them is what bounds a
+#: connection's memory, CPU or time, or a value for which 0 could not work.
+NO_LIMIT_AT_ZERO = frozenset(
+    {
+        "max_document_chars",
+        "messages_per_second",
+        "max_connections_per_user",
+        "max_connections_per_ip",
+        "max_version_lag",
+    }
+)
+
+#: The smallest value each limit that refuses 0 accepts, and why.
+_MINIMUM: dict[str, tuple[float, str]] = {
+    "max_frame_bytes": (1024, "every frame of every client would be refused"),
+    "max_op_components": (1, "every op would be refused"),
+    "max_merge_ops": (1, "every offline merge would be refused"),
+    "max_joins_per_connection": (1, "no connection could join a document"),
+    "send_queue_frames": (1, "every client would be dropped at its first message"),
+    "commit_max_batch": (1, "no op could be committed"),
+    "snapshot_every": (1, "a snapshot is written every this many versions"),
+    "ping_interval": (0.001, "a connection that stops answering must be dropped"),
+    "ping_timeout": (0.001, "every connection would time out at its first ping"),
+    "presence_timeout": (0.001, "every presence would expire at once"),
+}
 
 
 def _default_node_id() -> str:
@@ -141,12 +177,52 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        problems = settings_problems(self)
+        if problems:
+            raise SettingsError(problems)
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _name(field_name: str) -> str:
+    return f"{field_name} (TANDEM_{field_name.upper()})"
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """Every reason ``settings`` cannot work, one sentence each (empty: they can)."""
+    problems: list[str] = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            problems.append(f"{_name(f.name)} is {value}: it cannot be negative")
+    for name, (least, why) in _MINIMUM.items():
+        value = getattr(settings, name)
+        if 0 <= value < least:
+            problems.append(
+                f"{_name(name)} is {value}: it must be at least {least:g} ({why}); "
+                "0 does not mean 'no limit' here"
+            )
+    if settings.messages_per_second > 0 and settings.message_burst < 1:
+        problems.append(
+            f"{_name('message_burst')} is {settings.message_burst}: with a rate limit "
+            "it must be at least 1 (no message could pass); set messages_per_second "
+            "to 0 for no rate limit"
+        )
+    if 0 < settings.presence_timeout <= settings.presence_interval:
+        problems.append(
+            f"{_name('presence_timeout')} ({settings.presence_timeout:g} s) must be longer "
+            f"than presence_interval ({settings.presence_interval:g} s): presence would "
+            "expire between two broadcasts"
+        )
+    if not 0 <= settings.port <= 65535:
+        problems.append(f"{_name('port')} is {settings.port}: use 0-65535")
+    return problems
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
