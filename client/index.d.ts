@@ -1,6 +1,21 @@
 // Hand-written declarations for @tandem/client (the package is plain ES
-// modules with JSDoc; there is no build step).
-import Delta, { Op } from 'quill-delta';
+// modules with JSDoc; dist/tandem-client.js is the same API bundled for
+// browsers without a bundler). Each subpath has its own file in types/;
+// test/package.test.mjs checks that every value declared here exists at run
+// time and that nothing exported at run time is left undeclared.
+import * as QuillDelta from 'quill-delta';
+
+// quill-delta is CommonJS (`module.exports = Delta; module.exports.default = Delta`):
+// for "nodenext" resolution its default import is the whole module, for "bundler"
+// the class. So the instance type comes through the namespace (the same under
+// both), and the constructor, which the client re-exports, is declared here.
+/** quill-delta's Delta: the client's op and document type (`new Delta().insert('x')`). */
+type Delta = QuillDelta.default;
+declare const Delta: {
+  new (ops?: QuillDelta.Op[] | { ops: QuillDelta.Op[] }): QuillDelta.default;
+  readonly prototype: QuillDelta.default;
+};
+type Op = QuillDelta.Op;
 
 export { Delta, Op };
 

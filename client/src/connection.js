@@ -145,7 +145,7 @@ export class TandemClient extends Emitter {
     let ws;
     try {
       const token = typeof this._token === 'function' ? await this._token() : this._token;
-      const WS = this._WebSocket ?? globalThis.WebSocket ?? (await import('ws')).default;
+      const WS = this._WebSocket ?? globalThis.WebSocket ?? (await loadWs());
       if (generation !== this._generation) return;
       url.searchParams.set('client', this.clientId);
       if (this._tokenInQuery) {
@@ -298,5 +298,17 @@ export class TandemClient extends Emitter {
       this.emit('status', status);
     }
     for (const doc of this.docs.values()) doc._updateStatus();
+  }
+}
+
+/**
+ * The `ws` package, for Node versions without a global WebSocket (before 22).
+ * It is an optional peer dependency: browsers and Node 22+ never load it.
+ */
+async function loadWs() {
+  try {
+    return (await import('ws')).default;
+  } catch (err) {
+    throw new Error(`no global WebSocket here and the 'ws' package is not installed (npm install ws): ${err}`);
   }
 }

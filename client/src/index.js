@@ -5,6 +5,7 @@
  *   const doc = client.open('notes');
  *   bindQuill(doc, quill);
  */
+export { default as Delta } from 'quill-delta';
 export { TandemClient } from './connection.js';
 export { TandemDoc } from './document.js';
 export { ClientState, MERGE_AT, transformCursor, positionInverse } from './state.js';
