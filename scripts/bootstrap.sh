@@ -6,11 +6,19 @@
 # Re-running it is cheap: each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/prereqs.sh
+. scripts/prereqs.sh
 
-PYTHON=${PYTHON:-python3}
+# Python >= 3.11, Node >= 20 and npm >= 9 (README, "Prerequisites"): stop early and say so.
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  python=$(find_python)
+  "$python" -m venv .venv || prereq_fail "could not create .venv with $python" \
+    "Debian/Ubuntu: sudo apt-get install python3-venv"
 fi
+.venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || prereq_fail ".venv has Python $(.venv/bin/python -V 2>&1); Tandem needs >= $MIN_PYTHON" \
+    "remove .venv and run again (PYTHON=/path/to/python3.11+ to choose one)"
+check_node
 stamp=.venv/.tandem-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
@@ -21,7 +29,7 @@ fi
 npm_install() {
   # npm packages of one folder, reinstalled only when its package.json changed.
   local dir=$1
-  if [ -f "$dir/package.json" ] && command -v npm >/dev/null 2>&1; then
+  if [ -f "$dir/package.json" ]; then
     if [ ! -d "$dir/node_modules" ] || [ "$dir/package.json" -nt "$dir/node_modules" ]; then
       (cd "$dir" && npm install --no-audit --no-fund --loglevel=error) && touch "$dir/node_modules"
     fi
@@ -33,13 +41,16 @@ npm_install client
 
 if [ "${1:-}" = "--test" ]; then
   npm_install tests/differential/js
-  # Headless Chromium for the browser tests (Debian packages; Playwright's own
-  # browser download does not work offline).
-  if [ -f client/package.json ] && ! command -v chromium >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-        || echo "bootstrap: could not install chromium; browser tests will fail" >&2
-    fi
+  # Headless Chromium for the browser tests (Debian's package; Playwright's own
+  # browser download does not work offline) and promtool (Debian's prometheus
+  # package) for the alert rules' test. Installed here only as root with apt-get
+  # (CI); otherwise scripts/test.sh stops with install instructions.
+  apt_packages=()
+  [ -n "$(find_chromium)" ] || [ -n "${CHROMIUM:-${CHROMIUM_PATH:-}}" ] || apt_packages+=(chromium)
+  command -v promtool >/dev/null 2>&1 || apt_packages+=(prometheus)
+  if [ ${#apt_packages[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${apt_packages[@]}" >/dev/null) || echo "bootstrap: could not install ${apt_packages[*]}" >&2
   fi
 fi
 if [ "${1:-}" = "--bench" ]; then
