@@ -77,6 +77,27 @@ def document_and_concurrent_ops(draw: st.DrawFn) -> tuple[Document, Delta, Delta
 
 
 @st.composite
+def single_edits(draw: st.DrawFn, length: int) -> Delta:
+    """One keystroke-shaped op: an optional plain retain, then one insert or one delete.
+
+    This is the shape ``transform``'s fast path takes (``_single_edit``); the
+    general ``ops`` strategy almost never draws two of them at once.
+    """
+    position = draw(st.integers(0, length))
+    op = Delta().retain(position)
+    if position < length and draw(st.booleans()):
+        return op.delete(draw(st.integers(1, length - position)))
+    return op.insert(draw(texts), draw(attributes(allow_null=False)))
+
+
+@st.composite
+def document_and_single_edit_pairs(draw: st.DrawFn) -> tuple[Document, Delta, Delta]:
+    """A short document and two concurrent single edits on it (ties and overlaps are common)."""
+    document = draw(document_deltas(max_runs=3).map(Document))
+    return document, draw(single_edits(len(document))), draw(single_edits(len(document)))
+
+
+@st.composite
 def document_and_sequential_ops(draw: st.DrawFn, count: int) -> tuple[Document, list[Delta]]:
     """A document and ``count`` ops, each made on the result of the ones before."""
     document = draw(documents)

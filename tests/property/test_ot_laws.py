@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tandem.errors import InvalidOperation, OperationTooLong
+from tandem.ot.transform import _single_edit
 from tandem.ot import (
     Delta,
     Document,
@@ -31,6 +32,7 @@ from .strategies import (
     document_and_concurrent_ops,
     document_and_op,
     document_and_sequential_ops,
+    document_and_single_edit_pairs,
     documents,
     json_blobs,
     ops,
@@ -52,6 +54,17 @@ def assert_valid_document(document: Document) -> None:
 @given(document_and_concurrent_ops())
 def test_tp1(case: tuple[Document, Delta, Delta]) -> None:
     document, a, b = case
+    via_a = apply(apply(document, a), transform(b, a, "left"))
+    via_b = apply(apply(document, b), transform(a, b, "right"))
+    assert via_a == via_b
+    assert_valid_document(via_a)
+
+
+@given(document_and_single_edit_pairs())
+def test_tp1_for_single_edits(case: tuple[Document, Delta, Delta]) -> None:
+    """TP1 where nearly all real traffic goes: two keystrokes, through the fast path."""
+    document, a, b = case
+    assert _single_edit(a) is not None and _single_edit(b) is not None  # the fast path's shape
     via_a = apply(apply(document, a), transform(b, a, "left"))
     via_b = apply(apply(document, b), transform(a, b, "right"))
     assert via_a == via_b
