@@ -30,6 +30,8 @@ import pytest
 
 from tandem.ot import Delta, Document, apply, compose, from_simple, transform
 
+from .seeds import with_fresh_seeds
+
 # -- the two parts a colleague will replace --------------------------------------------
 
 
@@ -267,7 +269,7 @@ def run_for(seed: int) -> Run:
     )
 
 
-def check_seeds(seeds: range) -> None:
+def check_seeds(seeds: list[int] | range) -> None:
     override = os.environ.get("TANDEM_SIM_SEED")
     for seed in [int(override)] if override else seeds:
         try:
@@ -277,7 +279,7 @@ def check_seeds(seeds: range) -> None:
 
 
 def test_clients_converge() -> None:
-    check_seeds(range(300))
+    check_seeds(with_fresh_seeds(range(300), 50, name="convergence", replay="TANDEM_SIM_SEED"))
 
 
 @pytest.mark.slow

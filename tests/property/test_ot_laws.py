@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tandem.errors import InvalidOperation, OperationTooLong
-from tandem.ot.transform import _single_edit
 from tandem.ot import (
     Delta,
     Document,
@@ -27,6 +26,7 @@ from tandem.ot import (
     transform,
     transform_position,
 )
+from tandem.ot.transform import _single_edit
 
 from .strategies import (
     document_and_concurrent_ops,

@@ -55,7 +55,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -77,6 +77,11 @@ from tandem.server.yjs import YjsLink
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord
 from tandem.storage.memory import MemoryStore
+
+try:
+    from .seeds import with_fresh_seeds
+except ImportError:  # run as a script (the long mode, in chunks)
+    from seeds import with_fresh_seeds  # type: ignore[no-redef]
 
 DOC = "sim"
 FILLER = "ab 😀é\n"
@@ -745,7 +750,7 @@ def run_virtual(loop: VirtualLoop, main: Any) -> Any:
         loop.close()
 
 
-def run_seeds(seeds: range) -> Counter[str]:
+def run_seeds(seeds: Iterable[int]) -> Counter[str]:
     replay = os.environ.get("TANDEM_SEED")
     totals: Counter[str] = Counter()
     for seed in [int(replay)] if replay else seeds:
@@ -766,7 +771,10 @@ def seed_range(default: int) -> range:
 
 def test_session_simulation() -> None:
     started = time.perf_counter()
-    totals = run_seeds(seed_range(SEEDS))
+    seeds = with_fresh_seeds(
+        seed_range(SEEDS), 100, name="session simulation", replay="TANDEM_SEED"
+    )
+    totals = run_seeds(seeds)
     print(f"{totals['seeds']} seeds in {time.perf_counter() - started:.1f}s: {dict(totals)}")
     if not os.environ.get("TANDEM_SEED") and totals["seeds"] >= 500:
         # Guard against a driver that quietly avoids the hard paths.

@@ -42,6 +42,8 @@ from tandem.presence import PresenceTable
 from tandem.protocol import Cursor
 from tandem.sequencer import Commit, Duplicate, NoOp, Sequencer
 
+from .seeds import with_fresh_seeds
+
 DOC = "sim"
 FILLER = "ab 😀𝄞é\n"
 # Characters used once each, so the end state shows whether an insert vanished or doubled.
@@ -371,7 +373,7 @@ def shape_for(seed: int, scale: int = 1) -> Shape:
     )
 
 
-def check_seeds(seeds: range, scale: int = 1) -> Counter[str]:
+def check_seeds(seeds: list[int] | range, scale: int = 1) -> Counter[str]:
     override = os.environ.get("TANDEM_SIM_SEED")
     totals: Counter[str] = Counter()
     for seed in [int(override)] if override else seeds:
@@ -385,7 +387,8 @@ def check_seeds(seeds: range, scale: int = 1) -> Counter[str]:
 
 
 def test_real_sequencer_and_clients_converge() -> None:
-    totals = check_seeds(range(300))
+    seeds = with_fresh_seeds(range(300), 50, name="real sequencer", replay="TANDEM_SIM_SEED")
+    totals = check_seeds(seeds)
     # Guard against a driver that accidentally avoids the hard paths.
     if not os.environ.get("TANDEM_SIM_SEED"):
         for what in ("concurrent", "disconnects", "resends", "duplicates", "noops"):

@@ -33,6 +33,8 @@ from tandem.client.undo import Step, UndoManager
 from tandem.errors import OperationTooLong
 from tandem.ot import Delta, Document, apply, transform
 
+from .seeds import with_fresh_seeds
+
 UNIQUE = 0x4E00
 
 
@@ -202,11 +204,11 @@ def simulate(seed: int, make_undo: Callable[[], UndoManager] = UndoManager) -> O
     return Outcome(violations, len(history), steps)
 
 
-def _seeds() -> range:
+def _seeds() -> list[int] | range:
     if "TANDEM_SIM_SEED" in os.environ:
         seed = int(os.environ["TANDEM_SIM_SEED"])
         return range(seed, seed + 1)
-    return range(1, 1001)
+    return with_fresh_seeds(range(1, 1001), 50, name="undo", replay="TANDEM_SIM_SEED")
 
 
 def test_undo_converges_and_touches_only_its_users_text() -> None:
