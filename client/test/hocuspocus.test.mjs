@@ -6,6 +6,7 @@ import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
+import * as decoding from 'lib0/decoding';
 import { WebsocketProvider } from 'y-websocket';
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import { TandemClient, MemoryStorage } from '../src/index.js';
@@ -22,6 +23,9 @@ after(async () => {
 });
 
 /** Resolve when `check()` holds, re-checking on each `event` of a Yjs/Hocuspocus emitter. */
+/** Hocuspocus' SyncStatus message type (its argument: 1 applied, 0 refused). */
+const SYNC_STATUS = 8;
+
 function when(emitter, event, check, what, ms = 20000) {
   return new Promise((resolve, reject) => {
     if (check()) return resolve(undefined);
@@ -116,8 +120,16 @@ test('Hocuspocus, y-websocket and OT clients co-edit through Tandem and converge
   await when(readerDoc, 'update', () => plain(readerDoc) === '» Hello 😀🎉 world!', 'reader sync');
   await when(reader, 'unsyncedChanges', () => !reader.hasUnsyncedChanges, 'reader handshake acknowledged');
   assert.deepEqual(readerScopes, ['readonly']);
+  // Wait for the server's answer to this very update, SyncStatus(applied = 0),
+  // rather than for a while: a slow machine cannot make the check pass by accident.
+  const statuses = [];
+  reader.on('message', ({ message }) => {
+    message.readVarString(); // the document name
+    if (message.readVarUint() === SYNC_STATUS) statuses.push(decoding.readVarInt(message.decoder));
+  });
   readerDoc.getText('content').insert(0, 'nope ');
-  await new Promise((r) => setTimeout(r, 300)); // give a wrong acceptance time to show
+  await when(reader, 'message', () => statuses.length > 0, 'the refusal of the read-only edit');
+  assert.deepEqual(statuses, [0]);
   assert.equal(reader.hasUnsyncedChanges, true);
   assert.equal((await server.getDoc(id)).content.map((c) => c.insert).join(''), '» Hello 😀🎉 world!');
 

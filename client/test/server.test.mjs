@@ -147,8 +147,14 @@ test('presence, and cursors moved through pending edits', { skip, timeout: 30000
   const pia = b.peers().find((p) => p.user === 'pia');
   assert.deepEqual(pia?.cursor, { index: 9, length: 5 });
   await b.whenSynced();
-  // and after the server moved it, it arrives at the same place
-  await until(b, 'presence', () => b.peers().some((p) => p.user === 'pia' && p.cursor?.index === 9), 5000, 'moved cursor').catch(() => {});
+  // once acknowledged, the same cursor is moved through the committed history instead
+  assert.deepEqual(b.peers().find((p) => p.user === 'pia')?.cursor, { index: 9, length: 5 });
+  // and Pia's next presence, sent at a version after b's edit (her editor moved
+  // her selection through it), arrives at the same place: waited for as an event.
+  await until(a, 'change', () => a.text === b.text, 20000, "b's edit at Pia");
+  a.setCursor({ index: 9, length: 5 });
+  a.setPresenceState({ name: 'Pia', color: '#e91e63', round: 2 });
+  await until(b, 'presence', () => b.peers().some((p) => p.user === 'pia' && p.state.round === 2), 20000, "Pia's next presence");
   assert.deepEqual(b.peers().find((p) => p.user === 'pia')?.cursor, { index: 9, length: 5 });
 });
 

@@ -108,9 +108,10 @@ async def test_refused_tokens_change_nothing(
     doc = await client.open("guarded", credential, 21)
     await until(lambda: bool(doc.denied))
     assert doc.denied[0].startswith(code)
-    # Its update goes nowhere, and it is told to authenticate (once).
+    # Its update goes nowhere, and it is told to authenticate (once): the server's
+    # answer to this very update is awaited, not a while.
     client.insert("guarded", 0, "sneaky")
-    await asyncio.sleep(0.3)
+    await until(lambda: len(doc.denied) >= 2)
     assert doc.scope is None and doc.statuses == [] and not doc.synced
     assert len(doc.denied) == 2 and "Auth message" in doc.denied[1]
     assert text_of(await doc_state(server, "guarded")) == ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import re
 import socket
@@ -126,6 +127,33 @@ async def until(condition: Any, what: str, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+class PingCounter:
+    """Counts the pings a websockets client receives, from its own frame log (DEBUG)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logger = logging.getLogger(f"tests.pings.{id(self)}")
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.propagate = False
+        self.logger.addHandler(_Counting(self))
+
+    def reached(self, count: int) -> Any:
+        async def check() -> bool:
+            return self.count >= count
+
+        return check
+
+
+class _Counting(logging.Handler):
+    def __init__(self, counter: PingCounter) -> None:
+        super().__init__(logging.DEBUG)
+        self.counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("< PING"):
+            self.counter.count += 1
+
+
 def rss_kib(server: ServerProcess) -> int:
     assert server.process is not None
     status = Path(f"/proc/{server.process.pid}/status").read_text()
@@ -135,8 +163,8 @@ def rss_kib(server: ServerProcess) -> int:
 # -- a client that stops reading ----------------------------------------------------------------
 
 
-async def joined(server: ServerProcess, user: str, doc: str) -> RawClient:
-    client = await RawClient.connect(server, f"token={token(user)}&doc={doc}")
+async def joined(server: ServerProcess, user: str, doc: str, **kw: Any) -> RawClient:
+    client = await RawClient.connect(server, f"token={token(user)}&doc={doc}", **kw)
     await client.expect("snapshot")
     return client
 
@@ -275,12 +303,16 @@ async def test_a_silent_client_is_pinged_and_dropped(tmp_path: Path) -> None:
     )
     server.start()
     try:
-        live = await joined(server, "alive", "p")  # websockets answers pings by itself
+        # websockets answers pings by itself; its frame log counts the pings it got.
+        pings = PingCounter()
+        live = await joined(server, "alive", "p", logger=pings.logger)
         # The raw socket never reads, so it never answers the server's pings.
         silent = await asyncio.to_thread(RawSocket, server.port, f"token={token('mute')}&doc=p")
         await until(lambda: _count(server, 2), "both to connect")
         await until(lambda: _count(server, 1), "the silent client to be dropped", 10)
-        await asyncio.sleep(1.5)  # three more ping rounds: the live client stays
+        # Three more ping rounds, counted as they arrive: the live client stays.
+        seen = pings.count
+        await until(pings.reached(seen + 3), "three more pings to the live client")
         await live.send({"type": "ping", "id": "ok"})
         await live.expect("pong", id="ok")
         silent.close()
