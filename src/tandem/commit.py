@@ -134,9 +134,11 @@ class GroupCommitter:
                 session.conflict()
             else:
                 log.error("commit of %d ops failed: %s", len(batch), exc)
+                self._metrics.commit_failed()
                 session.commit_failed(exc)
             return
         self._metrics.committed(len(batch), time.perf_counter() - started)
+        self._metrics.committed_documents(record.doc for _, record in batch)
         highest: dict[int, tuple[Committing, int]] = {}
         for session, record in batch:
             highest[id(session)] = (session, record.version)

@@ -60,6 +60,7 @@ class Tandem:
                 settings.database_url, settings.data_dir, sync_delay=settings.sync_delay
             )
         )
+        self.metrics.watch_disk(settings.data_dir, getattr(raw_store, "path", None))
         outbox = open_outbox(raw_store) if settings.webhooks else MemoryOutbox()
         self.webhooks = WebhookDispatcher(settings, raw_store, outbox, self.metrics)
         # Listeners hear of each batch of ops once it is durable (storage/observed.py).

@@ -51,6 +51,7 @@ from tandem.server.collab import accept_with_token, refuse_foreign_origin
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
+    from tandem.metrics import Metrics
     from tandem.replicas import ReplicaHost
     from tandem.server.app import Tandem
 
@@ -139,6 +140,8 @@ class YjsLink:
         self.session: DocumentSession | None = None
         self.member: Member | None = None
         self.denied = False
+        #: The server's metrics, once joined (merges counted by outcome).
+        self.metrics: Metrics | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -186,6 +189,7 @@ class YjsLink:
         """Open ``doc``, become its member and send SyncStep1 plus the current awareness."""
         session = await tandem.documents.open(doc)
         self.session = session
+        self.metrics = tandem.metrics
         self.member = Member(self, permission)
         session.members[self] = self.member
         session.idle_since = None
@@ -246,9 +250,12 @@ class YjsLink:
             elif member.permission != "write":
                 self.refuse_write(message)
             else:
+                metrics = self.metrics
+                assert metrics is not None, "join first"
                 try:
                     await host.submit(member, message.payload, done=self.write_done())
                 except ReplicaRefused as exc:
+                    metrics.merge("yjs", "refused")
                     # Missing dependencies (or an update Yrs cannot take): nothing of it
                     # is kept; ask for everything we lack, the client's answer carries
                     # the missing changes and this one again.
@@ -256,6 +263,11 @@ class YjsLink:
                     self.write_refused(message)
                     replica = await host.ready()
                     self.send_bytes(yproto.sync_step1(replica.state_vector()))
+                except TandemError:
+                    metrics.merge("yjs", "failed")
+                    raise
+                else:
+                    metrics.merge("yjs", "ok")
         elif message.kind == yproto.AWARENESS:
             entries = yproto.decode_awareness(message.payload)
             self.awareness_clients.update(entry.client for entry in entries)
