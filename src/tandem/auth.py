@@ -106,16 +106,26 @@ class Principal:
     """Who a verified token speaks for, and what it may do.
 
     ``permissions`` keeps the claim's order, which breaks ties (see the module
-    docstring). ``expires`` is the ``exp`` claim, or None when the token has none.
+    docstring). ``expires`` is the ``exp`` claim, or None when the token has none;
+    ``token_id`` the ``jti`` and ``issued`` the ``iat``, when present. ``admin`` is
+    the ``Settings.jwt_admin_claim`` claim (the admin API). ``revoked`` lists
+    document globs an administrator revoked for this user (``tandem.revocation``):
+    they grant nothing, whatever the claim says.
     """
 
     user: str
     name: str
     permissions: tuple[tuple[str, Permission], ...] = ()
     expires: float | None = None
+    token_id: str | None = None
+    issued: float | None = None
+    admin: bool = False
+    revoked: tuple[str, ...] = ()
 
     def permission(self, doc: str) -> Permission | None:
         """The access this principal has to ``doc``: the most specific matching rule wins."""
+        if self.revoked and any(fnmatch.fnmatchcase(doc, p) for p in self.revoked):
+            return None
         best: tuple[bool, int, int] | None = None
         granted: Permission | None = None
         for index, (pattern, access) in enumerate(self.permissions):
@@ -353,7 +363,21 @@ class Authenticator:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
             raise AuthError(f"name must be a non-empty string of at most {MAX_NAME_CHARS} chars")
         rules = _parse_permissions(claims.get(self._settings.jwt_permissions_claim))
-        return Principal(user=user, name=name, permissions=rules, expires=exp)
+        token_id = claims.get("jti")
+        if token_id is not None and (not isinstance(token_id, str) or len(token_id) > 256):
+            raise AuthError("jti must be a string of at most 256 characters")
+        limit = self._settings.jwt_max_token_lifetime
+        if exp is not None and limit > 0 and exp - (now if iat is None else iat) > limit + leeway:
+            raise AuthError(f"token lives longer than jwt_max_token_lifetime ({limit:g} s)")
+        return Principal(
+            user=user,
+            name=name,
+            permissions=rules,
+            expires=exp,
+            token_id=token_id,
+            issued=iat,
+            admin=claims.get(self._settings.jwt_admin_claim) is True,
+        )
 
     # -- issuing -----------------------------------------------------------------------
 
@@ -365,6 +389,8 @@ class Authenticator:
         docs: Mapping[str, Permission] | None = None,
         ttl: float = 3600,
         now: float,
+        admin: bool = False,
+        token_id: str | None = None,
     ) -> str:
         """Mint an HS token for the CLI and the development demo.
 
@@ -389,6 +415,10 @@ class Authenticator:
         }
         if name is not None:
             claims["name"] = name
+        if admin:
+            claims[self._settings.jwt_admin_claim] = True
+        if token_id is not None:
+            claims["jti"] = token_id
         if docs is not None:
             try:
                 _parse_permissions(dict(docs))

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ttl", type=int, default=3600 * 24, help="lifetime in seconds (default 1 day)"
     )
     token.add_argument("--data", type=Path, help="data directory holding the dev secret")
+    token.add_argument(
+        "--admin", action="store_true", help="an administrator's token (the /api/admin routes)"
+    )
+    token.add_argument("--jti", help="a token id, so this one token can be revoked")
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database", help="sqlite:///PATH or postgresql://...")
@@ -212,7 +216,16 @@ def _token(args: argparse.Namespace) -> int:
     settings = _settings(args)
     docs: dict[str, Literal["read", "write"]] = dict(args.doc) if args.doc else {"*": "write"}
     authenticator = load_authenticator(settings, data_dir=settings.data_dir)
-    print(authenticator.issue(args.user, name=args.name, docs=docs, ttl=args.ttl, now=time.time()))
+    token = authenticator.issue(
+        args.user,
+        name=args.name,
+        docs=docs,
+        ttl=args.ttl,
+        now=time.time(),
+        admin=args.admin,
+        token_id=args.jti,
+    )
+    print(token)
     return 0
 
 

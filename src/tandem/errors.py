@@ -21,6 +21,7 @@ Hierarchy::
     ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
     │   ├── UnknownSigningKey        ERR_UNAUTHORIZED       no key has this kid (yet)
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
+    │   ├── Revoked                  ERR_REVOKED            an admin revoked it (closes, 4403)
     │   └── Forbidden                ERR_FORBIDDEN          (4403 when fatal)
     │       └── ReadOnly             ERR_READ_ONLY
     ├── RateLimited                  ERR_RATE_LIMITED
@@ -49,6 +50,7 @@ __all__ = [
     "OperationTooLong",
     "ProtocolError",
     "RateLimited",
+    "Revoked",
     "ReadOnly",
     "SlowConsumer",
     "StorageError",
@@ -145,6 +147,13 @@ class UnknownSigningKey(AuthError):
 class TokenExpired(AuthError):
     code = "ERR_TOKEN_EXPIRED"
     close_code = 4401
+
+
+class Revoked(AuthError):
+    """An administrator revoked this token, this user, or this user's access to the document."""
+
+    code = "ERR_REVOKED"
+    close_code = 4403
 
 
 class Forbidden(AuthError):

@@ -101,6 +101,13 @@ class Settings:
     jwt_leeway: float = 5.0
     #: Claim holding per-document permissions: {"glob": "read"|"write"}.
     jwt_permissions_claim: str = "docs"
+    #: Claim that makes a token an administrator's (``true``): the admin API and CLI.
+    jwt_admin_claim: str = "admin"
+    #: Longest a token may live (``exp`` minus ``iat``, or minus now without ``iat``);
+    #: a revocation is kept this long, so it outlives every token it covers. 0: no limit.
+    jwt_max_token_lifetime: float = 30 * 86400.0
+    #: Each node re-reads the revocations this often (they also travel on the bus).
+    revocation_poll_interval: float = 5.0
     #: Seconds before expiry at which a connected client is warned.
     token_expiry_warning: float = 60.0
     #: Serve a development token to the demo page (never in production).

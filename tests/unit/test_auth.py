@@ -87,8 +87,21 @@ def rs(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Authenticator:
 def test_hs256_token_verifies(hs: Authenticator) -> None:
     p = hs.verify(hs_token(name="Ada L."), now=NOW)
     assert p == Principal(
-        user="ada", name="Ada L.", permissions=(("*", "write"),), expires=NOW + 600
+        user="ada", name="Ada L.", permissions=(("*", "write"),), expires=NOW + 600, issued=NOW
     )
+
+
+def test_jti_admin_and_lifetime_claims() -> None:
+    auth = load_authenticator(Settings(jwt_secret=SECRET))
+    p = auth.verify(auth.issue("root", now=NOW, admin=True, token_id="t-9"), now=NOW)
+    assert (p.admin, p.token_id, p.issued) == (True, "t-9", NOW)
+    assert not auth.verify(hs_token(admin="yes"), now=NOW).admin  # only a JSON true counts
+    with pytest.raises(AuthError, match="jwt_max_token_lifetime"):
+        auth.verify(hs_token(exp=NOW + 31 * 86400), now=NOW)
+    with pytest.raises(AuthError):
+        auth.verify(hs_token(jti=7), now=NOW)  # PyJWT checks jti is a string
+    with pytest.raises(AuthError, match="jti must be"):
+        auth.verify(hs_token(jti="j" * 300), now=NOW)
 
 
 def test_name_defaults_to_user(hs: Authenticator) -> None:

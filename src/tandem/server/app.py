@@ -15,6 +15,7 @@ offer a router plus a lifespan rather than an app to mount.)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,24 +27,40 @@ from fastapi.staticfiles import StaticFiles
 
 from tandem import __version__
 from tandem.assets import find_assets
+from tandem.auth import Principal
 from tandem.auth_keys import Identity
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
 from tandem.errors import TandemError
 from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
+from tandem.revocation import RevocationList
+from tandem.server.admin import build_admin_router
 from tandem.server.collab import serve_collab
 from tandem.server.health import build_health_router
 from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
+from tandem.server.revocations import RevocationService
+from tandem.server.sessions import SessionRegistry
 from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
-from tandem.storage import MemoryOutbox, open_outbox, open_store
+from tandem.storage import MemoryOutbox, open_outbox, open_revocations, open_store
 from tandem.storage.base import OpRecord, Store
 from tandem.storage.observed import ObservedStore
+from tandem.storage.revocations import MemoryRevocations, RevocationStore
 from tandem.webhooks.dispatcher import WebhookDispatcher
 
 __all__ = ["Tandem", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def _revocation_table(store: Store) -> RevocationStore:
+    try:
+        return open_revocations(store)
+    except TypeError:  # an embedder's own Store: revocations last as long as the process
+        logger.warning("revocations are kept in memory only with a %s", type(store).__name__)
+        return MemoryRevocations()
 
 
 class Tandem:
@@ -71,6 +88,15 @@ class Tandem:
         self.authenticator = self.identity.authenticator
         # Several nodes share documents through a bus; one node needs none.
         self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
+        self.sessions = SessionRegistry()
+        self.revocations = RevocationList()
+        self.revocation_service = RevocationService(
+            _revocation_table(raw_store),
+            self.bus,
+            self.revocations,
+            self.sessions,
+            settings.revocation_poll_interval,
+        )
         self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
         self.connections = ConnectionCounter(
             settings.max_connections_per_user, settings.max_connections_per_ip
@@ -86,17 +112,23 @@ class Tandem:
         if self.bus is not None:
             await self.bus.open()
         await self.documents.start()
+        await self.revocation_service.start()
         await self.webhooks.start()
         self.started = time.time()
 
     async def stop(self) -> None:
         self.draining = True
         await self.webhooks.close()
+        await self.revocation_service.close()
         await self.documents.close()
         if self.bus is not None:
             await self.bus.close()
         await self.store.close()
         await self.identity.close()
+
+    async def authenticate(self, token: str) -> Principal:
+        """The ``Principal`` of ``token``, with what administrators revoked; ``AuthError``."""
+        return self.revocations.apply(await self.identity.verify(token))
 
     def _durable(self, records: Sequence[OpRecord]) -> None:
         for record in records:
@@ -126,6 +158,7 @@ class Tandem:
             await serve_hocuspocus(websocket, self)
 
         router.include_router(build_rest_router(self))
+        router.include_router(build_admin_router(self))
 
         router.include_router(build_health_router(self))
 

@@ -63,6 +63,7 @@ from tandem.protocol import (
     validate_doc_id,
 )
 from tandem.server.deadlines import Deadline, deadlines
+from tandem.server.sessions import LiveSession
 
 if TYPE_CHECKING:
     from tandem.server.app import Tandem
@@ -164,6 +165,7 @@ class Connection:
         "_closing",
         "_bucket",
         "_expiry",
+        "session_id",
     )
 
     def __init__(
@@ -189,6 +191,8 @@ class Connection:
             settings.messages_per_second, settings.message_burst, time.monotonic()
         )
         self._expiry: Deadline | None = None
+        #: This connection's entry in ``tandem.sessions`` (only the id: no reference cycle).
+        self.session_id = ""
 
     def __hash__(self) -> int:
         return id(self)
@@ -202,6 +206,11 @@ class Connection:
         """Count the connection, say hello, and watch the token's expiry."""
         self.tandem.metrics.connection_opened("collab")
         principal = self.principal
+        live = LiveSession(
+            "collab", principal, self.ip, time.time(), self.joined_documents, self.reply_error
+        )
+        self.tandem.sessions.add(live)
+        self.session_id = live.id
         hello = hello_message(self.client, principal.user, principal.name, principal.expires)
         self.send(encode(hello))
         if principal.expires is not None:
@@ -218,8 +227,12 @@ class Connection:
             self._expiry.cancel()
             self._expiry = None
         self.leave_all()
+        self.tandem.sessions.discard(self.session_id)
         self.tandem.connections.release(self.user, self.ip)
         self.tandem.metrics.connection_closed("collab")
+
+    def joined_documents(self) -> list[str]:
+        return list(self.documents)
 
     def _token_expiring(self) -> None:
         expires = self.principal.expires or 0.0
@@ -450,7 +463,7 @@ async def admit(
             raise AuthError(
                 "a token is required (query 'token', Authorization header or subprotocol)"
             )
-        principal = await tandem.identity.verify(token)
+        principal = await tandem.authenticate(token)
         raw_client = query.get("client")
         client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
         raw_doc = query.get("doc")

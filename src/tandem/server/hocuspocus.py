@@ -65,6 +65,7 @@ from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 from tandem.server.collab import refuse_foreign_origin
+from tandem.server.sessions import LiveSession
 from tandem.server.yjs import Outbox, YjsLink, binary_frames
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class HocuspocusLink(YjsLink):
         self.key = key
         self.principal = principal
         self.closed = False
+        #: In the session registry while the document is open.
+        self.live: LiveSession | None = None
         self._timers: list[asyncio.TimerHandle] = []
         #: Versions to reach before a write that changed nothing is acknowledged.
         self._deferred: list[int] = []
@@ -173,6 +176,9 @@ class HocuspocusLink(YjsLink):
         """Leave the document; nothing more is sent for this key."""
         for timer in self._timers:
             timer.cancel()
+        if self.live is not None:
+            self.socket.tandem.sessions.remove(self.live)
+            self.live = None
         self.leave()
         self.closed = True
 
@@ -204,6 +210,12 @@ class HocuspocusSocket:
         link.close()
         if reason is not None:
             self.push(hp.close(link.key, reason))
+
+    def revoke(self, link: HocuspocusLink, error: TandemError) -> None:
+        """Access ended (a revocation): say why for the document, then close the socket."""
+        self.deny(link.key, error)
+        self.drop(link, error.code)
+        self.outbox.close(error.close_code or 4403, error.code, flush=True)
 
     def close_all(self) -> None:
         for link in list(self.links.values()):
@@ -251,7 +263,7 @@ class HocuspocusSocket:
             self.deny(key, Forbidden(f"malformed Auth message: {exc}"))
             return
         try:
-            principal = await self.tandem.identity.verify(token)
+            principal = await self.tandem.authenticate(token)
             doc = validate_doc_id(envelope.document)
             permission = principal.permission(doc)
             if permission is None:
@@ -264,6 +276,8 @@ class HocuspocusSocket:
         now = time.time()
         if link is not None:  # renewal: the new token's rights apply from now on
             link.principal = principal
+            if link.live is not None:
+                link.live.principal = principal
             if link.member is not None:
                 link.member.permission = permission
             link.watch_expiry(settings.token_expiry_warning, now)
@@ -287,6 +301,11 @@ class HocuspocusSocket:
             self.counted = principal.user
         link = HocuspocusLink(self, key, principal)
         self.links[key] = link
+        session = LiveSession(
+            "hocuspocus", principal, self.ip, now, lambda: [doc], lambda e: self.revoke(link, e)
+        )
+        link.live = session
+        self.tandem.sessions.add(session)
         self._told.discard(key)
         self.push(hp.authenticated(key, permission != "write"))
         try:

@@ -10,6 +10,7 @@ return only once the op is committed.
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -22,6 +23,7 @@ from tandem.errors import (
     AuthError,
     Forbidden,
     ReadOnly,
+    Revoked,
     StorageError,
     TandemError,
     TokenExpired,
@@ -38,6 +40,7 @@ _STATUS = {
     TokenExpired: 401,
     Forbidden: 403,
     ReadOnly: 403,
+    Revoked: 403,
     StorageError: 503,
 }
 
@@ -106,26 +109,34 @@ class _RestPeer:
         self.messages.append(message)
 
 
-def build_rest_router(tandem: "Tandem") -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["documents"])
+def bearer_principal(tandem: "Tandem") -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the ``Principal`` of the request's ``Authorization: Bearer``.
+
+    A bad token is 401; a revoked one 403 (``ERR_REVOKED``).
+    """
 
     async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
         started = time.perf_counter()
         try:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise AuthError("send 'Authorization: Bearer <token>'")
-            return await tandem.identity.verify(authorization[7:].strip())
+            return await tandem.authenticate(authorization[7:].strip())
         except TandemError as error:
             tandem.metrics.error(error.code)
             raise HTTPException(
-                status_code=401,
+                status_code=403 if isinstance(error, Revoked) else 401,
                 detail={"code": error.code, "message": error.message},
                 headers={"WWW-Authenticate": "Bearer"},
             ) from None
         finally:
             tandem.metrics.auth_time(time.perf_counter() - started)
 
-    Auth = Annotated[Principal, Depends(principal)]
+    return principal
+
+
+def build_rest_router(tandem: "Tandem") -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["documents"])
+    Auth = Annotated[Principal, Depends(bearer_principal(tandem))]
 
     def checked_doc(doc: str, who: Principal, write: bool = False) -> str:
         validate_doc_id(doc)

@@ -48,6 +48,7 @@ from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 from tandem.replicas import ReplicaRefused
 from tandem.server.collab import accept_with_token, refuse_foreign_origin
+from tandem.server.sessions import LiveSession
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
@@ -72,7 +73,8 @@ class Outbox:
 
     ``push`` never blocks; past ``limit`` queued frames the client is a slow
     consumer and the socket closes with 4408. ``close`` drops what is queued
-    and ends the writer with that close frame.
+    (unless ``flush``: then it goes out first) and ends the writer with that
+    close frame.
     """
 
     def __init__(self, websocket: WebSocket, limit: int, keepalive: bytes) -> None:
@@ -92,10 +94,11 @@ class Outbox:
         self._queue.append(frame)
         self._ready.set()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         if self.closing is None:
             self.closing = (code, reason)
-            self._queue.clear()
+            if not flush:
+                self._queue.clear()
             self._ready.set()
 
     async def writer(self) -> None:
@@ -345,7 +348,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     try:
         if not token:
             raise AuthError("a token is required (query 'token', Authorization header)")
-        principal = await tandem.identity.verify(token)
+        principal = await tandem.authenticate(token)
         doc = validate_doc_id(doc)
         permission = principal.permission(doc)
     except TandemError as error:
@@ -371,6 +374,14 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     )
     tandem.metrics.connection_opened("yjs")
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
+
+    def end(error: TandemError) -> None:
+        tandem.metrics.error(error.code)
+        connection.send_bytes(yproto.auth_denied(f"{error.code}: {error.message}"))
+        connection.outbox.close(error.close_code or 4403, error.code, flush=True)
+
+    live = LiveSession("yjs", principal, ip, time.time(), lambda: [doc], end)
+    tandem.sessions.add(live)
     try:
         await connection.join(tandem, doc, permission)
         async for frame in binary_frames(websocket, writer):
@@ -383,6 +394,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
         log.info("yjs connection to %s closed: %s", doc, error)
         connection.close(1011, error.code)
     finally:
+        tandem.sessions.remove(live)
         connection.leave()
         tandem.connections.release(principal.user, ip)
         tandem.metrics.connection_closed("yjs")

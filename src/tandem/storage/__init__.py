@@ -30,6 +30,8 @@ from tandem.storage.memory import MemoryStore
 from tandem.storage.outbox import Delivery, MemoryOutbox, Outbox
 from tandem.storage.outbox_sql import PostgresOutbox, SQLiteOutbox
 from tandem.storage.postgres import PostgresStore
+from tandem.storage.revocations import RevocationStore
+from tandem.storage.revocations_sql import PostgresRevocations, SQLiteRevocations
 from tandem.storage.sqlite import SYNC_DELAY, SQLiteStore
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "Store",
     "migrate",
     "open_outbox",
+    "open_revocations",
     "open_store",
 ]
 
@@ -94,6 +97,17 @@ def open_outbox(store: Store) -> Outbox:
     if isinstance(store, MemoryStore):
         return store.outbox
     raise TypeError(f"no webhook outbox for a {type(store).__name__}")
+
+
+def open_revocations(store: Store) -> RevocationStore:
+    """The revocation table beside ``store``'s data (``storage/revocations.py``)."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteRevocations(store)
+    if isinstance(store, PostgresStore):
+        return PostgresRevocations(store)
+    if isinstance(store, MemoryStore):
+        return store.revocations
+    raise TypeError(f"no revocation table for a {type(store).__name__}")
 
 
 def _split_schema(url: str) -> tuple[str, str | None]:

@@ -26,6 +26,7 @@ from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
 from tandem.storage.outbox import MemoryOutbox
+from tandem.storage.revocations import MemoryRevocations
 
 __all__ = ["MemoryStore"]
 
@@ -70,6 +71,7 @@ class MemoryStore:
         self._open = False
         #: The webhook outbox lives with the data, as it does in the SQL stores.
         self.outbox = MemoryOutbox()
+        self.revocations = MemoryRevocations()
 
     async def open(self) -> None:
         """Mark the store usable. Idempotent."""

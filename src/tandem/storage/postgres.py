@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
@@ -43,6 +43,31 @@ __all__ = ["PostgresStore"]
 
 #: Key of the advisory lock that serialises migrations across processes ("tandem" in ASCII).
 MIGRATION_LOCK = 0x74616E64656D
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_a_task(
+    method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, R]]:
+    """Run ``method`` inside a task when it was started outside one.
+
+    The fast ``/collab`` path runs a message's handler eagerly, up to its first
+    suspension, before any task exists (``server/collab_protocol.run_eagerly``);
+    when the pool then opens a new connection, asyncpg's ``asyncio.timeout``
+    raises "Timeout should be used inside a task". A read that starts that way
+    moves into a task of its own; one already in a task pays one check.
+    """
+
+    async def run(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if asyncio.current_task() is None:
+            return await asyncio.ensure_future(method(self, *args, **kwargs))
+        return await method(self, *args, **kwargs)
+
+    run.__doc__ = method.__doc__
+    return run
+
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -157,6 +182,7 @@ class PostgresStore:
         await self.append(records)
         return None
 
+    @_in_a_task
     async def load(self, doc: str) -> LoadedDocument:
         """The newest snapshot of ``doc`` and every op after it, from one MVCC snapshot."""
         pool = self._require_pool()
@@ -180,11 +206,13 @@ class PostgresStore:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
         return LoadedDocument(doc=doc, snapshot=snapshot, ops=ops)
 
+    @_in_a_task
     async def head(self, doc: str) -> int:
         """The latest committed version of ``doc`` (0 if it has no ops)."""
         value = await self._fetchval("SELECT head FROM documents WHERE doc = $1", doc)
         return int(value) if value is not None else 0
 
+    @_in_a_task
     async def get_ops(
         self, doc: str, from_version: int, to_version: int | None = None
     ) -> list[OpRecord]:
@@ -196,6 +224,7 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
+    @_in_a_task
     async def find_seq(self, doc: str, client_id: str, seq: int) -> int | None:
         """The version at which ``(client_id, seq)`` was committed in ``doc``, if it was."""
         value = await self._fetchval(
@@ -206,6 +235,7 @@ class PostgresStore:
         )
         return int(value) if value is not None else None
 
+    @_in_a_task
     async def last_seq(self, doc: str, client_id: str) -> int | None:
         """The highest ``seq`` committed by ``client_id`` in ``doc`` (None if it has none)."""
         value = await self._fetchval(
@@ -239,6 +269,7 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
+    @_in_a_task
     async def list_documents(self) -> list[DocumentInfo]:
         """Every document with at least one op or snapshot, sorted by id (code point order)."""
         pool = self._require_pool()
