@@ -709,14 +709,16 @@ async def test_sqlite_a_failed_fsync_refuses_every_later_write(
 
 
 class _Disk:
-    """Wraps ``os.fdatasync``: which threads synced the WAL."""
+    """Wraps ``os.fdatasync``: which threads synced which files."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.threads: list[str] = []
+        self.files: list[str] = []
         real = os.fdatasync
 
         def fdatasync(fd: int) -> None:
             self.threads.append(threading.current_thread().name)
+            self.files.append(os.path.realpath(f"/proc/self/fd/{fd}"))
             real(fd)
 
         monkeypatch.setattr("tandem.storage.sqlite.os.fdatasync", fdatasync)
@@ -737,6 +739,7 @@ async def test_sqlite_commits_within_the_sync_delay_share_one_fsync(
         assert sync is not None
         await sync
     assert disk.threads == ["tandem-sqlite-writer"], "one fsync, off the event loop"
+    assert disk.files == [os.path.realpath(f"{store.path}-wal")], "of the WAL, not another file"
 
 
 async def test_sqlite_close_syncs_a_commit_still_waiting_for_its_delay(
