@@ -1,4 +1,4 @@
-"""The ``tandem`` command line: ``serve``, ``token``, ``migrate``.
+"""The ``tandem`` command line: ``serve``, ``token``, ``migrate``, ``export``, ``import``, ``backup``, ``doctor``.
 
 Every flag maps onto a ``Settings`` field; the same fields can come from
 ``TANDEM_*`` environment variables (flags win).
@@ -71,7 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database", help="sqlite:///PATH or postgresql://...")
     migrate.add_argument("--data", type=Path, help="data directory (default ./tandem-data)")
+    _operator_commands(commands)
     return parser
+
+
+def _operator_commands(commands: Any) -> None:
+    """``export``, ``import``, ``backup`` (tandem.backup) and ``doctor`` (tandem.doctor)."""
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--database", help="sqlite:///PATH or postgresql://...")
+    store.add_argument("--data", type=Path, help="data directory (default ./tandem-data)")
+    export = commands.add_parser(
+        "export", parents=[store], help="write documents as JSON Lines (snapshots and ops)"
+    )
+    export.add_argument("--out", type=Path, help="file to create (default: standard output)")
+    export.add_argument("--docs", default="*", help="only documents matching this glob")
+    load = commands.add_parser("import", parents=[store], help="load a `tandem export` file")
+    load.add_argument("file", type=Path)
+    backup = commands.add_parser(
+        "backup", parents=[store], help="online, consistent copy of the SQLite database"
+    )
+    backup.add_argument("file", type=Path, help="the copy to create")
+    doctor = commands.add_parser("doctor", parents=[store], help="check this deployment")
+    doctor.add_argument("--redis", help="redis://... (default: TANDEM_REDIS_URL)")
+    doctor.add_argument("--host", help="interface the server will bind (default 127.0.0.1)")
+    doctor.add_argument("--port", type=int, help="port the server will use (default 8080)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -258,6 +281,20 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _token(args)
     if args.command == "migrate":
         return _migrate(args)
+    if args.command in ("export", "import", "backup"):
+        from tandem import backup
+
+        settings = _settings(args)
+        url, data = settings.database_url, settings.data_dir
+        if args.command == "export":
+            return backup.run_export(url, data, args.out, args.docs)
+        if args.command == "import":
+            return backup.run_import(url, data, args.file)
+        return backup.run_backup(url, data, args.file)
+    if args.command == "doctor":
+        from tandem.doctor import run_doctor
+
+        return run_doctor(_settings(args))
     parser.print_help()
     return 0
 
