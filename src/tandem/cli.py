@@ -1,4 +1,5 @@
-"""The ``tandem`` command line: ``serve``, ``token``, ``migrate``, ``export``, ``import``, ``backup``, ``doctor``.
+"""The ``tandem`` command line: ``serve``, ``token``, ``migrate``, and the operator's
+``export``, ``import``, ``backup`` (``tandem.backup``) and ``doctor`` (``tandem.doctor``).
 
 Every flag maps onto a ``Settings`` field; the same fields can come from
 ``TANDEM_*`` environment variables (flags win).
