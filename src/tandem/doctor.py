@@ -10,8 +10,8 @@ exits 1 if any check failed (warnings alone exit 0). What is checked:
   without applying anything), and a write read back: a version-0 snapshot of
   the document ``__tandem_doctor__``, replaced on every run;
 * **Redis** (when configured): PING, and a key written, read back and deleted;
-* **clock skew** between this node and PostgreSQL (leases and token expiry
-  lean on clocks): warn above 0.25 s, fail above 1 s;
+* **clock skew** between this node and PostgreSQL (token expiry is checked
+  against this node's clock): warn above 0.25 s, fail above 1 s;
 * **demo assets** (``tandem.assets``) present;
 * **port** ``host:port`` free to bind (run it before starting the server).
 
