@@ -14,10 +14,12 @@ Hierarchy::
     │   └── FrameTooLarge            ERR_FRAME_TOO_LARGE    (closes, 1009)
     ├── VersionError                 ERR_BAD_VERSION        base version in the future / negative
     │   └── HistoryUnavailable       ERR_HISTORY_PRUNED     base older than retained history
+    │       └── HistoryCompacted     ERR_HISTORY_COMPACTED  version read below the oldest kept
     ├── DocumentError                ERR_DOCUMENT
     │   ├── NotJoined                ERR_NOT_JOINED
     │   ├── InvalidDocumentId        ERR_BAD_DOC_ID
-    │   └── DocumentTooLarge         ERR_DOC_TOO_LARGE
+    │   ├── DocumentTooLarge         ERR_DOC_TOO_LARGE
+    │   └── NotFound                 ERR_NOT_FOUND          no such label (or document part)
     ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
     │   ├── UnknownSigningKey        ERR_UNAUTHORIZED       no key has this kid (yet)
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
@@ -41,11 +43,13 @@ __all__ = [
     "DocumentTooLarge",
     "Forbidden",
     "FrameTooLarge",
+    "HistoryCompacted",
     "HistoryUnavailable",
     "InvalidDocumentId",
     "InvalidOperation",
     "JoinLimitExceeded",
     "LimitExceeded",
+    "NotFound",
     "NotJoined",
     "OperationTooLong",
     "ProtocolError",
@@ -113,6 +117,16 @@ class HistoryUnavailable(VersionError):
     code = "ERR_HISTORY_PRUNED"
 
 
+class HistoryCompacted(HistoryUnavailable):
+    """A version older than the oldest one retention kept; ``oldest`` can still be read."""
+
+    code = "ERR_HISTORY_COMPACTED"
+
+    def __init__(self, message: str, *, oldest: int) -> None:
+        super().__init__(message)
+        self.oldest = oldest
+
+
 class DocumentError(TandemError):
     code = "ERR_DOCUMENT"
 
@@ -127,6 +141,12 @@ class InvalidDocumentId(DocumentError):
 
 class DocumentTooLarge(DocumentError):
     code = "ERR_DOC_TOO_LARGE"
+
+
+class NotFound(DocumentError):
+    """Something asked for by name does not exist (a label)."""
+
+    code = "ERR_NOT_FOUND"
 
 
 class AuthError(TandemError):

@@ -16,8 +16,11 @@ must not import the server, the document sessions or the bus.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
+from tandem.storage.archive import Archive, Checkpoint, Label, MemoryArchive
+from tandem.storage.archive_sql import PostgresArchive, SQLiteArchive
 from tandem.storage.base import (
     DocumentInfo,
     LoadedDocument,
@@ -35,9 +38,13 @@ from tandem.storage.revocations_sql import PostgresRevocations, SQLiteRevocation
 from tandem.storage.sqlite import SYNC_DELAY, SQLiteStore
 
 __all__ = [
+    "Archive",
+    "Checkpoint",
     "Delivery",
     "DocumentInfo",
+    "Label",
     "LoadedDocument",
+    "MemoryArchive",
     "MemoryOutbox",
     "MemoryStore",
     "OpRecord",
@@ -48,6 +55,7 @@ __all__ = [
     "StorageError",
     "Store",
     "migrate",
+    "open_archive",
     "open_outbox",
     "open_revocations",
     "open_store",
@@ -108,6 +116,28 @@ def open_revocations(store: Store) -> RevocationStore:
     if isinstance(store, MemoryStore):
         return store.revocations
     raise TypeError(f"no revocation table for a {type(store).__name__}")
+
+
+_memory_archives: weakref.WeakKeyDictionary[MemoryStore, MemoryArchive] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def open_archive(store: Store) -> Archive:
+    """The history archive that lives beside ``store``'s data (``storage/archive.py``).
+
+    Raises ``TypeError`` for a store of another kind (an embedder's own ``Store``).
+    """
+    if isinstance(store, SQLiteStore):
+        return SQLiteArchive(store)
+    if isinstance(store, PostgresStore):
+        return PostgresArchive(store)
+    if isinstance(store, MemoryStore):
+        archive = _memory_archives.get(store)
+        if archive is None:
+            archive = _memory_archives[store] = MemoryArchive(store)
+        return archive
+    raise TypeError(f"no history archive for a {type(store).__name__}")
 
 
 def _split_schema(url: str) -> tuple[str, str | None]:

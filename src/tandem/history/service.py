@@ -1,0 +1,240 @@
+"""Reading a document's past: versions, changes, authorship, labels, and retention.
+
+``History`` answers from the store's op log, the store's snapshots and the
+archive's checkpoints (``tandem.storage.archive``), never from a live
+session, so it gives the same answer on every node and after a restart.
+
+Costs (docs/protocol.md, "History"):
+
+* a version: the newest snapshot or checkpoint at or below it, then the ops
+  after that (at most ``snapshot_every`` of them, 100 by default);
+* authorship at a version: the newest checkpoint at or below it, then the ops
+  after it. Reading history writes a checkpoint every ``checkpoint_every``
+  versions it replays, so the first authorship read of an old document walks
+  its log once (from version 0, or from the last cut), and any later one
+  replays at most ``checkpoint_every`` ops;
+* changes between two versions: the ops in between, composed (at most
+  ``max_changes`` versions per request).
+
+Compaction (``compact``) cuts the log at the newest store snapshot at or below
+the retention point, after saving a checkpoint there: the session still loads
+from that snapshot (with its CRDT state), and authorship still adds up.
+Reading below the cut raises ``HistoryCompacted`` naming the oldest readable
+version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tandem.errors import HistoryCompacted, HistoryUnavailable, NotFound, VersionError
+from tandem.history.authorship import Authorship
+from tandem.ot.compose import compose
+from tandem.ot.delta import Delta
+from tandem.ot.document import Document
+from tandem.storage.archive import Archive, Checkpoint, Label
+from tandem.storage.base import OpRecord, Store
+
+__all__ = ["Changes", "History"]
+
+#: Ops read from the store at a time while replaying.
+PAGE = 2000
+#: Longest label name, in characters.
+MAX_LABEL = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed from ``from_version`` to ``to_version``: one composed delta, and who."""
+
+    from_version: int
+    to_version: int
+    delta: Delta
+    #: Users who committed the ops in between, in the order they first did.
+    users: list[str]
+
+
+class History:
+    """Versions, authorship, changes, labels and compaction of the documents in a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        archive: Archive,
+        *,
+        checkpoint_every: int = 100,
+        max_changes: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.archive = archive
+        self.checkpoint_every = checkpoint_every
+        self.max_changes = max_changes
+
+    # -- reading ------------------------------------------------------------------
+
+    async def head(self, doc: str) -> int:
+        return await self.store.head(doc)
+
+    async def check(self, doc: str, version: int) -> int:
+        """Raise unless ``version`` can be read; returns the head."""
+        head = await self.store.head(doc)
+        if version < 0 or version > head:
+            raise VersionError(f"{doc!r} has versions 0 to {head}; there is no version {version}")
+        oldest = await self.archive.oldest(doc)
+        if version < oldest:
+            raise HistoryCompacted(
+                f"version {version} of {doc!r} was compacted away by retention; "
+                f"the oldest version that can be read is {oldest}",
+                oldest=oldest,
+            )
+        return head
+
+    async def document_at(self, doc: str, version: int) -> Document:
+        """The document as it was at ``version``."""
+        await self.check(doc, version)
+        base, document = await self._base_content(doc, version)
+        async for record in self._ops(doc, base, version):
+            document = document.apply(record.op)
+        return document
+
+    async def authors_at(self, doc: str, version: int) -> tuple[Document, Authorship]:
+        """The document at ``version`` and who inserted each of its characters."""
+        await self.check(doc, version)
+        return await self._replay(doc, version)
+
+    async def changes(self, doc: str, from_version: int, to_version: int) -> Changes:
+        """The ops after ``from_version`` up to ``to_version``, composed, and their users."""
+        if to_version < from_version:
+            raise VersionError(f"'from' ({from_version}) is after 'to' ({to_version})")
+        if to_version - from_version > self.max_changes:
+            raise VersionError(
+                f"ask for at most {self.max_changes} versions at a time "
+                f"(asked for {to_version - from_version})"
+            )
+        await self.check(doc, from_version)
+        await self.check(doc, to_version)
+        delta = Delta()
+        users: dict[str, None] = {}
+        async for record in self._ops(doc, from_version, to_version):
+            delta = compose(delta, record.op)
+            users.setdefault(record.user)
+        return Changes(from_version, to_version, delta, list(users))
+
+    # -- labels -------------------------------------------------------------------
+
+    async def set_label(self, doc: str, name: str, version: int, user: str, now: float) -> Label:
+        """Name ``version`` (replacing a label of that name)."""
+        name = name.strip()
+        if not name or len(name) > MAX_LABEL:
+            raise VersionError(f"a label is 1 to {MAX_LABEL} characters")
+        await self.check(doc, version)
+        label = Label(doc, name, version, user, now)
+        await self.archive.set_label(label)
+        return label
+
+    async def labels(self, doc: str) -> list[Label]:
+        return await self.archive.labels(doc)
+
+    async def label(self, doc: str, name: str) -> Label:
+        for label in await self.archive.labels(doc):
+            if label.name == name:
+                return label
+        raise NotFound(f"{doc!r} has no label {name!r}")
+
+    async def delete_label(self, doc: str, name: str) -> None:
+        if not await self.archive.delete_label(doc, name):
+            raise NotFound(f"{doc!r} has no label {name!r}")
+
+    # -- retention ------------------------------------------------------------------
+
+    async def compact(
+        self,
+        doc: str,
+        *,
+        keep_versions: int | None = None,
+        keep_days: float | None = None,
+        now: float = 0.0,
+    ) -> int | None:
+        """Cut ops older than ``keep_versions`` versions or ``keep_days`` days.
+
+        Returns the new oldest readable version, or None when nothing was cut
+        (nothing old enough, or no store snapshot to cut at yet).
+        """
+        head = await self.store.head(doc)
+        oldest = await self.archive.oldest(doc)
+        cut = 0
+        if keep_versions is not None:
+            cut = max(cut, head - keep_versions)
+        if keep_days is not None:
+            cut = max(cut, await self.archive.last_before(doc, now - keep_days * 86_400))
+        cut = min(cut, head - 1)  # the head op stays: it is how the store knows the head
+        if cut <= oldest:
+            return None
+        snapshot = await self.archive.snapshot_at(doc, cut)
+        if snapshot is None or snapshot[0] <= oldest:
+            return None
+        cut = snapshot[0]
+        document, authorship = await self._replay(doc, cut)
+        await self.archive.save_checkpoint(
+            Checkpoint(doc, cut, document.to_delta(), authorship.spans())
+        )
+        await self.archive.compact(doc, cut)
+        return cut
+
+    async def compact_all(
+        self, *, keep_versions: int | None, keep_days: float | None, now: float
+    ) -> dict[str, int]:
+        """``compact`` every document; returns the ones cut and their new oldest version."""
+        cut: dict[str, int] = {}
+        for info in await self.store.list_documents():
+            oldest = await self.compact(
+                info.doc, keep_versions=keep_versions, keep_days=keep_days, now=now
+            )
+            if oldest is not None:
+                cut[info.doc] = oldest
+        return cut
+
+    # -- inside -------------------------------------------------------------------
+
+    async def _base_content(self, doc: str, version: int) -> tuple[int, Document]:
+        """The newest stored content at or below ``version``: a snapshot or a checkpoint."""
+        snapshot = await self.archive.snapshot_at(doc, version)
+        checkpoint = await self.archive.checkpoint_at(doc, version)
+        if checkpoint is not None and (snapshot is None or checkpoint.version >= snapshot[0]):
+            return checkpoint.version, Document(checkpoint.content)
+        if snapshot is not None:
+            return snapshot[0], Document(snapshot[1])
+        return 0, Document()
+
+    async def _replay(self, doc: str, version: int) -> tuple[Document, Authorship]:
+        """Content and authorship at ``version``, saving checkpoints on the way."""
+        checkpoint = await self.archive.checkpoint_at(doc, version)
+        if checkpoint is not None:
+            base = checkpoint.version
+            document = Document(checkpoint.content)
+            authorship = Authorship.from_spans(checkpoint.authors)
+        else:
+            base, document, authorship = 0, Document(), Authorship()
+        every = self.checkpoint_every
+        async for record in self._ops(doc, base, version):
+            document = document.apply(record.op)
+            authorship.apply(record.op, record.user)
+            if record.version % every == 0 and version - base >= every:
+                await self.archive.save_checkpoint(
+                    Checkpoint(doc, record.version, document.to_delta(), authorship.spans())
+                )
+        return document, authorship
+
+    async def _ops(self, doc: str, after: int, upto: int) -> AsyncIterator[OpRecord]:
+        """The ops ``after < v <= upto`` in pages; raises if the log has a hole."""
+        expected = after + 1
+        while expected <= upto:
+            page = await self.store.get_ops(doc, expected - 1, min(upto, expected - 1 + PAGE))
+            if not page or page[0].version != expected:
+                raise HistoryUnavailable(
+                    f"the log of {doc!r} from version {expected} is not available"
+                )
+            for record in page:
+                yield record
+            expected = page[-1].version + 1
