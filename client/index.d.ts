@@ -193,6 +193,8 @@ export class TandemDoc extends Emitter {
   readonly text: string;
   /** `text.length`, without building the string (the text is kept in chunks). */
   readonly length: number;
+  /** Past versions, changes, authorship, labels and restore, over REST. */
+  readonly history: DocumentHistory;
   readonly pending: boolean;
   readonly syncState: 'synchronized' | 'awaitingAck' | 'awaitingAckWithBuffer' | 'merging';
   /** How many offline merges this document has sent. */
@@ -325,15 +327,49 @@ export function localCursor(cursor: Cursor | null, v: number, view: { version: n
 
 // ---- code points ⇄ UTF-16 -----------------------------------------------------------
 
-export function toUtf16(delta: Delta | Op[], text: string): Delta;
-export function toCodePoints(delta: Delta | Op[], text: string): { delta: Delta; exact: boolean };
-export function indexToUtf16(text: string, index: number): number;
-export function indexToCodePoints(text: string, index: number): number;
-export function rangeToUtf16(text: string, range: Cursor | null): Cursor | null;
-export function rangeToCodePoints(text: string, range: Cursor | null): Cursor | null;
+/**
+ * The optional last argument is the text's `SurrogateIndex` ('@tandem/client/utf16'):
+ * given it, the conversions ask it instead of walking the text (and `text`
+ * only needs its `length`).
+ */
+export function toUtf16(delta: Delta | Op[], text: string | { length: number }, index?: import('./types/utf16.js').SurrogateIndex | null): Delta;
+export function toCodePoints(delta: Delta | Op[], text: string | { length: number }, index?: import('./types/utf16.js').SurrogateIndex | null): { delta: Delta; exact: boolean };
+export function indexToUtf16(text: string, index: number, surrogates?: import('./types/utf16.js').SurrogateIndex | null): number;
+export function indexToCodePoints(text: string, index: number, surrogates?: import('./types/utf16.js').SurrogateIndex | null): number;
+export function rangeToUtf16(text: string, range: Cursor | null, surrogates?: import('./types/utf16.js').SurrogateIndex | null): Cursor | null;
+export function rangeToCodePoints(text: string, range: Cursor | null, surrogates?: import('./types/utf16.js').SurrogateIndex | null): Cursor | null;
 export function codePointLength(text: string): number;
 export function textOf(doc: Delta | Op[]): string;
 export function applyToText(text: string, delta: Delta | Op[]): string;
+
+// ---- history (REST) ----------------------------------------------------------------
+
+export interface HistoryLabel {
+  name: string;
+  v: number;
+  user: string;
+  time: number;
+}
+/** A failed history request: the server's `code`, and `oldest` for ERR_HISTORY_COMPACTED. */
+export interface HistoryError extends Error {
+  code: string;
+  status: number;
+  oldest?: number;
+}
+/** `ws://host/collab` → `http://host`. */
+export function httpBase(url: string): string;
+/** A document's past over REST (docs/protocol.md, "History"); UTF-16 units throughout. */
+export class DocumentHistory {
+  constructor(client: TandemClient, id: string, options?: { fetch?: typeof fetch });
+  readonly id: string;
+  version(at?: number | { label: string }): Promise<{ v: number; content: Delta; text: string }>;
+  changes(from: number, to?: number): Promise<{ from: number; to: number; delta: Delta; users: string[] }>;
+  authors(v?: number): Promise<{ v: number; authors: { user: string; length: number }[] }>;
+  restore(at: number | { label: string }): Promise<{ v: number; restored: number }>;
+  labels(): Promise<HistoryLabel[]>;
+  setLabel(name: string, v?: number): Promise<HistoryLabel>;
+  deleteLabel(name: string): Promise<HistoryLabel[]>;
+}
 
 // ---- undo (pure) -------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import { ClientState, positionInverse, transformCursor } from './state.js';
 import { PresenceTable } from './presence.js';
 import { UndoManager } from './undo.js';
 import { ChunkedText } from './text.js';
+import { DocumentHistory } from './history.js';
 import { SurrogateIndex, applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
 
 /** Committed ops composed together before they are composed into the confirmed document. */
@@ -136,6 +137,12 @@ export class TandemDoc extends Emitter {
   /** The local document's text (one U+FFFC per embed). */
   get text() {
     return this._text.toString();
+  }
+
+  /** Past versions, changes, authorship, labels and restore, over REST (history.js). */
+  get history() {
+    this._historyApi ??= new DocumentHistory(this.client, this.id);
+    return this._historyApi;
   }
 
   /** The local text's length in UTF-16 units: `text.length`, without building the string. */

@@ -8,6 +8,7 @@
 export { default as Delta } from 'quill-delta';
 export { TandemClient } from './connection.js';
 export { TandemDoc } from './document.js';
+export { DocumentHistory, httpBase } from './history.js';
 export { ClientState, MERGE_AT, transformCursor, positionInverse } from './state.js';
 export { PresenceTable, localCursor } from './presence.js';
 export { UndoManager, GROUP_DELAY, MAX_STACK, typingOf, caretAfter } from './undo.js';

@@ -50,6 +50,9 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "send_queue_frames": (1, "every client would be dropped at its first message"),
     "commit_max_batch": (1, "no op could be committed"),
     "snapshot_every": (1, "a snapshot is written every this many versions"),
+    "history_checkpoint_every": (1, "a history checkpoint is written every this many versions"),
+    "history_compact_interval": (1, "retention would run without pause"),
+    "history_max_changes": (1, "no changes could be read"),
     "ping_interval": (0.001, "a connection that stops answering must be dropped"),
     "ping_timeout": (0.001, "every connection would time out at its first ping"),
     "presence_timeout": (0.001, "every presence would expire at once"),
@@ -149,6 +152,19 @@ class Settings:
     sync_delay: float = 0.005
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
+
+    # -- history (tandem.history) ------------------------------------------------------
+    #: Retention: compact ops more than this many versions behind the head
+    #: (0: keep every version).
+    history_keep_versions: int = 0
+    #: Retention: compact ops older than this many days (0: keep them all).
+    history_keep_days: float = 0.0
+    #: How often (seconds) each node applies retention to every document.
+    history_compact_interval: float = 3600.0
+    #: Reading history saves a checkpoint (content and authorship) every this many versions.
+    history_checkpoint_every: int = 100
+    #: Most versions one ``/changes`` request may span.
+    history_max_changes: int = 10_000
 
     # -- webhooks ------------------------------------------------------------------
     #: Subscriptions, each ``"GLOB URL"`` (or just ``"URL"`` for every document).

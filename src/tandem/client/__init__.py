@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ServerError,
         TandemClient,
     )
+    from tandem.client.history import HistoryClient
 
 __all__ = [
     "MERGE_AT",
@@ -28,6 +29,7 @@ __all__ = [
     "ClientClosed",
     "ClientState",
     "DocumentHandle",
+    "HistoryClient",
     "Pending",
     "PendingMerge",
     "RemotePresence",
@@ -51,6 +53,10 @@ _LAZY = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name == "HistoryClient":
+        from tandem.client import history
+
+        return history.HistoryClient
     if name in _LAZY:
         from tandem.client import connection
 

@@ -15,6 +15,8 @@ offer a router plus a lifespan rather than an app to mount.)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -32,6 +34,7 @@ from tandem.auth_keys import Identity
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
 from tandem.errors import TandemError
+from tandem.history.service import History
 from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.revocation import RevocationList
@@ -44,7 +47,7 @@ from tandem.server.revocations import RevocationService
 from tandem.server.sessions import SessionRegistry
 from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
-from tandem.storage import MemoryOutbox, open_outbox, open_revocations, open_store
+from tandem.storage import MemoryOutbox, open_archive, open_outbox, open_revocations, open_store
 from tandem.storage.base import OpRecord, Store
 from tandem.storage.observed import ObservedStore
 from tandem.storage.revocations import MemoryRevocations, RevocationStore
@@ -98,6 +101,20 @@ class Tandem:
             settings.revocation_poll_interval,
         )
         self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
+        #: Versions, authorship, labels and retention (None for an embedder's own Store).
+        self.history: History | None = None
+        try:
+            archive = open_archive(raw_store)
+        except TypeError:
+            archive = None
+        if archive is not None:
+            self.history = History(
+                self.store,
+                archive,
+                checkpoint_every=settings.history_checkpoint_every,
+                max_changes=settings.history_max_changes,
+            )
+        self._retention: asyncio.Task[None] | None = None
         self.connections = ConnectionCounter(
             settings.max_connections_per_user, settings.max_connections_per_ip
         )
@@ -114,10 +131,36 @@ class Tandem:
         await self.documents.start()
         await self.revocation_service.start()
         await self.webhooks.start()
+        settings = self.settings
+        if self.history is not None and (
+            settings.history_keep_versions or settings.history_keep_days
+        ):
+            self._retention = asyncio.create_task(self._apply_retention(self.history))
         self.started = time.time()
+
+    async def _apply_retention(self, history: History) -> None:
+        """Compact every document's old ops now and every ``history_compact_interval``."""
+        settings = self.settings
+        while True:
+            try:
+                cut = await history.compact_all(
+                    keep_versions=settings.history_keep_versions or None,
+                    keep_days=settings.history_keep_days or None,
+                    now=time.time(),
+                )
+                for doc, oldest in cut.items():
+                    logger.info("retention: %s now starts at version %d", doc, oldest)
+            except TandemError as exc:
+                logger.warning("retention failed: %s", exc)
+            await asyncio.sleep(settings.history_compact_interval)
 
     async def stop(self) -> None:
         self.draining = True
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
         await self.webhooks.close()
         await self.revocation_service.close()
         await self.documents.close()

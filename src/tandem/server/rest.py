@@ -22,13 +22,18 @@ from tandem.documents import Member
 from tandem.errors import (
     AuthError,
     Forbidden,
+    HistoryUnavailable,
+    NotFound,
     ReadOnly,
     Revoked,
     StorageError,
     TandemError,
     TokenExpired,
+    VersionError,
 )
+from tandem.ot.delta import Delta
 from tandem.protocol import Submit, parse_message, validate_client_id, validate_doc_id
+from tandem.server.history_rest import add_history_routes
 
 if TYPE_CHECKING:
     from tandem.server.app import Tandem
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["build_rest_router", "error_response"]
 
 _STATUS = {
+    HistoryUnavailable: 410,
+    NotFound: 404,
     AuthError: 401,
     TokenExpired: 401,
     Forbidden: 403,
@@ -51,7 +58,11 @@ def error_response(error: TandemError) -> JSONResponse:
         if kind in _STATUS:
             status = _STATUS[kind]
             break
-    return JSONResponse({"code": error.code, "message": error.message}, status_code=status)
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    oldest = getattr(error, "oldest", None)
+    if isinstance(oldest, int):
+        body["oldest"] = oldest  # HistoryCompacted: the oldest version that can be read
+    return JSONResponse(body, status_code=status)
 
 
 class DocumentOut(BaseModel):
@@ -185,13 +196,50 @@ def build_rest_router(tandem: "Tandem") -> APIRouter:
             ],
         }
 
+    async def submit(doc: str, op: Delta, base_version: int, who: Principal) -> int:
+        """Commit ``op`` as ``who`` through the document's session; the version it got."""
+        session = await tandem.documents.open(doc)
+        peer = _RestPeer("rest", who)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def finished(version: int) -> None:
+            if not done.done():
+                done.set_result(version)
+
+        await session.submit(Member(peer, "write"), op, base_version, None, done=finished)
+        version = await done
+        if version < 0:
+            raise StorageError("the op could not be stored; retry")
+        return version
+
+    def reply(error: TandemError) -> JSONResponse:
+        tandem.metrics.error(error.code)
+        return error_response(error)
+
+    add_history_routes(router, tandem, bearer_principal(tandem), checked_doc, submit, reply)
+
     @router.get("/docs/{doc:path}", response_model=DocumentOut, summary="A document's content")
-    async def get_doc(doc: str, who: Auth) -> Any:
+    async def get_doc(
+        doc: str,
+        who: Auth,
+        v: Annotated[int | None, Query(ge=0, description="A past version (default: now)")] = None,
+        label: Annotated[str | None, Query(description="Or a labelled version")] = None,
+    ) -> Any:
         try:
             checked_doc(doc, who)
+            if v is not None or label is not None:
+                history = tandem.history
+                if history is None:
+                    raise TandemError("this store keeps no history archive")
+                if label is not None and v is not None:
+                    raise VersionError("give 'v' or 'label', not both")
+                version = v if label is None else (await history.label(doc, label)).version
+                assert version is not None
+                past = await history.document_at(doc, version)
+                return {"v": version, "content": past.to_delta().to_json(), "text": past.text()}
             session = await tandem.documents.open(doc)
         except TandemError as error:
-            return error_response(error)
+            return reply(error)
         content = session.committed_document
         return {
             "v": session.committed_version,
