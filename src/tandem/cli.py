@@ -10,14 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tandem import __version__
 from tandem.settings import Settings
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["main"]
 
@@ -128,6 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
     from tandem.runtime import tune_process
     from tandem.server.app import create_app
     from tandem.server.collab_protocol import CollabServer
+    from tandem.server.shutdown import CLOSE_GRACE
 
     settings = _settings(args)
     keys = (
@@ -177,7 +184,10 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn's sans-I/O protocol, to which CollabServer hands it over.
     # No permessage-deflate: a zlib context per connection costs more memory and CPU
     # than the small JSON messages gain.
-    uvicorn.run(
+    # Shutdown (tandem.server.shutdown): the first SIGTERM or SIGINT drains for at
+    # most shutdown_timeout; uvicorn then waits for the closing handshakes and runs
+    # the lifespan's end, and a watchdog ends the process if that overruns.
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -191,8 +201,36 @@ def _serve(args: argparse.Namespace) -> int:
         ws_ping_timeout=settings.ping_timeout,
         access_log=False,
         log_config=_log_config(),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout + CLOSE_GRACE),
     )
+    _make_server(config, deadline=settings.shutdown_timeout + CLOSE_GRACE).run()
     return 0
+
+
+def _make_server(config: Any, *, deadline: float) -> Any:
+    """uvicorn's server, with Tandem's answer to signals: the first drains (uvicorn's
+    shutdown, bounded by a watchdog), a second exits at once."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                # A second signal: exit now. Nothing acknowledged is lost by it: every
+                # ack went out only once its op was durable (SQLite synced, PostgreSQL
+                # committed); unacknowledged ops are resent by their clients.
+                os.write(2, b"tandem: second signal, exiting at once\n")
+                os._exit(128 + sig)
+            super().handle_exit(sig, frame)
+            watchdog = threading.Timer(deadline, _overran, args=(deadline,))
+            watchdog.daemon = True
+            watchdog.start()
+
+    return Server(config)
+
+
+def _overran(deadline: float) -> None:
+    os.write(2, f"tandem: shutdown overran {deadline:g}s, exiting\n".encode())
+    os._exit(1)
 
 
 def _demo_line(url: str) -> str:

@@ -152,6 +152,9 @@ class Settings:
     sync_delay: float = 0.005
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
+    #: Longest a graceful shutdown (SIGTERM, SIGINT, the lifespan ending) waits for
+    #: the ops in flight to be committed and acknowledged before closing clients.
+    shutdown_timeout: float = 10.0
 
     # -- history (tandem.history) ------------------------------------------------------
     #: Retention: compact ops more than this many versions behind the head

@@ -24,6 +24,7 @@ from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.protocol import parse
 from tandem.server.collab import AsgiWire, Connection
+from tandem.server.shutdown import GracefulShutdown
 from tandem.settings import Settings
 from tandem.storage.memory import MemoryStore
 
@@ -119,7 +120,10 @@ def test_the_handler_answers_everything_and_refusals_change_nothing() -> None:
     )
     store = MemoryStore()
     manager = DocumentManager(store, settings, Metrics("fuzz"))
-    tandem = SimpleNamespace(settings=settings, metrics=Metrics("fuzz2"), documents=manager)
+    tandem = SimpleNamespace(
+        settings=settings, metrics=Metrics("fuzz2"), documents=manager, draining=False
+    )
+    tandem.shutdown = GracefulShutdown(tandem)  # type: ignore[arg-type]
     principal = Principal("mallory", "Mallory", (("*", "write"),))
     socket = _Socket()
     connection = Connection(AsgiWire(socket), principal, "fuzzer", tandem)  # type: ignore[arg-type]

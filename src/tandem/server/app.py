@@ -45,6 +45,7 @@ from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
 from tandem.server.revocations import RevocationService
 from tandem.server.sessions import SessionRegistry
+from tandem.server.shutdown import GracefulShutdown
 from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
 from tandem.storage import MemoryOutbox, open_archive, open_outbox, open_revocations, open_store
@@ -121,6 +122,7 @@ class Tandem:
         self.started = 0.0
         #: True once shutdown began: /readyz answers 503 so load balancers move on.
         self.draining = False
+        self.shutdown = GracefulShutdown(self)
         self.router = self._build_router()
 
     async def start(self) -> None:
@@ -155,7 +157,8 @@ class Tandem:
             await asyncio.sleep(settings.history_compact_interval)
 
     async def stop(self) -> None:
-        self.draining = True
+        # Commit and acknowledge what is in flight, close /collab clients with 1012.
+        await self.shutdown.drain()
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -210,6 +210,7 @@ class Connection:
             "collab", principal, self.ip, time.time(), self.joined_documents, self.reply_error
         )
         self.tandem.sessions.add(live)
+        self.tandem.shutdown.opened(self)
         self.session_id = live.id
         hello = hello_message(self.client, principal.user, principal.name, principal.expires)
         self.send(encode(hello))
@@ -228,6 +229,7 @@ class Connection:
             self._expiry = None
         self.leave_all()
         self.tandem.sessions.discard(self.session_id)
+        self.tandem.shutdown.ended(self)
         self.tandem.connections.release(self.user, self.ip)
         self.tandem.metrics.connection_closed("collab")
 
@@ -327,7 +329,22 @@ class Connection:
     # -- inbound ------------------------------------------------------------------
 
     async def handle(self, frame: str | bytes) -> None:
-        """Handle one frame; any error becomes one reply."""
+        """Handle one frame; any error becomes one reply.
+
+        While the node shuts down a frame is dropped unanswered: its op stays
+        unacknowledged at the client, which resends it where it reconnects
+        (``tandem.server.shutdown``).
+        """
+        shutdown = self.tandem.shutdown
+        if self.tandem.draining:
+            return
+        shutdown.started_handling()
+        try:
+            await self._handle(frame)
+        finally:
+            shutdown.finished_handling()
+
+    async def _handle(self, frame: str | bytes) -> None:
         where: dict[str, Any] = {}
         try:
             if not self._bucket.take(time.monotonic()):

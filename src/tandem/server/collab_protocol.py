@@ -250,12 +250,15 @@ class CollabProtocol(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """The server is stopping (uvicorn calls this): close with 1012 "service restart"."""
-        self._stop_keepalive()
-        if self.connection is not None:
-            self.connection.close(CloseCode.SERVICE_RESTART, "")
-            self.connection.flush()  # what is queued, and the close, if the socket takes them
-        self.transport.close()
+        """The server is stopping (uvicorn calls this): the drain (``tandem.server.shutdown``)
+        finishes what is in flight, then closes every connection with 1012."""
+        if self._other is not None:
+            self._other.shutdown()  # type: ignore[attr-defined]
+            return
+        if self.connection is None:  # no session (still in the handshake, or refused)
+            self.transport.close()
+            return
+        self._server.tandem.shutdown.begin()
 
     # -- the handshake ------------------------------------------------------------------------
 
