@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tandem import __version__
+from tandem import __version__, cli_docs
 from tandem.settings import Settings
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", action="store_true", help="an administrator's token (the /api/admin routes)"
     )
     token.add_argument("--jti", help="a token id, so this one token can be revoked")
+
+    cli_docs.add_parser(commands)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database", help="sqlite:///PATH or postgresql://...")
@@ -334,6 +336,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from tandem.doctor import run_doctor
 
         return run_doctor(_settings(args))
+    if args.command == "docs":
+        return cli_docs.run(args, _settings(args))
     parser.print_help()
     return 0
 

@@ -19,7 +19,8 @@ Hierarchy::
     │   ├── NotJoined                ERR_NOT_JOINED
     │   ├── InvalidDocumentId        ERR_BAD_DOC_ID
     │   ├── DocumentTooLarge         ERR_DOC_TOO_LARGE
-    │   └── NotFound                 ERR_NOT_FOUND          no such label (or document part)
+    │   ├── NotFound                 ERR_NOT_FOUND          no such label (or document part)
+    │   └── DocumentDeleted          ERR_DOC_DELETED        an admin deleted it (closes, 4410)
     ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
     │   ├── UnknownSigningKey        ERR_UNAUTHORIZED       no key has this kid (yet)
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
@@ -39,6 +40,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "ConflictError",
+    "DocumentDeleted",
     "DocumentError",
     "DocumentTooLarge",
     "Forbidden",
@@ -147,6 +149,13 @@ class NotFound(DocumentError):
     """Something asked for by name does not exist (a label)."""
 
     code = "ERR_NOT_FOUND"
+
+
+class DocumentDeleted(DocumentError):
+    """An administrator deleted (or erased, renamed) the document this client had open."""
+
+    code = "ERR_DOC_DELETED"
+    close_code = 4410
 
 
 class AuthError(TandemError):

@@ -40,6 +40,7 @@ from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.revocation import RevocationList
 from tandem.server.admin import build_admin_router
 from tandem.server.collab import serve_collab
+from tandem.server.doc_admin import DocumentControl
 from tandem.server.health import build_health_router
 from tandem.server.hocuspocus import serve_hocuspocus
 from tandem.server.rest import build_rest_router
@@ -50,6 +51,7 @@ from tandem.server.yjs import serve_yjs
 from tandem.settings import Settings
 from tandem.storage import MemoryOutbox, open_archive, open_outbox, open_revocations, open_store
 from tandem.storage.base import OpRecord, Store
+from tandem.storage.document_admin import open_document_admin
 from tandem.storage.observed import ObservedStore
 from tandem.storage.revocations import MemoryRevocations, RevocationStore
 from tandem.webhooks.dispatcher import WebhookDispatcher
@@ -94,6 +96,7 @@ class Tandem:
         self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
         self.sessions = SessionRegistry()
         self.revocations = RevocationList()
+        self.document_control = DocumentControl(self, open_document_admin(raw_store))
         self.revocation_service = RevocationService(
             _revocation_table(raw_store),
             self.bus,
@@ -132,6 +135,7 @@ class Tandem:
             await self.bus.open()
         await self.documents.start()
         await self.revocation_service.start()
+        await self.document_control.start()
         await self.webhooks.start()
         settings = self.settings
         if self.history is not None and (
@@ -166,6 +170,7 @@ class Tandem:
             self._retention = None
         await self.webhooks.close()
         await self.revocation_service.close()
+        await self.document_control.close()
         await self.documents.close()
         if self.bus is not None:
             await self.bus.close()

@@ -21,6 +21,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
@@ -72,6 +73,8 @@ class MemoryStore:
         #: The webhook outbox lives with the data, as it does in the SQL stores.
         self.outbox = MemoryOutbox()
         self.revocations = MemoryRevocations()
+        #: Deleted documents' markers (``storage/document_admin.py``).
+        self.tombstones_: list[Any] = []
 
     async def open(self) -> None:
         """Mark the store usable. Idempotent."""

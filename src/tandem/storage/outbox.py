@@ -125,6 +125,11 @@ class MemoryOutbox:
     async def next_due(self) -> float | None:
         return min((d.next_attempt for d in self._deliveries.values()), default=None)
 
+    def rows_of(self, doc: str) -> tuple[int, int]:
+        """Deliveries and cursors of ``doc`` (what an erasure must leave at zero)."""
+        deliveries = sum(d.doc == doc for d in self._deliveries.values())
+        return deliveries, sum(key[1] == doc for key in self._cursors)
+
     async def forget_document(self, doc: str) -> None:
         self._deliveries = {k: d for k, d in self._deliveries.items() if d.doc != doc}
         self._cursors = {k: v for k, v in self._cursors.items() if k[1] != doc}
