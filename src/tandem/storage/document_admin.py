@@ -3,7 +3,9 @@
 ``DocumentAdmin`` is the contract (``tests/contract/test_document_admin.py``):
 
 * ``remove(doc, tombstone)`` deletes every row of ``doc`` in one transaction:
-  its ops, snapshots and ``documents`` row, its webhook deliveries and cursors,
+  its ops, snapshots and ``documents`` row, its history (checkpoints, labels,
+  compaction mark; the memory store keeps its archive apart and loses it with
+  the process), its webhook deliveries and cursors,
   and (erasing, ``tombstone`` None) its tombstones too. Deleting (a
   ``tombstone`` given) leaves exactly one row: that marker.
 * ``copy(source, target)`` copies ``source``'s ops and snapshots to ``target``,
@@ -36,6 +38,9 @@ TABLES = (
     "ops",
     "snapshots",
     "documents",
+    "history_checkpoints",
+    "history_labels",
+    "history_compacted",
     "webhook_deliveries",
     "webhook_cursors",
     "document_tombstones",
