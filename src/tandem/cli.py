@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dev", action="store_true", default=None, help="serve development tokens to the demo page"
     )
+    serve.add_argument("--hooks", help="Python hooks, package.module:object (docs/extending.md)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     token = commands.add_parser("token", help="print a signed JWT")
@@ -115,6 +116,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "redis_url": getattr(args, "redis", None),
         "node_id": getattr(args, "node_id", None),
         "dev_mode": getattr(args, "dev", None),
+        "hooks": getattr(args, "hooks", None),
     }
     return Settings.from_env(**overrides)
 

@@ -261,6 +261,12 @@ class Metrics:
                 self._merges.labels(node, kind, outcome)
         self.hot_documents = HotDocuments(now=time.monotonic())
         r.register(_Hottest(node, self.hot_documents))
+        self._hooks = Counter(
+            "tandem_hook_calls_total",
+            "Python hook calls by hook and outcome: ok, error, timeout",
+            ["node", "hook", "outcome"],
+            registry=r,
+        )
         self._webhooks = Counter(
             "tandem_webhook_deliveries_total",
             "Webhook attempts by outcome: delivered, retried, dropped",
@@ -317,6 +323,10 @@ class Metrics:
     def watch_disk(self, data_dir: Path, database: Path | None) -> None:
         """Export free space under ``data_dir`` and, for SQLite, the database's size."""
         self.registry.register(_Disk(self.node, data_dir, database))
+
+    def hook(self, name: str, outcome: str) -> None:
+        """A Python hook call: ``ok``, ``error`` or ``timeout``."""
+        self._hooks.labels(self.node, name, outcome).inc()
 
     def webhook(self, outcome: str) -> None:
         """A webhook attempt: ``delivered``, ``retried`` or ``dropped``."""

@@ -169,6 +169,14 @@ class Settings:
     #: Most versions one ``/changes`` request may span.
     history_max_changes: int = 10_000
 
+    # -- Python hooks (docs/extending.md) ----------------------------------------------
+    #: ``package.module:object``: the hooks object (or class) ``tandem serve`` uses.
+    hooks: str = ""
+    #: Longest one hook call may take; then it counts as failed (``tandem_hook_calls_total``).
+    hook_timeout: float = 5.0
+    #: ``store`` runs this long after a document's last change (at most 10× after its first).
+    hook_store_debounce: float = 2.0
+
     # -- webhooks ------------------------------------------------------------------
     #: Subscriptions, each ``"GLOB URL"`` (or just ``"URL"`` for every document).
     webhooks: tuple[str, ...] = ()

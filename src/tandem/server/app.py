@@ -33,10 +33,13 @@ from tandem.auth import Principal
 from tandem.auth_keys import Identity
 from tandem.bus import Bus, open_bus
 from tandem.documents import DocumentManager
-from tandem.errors import TandemError
+from tandem.errors import AuthError, TandemError
 from tandem.history.service import History
+from tandem.hooks import HookFailed, HookRunner, load_hooks
 from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
+from tandem.ot.delta import Delta
+from tandem.ot.document import Document
 from tandem.revocation import RevocationList
 from tandem.server.admin import build_admin_router
 from tandem.server.collab import serve_collab
@@ -72,7 +75,9 @@ def _revocation_table(store: Store) -> RevocationStore:
 class Tandem:
     """One Tandem server: its parts, its routes and its lifespan."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, store: Store | None = None, hooks: object | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics(settings.node_id)
         self._given_store = store
@@ -84,17 +89,23 @@ class Tandem:
             )
         )
         self.metrics.watch_disk(settings.data_dir, getattr(raw_store, "path", None))
-        outbox = open_outbox(raw_store) if settings.webhooks else MemoryOutbox()
+        if hooks is None and settings.hooks:
+            hooks = load_hooks(settings.hooks)
+        outbox = open_outbox(raw_store) if settings.webhooks or hooks else MemoryOutbox()
         self.webhooks = WebhookDispatcher(settings, raw_store, outbox, self.metrics)
+        self.hooks = HookRunner(hooks, settings, raw_store, outbox, self.metrics)
+        self.hooks.content_of = self._content_of
         # Listeners hear of each batch of ops once it is durable (storage/observed.py).
+        initial = self.hooks.initial_content if self.hooks.has("load") else None
+        observed = self.webhooks.enabled or self.hooks.observes_commits or initial is not None
         self.store: Store = (
-            ObservedStore(raw_store, self._durable) if self.webhooks.enabled else raw_store
+            ObservedStore(raw_store, self._durable, initial) if observed else raw_store
         )
         self.identity = Identity(settings, data_dir=settings.data_dir)
         self.authenticator = self.identity.authenticator
         # Several nodes share documents through a bus; one node needs none.
         self.bus: Bus | None = open_bus(settings.redis_url) if settings.redis_url else None
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(self.hooks.notify)
         self.revocations = RevocationList()
         self.document_control = DocumentControl(self, open_document_admin(raw_store))
         self.revocation_service = RevocationService(
@@ -137,6 +148,7 @@ class Tandem:
         await self.revocation_service.start()
         await self.document_control.start()
         await self.webhooks.start()
+        await self.hooks.start()
         settings = self.settings
         if self.history is not None and (
             settings.history_keep_versions or settings.history_keep_days
@@ -169,6 +181,7 @@ class Tandem:
                 await self._retention
             self._retention = None
         await self.webhooks.close()
+        await self.hooks.close()
         await self.revocation_service.close()
         await self.document_control.close()
         await self.documents.close()
@@ -178,12 +191,36 @@ class Tandem:
         await self.identity.close()
 
     async def authenticate(self, token: str) -> Principal:
-        """The ``Principal`` of ``token``, with what administrators revoked; ``AuthError``."""
-        return self.revocations.apply(await self.identity.verify(token))
+        """The ``Principal`` of ``token``, with what administrators revoked; ``AuthError``.
+
+        A credential that is not a JWT goes to the ``authenticate`` hook, if any.
+        """
+        if token.count(".") != 2 and self.hooks.has("authenticate"):
+            try:
+                principal = await self.hooks.authenticate(token)
+            except HookFailed as exc:
+                raise AuthError(str(exc)) from None
+            if principal is None:
+                raise AuthError("the credential was not accepted")
+        else:
+            principal = await self.identity.verify(token)
+        return self.revocations.apply(principal)
 
     def _durable(self, records: Sequence[OpRecord]) -> None:
         for record in records:
             self.webhooks.changed(record.doc, record.version)
+        self.hooks.durable(records)
+
+    async def _content_of(self, doc: str) -> tuple[int, Delta]:
+        """``doc``'s latest committed content: from memory if loaded here, else the store."""
+        session = self.documents.sessions.get(doc)
+        if session is not None:
+            return session.committed_version, session.committed_document.to_delta()
+        loaded = await self.store.load(doc)
+        document = Document(loaded.snapshot.content) if loaded.snapshot else Document()
+        for record in loaded.ops:
+            document = document.apply(record.op)
+        return loaded.version, document.to_delta()
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

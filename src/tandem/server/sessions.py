@@ -44,17 +44,24 @@ class LiveSession:
 
 
 class SessionRegistry:
-    def __init__(self) -> None:
+    """The live sessions; ``on_change(event, session)`` hears ``connect`` and ``disconnect``."""
+
+    def __init__(self, on_change: Callable[[str, LiveSession], None] | None = None) -> None:
         self._live: dict[str, LiveSession] = {}
+        self._on_change = on_change
 
     def add(self, session: LiveSession) -> None:
         self._live[session.id] = session
+        if self._on_change is not None:
+            self._on_change("connect", session)
 
     def remove(self, session: LiveSession) -> None:
-        self._live.pop(session.id, None)
+        self.discard(session.id)
 
     def discard(self, id: str) -> None:
-        self._live.pop(id, None)
+        session = self._live.pop(id, None)
+        if session is not None and self._on_change is not None:
+            self._on_change("disconnect", session)
 
     def get(self, id: str) -> LiveSession | None:
         return self._live.get(id)

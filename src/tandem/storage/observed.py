@@ -7,14 +7,18 @@ observation sits here, at the storage edge, and the sessions know nothing of
 it. ``on_durable`` gets the records of one batch in version order, after
 ``append`` returned or ``commit``'s sync completed; never for a batch that
 failed. It runs on the event loop and must not block. It is installed only
-when something listens, so a plain server pays nothing for it.
+when something listens, so a plain server pays nothing for it. ``initial``
+(the ``load`` hook) gives a document with no history its first content.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
+from tandem.errors import ConflictError
+from tandem.ot.delta import Delta
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot, Store
 
 __all__ = ["ObservedStore"]
@@ -23,9 +27,15 @@ __all__ = ["ObservedStore"]
 class ObservedStore:
     """Delegates to ``inner``; calls ``on_durable(records)`` once a batch is durable."""
 
-    def __init__(self, inner: Store, on_durable: Callable[[Sequence[OpRecord]], None]) -> None:
+    def __init__(
+        self,
+        inner: Store,
+        on_durable: Callable[[Sequence[OpRecord]], None],
+        initial: Callable[[str], Awaitable[Delta | None]] | None = None,
+    ) -> None:
         self.inner = inner
         self._on_durable = on_durable
+        self._initial = initial
 
     async def open(self) -> None:
         await self.inner.open()
@@ -50,6 +60,23 @@ class ObservedStore:
             self._on_durable(records)
 
     async def load(self, doc: str) -> LoadedDocument:
+        """``inner.load``; a document with no history first gets ``initial(doc)`` as version 1.
+
+        Two nodes loading it at once both try; the store lets one commit and the
+        other ``ConflictError``, after which both read the same version 1.
+        """
+        loaded = await self.inner.load(doc)
+        if self._initial is None or loaded.ops or loaded.snapshot is not None:
+            return loaded
+        content = await self._initial(doc)
+        if content is None:
+            return loaded
+        record = OpRecord(doc, 1, content, "tandem-load", None, "tandem:load", time.time())
+        try:
+            await self.inner.append([record])
+        except ConflictError:
+            return await self.inner.load(doc)
+        self._on_durable([record])
         return await self.inner.load(doc)
 
     async def head(self, doc: str) -> int:

@@ -53,6 +53,9 @@ class Outbox(Protocol):
     async def cursors(self, url: str) -> dict[str, int]:
         """``doc`` → the highest version a delivery to ``url`` was queued for."""
 
+    async def set_cursor(self, url: str, doc: str, version: int) -> None:
+        """Record ``version`` as handled for (url, doc) (Python hooks keep their place so)."""
+
     async def enqueue(self, delivery: Delivery, expected: int | None) -> bool:
         """Queue ``delivery`` if the cursor of (url, doc) is ``expected``; True if it did."""
 
@@ -88,6 +91,9 @@ class MemoryOutbox:
 
     async def cursors(self, url: str) -> dict[str, int]:
         return {doc: v for (u, doc), v in self._cursors.items() if u == url}
+
+    async def set_cursor(self, url: str, doc: str, version: int) -> None:
+        self._cursors[(url, doc)] = version
 
     async def enqueue(self, delivery: Delivery, expected: int | None) -> bool:
         key = (delivery.url, delivery.doc)

@@ -40,6 +40,12 @@ _POSTGRES_DUE = (
 )
 
 
+_SET_CURSOR = (
+    "INSERT INTO webhook_cursors (url, doc, version) VALUES ({}, {}, {}) "
+    "ON CONFLICT (url, doc) DO UPDATE SET version = excluded.version"
+)
+
+
 def _delivery(row: Sequence[Any]) -> Delivery:
     id_, url, doc, from_version, to_version, attempts, next_attempt, created = row
     return Delivery(
@@ -80,6 +86,11 @@ class SQLiteOutbox:
             return {str(doc): int(version) for doc, version in rows}
 
         return await self._store.run_read(run)
+
+    async def set_cursor(self, url: str, doc: str, version: int) -> None:
+        await self._store.run_write(
+            lambda conn: conn.execute(_SET_CURSOR.format("?", "?", "?"), (url, doc, version))
+        )
 
     async def enqueue(self, delivery: Delivery, expected: int | None) -> bool:
         d = delivery
@@ -191,6 +202,9 @@ class PostgresOutbox:
     async def cursors(self, url: str) -> dict[str, int]:
         rows = await self._fetch("SELECT doc, version FROM webhook_cursors WHERE url = $1", url)
         return {row["doc"]: int(row["version"]) for row in rows}
+
+    async def set_cursor(self, url: str, doc: str, version: int) -> None:
+        await self._execute(_SET_CURSOR.format("$1", "$2", "$3"), url, doc, version)
 
     async def enqueue(self, delivery: Delivery, expected: int | None) -> bool:
         d = delivery
