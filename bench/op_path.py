@@ -44,7 +44,7 @@ from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
 from tandem.server.app import Tandem
-from tandem.server.collab_protocol import CollabServer
+from tandem.server.uvicorn_glue import CollabServer
 from tandem.settings import Settings
 
 #: name -> (clients in the document, ops per round)

@@ -56,14 +56,16 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired, UnknownSigningKey
-from tandem.settings import Settings
+
+if TYPE_CHECKING:  # reading the environment and paths is not the pure part's business
+    from tandem.settings import Settings
 
 __all__ = [
     "SUBPROTOCOL",

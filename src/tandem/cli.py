@@ -10,20 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
-import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from tandem import __version__, cli_docs
 from tandem.settings import Settings
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 __all__ = ["main"]
 
@@ -133,12 +127,10 @@ def _redact(url: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from tandem.runtime import tune_process
     from tandem.server.app import create_app
-    from tandem.server.collab_protocol import CollabServer
     from tandem.server.shutdown import CLOSE_GRACE
+    from tandem.server.uvicorn_glue import serve
 
     settings = _settings(args)
     keys = (
@@ -182,59 +174,16 @@ def _serve(args: argparse.Namespace) -> int:
     # a finished commit must not wait behind a long fan-out, nor every document behind
     # a full collection of every socket's objects.
     tune_process()
-    # Chosen by measurement (docs/performance.md): uvloop and httptools; /collab sockets
-    # are served by Tandem's own WebSocket protocol (no ASGI task, queue or wake-up per
-    # message; frames written straight to the transport), every other WebSocket path by
-    # uvicorn's sans-I/O protocol, to which CollabServer hands it over.
-    # No permessage-deflate: a zlib context per connection costs more memory and CPU
-    # than the small JSON messages gain.
     # Shutdown (tandem.server.shutdown): the first SIGTERM or SIGINT drains for at
     # most shutdown_timeout; uvicorn then waits for the closing handshakes and runs
     # the lifespan's end, and a watchdog ends the process if that overruns.
-    config = uvicorn.Config(
+    serve(
         app,
-        host=settings.host,
-        port=settings.port,
+        app.state.tandem,
         log_level=args.log_level,
-        loop="auto",
-        http="auto",
-        ws=CollabServer(app.state.tandem),  # type: ignore[arg-type]
-        ws_per_message_deflate=False,
-        ws_max_size=settings.max_frame_bytes + 1024,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        access_log=False,
-        log_config=_log_config(),
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout + CLOSE_GRACE),
+        deadline=settings.shutdown_timeout + CLOSE_GRACE,
     )
-    _make_server(config, deadline=settings.shutdown_timeout + CLOSE_GRACE).run()
     return 0
-
-
-def _make_server(config: Any, *, deadline: float) -> Any:
-    """uvicorn's server, with Tandem's answer to signals: the first drains (uvicorn's
-    shutdown, bounded by a watchdog), a second exits at once."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if self.should_exit:
-                # A second signal: exit now. Nothing acknowledged is lost by it: every
-                # ack went out only once its op was durable (SQLite synced, PostgreSQL
-                # committed); unacknowledged ops are resent by their clients.
-                os.write(2, b"tandem: second signal, exiting at once\n")
-                os._exit(128 + sig)
-            super().handle_exit(sig, frame)
-            watchdog = threading.Timer(deadline, _overran, args=(deadline,))
-            watchdog.daemon = True
-            watchdog.start()
-
-    return Server(config)
-
-
-def _overran(deadline: float) -> None:
-    os.write(2, f"tandem: shutdown overran {deadline:g}s, exiting\n".encode())
-    os._exit(1)
 
 
 def _demo_line(url: str) -> str:
@@ -257,23 +206,6 @@ def _dev_token(settings: Settings) -> str | None:
         )
     except Exception:  # noqa: BLE001 - a public-key-only setup cannot issue tokens
         return None
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, with tokens redacted from every record it writes.
-
-    uvicorn logs WebSocket request lines with their query string
-    (``?token=…``) and, at debug level, request headers.
-    """
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact"] = {"()": "tandem.auth.TokenRedactingFilter"}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact")
-    return config
 
 
 def _token(args: argparse.Namespace) -> int:

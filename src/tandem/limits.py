@@ -44,7 +44,12 @@ class TokenBucket:
 
 
 class ConnectionCounter:
-    """Counts open connections per user and per IP against their caps (0: no cap)."""
+    """Counts open connections per user and per IP against their caps (0: no cap).
+
+    A socket is counted for its address from the moment it is accepted
+    (``acquire_ip``), and for its user once its token is verified
+    (``acquire_user``); each is given back on its own.
+    """
 
     def __init__(self, per_user: int, per_ip: int) -> None:
         self.per_user = per_user
@@ -52,19 +57,26 @@ class ConnectionCounter:
         self.users: Counter[str] = Counter()
         self.ips: Counter[str] = Counter()
 
-    def acquire(self, user: str, ip: str) -> None:
-        """Count one more connection, or raise ``LimitExceeded`` and count nothing."""
-        if self.per_user and self.users[user] >= self.per_user:
-            raise LimitExceeded(f"too many connections for this user (limit {self.per_user})")
+    def acquire_ip(self, ip: str) -> None:
+        """Count one more connection from ``ip``, or raise ``LimitExceeded`` and count nothing."""
         if self.per_ip and self.ips[ip] >= self.per_ip:
             raise LimitExceeded(f"too many connections from this address (limit {self.per_ip})")
-        self.users[user] += 1
         self.ips[ip] += 1
 
-    def release(self, user: str, ip: str) -> None:
-        self.users[user] -= 1
-        if self.users[user] <= 0:
-            del self.users[user]
-        self.ips[ip] -= 1
-        if self.ips[ip] <= 0:
-            del self.ips[ip]
+    def acquire_user(self, user: str) -> None:
+        """Count one more connection for ``user``, or raise ``LimitExceeded``."""
+        if self.per_user and self.users[user] >= self.per_user:
+            raise LimitExceeded(f"too many connections for this user (limit {self.per_user})")
+        self.users[user] += 1
+
+    def release_ip(self, ip: str) -> None:
+        _release(self.ips, ip)
+
+    def release_user(self, user: str) -> None:
+        _release(self.users, user)
+
+
+def _release(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -22,7 +22,7 @@ showed"):
   The price would be cyclic garbage that reached the oldest generation waiting
   longer. A closed socket leaves none: uvicorn's upgraded HTTP protocol and a
   Yjs link's membership were such cycles (≈5 KB a connection) and are broken
-  when they are done with (``collab_protocol.release_http_protocol``,
+  when they are done with (``uvicorn_glue.release_http_protocol``,
   ``YjsLink.leave``). Churn test, 7,000 ``/collab`` connections opened and
   closed in rounds of 1,000: RSS +16 MiB with or without this policy, +56 MiB
   with it before those cycles were broken.

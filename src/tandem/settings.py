@@ -9,6 +9,7 @@ reading ``os.environ`` in ``from_env``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import uuid
@@ -56,6 +57,10 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "ping_interval": (0.001, "a connection that stops answering must be dropped"),
     "ping_timeout": (0.001, "every connection would time out at its first ping"),
     "presence_timeout": (0.001, "every presence would expire at once"),
+    "slow_consumer_grace": (0.001, "a client that stops reading must be cut off"),
+    "close_timeout": (0.001, "a client that never answers a close must be cut off"),
+    "auth_deadline": (0.001, "a socket that never authenticates must be closed"),
+    "yjs_keepalive": (0.001, "Yjs clients drop a silent socket after 30 s"),
 }
 
 
@@ -117,6 +122,10 @@ class Settings:
     dev_mode: bool = False
     #: Allowed ``Origin`` values for browser connections; empty allows any.
     allowed_origins: tuple[str, ...] = ()
+    #: Reverse proxies (addresses or networks, e.g. ``127.0.0.1,10.0.0.0/8``) whose
+    #: ``X-Forwarded-For``/``Forwarded`` headers name the client for the per-address cap.
+    #: Empty: no header is believed; every socket counts under its peer's address.
+    trusted_proxies: tuple[str, ...] = ()
 
     # -- limits ------------------------------------------------------------------
     max_frame_bytes: int = 1 << 20
@@ -132,6 +141,9 @@ class Settings:
     max_joins_per_connection: int = 100
     #: Frames queued for one client before it is dropped as a slow consumer.
     send_queue_frames: int = 2000
+    #: Longest a closing connection's last frames (a slow consumer's error, a goodbye)
+    #: may take to go out before the connection is cut.
+    slow_consumer_grace: float = 2.0
     #: Versions behind head a submit may be based on; 0 keeps all history usable.
     max_version_lag: int = 0
 
@@ -142,6 +154,16 @@ class Settings:
     presence_timeout: float = 30.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: Longest we wait for the client's reply to our close frame before cutting the socket.
+    close_timeout: float = 10.0
+    #: A ``/hocuspocus`` socket with no authenticated document is closed (4408) after this.
+    auth_deadline: float = 60.0
+    #: ``/yjs`` and ``/hocuspocus`` send a keep-alive after this much silence (their
+    #: clients drop a socket after 30 s without a message).
+    yjs_keepalive: float = 15.0
+    #: Longest a Yjs SyncStep2 waits for a moment with no commit in flight (it then
+    #: answers anyway, and logs it).
+    yjs_stored_wait: float = 5.0
     #: Unload a document this many seconds after its last client left.
     document_idle_unload: float = 30.0
     #: Longest a commit waits to gather more ops into one transaction.
@@ -241,6 +263,13 @@ def settings_problems(settings: Settings) -> list[str]:
             problems.append(
                 f"{_name(name)} is {value}: it must be at least {least:g} ({why}); "
                 "0 does not mean 'no limit' here"
+            )
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(
+                f"{_name('trusted_proxies')} holds {proxy!r}: not an IP address or network"
             )
     if settings.messages_per_second > 0 and settings.message_burst < 1:
         problems.append(

@@ -21,7 +21,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.utils import apply_mask
 
-from tandem.server.collab_protocol import CollabProtocol
+from tandem.server.uvicorn_glue import CollabProtocol
 
 
 class _Transport(asyncio.Transport):

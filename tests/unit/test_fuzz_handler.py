@@ -23,6 +23,7 @@ from tandem.documents import DocumentManager
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.protocol import parse
+from tandem.server.admission import Admission
 from tandem.server.collab import AsgiWire, Connection
 from tandem.server.shutdown import GracefulShutdown
 from tandem.settings import Settings
@@ -120,8 +121,17 @@ def test_the_handler_answers_everything_and_refusals_change_nothing() -> None:
     )
     store = MemoryStore()
     manager = DocumentManager(store, settings, Metrics("fuzz"))
+    metrics = Metrics("fuzz2")
+
+    async def verify(token: str) -> Principal:
+        raise AssertionError("the fuzzer's connection is admitted already")
+
     tandem = SimpleNamespace(
-        settings=settings, metrics=Metrics("fuzz2"), documents=manager, draining=False
+        settings=settings,
+        metrics=metrics,
+        documents=manager,
+        draining=False,
+        admission=Admission(settings, verify, metrics),
     )
     tandem.shutdown = GracefulShutdown(tandem)  # type: ignore[arg-type]
     principal = Principal("mallory", "Mallory", (("*", "write"),))

@@ -107,7 +107,8 @@ def test_a_rate_of_zero_lets_every_message_through() -> None:
 def test_connection_caps_of_zero_count_but_never_refuse() -> None:
     counter = ConnectionCounter(per_user=0, per_ip=0)
     for _ in range(10_000):
-        counter.acquire("one-user", "127.0.0.1")
+        counter.acquire_ip("127.0.0.1")
+        counter.acquire_user("one-user")
     assert counter.users["one-user"] == counter.ips["127.0.0.1"] == 10_000
 
 

@@ -24,7 +24,7 @@ from tandem.revocation import Revocation
 from tandem.server.rest import bearer_principal
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
 __all__ = ["build_admin_router"]
 
@@ -48,7 +48,7 @@ class RevocationIn(BaseModel):
     expires: float | None = None
 
 
-def build_admin_router(tandem: "Tandem") -> APIRouter:
+def build_admin_router(tandem: "Context") -> APIRouter:
     router = APIRouter(prefix="/api/admin", tags=["admin"])
     user_of = bearer_principal(tandem)
 

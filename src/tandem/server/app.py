@@ -1,4 +1,7 @@
-"""``create_app(settings)`` and the embeddable ``Tandem`` object.
+"""``create_app(settings)`` and the embeddable ``Tandem`` object: the composition root.
+
+``Tandem`` builds every part and hands itself to the endpoints as their
+``tandem.server.context.Context``; no endpoint imports this module.
 
 ``Tandem`` owns the store, the authenticator, the document manager and the
 metrics, and exposes ``router`` (every route: ``/collab``, ``/yjs/{doc}``,
@@ -36,12 +39,12 @@ from tandem.documents import DocumentManager
 from tandem.errors import AuthError, TandemError
 from tandem.history.service import History
 from tandem.hooks import HookFailed, HookRunner, load_hooks
-from tandem.limits import ConnectionCounter
 from tandem.metrics import CONTENT_TYPE_LATEST, Metrics
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
 from tandem.revocation import RevocationList
 from tandem.server.admin import build_admin_router
+from tandem.server.admission import Admission
 from tandem.server.collab import serve_collab
 from tandem.server.doc_admin import DocumentControl
 from tandem.server.health import build_health_router
@@ -130,9 +133,9 @@ class Tandem:
                 max_changes=settings.history_max_changes,
             )
         self._retention: asyncio.Task[None] | None = None
-        self.connections = ConnectionCounter(
-            settings.max_connections_per_user, settings.max_connections_per_ip
-        )
+        self.admission = Admission(settings, self.authenticate, self.metrics)
+        #: The per-user and per-address counts (``admission.connections``).
+        self.connections = self.admission.connections
         self.started = 0.0
         #: True once shutdown began: /readyz answers 503 so load balancers move on.
         self.draining = False

@@ -10,7 +10,7 @@ all of them. The queue is bounded: a client that stops reading is dropped with
 memory.
 
 A connection writes to a ``Wire``. Under ``tandem serve`` the wire is the
-socket's own asyncio protocol (``tandem.server.collab_protocol``): frames are
+socket's own asyncio protocol (``tandem.server.uvicorn_glue``): frames are
 written straight to the transport while it is writable, and the queue waits for
 ``resume_writing`` when it is not; there is no task per connection. Where
 Tandem's router runs inside another ASGI server, ``serve_collab`` drives the
@@ -28,17 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from tandem.auth import Principal, extract_token
+from tandem.auth import Principal
 from tandem.documents import DocumentSession
 from tandem.errors import (
-    AuthError,
     JoinLimitExceeded,
     NotJoined,
     RateLimited,
@@ -46,7 +43,6 @@ from tandem.errors import (
     TandemError,
     TokenExpired,
 )
-from tandem.limits import TokenBucket
 from tandem.protocol import (
     Join,
     Leave,
@@ -59,33 +55,22 @@ from tandem.protocol import (
     error_message,
     hello_message,
     parse,
-    validate_client_id,
-    validate_doc_id,
+)
+from tandem.server.admission import (
+    Slot,
+    accept_with_token,
+    peer_address,
+    refuse_foreign_origin,
 )
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.sessions import LiveSession
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
-    from tandem.settings import Settings
+    from tandem.server.context import Context
 
-__all__ = [
-    "AsgiWire",
-    "Connection",
-    "Wire",
-    "accept_with_token",
-    "admit",
-    "origin_allowed",
-    "refuse_foreign_origin",
-    "refusal_close_code",
-    "serve_collab",
-    "text_frame",
-]
+__all__ = ["AsgiWire", "Connection", "Wire", "serve_collab", "text_frame"]
 
 log = logging.getLogger("tandem.collab")
-
-#: Seconds a slow consumer's close may take before its connection is cut.
-SLOW_CONSUMER_GRACE = 2.0
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -156,6 +141,7 @@ class Connection:
         "user",
         "name",
         "ip",
+        "slot",
         "tandem",
         "documents",
         "closed",
@@ -169,14 +155,21 @@ class Connection:
     )
 
     def __init__(
-        self, wire: Wire, principal: Principal, client: str, tandem: Tandem, ip: str = ""
+        self,
+        wire: Wire,
+        principal: Principal,
+        client: str,
+        tandem: Context,
+        slot: Slot | None = None,
     ) -> None:
         self.wire = wire
         self.principal = principal
         self.client = client
         self.user = principal.user
         self.name = principal.name
-        self.ip = ip
+        self.ip = (slot.ip if slot is not None else None) or ""
+        #: Its place in the connection caps, given back when it ends.
+        self.slot = slot
         self.tandem = tandem
         settings = tandem.settings
         self.documents: dict[str, DocumentSession] = {}
@@ -187,9 +180,7 @@ class Connection:
         self._limit = settings.send_queue_frames
         self._scheduled = False
         self._closing: tuple[int, str] | None = None
-        self._bucket = TokenBucket(
-            settings.messages_per_second, settings.message_burst, time.monotonic()
-        )
+        self._bucket = tandem.admission.bucket(time.monotonic())
         self._expiry: Deadline | None = None
         #: This connection's entry in ``tandem.sessions`` (only the id: no reference cycle).
         self.session_id = ""
@@ -230,7 +221,8 @@ class Connection:
         self.leave_all()
         self.tandem.sessions.discard(self.session_id)
         self.tandem.shutdown.ended(self)
-        self.tandem.connections.release(self.user, self.ip)
+        if self.slot is not None:
+            self.slot.release()
         self.tandem.metrics.connection_closed("collab")
 
     def joined_documents(self) -> list[str]:
@@ -312,7 +304,8 @@ class Connection:
             if code == SlowConsumer.close_code:
                 # A client that never reads again would keep the close waiting on flow
                 # control forever: cut the connection if it has not gone out soon.
-                asyncio.get_running_loop().call_later(SLOW_CONSUMER_GRACE, self._abort)
+                grace = self.tandem.settings.slow_consumer_grace
+                asyncio.get_running_loop().call_later(grace, self._abort)
 
     def _abort(self) -> None:
         if not self.closed:
@@ -438,64 +431,6 @@ class Connection:
         self.documents.clear()
 
 
-# -- admission, shared by both servers ------------------------------------------------------
-
-
-def origin_allowed(settings: Settings, origin: str | None) -> bool:
-    """False when an allow-list is configured and ``origin`` is not on it."""
-    return not settings.allowed_origins or origin is None or origin in settings.allowed_origins
-
-
-async def refuse_foreign_origin(websocket: WebSocket, tandem: Tandem) -> bool:
-    """Close an ASGI socket from an origin not allowed (before accept: HTTP 403); True if so."""
-    if origin_allowed(tandem.settings, websocket.headers.get("origin")):
-        return False
-    await websocket.close(4403, "origin not allowed")
-    return True
-
-
-async def accept_with_token(websocket: WebSocket) -> str | None:
-    """Accept an ASGI socket (echoing a token subprotocol) and return its token, if any."""
-    token, subprotocol = extract_token(
-        websocket.query_params.get("token"),
-        websocket.headers.get("authorization"),
-        websocket.scope.get("subprotocols") or [],
-    )
-    await websocket.accept(subprotocol=subprotocol)
-    return token
-
-
-async def admit(
-    tandem: Tandem, token: str | None, query: Mapping[str, str], ip: str
-) -> tuple[Principal, str, str | None]:
-    """Check an accepted socket's credentials and query: ``(principal, client, doc)``.
-
-    Also takes the connection's slot in the per-user and per-IP caps (``Connection.ended``
-    gives it back). Raises ``TandemError``; the caller replies with it and closes with
-    ``refusal_close_code``.
-    """
-    started = time.perf_counter()
-    try:
-        if not token:
-            raise AuthError(
-                "a token is required (query 'token', Authorization header or subprotocol)"
-            )
-        principal = await tandem.authenticate(token)
-        raw_client = query.get("client")
-        client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
-        raw_doc = query.get("doc")
-        doc = None if raw_doc is None else validate_doc_id(raw_doc)
-    finally:
-        tandem.metrics.auth_time(time.perf_counter() - started)
-    tandem.connections.acquire(principal.user, ip)
-    return principal, client, doc
-
-
-def refusal_close_code(error: TandemError) -> int:
-    """The close code for a socket ``admit`` refused."""
-    return error.close_code or (4401 if isinstance(error, AuthError) else 4400)
-
-
 # -- the ASGI server ------------------------------------------------------------------------
 
 
@@ -559,22 +494,30 @@ class AsgiWire:
                 await writer
 
 
-async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
+async def serve_collab(websocket: WebSocket, tandem: Context) -> None:
     """Run one ``/collab`` connection from handshake to close, over ASGI."""
-    if await refuse_foreign_origin(websocket, tandem):
+    admission = tandem.admission
+    if await refuse_foreign_origin(websocket, admission):
         return
-    token = await accept_with_token(websocket)
-    ip = websocket.client.host if websocket.client else "unknown"
     try:
-        principal, client, doc = await admit(tandem, token, websocket.query_params, ip)
+        slot = admission.enter(peer_address(websocket, admission))
     except TandemError as error:
-        tandem.metrics.error(error.code)
+        await websocket.close(admission.close_code(error), error.code)
+        return
+    try:
+        token = await accept_with_token(websocket)
+        principal, client, doc = await admission.admit(token, websocket.query_params, slot)
+    except TandemError as error:
+        slot.release()
         with contextlib.suppress(Exception):
             await websocket.send_text(encode(error_message(error)))
-            await websocket.close(refusal_close_code(error), error.code)
+            await websocket.close(admission.close_code(error), error.code)
         return
+    except BaseException:
+        slot.release()
+        raise
     wire = AsgiWire(websocket)
-    connection = Connection(wire, principal, client, tandem, ip)
+    connection = Connection(wire, principal, client, tandem, slot)
     connection.opened()
     try:
         if doc is not None:
@@ -589,7 +532,7 @@ async def serve_collab(websocket: WebSocket, tandem: Tandem) -> None:
         pass
     finally:
         connection.ended()
-        await wire.finish(connection, timeout=1.0)
+        await wire.finish(connection, timeout=tandem.settings.slow_consumer_grace)
         if websocket.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await websocket.close(1000)

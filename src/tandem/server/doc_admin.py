@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -23,7 +23,10 @@ from tandem.errors import DocumentDeleted
 from tandem.storage.document_admin import DocumentAdmin, Tombstone
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
+    from tandem.bus import Bus
+    from tandem.documents import DocumentManager
+    from tandem.server.sessions import SessionRegistry
+    from tandem.storage.base import Store
 
 __all__ = ["CHANNEL", "DocumentControl"]
 
@@ -32,8 +35,24 @@ logger = logging.getLogger(__name__)
 CHANNEL = "tandem:documents-closed"
 
 
+class _Parts(Protocol):
+    """What document control uses of the server (``tandem.server.app.Tandem``)."""
+
+    @property
+    def bus(self) -> Bus | None: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def sessions(self) -> SessionRegistry: ...
+
+    @property
+    def documents(self) -> DocumentManager: ...
+
+
 class DocumentControl:
-    def __init__(self, tandem: Tandem, admin: DocumentAdmin) -> None:
+    def __init__(self, tandem: _Parts, admin: DocumentAdmin) -> None:
         self._tandem = tandem
         self.admin = admin
         self._subscription: Subscription | None = None

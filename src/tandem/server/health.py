@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from tandem import __version__
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
 __all__ = ["STORAGE_TIMEOUT", "build_health_router", "readiness"]
 
@@ -56,7 +56,7 @@ def readiness(
     return None
 
 
-async def _storage(tandem: Tandem) -> str:
+async def _storage(tandem: Context) -> str:
     try:
         await asyncio.wait_for(tandem.store.head("__healthz__"), STORAGE_TIMEOUT)
     except TimeoutError:
@@ -66,13 +66,13 @@ async def _storage(tandem: Tandem) -> str:
     return "ok"
 
 
-def _bus(tandem: Tandem) -> str:
+def _bus(tandem: Context) -> str:
     if tandem.bus is None:
         return "in-process"
     return "ok" if getattr(tandem.bus, "connected", True) else "error: disconnected"
 
 
-def build_health_router(tandem: Tandem) -> APIRouter:
+def build_health_router(tandem: Context) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/livez", summary="Liveness: the process answers (always 200)")

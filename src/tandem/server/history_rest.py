@@ -23,7 +23,7 @@ from tandem.ot.delta import Delta
 from tandem.ot.diff import diff
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
 __all__ = ["add_history_routes"]
 
@@ -84,7 +84,7 @@ def _label_json(label: Any) -> dict[str, Any]:
 
 def add_history_routes(
     router: APIRouter,
-    tandem: "Tandem",
+    tandem: "Context",
     principal: Callable[..., Awaitable[Principal]],
     checked_doc: CheckDoc,
     submit: Submit,

@@ -41,8 +41,9 @@ Per routing key (document name, or ``name\\0sessionId``) the socket holds a
 Errors: a frame whose routing key or type cannot be read closes the socket
 with 4400 (it cannot be attributed to a document); a malformed body closes
 that document only (Close with the reason). A socket that authenticates no
-document within ``AUTH_DEADLINE`` closes with 4408. Connection limits count
-the socket once, for the first user that authenticates.
+document within ``auth_deadline`` seconds closes with 4408. The socket counts
+against the per-address cap from the moment it is accepted, and against the
+per-user cap once, for the first user that authenticates.
 
 Owns the socket and the envelope's bookkeeping; the Yjs decisions are
 ``YjsLink``'s, the rest ``tandem.replicas`` and ``tandem.documents``'.
@@ -64,20 +65,17 @@ from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemErr
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
-from tandem.server.collab import refuse_foreign_origin
+from tandem.server.admission import Slot, peer_address, refuse_foreign_origin
 from tandem.server.sessions import LiveSession
 from tandem.server.yjs import Outbox, YjsLink, binary_frames
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
-__all__ = ["AUTH_DEADLINE", "HocuspocusLink", "HocuspocusSocket", "serve_hocuspocus"]
+__all__ = ["HocuspocusLink", "HocuspocusSocket", "serve_hocuspocus"]
 
 log = logging.getLogger("tandem.hocuspocus")
-
-#: Seconds a socket may stay without any authenticated document (Hocuspocus: 60).
-AUTH_DEADLINE = 60.0
 
 
 class HocuspocusLink(YjsLink):
@@ -186,15 +184,18 @@ class HocuspocusLink(YjsLink):
 class HocuspocusSocket:
     """One ``/hocuspocus`` socket: its outbox and one link per authenticated routing key."""
 
-    def __init__(self, websocket: WebSocket, tandem: Tandem) -> None:
+    def __init__(self, websocket: WebSocket, tandem: Context, slot: Slot) -> None:
         self.tandem = tandem
-        self.outbox = Outbox(websocket, tandem.settings.send_queue_frames, hp.PING_FRAME)
+        settings = tandem.settings
+        self.outbox = Outbox(
+            websocket, settings.send_queue_frames, hp.PING_FRAME, settings.yjs_keepalive
+        )
         self.links: dict[str, HocuspocusLink] = {}
         #: Keys already told to authenticate first (told once).
         self._told: set[str] = set()
-        self.ip = websocket.client.host if websocket.client else "unknown"
-        #: The user this socket is counted for (``ConnectionCounter``), once one authenticated.
-        self.counted: str | None = None
+        self.ip = slot.ip or ""
+        #: The socket's place in the caps; counted for the first user that authenticates.
+        self.slot = slot
 
     def push(self, frame: bytes) -> None:
         self.outbox.push(frame)
@@ -263,7 +264,7 @@ class HocuspocusSocket:
             self.deny(key, Forbidden(f"malformed Auth message: {exc}"))
             return
         try:
-            principal = await self.tandem.authenticate(token)
+            principal = await self.tandem.admission.authenticate(token)
             doc = validate_doc_id(envelope.document)
             permission = principal.permission(doc)
             if permission is None:
@@ -291,14 +292,12 @@ class HocuspocusSocket:
                 ),
             )
             return
-        if self.counted is None:
-            try:
-                self.tandem.connections.acquire(principal.user, self.ip)
-            except LimitExceeded as error:
-                self.deny(key, error)
-                self.outbox.close(error.close_code or 4429, error.code)
-                return
-            self.counted = principal.user
+        try:
+            self.slot.identify(principal.user)
+        except LimitExceeded as error:
+            self.deny(key, error)
+            self.outbox.close(error.close_code or 4429, error.code)
+            return
         link = HocuspocusLink(self, key, principal)
         self.links[key] = link
         session = LiveSession(
@@ -318,20 +317,33 @@ class HocuspocusSocket:
         link.watch_expiry(settings.token_expiry_warning, now)
 
 
-async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
+async def serve_hocuspocus(websocket: WebSocket, tandem: Context) -> None:
     """Run one ``/hocuspocus`` connection from handshake to close."""
-    if await refuse_foreign_origin(websocket, tandem):
+    admission = tandem.admission
+    if await refuse_foreign_origin(websocket, admission):
         return
-    await websocket.accept()
-    socket = HocuspocusSocket(websocket, tandem)
+    try:
+        slot = admission.enter(peer_address(websocket, admission))
+    except TandemError as error:
+        await websocket.close(admission.close_code(error), error.code)
+        return
+    try:
+        await websocket.accept()
+        await _run_socket(HocuspocusSocket(websocket, tandem, slot), websocket)
+    finally:
+        slot.release()
+
+
+async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
+    tandem = socket.tandem
     tandem.metrics.connection_opened("hocuspocus")
     writer = asyncio.create_task(socket.outbox.writer(), name="tandem-hocuspocus-writer")
 
     def deadline() -> None:
-        if socket.counted is None:
+        if socket.slot.user is None:
             socket.outbox.close(4408, "no document authenticated in time")
 
-    timer = asyncio.get_running_loop().call_later(AUTH_DEADLINE, deadline)
+    timer = asyncio.get_running_loop().call_later(tandem.settings.auth_deadline, deadline)
     try:
         async for frame in binary_frames(websocket, writer):
             await socket.receive(frame)
@@ -343,9 +355,7 @@ async def serve_hocuspocus(websocket: WebSocket, tandem: Tandem) -> None:
     finally:
         timer.cancel()
         socket.close_all()
-        if socket.counted is not None:
-            tandem.connections.release(socket.counted, socket.ip)
         tandem.metrics.connection_closed("hocuspocus")
         socket.outbox.close(1000, "bye")
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 5)
+            await asyncio.wait_for(writer, tandem.settings.slow_consumer_grace)

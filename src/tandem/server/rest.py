@@ -9,7 +9,6 @@ return only once the op is committed.
 """
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,7 +35,7 @@ from tandem.protocol import Submit, parse_message, validate_client_id, validate_
 from tandem.server.history_rest import add_history_routes
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
 __all__ = ["build_rest_router", "error_response"]
 
@@ -120,18 +119,17 @@ class _RestPeer:
         self.messages.append(message)
 
 
-def bearer_principal(tandem: "Tandem") -> Callable[..., Awaitable[Principal]]:
+def bearer_principal(tandem: "Context") -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: the ``Principal`` of the request's ``Authorization: Bearer``.
 
     A bad token is 401; a revoked one 403 (``ERR_REVOKED``).
     """
 
     async def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        started = time.perf_counter()
         try:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise AuthError("send 'Authorization: Bearer <token>'")
-            return await tandem.authenticate(authorization[7:].strip())
+            return await tandem.admission.authenticate(authorization[7:].strip())
         except TandemError as error:
             tandem.metrics.error(error.code)
             raise HTTPException(
@@ -139,13 +137,11 @@ def bearer_principal(tandem: "Tandem") -> Callable[..., Awaitable[Principal]]:
                 detail={"code": error.code, "message": error.message},
                 headers={"WWW-Authenticate": "Bearer"},
             ) from None
-        finally:
-            tandem.metrics.auth_time(time.perf_counter() - started)
 
     return principal
 
 
-def build_rest_router(tandem: "Tandem") -> APIRouter:
+def build_rest_router(tandem: "Context") -> APIRouter:
     router = APIRouter(prefix="/api", tags=["documents"])
     Auth = Annotated[Principal, Depends(bearer_principal(tandem))]
 

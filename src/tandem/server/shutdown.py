@@ -30,8 +30,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tandem.server.app import Tandem
-    from tandem.server.collab import Connection
+    from tandem.server.context import Closable, Context
 
 __all__ = ["CLOSE_GRACE", "SERVICE_RESTART", "GracefulShutdown"]
 
@@ -47,9 +46,9 @@ CLOSE_GRACE = 3.0
 class GracefulShutdown:
     """The live ``/collab`` connections of one node, and the drain that ends them."""
 
-    def __init__(self, tandem: Tandem) -> None:
+    def __init__(self, tandem: Context) -> None:
         self.tandem = tandem
-        self.connections: set[Connection] = set()
+        self.connections: set[Closable] = set()
         #: Messages being handled right now (each may sequence an op).
         self._handling = 0
         self._idle = asyncio.Event()
@@ -58,10 +57,10 @@ class GracefulShutdown:
 
     # -- what connections report ---------------------------------------------------------
 
-    def opened(self, connection: Connection) -> None:
+    def opened(self, connection: Closable) -> None:
         self.connections.add(connection)
 
-    def ended(self, connection: Connection) -> None:
+    def ended(self, connection: Closable) -> None:
         self.connections.discard(connection)
 
     def started_handling(self) -> None:

@@ -42,29 +42,26 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tandem.auth import Principal
 from tandem.documents import DocumentSession, Member
-from tandem.errors import AuthError, LimitExceeded, TandemError
+from tandem.errors import Forbidden, TandemError
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
 from tandem.replicas import ReplicaRefused
-from tandem.server.collab import accept_with_token, refuse_foreign_origin
+from tandem.server.admission import accept_with_token, peer_address, refuse_foreign_origin
 from tandem.server.sessions import LiveSession
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
     from tandem.metrics import Metrics
     from tandem.replicas import ReplicaHost
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
+    from tandem.settings import Settings
 
 __all__ = ["Outbox", "YjsConnection", "YjsLink", "binary_frames", "serve_yjs"]
 
 log = logging.getLogger("tandem.yjs")
 
-#: Longest a SyncStep2 waits for a moment with no commit in flight (``_stored_replica``).
-STORED_WAIT = 5.0
-
-#: Keep-alive period: y-websocket reconnects after 30 s without a message.
-KEEPALIVE = 15.0
 _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
 
 
@@ -77,11 +74,12 @@ class Outbox:
     close frame.
     """
 
-    def __init__(self, websocket: WebSocket, limit: int, keepalive: bytes) -> None:
+    def __init__(self, websocket: WebSocket, limit: int, keepalive: bytes, every: float) -> None:
         self.websocket = websocket
         self._queue: deque[bytes] = deque()
         self._limit = limit
         self._keepalive = keepalive
+        self._every = every
         self._ready = asyncio.Event()
         self.closing: tuple[int, str] | None = None
 
@@ -104,7 +102,7 @@ class Outbox:
     async def writer(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._ready.wait(), KEEPALIVE)
+                await asyncio.wait_for(self._ready.wait(), self._every)
             except TimeoutError:
                 self._queue.append(self._keepalive)
             self._ready.clear()
@@ -143,6 +141,8 @@ class YjsLink:
         self.session: DocumentSession | None = None
         self.member: Member | None = None
         self.denied = False
+        #: Longest a SyncStep2 waits for a moment with no commit in flight.
+        self.stored_wait = 5.0
         #: The server's metrics, once joined (merges counted by outcome).
         self.metrics: Metrics | None = None
 
@@ -188,9 +188,10 @@ class YjsLink:
         if payload is not None:
             self.send_bytes(yproto.awareness_message(payload))
 
-    async def join(self, tandem: Tandem, doc: str, permission: str) -> None:
+    async def join(self, tandem: Context, doc: str, permission: str) -> None:
         """Open ``doc``, become its member and send SyncStep1 plus the current awareness."""
         session = await tandem.documents.open(doc)
+        self.stored_wait = tandem.settings.yjs_stored_wait
         self.session = session
         self.metrics = tandem.metrics
         self.member = Member(self, permission)
@@ -211,8 +212,7 @@ class YjsLink:
         if bridged is not None:
             self.send_bytes(yproto.awareness_message(bridged))
 
-    @staticmethod
-    async def _stored_replica(session: DocumentSession, host: ReplicaHost) -> Replica:
+    async def _stored_replica(self, session: DocumentSession, host: ReplicaHost) -> Replica:
         """The replica at a moment when everything it holds is stored.
 
         The replica takes each op when it is sequenced, before it is stored. A
@@ -221,9 +221,9 @@ class YjsLink:
         for other text and that client could never converge again. So the
         answer waits for a moment with nothing in flight (under a steady
         stream of ops, the next commit that catches up); after
-        ``STORED_WAIT`` seconds without one it answers anyway, and says so.
+        ``yjs_stored_wait`` seconds without one it answers anyway, and says so.
         """
-        deadline = time.monotonic() + STORED_WAIT
+        deadline = time.monotonic() + self.stored_wait
         while True:
             replica = await host.ready()
             if not session.in_flight():
@@ -233,7 +233,7 @@ class YjsLink:
                 log.warning(
                     "%s: SyncStep2 sent with ops still being stored (none caught up in %.0f s)",
                     session.doc,
-                    STORED_WAIT,
+                    self.stored_wait,
                 )
                 return replica
             with contextlib.suppress(TimeoutError):
@@ -311,10 +311,12 @@ class YjsLink:
 class YjsConnection(YjsLink):
     """One ``/yjs`` socket: a link to one document with its own ``Outbox``."""
 
-    def __init__(self, websocket: WebSocket, user: str, name: str, limit: int) -> None:
+    def __init__(self, websocket: WebSocket, user: str, name: str, settings: Settings) -> None:
         super().__init__(user, name)
         self.websocket = websocket
-        self.outbox = Outbox(websocket, limit, _EMPTY_AWARENESS)
+        self.outbox = Outbox(
+            websocket, settings.send_queue_frames, _EMPTY_AWARENESS, settings.yjs_keepalive
+        )
 
     def send_bytes(self, frame: bytes) -> None:
         self.outbox.push(frame)
@@ -340,38 +342,44 @@ async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> Asy
             yield frame
 
 
-async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
+async def serve_yjs(websocket: WebSocket, tandem: Context, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
-    if await refuse_foreign_origin(websocket, tandem):
+    admission = tandem.admission
+    if await refuse_foreign_origin(websocket, admission):
         return
-    token = await accept_with_token(websocket)
     try:
-        if not token:
-            raise AuthError("a token is required (query 'token', Authorization header)")
-        principal = await tandem.authenticate(token)
-        doc = validate_doc_id(doc)
-        permission = principal.permission(doc)
+        slot = admission.enter(peer_address(websocket, admission))
     except TandemError as error:
-        tandem.metrics.error(error.code)
-        with contextlib.suppress(Exception):
-            await websocket.send_bytes(yproto.auth_denied(error.message))
-            await websocket.close(error.close_code or 4400, error.code)
+        await websocket.close(admission.close_code(error), error.code)
         return
-    if permission is None:
-        with contextlib.suppress(Exception):
-            await websocket.send_bytes(yproto.auth_denied(f"no access to {doc!r}"))
-            await websocket.close(4403, "ERR_FORBIDDEN")
-        return
-    ip = websocket.client.host if websocket.client else "unknown"
     try:
-        tandem.connections.acquire(principal.user, ip)
-    except LimitExceeded as error:
-        with contextlib.suppress(Exception):
-            await websocket.close(error.close_code or 4429, error.code)
-        return
-    connection = YjsConnection(
-        websocket, principal.user, principal.name, tandem.settings.send_queue_frames
-    )
+        token = await accept_with_token(websocket)
+        try:
+            principal = await admission.authenticate(token)
+            doc = validate_doc_id(doc)
+            permission = principal.permission(doc)
+            if permission is None:
+                raise Forbidden(f"no access to {doc!r}")
+            slot.identify(principal.user)
+        except TandemError as error:
+            with contextlib.suppress(Exception):
+                await websocket.send_bytes(yproto.auth_denied(error.message))
+                await websocket.close(admission.close_code(error), error.code)
+            return
+        await _run_yjs(websocket, tandem, doc, principal, slot.ip or "", permission)
+    finally:
+        slot.release()
+
+
+async def _run_yjs(
+    websocket: WebSocket,
+    tandem: Context,
+    doc: str,
+    principal: Principal,
+    ip: str,
+    permission: str,
+) -> None:
+    connection = YjsConnection(websocket, principal.user, principal.name, tandem.settings)
     tandem.metrics.connection_opened("yjs")
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
 
@@ -396,8 +404,7 @@ async def serve_yjs(websocket: WebSocket, tandem: Tandem, doc: str) -> None:
     finally:
         tandem.sessions.remove(live)
         connection.leave()
-        tandem.connections.release(principal.user, ip)
         tandem.metrics.connection_closed("yjs")
         connection.close(1000, "bye")
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 5)
+            await asyncio.wait_for(writer, tandem.settings.slow_consumer_grace)

@@ -27,7 +27,7 @@ from fastapi import FastAPI, WebSocket
 
 from tandem import Settings
 from tandem.server.app import Tandem
-from tandem.server.collab_protocol import CollabServer, run_eagerly
+from tandem.server.uvicorn_glue import CollabServer, run_eagerly
 
 pytestmark = pytest.mark.anyio
 
@@ -155,7 +155,9 @@ async def test_a_socket_without_a_token_is_told_why_and_closed_with_4401(
 async def test_the_per_ip_cap_counts_the_address_a_trusted_proxy_forwarded(
     tmp_path: Path,
 ) -> None:
-    async with running(tmp_path, max_connections_per_ip=1) as server:
+    async with running(
+        tmp_path, max_connections_per_ip=1, trusted_proxies=("127.0.0.0/8",)
+    ) as server:
         url = server.url(f"token={server.token()}")
         first = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.1"})
         second = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.2"})
@@ -169,6 +171,22 @@ async def test_the_per_ip_cap_counts_the_address_a_trusted_proxy_forwarded(
         assert server.tandem.connections.ips == {"10.0.0.1": 1, "10.0.0.2": 1}
         await first.close()
         await second.close()
+
+
+async def test_forwarded_headers_from_an_untrusted_peer_are_not_believed(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, max_connections_per_ip=1) as server:
+        url = server.url(f"token={server.token()}")
+        first = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.1"})
+        await receive(first, "hello")
+        assert server.tandem.connections.ips == {"127.0.0.1": 1}
+        again = await websockets.connect(url, additional_headers={"X-Forwarded-For": "10.0.0.2"})
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await again.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        await first.close()
 
 
 async def test_an_expiring_token_is_warned_then_closed(tmp_path: Path) -> None:
@@ -206,7 +224,7 @@ async def test_closed_sockets_are_freed_without_the_cyclic_collector(tmp_path: P
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from tandem.server.collab import Connection
-    from tandem.server.collab_protocol import CollabProtocol
+    from tandem.server.uvicorn_glue import CollabProtocol
     from tandem.server.yjs import YjsConnection
 
     kinds = (HttpToolsProtocol, CollabProtocol, Connection, YjsConnection)

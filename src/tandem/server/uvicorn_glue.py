@@ -1,9 +1,30 @@
-"""``tandem serve``'s WebSocket protocol: ``/collab`` sockets served without ASGI.
+"""Uses uvicorn and websockets internals; tested against uvicorn 0.50–0.55, websockets 16–17.
+
+The one module of Tandem that reaches into another library's private parts
+(the architecture test holds every other module to their public API, and
+``pyproject.toml`` pins both libraries to the range above: uvicorn 0.49 and
+websockets 15 fail this module's tests). What it relies on:
+
+* uvicorn: that ``Config(ws=...)`` accepts a protocol factory and calls it with
+  ``(config, server_state, app_state)``; ``WebSocketsSansIOProtocol`` (the
+  protocol other WebSocket paths are handed to); ``ServerState.connections``
+  and ``.tasks``; the ``parser``
+  attribute of its httptools protocol (``release_http_protocol``); its
+  ``LOGGING_CONFIG``; ``Server.handle_exit`` (``serve``'s second-signal exit).
+* websockets: the sans-I/O ``ServerProtocol`` and, for the frame fast path,
+  its parser's state (``state``, ``current_size``, the generator's
+  ``gi_yieldfrom`` chain, ``max_message_size``) as websockets 16–17 keep it;
+  ``tests/property/test_frames.py`` checks the two parsers agree.
+* asyncio: ``run_eagerly`` drives a coroutine by hand, as a task does
+  (``_asyncio_future_blocking``).
+
+``tandem serve``'s WebSocket protocol: ``/collab`` sockets served without ASGI.
 
 uvicorn hands every upgraded connection to the protocol its ``ws=`` option
-names; ``tandem serve`` passes ``CollabServer(tandem)``. For ``/collab``, the
-``CollabProtocol`` does the handshake, then is the socket's ``Wire``
-(``tandem.server.collab``): each complete text frame goes straight to
+names; ``serve`` passes ``CollabServer(tandem)``. For ``/collab``, the
+``CollabProtocol`` does the handshake, asks the server's one ``Admission``
+(``tandem.server.admission``) as every endpoint does, then is the socket's
+``Wire`` (``tandem.server.collab``): each complete text frame goes straight to
 ``Connection.handle`` from ``data_received`` — no ASGI task, receive queue or
 wake-up per message — and frames are written straight to the transport, with
 uvloop's flow control (``pause_writing``/``resume_writing``) deciding when the
@@ -30,17 +51,21 @@ Must not import FastAPI or Starlette.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import math
+import os
 import random
 import struct
+import threading
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 from urllib.parse import parse_qsl, quote, unquote
 
-from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import OPEN
@@ -54,25 +79,32 @@ except ImportError:  # pragma: no cover - a build without it
 from tandem.auth import extract_token
 from tandem.errors import TandemError
 from tandem.protocol import encode, error_message
-from tandem.server.collab import Connection, admit, origin_allowed, refusal_close_code
+from tandem.server.admission import Slot
+from tandem.server.collab import Connection
 from tandem.server.deadlines import Deadline, deadlines
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from tandem.server.app import Tandem
+    from tandem.server.context import Context
 
-__all__ = ["CollabProtocol", "CollabServer", "release_http_protocol", "run_eagerly"]
+__all__ = [
+    "CollabProtocol",
+    "CollabServer",
+    "log_config",
+    "release_http_protocol",
+    "run_eagerly",
+    "serve",
+]
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
 #: The log uvicorn's WebSocket protocols write their request lines to.
 access_log = logging.getLogger("uvicorn.error")
 _frames_log = logging.getLogger("tandem.collab.frames")
-
-#: Seconds to wait for the client's reply to our close frame before cutting the socket.
-CLOSE_TIMEOUT = 10.0
 
 
 def release_http_protocol(protocol: object) -> None:
@@ -98,10 +130,8 @@ class CollabServer:
 
     path = "/collab"
 
-    def __init__(self, tandem: Tandem) -> None:
+    def __init__(self, tandem: Context) -> None:
         self.tandem = tandem
-        self._config: Config | None = None
-        self._trusted: Any = None
 
     def __call__(
         self,
@@ -110,30 +140,7 @@ class CollabServer:
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> CollabProtocol:
-        if config is not self._config:
-            self._config = config
-            # The proxies uvicorn trusts (--proxy-headers, --forwarded-allow-ips), as its
-            # ProxyHeadersMiddleware does for the ASGI app: /collab never passes through it.
-            self._trusted = (
-                ProxyHeadersMiddleware(None, config.forwarded_allow_ips).trusted_hosts  # type: ignore[arg-type]
-                if config.proxy_headers
-                else None
-            )
         return CollabProtocol(self, config, server_state, app_state)
-
-    def client_address(self, peer: Any, headers: Headers) -> tuple[str, int]:
-        """The client's address: the socket's peer, or what a trusted proxy forwarded."""
-        host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unknown", 0)
-        trusted = self._trusted
-        if trusted is not None and host in trusted:
-            forwarded = headers.get_all("X-Forwarded-For")
-            if forwarded:
-                forwarded_host, forwarded_port = trusted.get_trusted_client_address(
-                    ", ".join(forwarded)
-                )
-                if forwarded_host:
-                    return forwarded_host, forwarded_port
-        return host, port
 
 
 class CollabProtocol(asyncio.Protocol):
@@ -285,9 +292,18 @@ class CollabProtocol(asyncio.Protocol):
             self.transport.close()
             return
         tandem = self._server.tandem
+        admission = tandem.admission
         headers = request.headers
-        client = self._server.client_address(self.transport.get_extra_info("peername"), headers)
-        if not origin_allowed(tandem.settings, headers.get("Origin")):
+        peer = self.transport.get_extra_info("peername")
+        peer_host, peer_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unknown", 0)
+        client = (
+            admission.client_address(
+                peer_host, headers.get_all("X-Forwarded-For"), headers.get_all("Forwarded")
+            ),
+            peer_port,
+        )
+        if not admission.origin_allowed(headers.get("Origin")):
+            admission.metrics.error("ERR_FORBIDDEN")
             self._log_request(client, request.path, "403")
             handshake.send_response(handshake.reject(403, ""))
             self._send_pending(handshake)
@@ -324,19 +340,23 @@ class CollabProtocol(asyncio.Protocol):
             task.add_done_callback(self._handled)
 
     async def _admit(
-        self, tandem: Tandem, token: str | None, query: dict[str, str], ip: str
+        self, tandem: Context, token: str | None, query: dict[str, str], ip: str
     ) -> None:
+        admission = tandem.admission
+        slot: Slot | None = None
         try:
-            principal, client_id, doc = await admit(tandem, token, query, ip)
+            slot = admission.enter(ip)
+            principal, client_id, doc = await admission.admit(token, query, slot)
         except TandemError as error:
-            tandem.metrics.error(error.code)
+            if slot is not None:
+                slot.release()
             self._ws.send_text(encode(error_message(error)).encode())
-            self.send_close(refusal_close_code(error), error.code)
+            self.send_close(admission.close_code(error), error.code)
             return
         if self._lost:
-            tandem.connections.release(principal.user, ip)
+            slot.release()
             return
-        connection = self.connection = Connection(self, principal, client_id, tandem, ip)
+        connection = self.connection = Connection(self, principal, client_id, tandem, slot)
         connection.opened()
         self._start_keepalive()
         if doc is not None:
@@ -384,7 +404,7 @@ class CollabProtocol(asyncio.Protocol):
         fragments, a frame split across reads, RSV bits, no mask, a 64-bit
         length, one over the size limit, anything once the socket is closing.
         It reads the parser's state (``state``, ``current_size``, where its
-        generator waits, ``max_message_size``) as websockets 14–17 keep it;
+        generator waits, ``max_message_size``) as websockets 16–17 keep it;
         ``tests/property/test_frames.py`` checks the two agree.
         """
         ws = self._ws
@@ -570,7 +590,7 @@ class CollabProtocol(asyncio.Protocol):
         self._backlog = None
         self._resume_reading()
         self._close_timer = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT, self.transport.close
+            self._server.tandem.settings.close_timeout, self.transport.close
         )
 
     def drain(self, connection: Connection) -> None:
@@ -632,3 +652,75 @@ async def _carry_on(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
             awaited = coroutine.send(None)
         except StopIteration:
             return
+
+
+def serve(app: Any, tandem: Context, *, log_level: str, deadline: float) -> None:
+    """Run ``app`` under uvicorn, ``/collab`` on ``CollabServer``, until it is stopped.
+
+    Chosen by measurement (docs/performance.md): uvloop and httptools; ``/collab``
+    sockets are served by ``CollabProtocol`` (no ASGI task, queue or wake-up per
+    message; frames written straight to the transport), every other WebSocket path
+    by uvicorn's sans-I/O protocol, to which ``CollabServer`` hands it over. No
+    permessage-deflate: a zlib context per connection costs more memory and CPU
+    than the small JSON messages gain. The first SIGTERM/SIGINT drains (uvicorn's
+    shutdown, bounded by a watchdog at ``deadline`` seconds), a second exits at once.
+    """
+    settings = tandem.settings
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        loop="auto",
+        http="auto",
+        ws=CollabServer(tandem),  # type: ignore[arg-type]
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_frame_bytes + 1024,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        access_log=False,
+        log_config=log_config(),
+        timeout_graceful_shutdown=math.ceil(deadline),
+        # Whose X-Forwarded-For to believe is Tandem's trusted_proxies, for every endpoint.
+        proxy_headers=False,
+    )
+    _Server(config, deadline=deadline).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with Tandem's answer to signals: the first drains (uvicorn's
+    shutdown, bounded by a watchdog), a second exits at once."""
+
+    def __init__(self, config: uvicorn.Config, *, deadline: float) -> None:
+        super().__init__(config)
+        self._deadline = deadline
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            # A second signal: exit now. Nothing acknowledged is lost by it: every
+            # ack went out only once its op was durable (SQLite synced, PostgreSQL
+            # committed); unacknowledged ops are resent by their clients.
+            os.write(2, b"tandem: second signal, exiting at once\n")
+            os._exit(128 + sig)
+        super().handle_exit(sig, frame)
+        watchdog = threading.Timer(self._deadline, _overran, args=(self._deadline,))
+        watchdog.daemon = True
+        watchdog.start()
+
+
+def _overran(deadline: float) -> None:
+    os.write(2, f"tandem: shutdown overran {deadline:g}s, exiting\n".encode())
+    os._exit(1)
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with tokens redacted from every record it writes.
+
+    uvicorn logs WebSocket request lines with their query string
+    (``?token=…``) and, at debug level, request headers.
+    """
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "tandem.auth.TokenRedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config

@@ -1,0 +1,278 @@
+"""The one admission every endpoint shares: origin, token, identity, caps and rate.
+
+``/collab`` (under ``tandem serve`` and under any ASGI server), ``/yjs``,
+``/hocuspocus`` and the REST routes ask ``Admission``, and nothing else,
+whether a client may come in and how fast it may talk:
+
+* **address** — ``client_address``: the socket's peer, or, when the peer is one
+  of ``trusted_proxies``, the client a proxy names in ``X-Forwarded-For`` or
+  ``Forwarded``; nobody else's headers are believed;
+* **origin** — ``origin_allowed``: an allow-list (``allowed_origins``) or any;
+* **token** — ``authenticate``: the JWT rules of ``tandem.auth``, timed into
+  ``tandem_auth_seconds``; a missing token is ``ERR_AUTH``;
+* **caps** — ``enter(ip)`` takes a slot in the per-address cap the moment a
+  socket is accepted, before any credential is read, so unauthenticated sockets
+  count too; ``Slot.identify(user)`` adds the per-user cap once the token is
+  verified; ``Slot.release`` gives both back (idempotent);
+* **rate** — ``bucket()``: the per-connection token bucket every endpoint meters
+  its messages with (``messages_per_second``, ``message_burst``);
+* **refusal** — ``close_code``: the one mapping from a refusal to a close code.
+
+``/collab`` also reads its client id and document from the query (``admit``).
+The ASGI helpers at the end (``refuse_foreign_origin``, ``accept_with_token``,
+``peer_address``) do the same for a Starlette ``WebSocket``; the fast
+``/collab`` server (``tandem.server.uvicorn_glue``) calls the same methods on
+its own handshake.
+
+Must not import ``tandem.server.app`` (the composition root builds this) or any
+endpoint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, TypeAlias
+
+from tandem.auth import Principal, extract_token
+from tandem.errors import AuthError, Forbidden, TandemError
+from tandem.limits import ConnectionCounter, TokenBucket
+from tandem.protocol import validate_client_id, validate_doc_id
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from tandem.metrics import Metrics
+    from tandem.settings import Settings
+
+__all__ = [
+    "Admission",
+    "Slot",
+    "accept_with_token",
+    "forwarded_client",
+    "peer_address",
+    "refuse_foreign_origin",
+]
+
+log = logging.getLogger("tandem.admission")
+
+Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_for(values: Iterable[str]) -> list[str]:
+    """The ``for=`` nodes of ``Forwarded`` headers (RFC 7239), nearest hop last."""
+    nodes = []
+    for value in values:
+        for element in value.split(","):
+            for pair in element.split(";"):
+                name, _, node = pair.strip().partition("=")
+                if name.strip().lower() == "for":
+                    node = node.strip().strip('"')
+                    if node.startswith("["):  # "[2001:db8::1]:4711"
+                        node = node[1 : node.find("]")]
+                    elif node.count(":") == 1:  # "192.0.2.1:4711"
+                        node = node.partition(":")[0]
+                    nodes.append(node)
+    return nodes
+
+
+def forwarded_client(
+    peer: str,
+    x_forwarded_for: Iterable[str],
+    forwarded: Iterable[str],
+    trusted: Iterable[Network],
+) -> str:
+    """The client's address: ``peer``, unless ``peer`` is a trusted proxy.
+
+    From a trusted proxy, the hops its headers list are read from the nearest
+    (the last) back, skipping those that are trusted proxies too; the first one
+    that is not is the client. ``X-Forwarded-For`` is read if present, else
+    ``Forwarded``. A hop that is not an IP address (``unknown``, an obfuscated
+    node) ends the walk at the last trusted hop: it proves nothing.
+    """
+    networks = tuple(trusted)
+
+    def is_trusted(host: str) -> bool:
+        address = _address(host)
+        return address is not None and any(address in network for network in networks)
+
+    if not networks or not is_trusted(peer):
+        return peer
+    hops = [hop.strip() for value in x_forwarded_for for hop in value.split(",") if hop.strip()]
+    if not hops:
+        hops = _forwarded_for(forwarded)
+    client = peer
+    for hop in reversed(hops):
+        if _address(hop) is None:
+            break
+        client = hop
+        if not is_trusted(hop):
+            break
+    return client
+
+
+class Slot:
+    """One connection's place in the caps: its address from accept, its user once known."""
+
+    __slots__ = ("_counter", "ip", "user")
+
+    def __init__(self, counter: ConnectionCounter, ip: str) -> None:
+        self._counter = counter
+        self.ip: str | None = ip
+        self.user: str | None = None
+
+    def identify(self, user: str) -> None:
+        """Count this connection for ``user`` too; ``LimitExceeded`` if that cap is full.
+
+        A connection is counted for one user: later calls (a Hocuspocus socket
+        authenticating more documents) change nothing.
+        """
+        if self.user is None and self.ip is not None:
+            self._counter.acquire_user(user)
+            self.user = user
+
+    def release(self) -> None:
+        """Give back both places (again: nothing)."""
+        if self.user is not None:
+            self._counter.release_user(self.user)
+            self.user = None
+        if self.ip is not None:
+            self._counter.release_ip(self.ip)
+            self.ip = None
+
+
+class Admission:
+    """Who may connect, as whom, how many at once, how fast (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        verify: Callable[[str], Awaitable[Principal]],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        #: Token → principal, with revocations applied (``Tandem.authenticate``).
+        self._verify = verify
+        self.metrics = metrics
+        self.connections = ConnectionCounter(
+            settings.max_connections_per_user, settings.max_connections_per_ip
+        )
+        self.trusted_proxies: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(proxy, strict=False) for proxy in settings.trusted_proxies
+        )
+        #: Without trusted proxies, this many sockets from one address earn one warning.
+        self._crowd = (
+            max(settings.max_connections_per_ip // 2, 1) if settings.max_connections_per_ip else 0
+        )
+        self._warned = False
+
+    def client_address(
+        self, peer: str, x_forwarded_for: Iterable[str] = (), forwarded: Iterable[str] = ()
+    ) -> str:
+        """The address a socket is counted under (see ``forwarded_client``)."""
+        return forwarded_client(peer, x_forwarded_for, forwarded, self.trusted_proxies)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """False when an allow-list is configured and ``origin`` is not on it."""
+        allowed = self.settings.allowed_origins
+        return not allowed or origin is None or origin in allowed
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal ``token`` proves; ``AuthError`` (``TokenExpired``, ``Revoked``) if none."""
+        started = time.perf_counter()
+        try:
+            if not token:
+                raise AuthError(
+                    "a token is required (query 'token', Authorization header or subprotocol)"
+                )
+            return await self._verify(token)
+        finally:
+            self.metrics.auth_time(time.perf_counter() - started)
+
+    def enter(self, ip: str) -> Slot:
+        """A slot in the per-address cap for a socket just accepted; ``LimitExceeded`` if full."""
+        self.connections.acquire_ip(ip)
+        crowded = self._crowd and self.connections.ips[ip] >= self._crowd
+        if crowded and not self.trusted_proxies and not self._warned:
+            self._warned = True
+            log.warning(
+                "%d connections from %s, half the per-address cap (max_connections_per_ip"
+                " = %d). If Tandem runs behind a reverse proxy, every client has the"
+                " proxy's address: set trusted_proxies (TANDEM_TRUSTED_PROXIES) to the"
+                " proxy's address so the cap counts the clients it forwards.",
+                self.connections.ips[ip],
+                ip,
+                self.settings.max_connections_per_ip,
+            )
+        return Slot(self.connections, ip)
+
+    async def admit(
+        self, token: str | None, query: Mapping[str, str], slot: Slot
+    ) -> tuple[Principal, str, str | None]:
+        """A ``/collab`` socket's credentials and query: ``(principal, client, doc)``.
+
+        Also counts ``slot`` for the principal's user. Raises ``TandemError``; the
+        caller replies with it and closes with ``close_code``.
+        """
+        principal = await self.authenticate(token)
+        raw_client = query.get("client")
+        client = validate_client_id(raw_client) if raw_client else "c" + secrets.token_hex(6)
+        raw_doc = query.get("doc")
+        doc = None if raw_doc is None else validate_doc_id(raw_doc)
+        slot.identify(principal.user)
+        return principal, client, doc
+
+    def bucket(self, now: float) -> TokenBucket:
+        """The message-rate bucket of one connection (every endpoint's)."""
+        return TokenBucket(self.settings.messages_per_second, self.settings.message_burst, now)
+
+    def close_code(self, error: TandemError) -> int:
+        """The close code for a refused socket (and the refusal counted in the metrics)."""
+        self.metrics.error(error.code)
+        if error.close_code is not None:
+            return error.close_code
+        if isinstance(error, Forbidden):
+            return 4403
+        return 4401 if isinstance(error, AuthError) else 4400
+
+
+# -- the same, for a Starlette WebSocket -----------------------------------------------------
+
+
+def peer_address(websocket: WebSocket, admission: Admission) -> str:
+    """The client's address: the ASGI server's peer, or what a trusted proxy forwarded."""
+    peer = websocket.client.host if websocket.client else "unknown"
+    headers = websocket.headers
+    return admission.client_address(
+        peer, headers.getlist("x-forwarded-for"), headers.getlist("forwarded")
+    )
+
+
+async def refuse_foreign_origin(websocket: WebSocket, admission: Admission) -> bool:
+    """Close a socket from an origin not allowed (before accept: HTTP 403); True if so."""
+    if admission.origin_allowed(websocket.headers.get("origin")):
+        return False
+    admission.metrics.error("ERR_FORBIDDEN")
+    await websocket.close(4403, "origin not allowed")
+    return True
+
+
+async def accept_with_token(websocket: WebSocket) -> str | None:
+    """Accept a socket (echoing a token subprotocol) and return its token, if any."""
+    token, subprotocol = extract_token(
+        websocket.query_params.get("token"),
+        websocket.headers.get("authorization"),
+        websocket.scope.get("subprotocols") or [],
+    )
+    await websocket.accept(subprotocol=subprotocol)
+    return token
