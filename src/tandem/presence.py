@@ -36,9 +36,8 @@ from tandem.protocol import Cursor
 
 __all__ = ["PresenceEntry", "PresenceTable"]
 
-#: Default coalescing interval and silence timeout; the session passes ``Settings`` values.
-DEFAULT_INTERVAL = 0.05
-DEFAULT_TIMEOUT = 30.0
+# The coalescing interval and the silence timeout are passed in: they are
+# ``Settings.presence_interval`` and ``Settings.presence_timeout``.
 
 
 @dataclass(slots=True)
@@ -166,7 +165,7 @@ class PresenceTable:
         """Forget ``client``; True when it was present."""
         return self._entries.pop(client, None) is not None
 
-    def expire(self, now: float, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    def expire(self, now: float, timeout: float) -> list[str]:
         """Remove and return the clients silent for more than ``timeout`` seconds."""
         gone = [c for c, e in self._entries.items() if now - e.last_seen > timeout]
         for client in gone:
@@ -175,7 +174,7 @@ class PresenceTable:
 
     # -- coalescing -----------------------------------------------------------
 
-    def due(self, now: float, interval: float = DEFAULT_INTERVAL) -> list[str]:
+    def due(self, now: float, interval: float) -> list[str]:
         """Clients with an unbroadcast change whose last broadcast is ≥ ``interval`` old."""
         return [
             entry.client
@@ -190,7 +189,7 @@ class PresenceTable:
             entry.pending = False
             entry.last_sent = now
 
-    def next_due(self, now: float, interval: float = DEFAULT_INTERVAL) -> float | None:
+    def next_due(self, now: float, interval: float) -> float | None:
         """Seconds until the next pending entry is due (0 if one is due now); None if none."""
         waits = [
             0.0 if entry.last_sent is None else max(0.0, entry.last_sent + interval - now)

@@ -28,6 +28,7 @@ from tandem.errors import (
 )
 from tandem.ot.delta import MAX_COUNT, Delta
 from tandem.ot.sugar import SUGAR_TYPES, from_simple
+from tandem.records import OpRecord, public_client
 
 __all__ = [
     "Cursor",
@@ -307,17 +308,16 @@ def snapshot_message(
     }
 
 
-def op_message(
-    doc: str, version: int, op: Delta, client: str, user: str, seq: int | None
-) -> dict[str, Any]:
+def op_message(record: OpRecord) -> dict[str, Any]:
+    """A committed op as every other member hears it."""
     return {
         "type": "op",
-        "doc": doc,
-        "v": version,
-        "op": op.to_json(),
-        "client": client,
-        "user": user,
-        "seq": seq,
+        "doc": record.doc,
+        "v": record.version,
+        "op": record.op.to_json(),
+        "client": public_client(record.client_id),
+        "user": record.user,
+        "seq": record.seq,
     }
 
 
@@ -325,17 +325,27 @@ def catchup_message(
     doc: str,
     from_version: int,
     version: int,
-    ops: Sequence[dict[str, Any]],
+    records: Sequence[OpRecord],
     presence: list[dict[str, Any]],
     permission: str,
     last_seq: int | None = None,
 ) -> dict[str, Any]:
+    """The ops after ``from_version``, each in its wire form (the author's public client id)."""
     return {
         "type": "catchup",
         "doc": doc,
         "from": from_version,
         "v": version,
-        "ops": list(ops),
+        "ops": [
+            {
+                "v": record.version,
+                "op": record.op.to_json(),
+                "client": public_client(record.client_id),
+                "user": record.user,
+                "seq": record.seq,
+            }
+            for record in records
+        ],
         "presence": presence,
         "permission": permission,
         "last_seq": last_seq,

@@ -35,37 +35,19 @@ from tandem.errors import DocumentTooLarge, HistoryUnavailable, VersionError
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
 from tandem.ot.transform import transform
+from tandem.records import OpRecord
 
-__all__ = ["Commit", "Duplicate", "Entry", "NoOp", "Sequencer"]
+__all__ = ["Commit", "Duplicate", "HistoryGap", "NoOp", "Sequencer"]
 
 #: Ops kept in memory for transforming late submits; older ones come from storage.
-DEFAULT_WINDOW: Final = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One committed op in the history."""
-
-    version: int
-    op: Delta
-    client_id: str
-    seq: int | None
-    user: str
-    time: float
-    #: The Yjs update the op made on the CRDT replica (for a Yjs client's op: the
-    #: effective update it merged); None when the op was committed without one.
-    crdt: bytes | None = None
-
-    def with_crdt(self, crdt: bytes | None) -> Entry:
-        """This entry carrying ``crdt`` (half the cost of ``dataclasses.replace``; twice per op)."""
-        return Entry(self.version, self.op, self.client_id, self.seq, self.user, self.time, crdt)
+DEFAULT_WINDOW: Final = 10_000  # Settings.history_window
 
 
 @dataclass(frozen=True, slots=True)
 class Commit:
     """Decision: ``entry`` becomes the next version; ``document`` is the new head content."""
 
-    entry: Entry
+    entry: OpRecord
     document: Document
 
 
@@ -102,7 +84,7 @@ class Sequencer:
         doc: str,
         document: Document,
         version: int,
-        history: Iterable[Entry] = (),
+        history: Iterable[OpRecord] = (),
         *,
         window: int = DEFAULT_WINDOW,
         max_document_chars: int = 0,
@@ -114,7 +96,7 @@ class Sequencer:
         self._window = max(window, 1)
         self._max_chars = max_document_chars
         self._max_lag = max_version_lag
-        self._entries: list[Entry] = list(history)
+        self._entries: list[OpRecord] = list(history)
         if self._entries and self._entries[-1].version != version:
             raise ValueError("history must end at the current version")
         self._seqs: dict[tuple[str, int], int] = {}
@@ -129,13 +111,13 @@ class Sequencer:
         """The oldest base version the window can transform from."""
         return self._entries[0].version - 1 if self._entries else self.version
 
-    def entries_since(self, version: int) -> list[Entry]:
+    def entries_since(self, version: int) -> list[OpRecord]:
         """Committed entries after ``version`` (raises HistoryGap if not all in memory)."""
         if version < self.window_start:
             raise HistoryGap(version, self.window_start)
         return self._entries[version - self.window_start :]
 
-    def stamp_head(self, crdt: bytes) -> Entry:
+    def stamp_head(self, crdt: bytes) -> OpRecord:
         """Attach the CRDT update the replica made for the newest entry; returns the entry."""
         entry = self._entries[-1].with_crdt(crdt)
         self._entries[-1] = entry
@@ -147,7 +129,7 @@ class Sequencer:
         if 0 <= index < len(self._entries) and self._entries[index].crdt is not None:
             self._entries[index] = self._entries[index].with_crdt(None)
 
-    def extend_history(self, older: Sequence[Entry]) -> None:
+    def extend_history(self, older: Sequence[OpRecord]) -> None:
         """Prepend entries loaded from storage that end right before the window."""
         if not older:
             return
@@ -202,11 +184,11 @@ class Sequencer:
                 f"the document would have {len(document)} characters; "
                 f"the limit is {self._max_chars}"
             )
-        entry = Entry(self.version + 1, op, client_id, seq, user, now)
+        entry = OpRecord(self.doc, self.version + 1, op, client_id, seq, user, now)
         self._advance(entry, document)
         return Commit(entry, document)
 
-    def apply_committed(self, entry: Entry) -> Document:
+    def apply_committed(self, entry: OpRecord) -> Document:
         """Advance by an op committed elsewhere (another node); it must be the next version."""
         if entry.version != self.version + 1:
             raise ValueError(f"expected version {self.version + 1}, got {entry.version}")
@@ -214,7 +196,7 @@ class Sequencer:
         self._advance(entry, document)
         return document
 
-    def _advance(self, entry: Entry, document: Document) -> None:
+    def _advance(self, entry: OpRecord, document: Document) -> None:
         self.version = entry.version
         self.document = document
         self._entries.append(entry)

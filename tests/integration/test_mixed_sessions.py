@@ -36,8 +36,8 @@ from tandem.client import TandemClient
 from tandem.client.connection import DocumentHandle
 from tandem.merge.translate import apply_to_text
 from tandem.ot.delta import Delta
-from tandem.replicas import build_replica
 from tandem.server.app import Tandem
+from tandem.session.yjs import build_replica
 
 from .yclient import YClient
 from .ystructs import canonical

@@ -21,8 +21,8 @@ from pycrdt import Doc, Text
 from tandem import Settings
 from tandem.client import TandemClient
 from tandem.merge import yproto
-from tandem.replicas import build_replica
 from tandem.server.app import Tandem
+from tandem.session.yjs import build_replica
 
 from .harness import until
 from .test_mixed_sessions import serving

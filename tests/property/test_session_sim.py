@@ -3,14 +3,14 @@
 Where ``test_sim_real.py`` drives the pure ``Sequencer``, this one drives the
 async shell the server runs: ``DocumentManager.open`` (single-flight loads,
 idle unloads and reloads from a snapshot), ``DocumentSession.join``/``submit``/
-``update_presence``/``leave``, the ``GroupCommitter`` writing to a
+``presence.update``/``leave``, the ``GroupCommitter`` writing to a
 ``MemoryStore`` (with random commit latency and injected failures), presence
 coalescing, expiry and the sweeper. Every client runs the real
 ``tandem.client.state.ClientState``.
 
 Determinism: everything runs on one asyncio loop whose clock is virtual
 (``VirtualLoop``: when the loop would block, time jumps to the next timer), and
-``tandem.documents`` reads that clock too. There is no real I/O and no thread,
+``tandem.session`` reads that clock too. There is no real I/O and no thread,
 so a seed fully determines a run: a failure prints the seed and replays with
 ``TANDEM_SEED=<seed>``.
 
@@ -64,18 +64,21 @@ import orjson
 import pytest
 from pycrdt import Doc, Text
 
-from tandem import documents as documents_module
 from tandem.client.state import ClientState
-from tandem.documents import DocumentManager, DocumentSession
 from tandem.errors import StorageError, TandemError
 from tandem.merge import yproto
 from tandem.metrics import Metrics
 from tandem.ot import Delta, Document
 from tandem.ot.delta import Insert
 from tandem.protocol import Join, Leave, Presence, Submit, encode, error_message, parse
+from tandem.records import OpRecord
 from tandem.server.yjs import YjsLink
+from tandem.session import DocumentManager, DocumentSession
+from tandem.session import document as document_module
+from tandem.session import manager as manager_module
+from tandem.session import offline as offline_module
+from tandem.session import presence as presence_module
 from tandem.settings import Settings
-from tandem.storage.base import OpRecord
 from tandem.storage.memory import MemoryStore
 
 try:
@@ -134,7 +137,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
 
 class _Clock:
-    """Stands in for the ``time`` module inside ``tandem.documents``."""
+    """Stands in for the ``time`` module inside the ``tandem.session`` modules."""
 
     def __init__(self, loop: VirtualLoop) -> None:
         self._loop = loop
@@ -148,14 +151,20 @@ class _Clock:
         return 1_700_000_000.0 + self._loop.virtual_now
 
 
+#: The session modules that read a clock.
+_TIMED = (document_module, manager_module, offline_module, presence_module)
+
+
 @contextlib.contextmanager
 def virtual_time(loop: VirtualLoop) -> Iterator[None]:
-    saved = documents_module.time
-    documents_module.time = _Clock(loop)  # type: ignore[assignment]
+    saved = [module.time for module in _TIMED]
+    for module in _TIMED:
+        module.time = _Clock(loop)  # type: ignore[assignment]
     try:
         yield
     finally:
-        documents_module.time = saved
+        for module, time_module in zip(_TIMED, saved, strict=True):
+            module.time = time_module
 
 
 # -- the run's knobs ------------------------------------------------------------------------
@@ -253,7 +262,7 @@ class SimStore(MemoryStore):
 
 
 class SimConnection:
-    """One socket. Implements ``tandem.documents.Peer`` for the session."""
+    """One socket. Implements ``tandem.session.Peer`` for the session."""
 
     def __init__(self, world: World, owner: SimClient) -> None:
         self.world = world
@@ -321,7 +330,7 @@ class SimConnection:
                 await session.submit(member, message.op, message.base_version, message.seq)
             elif isinstance(message, Presence):
                 session = self.sessions[message.doc or DOC]
-                session.update_presence(
+                session.presence.update(
                     session.member(self), message.cursor, message.state, message.base_version, now
                 )
             elif isinstance(message, Leave):
@@ -730,7 +739,7 @@ def simulate(seed: int, *, reuse_ids: bool = False) -> Counter[str]:
 
 
 def run_virtual(loop: VirtualLoop, main: Any) -> Any:
-    """Run ``main`` on ``loop`` with ``tandem.documents`` on the virtual clock; then clean up."""
+    """Run ``main`` on ``loop`` with ``tandem.session`` on the virtual clock; then clean up."""
     asyncio.set_event_loop(loop)
     try:
         with virtual_time(loop):
@@ -953,8 +962,8 @@ def test_a_resent_merge_is_answered_once_its_first_copy_is_stored() -> None:
         author = Recorder("c1", "u1")
         await session.join(author, "write", None)
         branch = [Delta().insert("hello"), Delta().retain(5).insert(" world")]
-        await session.merge(session.member(author), 0, 9, branch)  # v1, gated
-        resent = asyncio.ensure_future(session.merge(session.member(author), 0, 9, branch))
+        await session.offline.merge(session.member(author), 0, 9, branch)  # v1, gated
+        resent = asyncio.ensure_future(session.offline.merge(session.member(author), 0, 9, branch))
         for _ in range(50):
             await asyncio.sleep(0.01)
             await asyncio.to_thread(lambda: None)  # let a reply computed in a thread land
@@ -987,7 +996,7 @@ def test_a_sync_step2_waits_until_what_it_carries_is_stored() -> None:
     async def scenario() -> None:
         store, session = await _gated_session()
         link = Link()
-        tandem = SimpleNamespace(documents=session.manager)
+        tandem = SimpleNamespace(documents=session.host)
         await link.join(tandem, DOC, "write")  # type: ignore[arg-type]
         author = Recorder("c1", "u1")
         await session.join(author, "write", None)

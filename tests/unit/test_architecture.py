@@ -55,6 +55,7 @@ PURE = sorted(
         "tandem.auth",
         "tandem.errors",
         "tandem.records",
+        "tandem.bus.codec",
         "tandem.client.state",
     }
     or name.startswith("tandem.session.delivery")

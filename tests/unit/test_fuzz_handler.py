@@ -19,13 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tandem.auth import Principal
-from tandem.documents import DocumentManager
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.protocol import parse
 from tandem.server.admission import Admission
 from tandem.server.collab import AsgiWire, Connection
 from tandem.server.shutdown import GracefulShutdown
+from tandem.session import DocumentManager
 from tandem.settings import Settings
 from tandem.storage.memory import MemoryStore
 

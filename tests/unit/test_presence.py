@@ -143,8 +143,8 @@ def test_transform_does_not_make_an_entry_pending() -> None:
     table = table_with("a", cursor=Cursor(1))
     table.mark_sent("a", 0.0)
     table.transform(Delta().insert("x"), "b")
-    assert table.due(10.0) == []
-    assert table.next_due(10.0) is None
+    assert table.due(10.0, 0.05) == []
+    assert table.next_due(10.0, 0.05) is None
 
 
 # -- remove / expire ------------------------------------------------------------
@@ -184,8 +184,8 @@ def test_touch_never_moves_last_seen_backwards() -> None:
 
 def test_a_new_entry_is_due_at_once() -> None:
     table = table_with("a")
-    assert table.due(0.0) == ["a"]
-    assert table.next_due(0.0) == 0.0
+    assert table.due(0.0, 0.05) == ["a"]
+    assert table.next_due(0.0, 0.05) == 0.0
 
 
 def test_at_most_one_broadcast_per_interval_with_the_latest_value() -> None:
@@ -213,7 +213,7 @@ def test_an_unchanged_update_is_not_rebroadcast() -> None:
     table.mark_sent("a", 0.0)
     table.update("a", "u", "U", Cursor(1), None, 1.0, version=2, length=5)
     table.update("a", "u", "U", Cursor(1), {"c": 1}, 2.0, version=2, length=5)
-    assert table.due(3.0) == []
+    assert table.due(3.0, 0.05) == []
 
 
 def test_next_due_is_the_earliest_of_several() -> None:
@@ -232,7 +232,7 @@ def test_next_due_is_the_earliest_of_several() -> None:
 def test_mark_sent_of_an_unknown_client_is_ignored() -> None:
     table = PresenceTable()
     table.mark_sent("ghost", 1.0)
-    assert table.next_due(1.0) is None
+    assert table.next_due(1.0, 0.05) is None
 
 
 # -- wire messages -------------------------------------------------------------

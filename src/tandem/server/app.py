@@ -35,7 +35,6 @@ from tandem.assets import find_assets
 from tandem.auth import Principal
 from tandem.auth_keys import Identity
 from tandem.bus import Bus, open_bus
-from tandem.documents import DocumentManager
 from tandem.errors import AuthError, TandemError
 from tandem.history.service import History
 from tandem.hooks import HookFailed, HookRunner, load_hooks
@@ -54,6 +53,7 @@ from tandem.server.revocations import RevocationService
 from tandem.server.sessions import SessionRegistry
 from tandem.server.shutdown import GracefulShutdown
 from tandem.server.yjs import serve_yjs
+from tandem.session import DocumentManager
 from tandem.settings import Settings
 from tandem.storage import MemoryOutbox, open_archive, open_outbox, open_revocations, open_store
 from tandem.storage.base import OpRecord, Store

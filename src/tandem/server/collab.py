@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tandem.auth import Principal
-from tandem.documents import DocumentSession
 from tandem.errors import (
     JoinLimitExceeded,
     NotJoined,
@@ -64,6 +63,7 @@ from tandem.server.admission import (
 )
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.sessions import LiveSession
+from tandem.session.document import DocumentSession
 
 if TYPE_CHECKING:
     from tandem.server.context import Context
@@ -363,14 +363,14 @@ class Connection:
                 where["doc"] = session.doc
                 member = session.member(self)
                 session.touch(self, time.monotonic())
-                await session.merge(
+                await session.offline.merge(
                     member, message.base_version, message.seq, list(message.ops), message.ref
                 )
             elif isinstance(message, Presence):
                 where = {"ref": message.ref, "doc": message.doc}
                 session = self._session(message.doc)
                 where["doc"] = session.doc
-                session.update_presence(
+                session.presence.update(
                     session.member(self),
                     message.cursor,
                     message.state,

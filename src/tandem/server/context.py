@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tandem.bus import Bus
-    from tandem.documents import DocumentManager
+    from tandem.session.manager import DocumentManager
     from tandem.history.service import History
     from tandem.metrics import Metrics
     from tandem.revocation import RevocationList

@@ -24,7 +24,7 @@ from tandem.storage.document_admin import DocumentAdmin, Tombstone
 
 if TYPE_CHECKING:
     from tandem.bus import Bus
-    from tandem.documents import DocumentManager
+    from tandem.session.manager import DocumentManager
     from tandem.server.sessions import SessionRegistry
     from tandem.storage.base import Store
 

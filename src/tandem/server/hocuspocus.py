@@ -46,7 +46,7 @@ against the per-address cap from the moment it is accepted, and against the
 per-user cap once, for the first user that authenticates.
 
 Owns the socket and the envelope's bookkeeping; the Yjs decisions are
-``YjsLink``'s, the rest ``tandem.replicas`` and ``tandem.documents``'.
+``YjsLink``'s, the rest ``tandem.session``'s (``session.yjs`` for the Yjs side).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tandem.auth import Principal
-from tandem.documents import Member
 from tandem.errors import (
     AuthError,
     Forbidden,
@@ -33,6 +32,7 @@ from tandem.errors import (
 from tandem.ot.delta import Delta
 from tandem.protocol import Submit, parse_message, validate_client_id, validate_doc_id
 from tandem.server.history_rest import add_history_routes
+from tandem.session import Member
 
 if TYPE_CHECKING:
     from tandem.server.context import Context

@@ -24,8 +24,8 @@ links over one socket inside the Hocuspocus envelope. A link's subclass
 decides only how frames reach the client and how a write's fate is told.
 ``Outbox`` is the bounded, single-writer send queue of one socket.
 
-Owns the socket loop only: decisions live in ``tandem.replicas`` and
-``tandem.documents``.
+Owns the socket loop only: decisions live in ``tandem.session`` (``session.yjs``
+for the Yjs side).
 """
 
 from __future__ import annotations
@@ -43,19 +43,20 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import Principal
-from tandem.documents import DocumentSession, Member
 from tandem.errors import Forbidden, TandemError
 from tandem.merge import yproto
 from tandem.protocol import validate_doc_id
-from tandem.replicas import ReplicaRefused
 from tandem.server.admission import accept_with_token, peer_address, refuse_foreign_origin
 from tandem.server.sessions import LiveSession
+from tandem.session.delivery import Member
+from tandem.session.document import DocumentSession
+from tandem.session.yjs import ReplicaRefused
 
 if TYPE_CHECKING:
     from tandem.merge.replica import Replica
     from tandem.metrics import Metrics
-    from tandem.replicas import ReplicaHost
     from tandem.server.context import Context
+    from tandem.session.yjs import ReplicaHost
     from tandem.settings import Settings
 
 __all__ = ["Outbox", "YjsConnection", "YjsLink", "binary_frames", "serve_yjs"]
@@ -195,8 +196,7 @@ class YjsLink:
         self.session = session
         self.metrics = tandem.metrics
         self.member = Member(self, permission)
-        session.members[self] = self.member
-        session.idle_since = None
+        session.add_member(self.member)
         host = session.replicas
         host.add_peer(self)
         self.host = host

@@ -29,27 +29,9 @@ from typing import Protocol, runtime_checkable
 
 from tandem.errors import StorageError
 from tandem.ot.delta import Delta
+from tandem.records import OpRecord
 
 __all__ = ["DocumentInfo", "LoadedDocument", "OpRecord", "Snapshot", "Store", "StorageError"]
-
-
-@dataclass(frozen=True, slots=True)
-class OpRecord:
-    """One committed op."""
-
-    doc: str
-    #: The version this op produced (the first op of a document is version 1).
-    version: int
-    op: Delta
-    #: Idempotency identity of the submitting client (the session scopes it by user).
-    client_id: str
-    #: The client's sequence number, or None for ops without one (REST, Yjs bridge).
-    seq: int | None
-    user: str
-    #: Commit time, seconds since the epoch.
-    time: float
-    #: For an op that came from a Yjs client: the Yjs update it merged (see tandem.merge).
-    crdt: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,13 @@
-"""The CRDT side of an open document: its replica, its Yjs peers, Yjs submits.
+"""The Yjs side of an open document: its CRDT replica, its Yjs peers, Yjs writes.
 
-``ReplicaHost`` is owned by a ``DocumentSession`` and called from a few hooks
-there:
+``ReplicaHost`` is owned by a ``DocumentSession`` (which it sees through the
+small ``ReplicaSession`` protocol, so it does not import it) and called from a
+few hooks there:
 
 * ``load(loaded)`` when the document opens: the replica is rebuilt from the
   CRDT state of the newest snapshot plus the ops after it (never re-seeded
   from text when a state exists; see ``tandem.merge.replica``);
-* ``committed(entry)`` from the session's ``_advance``, in version order, for
+* ``committed(record)`` from the session's ``advanced``, in version order, for
   local and other nodes' ops alike: the op is applied to the replica (unless it
   already was) and its Yjs update is sent to every Yjs peer — the author of a
   Yjs write included: that echo is its acknowledgement, sent only once
@@ -17,45 +18,45 @@ there:
   the Yjs peers hold;
 * ``snapshot_state()`` for snapshots: the CRDT state at the committed version.
 
-``submit(member, update)`` merges a Yjs update at the sequencer's head (first
-applying the sequenced-but-not-yet-committed ops, so the merge sees exactly the
-head), and sequences the observed change as the next version, carrying the
-effective update so every replay reproduces the same items. An update with
-missing dependencies is refused before it is applied (``ReplicaRefused``):
-nothing changes, nothing is rebuilt.
+``submit(member, update)`` hands a Yjs update to the session's one
+``sequence()``, which (with no await) calls ``merge_at_head``: the update is
+merged at the sequencer's head (first applying the sequenced-but-not-yet-committed
+ops, so the merge sees exactly the head), and the observed change becomes the
+next version, carrying the effective update so every replay reproduces the same
+items (``merged``). An update with missing dependencies is refused before it is
+applied (``ReplicaRefused``): nothing changes, nothing is rebuilt.
 
 A peer joins with ``add_peer`` and receives Updates only once ``caught_up``
 (right after its SyncStep2), so it never gets a change before what it builds on.
 
 May import the pure parts (``merge``, ``ot``, ``sequencer``) and asyncio; must
-not import the server or network code.
+not import the server, network code or the session's other modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import zlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
 from tandem.merge.cursors import index_of, relative_position
 from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError, UpdateRefused
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
-from tandem.ot.document import Document
+from tandem.ot.delta import Delta
 from tandem.protocol import Cursor
-from tandem.sequencer import Entry
-from tandem.storage.base import LoadedDocument, OpRecord
+from tandem.records import OpRecord
+from tandem.sequencer import Sequencer
+from tandem.session.delivery import Member, Submission
+from tandem.session.presence import PresenceFanout
+from tandem.storage.base import LoadedDocument, Store
 
-if TYPE_CHECKING:
-    from tandem.documents import DocumentSession, Member
+__all__ = ["ReplicaHost", "ReplicaRefused", "ReplicaSession", "YjsPeer", "build_replica"]
 
-__all__ = ["ReplicaHost", "YjsPeer"]
-
-log = logging.getLogger("tandem.replicas")
+log = logging.getLogger("tandem.session.yjs")
 
 #: Colours for OT clients whose presence state names none.
 _PALETTE: Final = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6")
@@ -80,6 +81,24 @@ class YjsPeer(Protocol):
         """Queue one binary y-protocols frame. Never blocks."""
 
 
+class ReplicaSession(Protocol):
+    """What the Yjs side needs from its session."""
+
+    doc: str
+    store: Store
+    sequencer: Sequencer
+    presence: PresenceFanout
+
+    @property
+    def committed_version(self) -> int: ...
+
+    def background(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
+
+    async def sequence(
+        self, member: Member, submission: Submission, *, after_conflict: bool = False
+    ) -> None: ...
+
+
 class ReplicaRefused(TandemError):
     """A Yjs update the replica cannot take (missing dependencies, malformed)."""
 
@@ -100,7 +119,7 @@ def build_replica(loaded: LoadedDocument) -> Replica:
     return replica
 
 
-def _replay(replica: Replica, op: OpRecord | Entry) -> bytes:
+def _replay(replica: Replica, op: OpRecord) -> bytes:
     """Apply a committed op: its stored update (the same items), else its delta.
 
     Returns the update applied.
@@ -114,7 +133,7 @@ def _replay(replica: Replica, op: OpRecord | Entry) -> bytes:
 class ReplicaHost:
     """One document's replica and Yjs peers (see the module docstring)."""
 
-    def __init__(self, session: DocumentSession) -> None:
+    def __init__(self, session: ReplicaSession) -> None:
         self.session = session
         self.replica: Replica | None = None
         self.peers: set[YjsPeer] = set()
@@ -154,7 +173,7 @@ class ReplicaHost:
                     break
                 _replay(replica, entry)
 
-    def stamp(self, entry: Entry) -> bytes | None:
+    def stamp(self, entry: OpRecord) -> bytes | None:
         """Apply the just-committed head ``entry`` now; its Yjs update, to store with it.
 
         Called by the session right after the sequencer committed an OT op
@@ -193,7 +212,7 @@ class ReplicaHost:
         self.replica = None
         if not self._rebuilding:
             self._rebuilding = True
-            self.session.manager.background(self._load_again())
+            self.session.background(self._load_again())
 
     async def _load_again(self) -> None:
         """Rebuild the replica from the store, at the committed version exactly.
@@ -206,7 +225,7 @@ class ReplicaHost:
         duplicates). Ops sequenced meanwhile are applied later, in order, like
         any op ahead of the replica.
         """
-        store, doc = self.session.manager.store, self.session.doc
+        store, doc = self.session.store, self.session.doc
         try:
             while True:
                 try:
@@ -270,7 +289,7 @@ class ReplicaHost:
 
     # -- the committed path ---------------------------------------------------
 
-    def committed(self, entry: Entry) -> None:
+    def committed(self, entry: OpRecord) -> None:
         """``entry`` is committed: mirror it and send its Yjs update to the Yjs peers."""
         replica = self.replica
         if replica is None:
@@ -408,12 +427,7 @@ class ReplicaHost:
         session = self.session
         for entry in entries:
             if entry.state is None:
-                if session.presence.remove(member.peer.client):
-                    session._announce(
-                        session.presence.left_message(
-                            member.peer.client, member.peer.user, session.doc
-                        )
-                    )
+                session.presence.remove(member.peer)
                 continue
             state = entry.state if isinstance(entry.state, dict) else {"value": entry.state}
             cursor: Cursor | None = None
@@ -429,12 +443,12 @@ class ReplicaHost:
                 if anchor is not None and head is not None:
                     cursor = Cursor(min(anchor, head), abs(head - anchor))
             try:
-                session.update_presence(
+                session.presence.update(
                     member, cursor, {"yjs": state}, session.committed_version, now
                 )
             except TandemError as exc:  # a stale cursor: drop it, keep the state
                 log.info("awareness of %s not bridged: %s", member.peer.client, exc)
-                session.update_presence(
+                session.presence.update(
                     member, None, {"yjs": state}, session.committed_version, now
                 )
 
@@ -448,18 +462,20 @@ class ReplicaHost:
         done: Callable[[int], None] | None = None,
     ) -> None:
         """Merge a Yjs client's update and sequence its change as the next version."""
-        from tandem.documents import _Pending, _record  # the session's own types
-
-        session = self.session
         if member.permission != "write":
-            raise ReadOnly(f"read-only access to {session.doc!r}: updates are refused")
-        while session._rebasing is not None:
-            await session._rebasing.wait()
-        replica = await self.ready()
-        # No await from here on: the merge happens exactly at the sequencer's head.
-        sequencer = session.sequencer
+            raise ReadOnly(f"read-only access to {self.session.doc!r}: updates are refused")
+        await self.session.sequence(member, Submission(yjs_update=update, done=done))
+
+    def merge_at_head(self, update: bytes) -> tuple[Delta, bytes] | None:
+        """Merge ``update`` at the sequencer's head: its change and effective update.
+
+        None when it changes nothing. Called by ``sequence`` with no await since
+        ``ready()``, so the merge happens exactly at the head.
+        """
+        replica = self.replica
+        assert replica is not None, "await ready() first"
         try:
-            for entry in sequencer.entries_since(replica.version):
+            for entry in self.session.sequencer.entries_since(replica.version):
                 self._early[entry.version] = _replay(replica, entry)
             delta, effective = replica.merge(update)
         except UpdateRefused as exc:
@@ -469,29 +485,12 @@ class ReplicaHost:
             self._rebuild()
             raise ReplicaRefused(str(exc)) from None
         if effective == EMPTY_UPDATE:
-            if done is not None:
-                done(session.committed_version)
-            return
-        entry = Entry(
-            sequencer.version + 1,
-            delta,
-            member.key,
-            None,
-            member.peer.user,
-            time.time(),
-            effective,
-        )
-        document: Document = sequencer.apply_committed(entry)
-        replica.advance(entry.version)  # else the next catch-up would replay it again
-        self._early[entry.version] = effective
-        pending = _Pending(
-            entry.version,
-            entry=entry,
-            document=document,
-            author=member,
-            received=time.perf_counter(),
-            done=done,
-            yjs_update=update,
-        )
-        session._outbox.append(pending)
-        session.manager.committer.enqueue(session, _record(session.doc, entry))
+            return None
+        return delta, effective
+
+    def merged(self, record: OpRecord) -> None:
+        """``record`` (a merged update, applied to the sequencer) is the replica's head too."""
+        replica = self.replica
+        assert replica is not None and record.crdt is not None
+        replica.advance(record.version)  # else the next catch-up would replay it again
+        self._early[record.version] = record.crdt

@@ -1,0 +1,26 @@
+"""One open document and what it shares with the others; each rule in its own small module.
+
+==================  ==========================================================
+``delivery``        pure: who hears what, when (commit → broadcast, sync → ack,
+                    held while an ack is outstanding, rollback)
+``document``        async: join/leave and one ``sequence()`` for every path
+                    (OT, REST, Yjs, offline merge); the committer's reports
+``commit``          group commit across documents
+``offline``         offline merge of a long branch, and its checkpoints
+``replication``     other nodes: publishing, applying, gap fill, rebase on conflict
+``presence``        presence fan-out, coalescing and expiry
+``yjs``             the CRDT replica and the Yjs peers
+``manager``         open/close documents, single-flight load, the bus publisher
+==================  ==========================================================
+
+The import arrows point one way: ``manager`` → ``document`` → the pieces →
+``delivery``; a piece sees the session through a small protocol of its own.
+"""
+
+from __future__ import annotations
+
+from tandem.session.delivery import Member, Peer
+from tandem.session.document import DocumentSession
+from tandem.session.manager import DocumentManager
+
+__all__ = ["DocumentManager", "DocumentSession", "Member", "Peer"]

@@ -1,0 +1,191 @@
+"""Open documents: one session per document, loaded once, unloaded when idle.
+
+``DocumentManager`` owns what the sessions share: the store, the group
+committer, the bus (one ordered publisher for every document's payloads) and
+the background tasks (snapshots, rebuilds, rebases). ``open`` loads a
+document once however many ask at the same time (single flight); a sweeper
+expires silent presence and unloads documents nobody has had open for
+``Settings.document_idle_unload`` seconds, saving a snapshot first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+from tandem.bus.base import Bus
+from tandem.bus.codec import channel
+from tandem.errors import TandemError
+from tandem.metrics import Metrics
+from tandem.ot.document import Document
+from tandem.session.commit import GroupCommitter
+from tandem.session.document import DocumentSession
+from tandem.settings import Settings
+from tandem.storage.base import Store
+
+__all__ = ["DocumentManager"]
+
+log = logging.getLogger("tandem.session")
+
+
+class DocumentManager:
+    """Opens documents once (single flight), keeps them while used, unloads idle ones."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        bus: Bus | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        #: Other nodes are reached over this bus; None on a single node.
+        self.bus = bus
+        self.replicated = bus is not None
+        self.node = settings.node_id
+        self.sessions: dict[str, DocumentSession] = {}
+        self.committer = GroupCommitter(store, metrics, settings)
+        self._loading: dict[str, asyncio.Future[DocumentSession]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._outgoing: deque[tuple[str, bytes]] = deque()
+        self._outgoing_ready = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.committer.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="tandem-sweeper")
+        if self.bus is not None:
+            self._publisher = asyncio.create_task(self._publish_loop(), name="tandem-publisher")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.committer.close()
+        for session in list(self.sessions.values()):
+            await self._unload(session, force=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+
+    # -- what sessions use (tandem.session.document.SessionHost) ----------------
+
+    def publish(self, doc: str, payload: bytes) -> None:
+        """Send ``payload`` on ``doc``'s channel, after everything published before it."""
+        if self.bus is None:
+            return
+        self._outgoing.append((channel(doc), payload))
+        self._outgoing_ready.set()
+
+    async def _publish_loop(self) -> None:
+        """Publish in commit order; a failed publish is logged (peers catch up from the store)."""
+        assert self.bus is not None
+        while True:
+            await self._outgoing_ready.wait()
+            self._outgoing_ready.clear()
+            while self._outgoing:
+                name, data = self._outgoing.popleft()
+                try:
+                    await self.bus.publish(name, data)
+                except Exception as exc:  # noqa: BLE001 - at-most-once by contract
+                    log.warning("bus publish failed: %s", exc)
+
+    def background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a best-effort coroutine (snapshots); failures are logged, never raised."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("background task failed: %s", t.exception())
+
+        task.add_done_callback(finished)
+
+    def count_documents(self) -> None:
+        self.metrics.set_documents(len(self.sessions))
+
+    # -- opening and closing ----------------------------------------------------------
+
+    async def open(self, doc: str) -> DocumentSession:
+        """The session of ``doc``, loading it once however many ask at the same time."""
+        session = self.sessions.get(doc)
+        if session is not None:
+            return session
+        loading = self._loading.get(doc)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        loading = self._loading[doc] = asyncio.get_running_loop().create_future()
+        try:
+            session = await self._load(doc)
+        except BaseException as exc:
+            loading.set_exception(exc)
+            loading.exception()  # mark retrieved
+            raise
+        finally:
+            self._loading.pop(doc, None)
+        self.sessions[doc] = session
+        loading.set_result(session)
+        self.count_documents()
+        return session
+
+    async def _load(self, doc: str) -> DocumentSession:
+        loaded = await self.store.load(doc)
+        document = Document(loaded.snapshot.content) if loaded.snapshot else Document()
+        for record in loaded.ops:
+            document = document.apply(record.op)
+        session = DocumentSession(doc, document, loaded.version, loaded.ops, self)
+        session.replicas.load(loaded)
+        for record in loaded.ops:
+            if record.seq is not None:
+                session.last_seqs[record.client_id] = record.seq
+        if loaded.snapshot is not None:
+            session.last_snapshot = loaded.snapshot.version
+        elif loaded.ops:
+            session.last_snapshot = 0
+        if self.bus is not None:
+            session.subscription = await self.bus.subscribe(channel(doc), session.on_bus)
+            # Ops committed elsewhere between our load and our subscription.
+            session.replication.catch_up()
+        return session
+
+    async def _unload(self, session: DocumentSession, *, force: bool = False) -> None:
+        if not force and (session.members or session.busy):
+            return
+        if self.sessions.get(session.doc) is session:
+            del self.sessions[session.doc]
+        session.close()
+        if session.subscription is not None:
+            with contextlib.suppress(Exception):
+                await session.subscription.unsubscribe()
+            session.subscription = None
+        snapshot = session.snapshot()
+        if snapshot is not None and snapshot.version > session.last_snapshot:
+            try:
+                await self.store.save_snapshot(snapshot)
+            except TandemError as exc:
+                log.warning("snapshot of %s on unload failed: %s", session.doc, exc)
+        self.count_documents()
+
+    async def _sweep(self) -> None:
+        """Expire silent presence and unload documents nobody has had open for a while."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.document_idle_unload / 2 or 1.0))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                session.presence.expire(now)
+                idle = session.idle_since
+                if idle is not None and now - idle >= self.settings.document_idle_unload:
+                    await self._unload(session)

@@ -1,0 +1,181 @@
+"""Replication between nodes: publishing committed ops, applying others', filling gaps.
+
+Every node may sequence every document (optimistic concurrency, see
+docs/architecture.md). The store refuses a version that another node took
+(``ConflictError``); the session then loads what the others committed and
+sequences its pending submissions again, from their original base versions —
+the same transform path their clients walk (``rebase``). Committed ops reach
+the other nodes over the bus (``tandem.bus.codec`` is the payload format); an
+op that arrives out of order waits, and a gap is filled from the store.
+
+Imports no other session module: it sees the session through ``ReplicatingSession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from tandem.bus.codec import PresencePayload, decode, encode_op
+from tandem.errors import ConflictError, TandemError
+from tandem.ot.document import Document
+from tandem.records import OpRecord
+from tandem.sequencer import Sequencer
+from tandem.session.delivery import Delivery, Member, Pending, Submission
+from tandem.storage.base import Store
+
+__all__ = ["Replication", "ReplicatingSession"]
+
+log = logging.getLogger("tandem.session")
+
+
+class ReplicatingSession(Protocol):
+    """What replication needs from its session."""
+
+    doc: str
+    store: Store
+    sequencer: Sequencer
+    delivery: Delivery
+
+    @property
+    def committed_version(self) -> int: ...
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def replicated(self) -> bool:
+        """Are there other nodes to tell?"""
+
+    def background(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
+
+    def publish(self, payload: bytes) -> None: ...
+
+    def roll_back(self) -> list[Pending]: ...
+
+    def commit_failed(self, exc: BaseException) -> None: ...
+
+    async def sequence(
+        self, member: Member, submission: Submission, *, after_conflict: bool = False
+    ) -> None: ...
+
+    def remote_presence(self, message: dict[str, Any]) -> None: ...
+
+
+class Replication:
+    """One document's traffic with the other nodes."""
+
+    def __init__(self, session: ReplicatingSession) -> None:
+        self.session = session
+        #: Other nodes' ops that arrived ahead of the next version, by version.
+        self._remote: dict[int, OpRecord] = {}
+        self._filling = False
+        self._rebasing: asyncio.Event | None = None
+
+    def publish(self, record: OpRecord) -> None:
+        """Tell the other nodes about an op this node committed."""
+        session = self.session
+        if session.replicated:
+            session.publish(encode_op(session.node, record))
+
+    async def rebased(self) -> None:
+        """Return once no rebase is under way."""
+        while self._rebasing is not None:
+            await self._rebasing.wait()
+
+    # -- conflicts ----------------------------------------------------------------
+
+    def conflict(self) -> None:
+        """Another node committed first: re-sequence our pending ops on top of its ops."""
+        if self._rebasing is None:
+            self._rebasing = asyncio.Event()
+            self.session.background(self._rebase())
+
+    async def _rebase(self) -> None:
+        session = self.session
+        event = self._rebasing
+        try:
+            records = await session.store.get_ops(session.doc, session.committed_version)
+            if not records:
+                # Nobody else took our version: re-sequencing would conflict forever.
+                session.commit_failed(ConflictError("the store refused the op; resubmit it"))
+                return
+            pending = session.roll_back()
+            self._apply_in_order(records)
+            for item in pending:
+                submission = item.submission
+                if item.author is None or (submission.op is None and submission.yjs_update is None):
+                    continue
+                try:
+                    await session.sequence(item.author, submission, after_conflict=True)
+                except TandemError as error:
+                    session.delivery.refuse(item, error)
+        except Exception as exc:  # noqa: BLE001 - the store is down: fail what is pending
+            log.error("rebase of %s failed: %s", session.doc, exc)
+            session.commit_failed(exc)
+        finally:
+            self._rebasing = None
+            if event is not None:
+                event.set()
+
+    # -- other nodes' ops -----------------------------------------------------------
+
+    def on_bus(self, data: bytes) -> None:
+        """A payload from another node about this document."""
+        session = self.session
+        payload = decode(session.doc, session.node, data)
+        if isinstance(payload, OpRecord):
+            if payload.version > session.committed_version:
+                self._remote[payload.version] = payload
+                self.drain()
+        elif isinstance(payload, PresencePayload):
+            session.remote_presence(payload.message)
+
+    def drain(self) -> None:
+        """Apply buffered remote ops in version order while nothing local is pending."""
+        session = self.session
+        if session.delivery.outbox or self._rebasing is not None:
+            return
+        remote = self._remote
+        while (record := remote.pop(session.committed_version + 1, None)) is not None:
+            self._apply(record)
+        if remote:
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Check the store for ops other nodes committed that we have not seen."""
+        if not self._filling:
+            self._filling = True
+            self.session.background(self._fill_gap())
+
+    def _apply(self, record: OpRecord) -> None:
+        session = self.session
+        document: Document = session.sequencer.apply_committed(record)
+        session.delivery.remote(record, document)
+
+    def _apply_in_order(self, records: list[OpRecord]) -> None:
+        session = self.session
+        for record in records:
+            if record.version == session.committed_version + 1:
+                self._apply(record)
+        self._forget_applied()
+
+    def _forget_applied(self) -> None:
+        session = self.session
+        self._remote = {v: r for v, r in self._remote.items() if v > session.committed_version}
+
+    async def _fill_gap(self) -> None:
+        """Load ops another node committed that the bus did not bring (or not yet)."""
+        session = self.session
+        try:
+            records = await session.store.get_ops(session.doc, session.committed_version)
+            if not (session.delivery.outbox or self._rebasing is not None):
+                self._apply_in_order(records)
+            else:
+                self._forget_applied()
+        finally:
+            self._filling = False
+        if self._remote:
+            self.drain()
