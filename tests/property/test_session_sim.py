@@ -73,11 +73,12 @@ from tandem.ot.delta import Insert
 from tandem.protocol import Join, Leave, Presence, Submit, encode, error_message, parse
 from tandem.records import OpRecord
 from tandem.server.yjs import YjsLink
-from tandem.session import DocumentManager, DocumentSession
 from tandem.session import document as document_module
 from tandem.session import manager as manager_module
 from tandem.session import offline as offline_module
 from tandem.session import presence as presence_module
+from tandem.session.document import DocumentSession
+from tandem.session.manager import DocumentManager
 from tandem.settings import Settings
 from tandem.storage.memory import MemoryStore
 

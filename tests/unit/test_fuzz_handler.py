@@ -25,7 +25,7 @@ from tandem.protocol import parse
 from tandem.server.admission import Admission
 from tandem.server.collab import AsgiWire, Connection
 from tandem.server.shutdown import GracefulShutdown
-from tandem.session import DocumentManager
+from tandem.session.manager import DocumentManager
 from tandem.settings import Settings
 from tandem.storage.memory import MemoryStore
 

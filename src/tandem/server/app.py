@@ -53,7 +53,7 @@ from tandem.server.revocations import RevocationService
 from tandem.server.sessions import SessionRegistry
 from tandem.server.shutdown import GracefulShutdown
 from tandem.server.yjs import serve_yjs
-from tandem.session import DocumentManager
+from tandem.session.manager import DocumentManager
 from tandem.settings import Settings
 from tandem.storage import MemoryOutbox, open_archive, open_outbox, open_revocations, open_store
 from tandem.storage.base import OpRecord, Store

@@ -32,7 +32,7 @@ from tandem.errors import (
 from tandem.ot.delta import Delta
 from tandem.protocol import Submit, parse_message, validate_client_id, validate_doc_id
 from tandem.server.history_rest import add_history_routes
-from tandem.session import Member
+from tandem.session.delivery import Member
 
 if TYPE_CHECKING:
     from tandem.server.context import Context

@@ -15,12 +15,5 @@
 
 The import arrows point one way: ``manager`` → ``document`` → the pieces →
 ``delivery``; a piece sees the session through a small protocol of its own.
+This package file imports nothing, so importing one piece never loads the others.
 """
-
-from __future__ import annotations
-
-from tandem.session.delivery import Member, Peer
-from tandem.session.document import DocumentSession
-from tandem.session.manager import DocumentManager
-
-__all__ = ["DocumentManager", "DocumentSession", "Member", "Peer"]
