@@ -7,7 +7,7 @@ joining client's catch-up. Each edge converts it in exactly one place:
 
 * the wire: ``tandem.protocol`` (``op_message``, ``catchup_message``);
 * storage rows: each store's ``_records`` / row reader (``tandem.storage``);
-* bus payloads: ``tandem.bus.codec``.
+* bus payloads: ``tandem.session.payloads``.
 
 Pure: no I/O, no asyncio; imports only the OT value types.
 """

@@ -997,7 +997,9 @@ def test_a_sync_step2_waits_until_what_it_carries_is_stored() -> None:
     async def scenario() -> None:
         store, session = await _gated_session()
         link = Link()
-        tandem = SimpleNamespace(documents=session.host, metrics=session.host.metrics)
+        tandem = SimpleNamespace(
+            documents=session.host, metrics=session.host.metrics, settings=session.settings
+        )
         await link.join(tandem, DOC, "write")  # type: ignore[arg-type]
         author = Recorder("c1", "u1")
         await session.join(author, "write", None)

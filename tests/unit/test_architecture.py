@@ -55,7 +55,7 @@ PURE = sorted(
         "tandem.auth",
         "tandem.errors",
         "tandem.records",
-        "tandem.bus.codec",
+        "tandem.session.payloads",
         "tandem.client.state",
     }
     or name.startswith("tandem.session.delivery")

@@ -17,6 +17,7 @@ import orjson
 from tandem.cli import build_parser
 from tandem.ot.delta import Delta
 from tandem.protocol import ack_message, op_message, snapshot_message
+from tandem.records import OpRecord
 from tandem.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ def test_the_worked_example_messages_have_the_servers_fields() -> None:
     shapes = {
         "snapshot": set(snapshot_message("d", 0, Delta(), [], "write")),
         "ack": set(ack_message("d", 1, 1, None)),
-        "op": set(op_message("d", 1, Delta(), "c", "u", 1)),
+        "op": set(op_message(OpRecord("d", 1, Delta(), "c@u", 1, "u", 0.0))),
     }
     protocol = (ROOT / "docs" / "protocol.md").read_text()
     section = protocol.split("## A worked example", 1)[1].split("\n## ", 1)[0]

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tandem.bus import Bus
-    from tandem.session.manager import DocumentManager
     from tandem.history.service import History
     from tandem.metrics import Metrics
     from tandem.revocation import RevocationList
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from tandem.server.doc_admin import DocumentControl
     from tandem.server.revocations import RevocationService
     from tandem.server.sessions import SessionRegistry
+    from tandem.session.manager import DocumentManager
     from tandem.settings import Settings
     from tandem.storage.base import Store
 

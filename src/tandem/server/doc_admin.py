@@ -24,8 +24,8 @@ from tandem.storage.document_admin import DocumentAdmin, Tombstone
 
 if TYPE_CHECKING:
     from tandem.bus import Bus
-    from tandem.session.manager import DocumentManager
     from tandem.server.sessions import SessionRegistry
+    from tandem.session.manager import DocumentManager
     from tandem.storage.base import Store
 
 __all__ = ["CHANNEL", "DocumentControl"]

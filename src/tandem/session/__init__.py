@@ -8,6 +8,7 @@
 ``commit``          group commit across documents
 ``offline``         offline merge of a long branch, and its checkpoints
 ``replication``     other nodes: publishing, applying, gap fill, rebase on conflict
+``payloads``        pure: the bus payload codec (ops as ``OpRecord``, presence)
 ``presence``        presence fan-out, coalescing and expiry
 ``yjs``             the CRDT replica and the Yjs peers
 ``manager``         open/close documents, single-flight load, the bus publisher

@@ -19,12 +19,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tandem.bus.base import Bus
-from tandem.bus.codec import channel
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.ot.document import Document
 from tandem.session.commit import GroupCommitter
 from tandem.session.document import DocumentSession
+from tandem.session.payloads import channel
 from tandem.settings import Settings
 from tandem.storage.base import Store
 

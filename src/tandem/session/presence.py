@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from tandem.bus.codec import encode_presence
 from tandem.errors import HistoryUnavailable
 from tandem.ot.cursor import transform_selection
 from tandem.ot.document import Document
@@ -29,6 +28,7 @@ from tandem.protocol import Cursor, encode
 from tandem.records import OpRecord, public_client
 from tandem.sequencer import HistoryGap, Sequencer
 from tandem.session.delivery import Delivery, Member, Peer
+from tandem.session.payloads import encode_presence
 from tandem.settings import Settings
 
 __all__ = ["PresenceFanout", "PresentSession"]

@@ -5,7 +5,7 @@ docs/architecture.md). The store refuses a version that another node took
 (``ConflictError``); the session then loads what the others committed and
 sequences its pending submissions again, from their original base versions —
 the same transform path their clients walk (``rebase``). Committed ops reach
-the other nodes over the bus (``tandem.bus.codec`` is the payload format); an
+the other nodes over the bus (``tandem.session.payloads`` is the payload format); an
 op that arrives out of order waits, and a gap is filled from the store.
 
 Imports no other session module: it sees the session through ``ReplicatingSession``.
@@ -18,12 +18,12 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from tandem.bus.codec import PresencePayload, decode, encode_op
 from tandem.errors import ConflictError, TandemError
 from tandem.ot.document import Document
 from tandem.records import OpRecord
 from tandem.sequencer import Sequencer
 from tandem.session.delivery import Delivery, Member, Pending, Submission
+from tandem.session.payloads import PresencePayload, decode, encode_op
 from tandem.storage.base import Store
 
 __all__ = ["Replication", "ReplicatingSession"]
