@@ -3,7 +3,7 @@
 **Export format** (JSON Lines, UTF-8, one JSON object a line; ``FORMAT`` = 1)::
 
     {"type": "tandem-export", "format": 1, "tandem": "0.1.0", "exported": 1765000000.0}
-    {"type": "document", "doc": "notes", "version": 212}
+    {"type": "document", "doc": "notes", "version": 212, "oldest": 0}
     {"type": "op", "doc": "notes", "version": 1, "op": [{"insert": "H"}], "client_id": "c1",
      "seq": 1, "user": "ada", "time": 1765000000.0, "crdt": null}
     … every op of the document, in version order …
@@ -18,7 +18,10 @@ pages of ``PAGE`` (memory stays constant whatever the sizes).
 
 **Import** appends each document's ops to the configured store in pages, then
 saves its snapshot. A document that already has ops there is skipped and
-reported, never merged into. Import into an empty store or with the nodes
+reported, never merged into. A document whose history was compacted
+(``oldest`` > 0: its ops up to that version are gone, see ``tandem.history``)
+is exported as it is but skipped on import, and reported: a store's log starts
+at version 1, so it cannot be rebuilt there yet. Import into an empty store or with the nodes
 stopped: it writes to the store directly.
 
 **Backup** (SQLite only) copies the live database with SQLite's online backup
@@ -65,6 +68,8 @@ class ImportReport:
     documents: int = 0
     ops: int = 0
     skipped: list[str] = field(default_factory=list)
+    #: Documents whose history was compacted: their log cannot start at version 1.
+    compacted: list[str] = field(default_factory=list)
 
 
 # -- export ---------------------------------------------------------------------------
@@ -79,16 +84,19 @@ async def export_lines(store: Store, pattern: str = "*") -> AsyncIterator[bytes]
     ops = 0
     for info in documents:
         head = await store.head(info.doc)
-        yield _line({"type": "document", "doc": info.doc, "version": head})
-        after = 0
-        while after < head:
-            page = await store.get_ops(info.doc, after, min(after + PAGE, head))
-            if not page:
-                break
+        pages = _pages(store, info.doc, head)
+        first: list[OpRecord] = await anext(pages, [])
+        # ``oldest``: the versions up to it were compacted away (tandem.history).
+        oldest = first[0].version - 1 if first else head
+        yield _line({"type": "document", "doc": info.doc, "version": head, "oldest": oldest})
+        if first:
+            for record in first:
+                yield _line(_op_json(record))
+            ops += len(first)
+        async for page in pages:
             for record in page:
                 yield _line(_op_json(record))
             ops += len(page)
-            after = page[-1].version
         snapshot = (await store.load(info.doc)).snapshot
         if snapshot is not None and snapshot.version <= head:
             yield _line(
@@ -101,6 +109,17 @@ async def export_lines(store: Store, pattern: str = "*") -> AsyncIterator[bytes]
                 }
             )
     yield _line({"type": "end", "documents": len(documents), "ops": ops})
+
+
+async def _pages(store: Store, doc: str, head: int) -> AsyncIterator[list[OpRecord]]:
+    """The ops of ``doc`` up to ``head`` in pages of at most ``PAGE`` (none empty)."""
+    after = 0
+    while after < head:
+        upto = min(after + PAGE, head)
+        page = await store.get_ops(doc, after, upto)
+        after = page[-1].version if page else upto  # a compacted range reads empty
+        if page:
+            yield page
 
 
 async def export(
@@ -163,10 +182,15 @@ async def import_(
                 page = []
             if kind == "document":
                 doc = str(item["doc"])
-                skip = await store.head(doc) > 0
-                if skip:
+                if int(item.get("oldest", 0)) > 0:
+                    # A store's log starts at version 1: a compacted one cannot be rebuilt.
+                    skip = True
+                    report.compacted.append(doc)
+                elif await store.head(doc) > 0:
+                    skip = True
                     report.skipped.append(doc)
                 else:
+                    skip = False
                     report.documents += 1
                 if progress is not None:
                     progress(1)
@@ -379,11 +403,14 @@ def run_import(url: str, data_dir: Path, source: Path) -> int:
             print(f"tandem import: {source}: {error}", file=sys.stderr)
             return 2
     print(f"imported {report.documents} documents, {report.ops} ops", file=sys.stderr)
-    if report.skipped:
-        names = ", ".join(report.skipped[:10]) + (" …" if len(report.skipped) > 10 else "")
-        print(f"skipped {len(report.skipped)} that already exist: {names}", file=sys.stderr)
-        return 1
-    return 0
+    for docs, why in (
+        (report.skipped, "that already exist"),
+        (report.compacted, "whose history was compacted (not importable yet)"),
+    ):
+        if docs:
+            names = ", ".join(docs[:10]) + (" …" if len(docs) > 10 else "")
+            print(f"skipped {len(docs)} {why}: {names}", file=sys.stderr)
+    return 1 if report.skipped or report.compacted else 0
 
 
 def run_backup(url: str, data_dir: Path, target: Path) -> int:

@@ -21,7 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tandem.ot.delta import Delta
 from tandem.storage import open_store
+from tandem.storage.base import OpRecord, Snapshot
 
 from .harness import (
     POSTGRES_URL,
@@ -190,3 +192,44 @@ async def test_backup_copies_a_live_sqlite_database_consistently(tmp_path: Path)
     assert stored == heads
     refused = tandem("backup", "--database", f"{POSTGRES_URL}?schema=x", tmp_path / "pg.db")
     assert refused.returncode == 2 and "pg_dump" in refused.stderr
+
+
+async def test_a_compacted_document_is_exported_but_not_imported_and_is_named(
+    tmp_path: Path,
+) -> None:
+    """Retention deletes a document's oldest ops; a store's log cannot start past 1."""
+    source = f"sqlite:///{tmp_path}/source.db"
+    store = open_store(source, tmp_path)
+    await store.open()
+    try:
+        for doc in ("kept", "cut"):
+            await store.append(
+                [
+                    OpRecord(doc, v, Delta().insert("x"), "c", v, "ada", float(v))
+                    for v in range(1, 1501)
+                ]
+            )
+        await store.save_snapshot(Snapshot("cut", 1200, Delta().insert("x" * 1200)))
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "source.db") as conn:  # what compaction leaves
+        conn.execute("DELETE FROM ops WHERE doc = 'cut' AND version <= 1200")
+
+    export = tmp_path / "out.jsonl"
+    done = tandem("export", "--database", source, "--out", export)
+    assert done.returncode == 0, done.stderr
+    documents = {
+        line["doc"]: line
+        for line in map(orjson.loads, export.read_bytes().splitlines())
+        if line["type"] == "document"
+    }
+    assert documents["cut"]["oldest"] == 1200 and documents["kept"]["oldest"] == 0
+    assert "exported 2 documents, 1800 ops" in done.stderr
+
+    destination = f"sqlite:///{tmp_path}/restored.db"
+    done = tandem("import", "--database", destination, export)
+    assert done.returncode == 1
+    assert "skipped 1 whose history was compacted (not importable yet): cut" in done.stderr
+    restored = await contents(destination, tmp_path)
+    assert set(restored) == {"kept"}
+    assert restored["kept"] == (await contents(source, tmp_path))["kept"]

@@ -194,7 +194,7 @@ class YjsLink:
         session = await tandem.documents.open(doc)
         self.stored_wait = tandem.settings.yjs_stored_wait
         self.session = session
-        self.metrics = tandem.metrics
+        self.metrics = tandem.documents.metrics
         self.member = Member(self, permission)
         session.add_member(self.member)
         host = session.replicas
