@@ -56,6 +56,7 @@ PURE = sorted(
         "tandem.errors",
         "tandem.records",
         "tandem.session.payloads",
+        "tandem.session.ownership",
         "tandem.client.state",
     }
     or name.startswith("tandem.session.delivery")
