@@ -55,8 +55,8 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "history_compact_interval": (1, "retention would run without pause"),
     "history_max_changes": (1, "no changes could be read"),
     "history_window": (1, "a session keeps at least the newest op to transform against"),
-    "checkpoint_every": (1, "a checkpoint is kept every this many versions"),
-    "checkpoints_kept": (1, "an offline merge would rebuild every base from storage"),
+    "merge_checkpoint_every": (1, "a checkpoint is kept every this many versions"),
+    "merge_checkpoints_kept": (1, "an offline merge would rebuild every base from storage"),
     "ping_interval": (0.001, "a connection that stops answering must be dropped"),
     "ping_timeout": (0.001, "every connection would time out at its first ping"),
     "presence_timeout": (0.001, "every presence would expire at once"),
@@ -229,9 +229,9 @@ class Settings:
     history_window: int = 10_000
     #: Every this many committed versions a session keeps the document as an offline
     #: merge checkpoint (where a merge rebuilds its base from) ...
-    checkpoint_every: int = 128
+    merge_checkpoint_every: int = 128
     #: ... and it keeps this many of them, the newest (older bases come from storage).
-    checkpoints_kept: int = 64
+    merge_checkpoints_kept: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

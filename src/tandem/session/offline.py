@@ -13,8 +13,8 @@ its final state (base + branch) to the document at ``V``. A merge whose
 twice.
 
 The base document is rebuilt from the newest checkpoint at or before the
-base (one every ``Settings.checkpoint_every`` committed versions, the last
-``Settings.checkpoints_kept``), else from the store.
+base (one every ``Settings.merge_checkpoint_every`` committed versions, the last
+``Settings.merge_checkpoints_kept``), else from the store.
 
 Imports no other session module: it sees the session through ``MergingSession``.
 """
@@ -78,12 +78,12 @@ class OfflineMerge:
     def __init__(self, session: MergingSession) -> None:
         self.session = session
         settings = session.settings
-        self._every = settings.checkpoint_every
-        #: ``(version, document)`` every ``checkpoint_every`` committed versions, oldest
+        self._every = settings.merge_checkpoint_every
+        #: ``(version, document)`` every ``merge_checkpoint_every`` committed versions, oldest
         #: first: where a merge rebuilds its base document from.
         self._checkpoints: deque[tuple[int, Document]] = deque(
             [(session.committed_version, session.committed_document)],
-            maxlen=settings.checkpoints_kept,
+            maxlen=settings.merge_checkpoints_kept,
         )
         #: Merges being computed, by ``(client key, seq)``: a duplicate waits.
         self._merging: dict[tuple[str, int], asyncio.Event] = {}
