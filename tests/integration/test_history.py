@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tandem.client import HistoryClient, TandemClient
-from tandem.client.connection import ServerError
+from tandem.client.document import ServerError
 from tandem.client.history import CompactedError
 from tandem.ot import Document, apply
 

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 
 from tandem import Settings
 from tandem.client import TandemClient
-from tandem.client.connection import DocumentHandle
+from tandem.client.document import DocumentHandle
 from tandem.merge.translate import apply_to_text
 from tandem.ot.delta import Delta
 from tandem.server.app import Tandem

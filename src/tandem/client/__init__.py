@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from tandem.client.state import MERGE_AT, ClientState, Pending, PendingMerge, Status, VersionGap
 
 if TYPE_CHECKING:
-    from tandem.client.connection import (
+    from tandem.client.connection import TandemClient
+    from tandem.client.document import (
         Change,
         ChangeStream,
         ClientClosed,
         DocumentHandle,
         RemotePresence,
         ServerError,
-        TandemClient,
     )
     from tandem.client.history import HistoryClient
 
@@ -39,26 +39,14 @@ __all__ = [
     "VersionGap",
 ]
 
-_LAZY = frozenset(
-    {
-        "Change",
-        "ChangeStream",
-        "ClientClosed",
-        "DocumentHandle",
-        "RemotePresence",
-        "ServerError",
-        "TandemClient",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
     if name == "HistoryClient":
         from tandem.client import history
 
         return history.HistoryClient
-    if name in _LAZY:
-        from tandem.client import connection
+    if name in __all__:  # the rest of __all__: the connection and the document handle
+        from tandem.client import connection, document
 
-        return getattr(connection, name)
+        return getattr(connection if name == "TandemClient" else document, name)
     raise AttributeError(f"module 'tandem.client' has no attribute {name!r}")

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from tandem.client.connection import ServerError
+from tandem.client.document import ServerError
 from tandem.ot.delta import Delta
 
 __all__ = ["Authors", "CompactedError", "HistoryClient", "Label", "Version"]
