@@ -43,6 +43,7 @@ __all__ = [
     "DocumentDeleted",
     "DocumentError",
     "DocumentTooLarge",
+    "FencedError",
     "Forbidden",
     "FrameTooLarge",
     "HistoryCompacted",
@@ -226,3 +227,17 @@ class ConflictError(StorageError):
     """Another writer already committed this ``(doc, version)``."""
 
     code = "ERR_CONFLICT"
+
+
+class FencedError(StorageError):
+    """The commit's lease epoch is stale: another node owns these documents now.
+
+    Nothing was written. The node must stop sequencing ``docs`` at once and
+    move their clients on (``session/ownership.py``).
+    """
+
+    code = "ERR_FENCED"
+
+    def __init__(self, message: str, *, docs: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.docs = docs

@@ -29,7 +29,10 @@ from tandem.storage.base import (
     StorageError,
     Store,
 )
+from tandem.storage.leases import Leases, LeaseState
+from tandem.storage.leases_sql import PostgresLeases
 from tandem.storage.memory import MemoryStore
+from tandem.storage.observed import ObservedStore
 from tandem.storage.outbox import Delivery, MemoryOutbox, Outbox
 from tandem.storage.outbox_sql import PostgresOutbox, SQLiteOutbox
 from tandem.storage.postgres import PostgresStore
@@ -43,6 +46,8 @@ __all__ = [
     "Delivery",
     "DocumentInfo",
     "Label",
+    "LeaseState",
+    "Leases",
     "LoadedDocument",
     "MemoryArchive",
     "MemoryOutbox",
@@ -56,6 +61,7 @@ __all__ = [
     "Store",
     "migrate",
     "open_archive",
+    "open_leases",
     "open_outbox",
     "open_revocations",
     "open_store",
@@ -116,6 +122,21 @@ def open_revocations(store: Store) -> RevocationStore:
     if isinstance(store, MemoryStore):
         return store.revocations
     raise TypeError(f"no revocation table for a {type(store).__name__}")
+
+
+def open_leases(store: Store) -> Leases | None:
+    """The document leases beside ``store``'s data, or None when it needs none.
+
+    PostgreSQL, which several nodes share, has ``PostgresLeases``; SQLite and
+    the memory store have one process that owns every document, so no leases.
+    """
+    if isinstance(store, ObservedStore):
+        return open_leases(store.inner)
+    if isinstance(store, PostgresStore):
+        return PostgresLeases(store)
+    if isinstance(store, SQLiteStore | MemoryStore):
+        return None
+    raise TypeError(f"no document leases for a {type(store).__name__}")
 
 
 _memory_archives: weakref.WeakKeyDictionary[MemoryStore, MemoryArchive] = (

@@ -23,7 +23,7 @@ against every backend):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -79,8 +79,15 @@ class Store(Protocol):
     async def append(self, records: Sequence[OpRecord]) -> None:
         """Commit ``records`` atomically and durably (see the module rules)."""
 
-    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
+    async def commit(
+        self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
         """Commit ``records`` atomically, like ``append``; the sync may follow.
+
+        ``fence`` maps every document in ``records`` to the lease epoch this
+        node holds (``storage/leases.py``): a stale one raises ``FencedError``
+        and nothing is written. Only a store with leases (``open_leases`` not
+        None: PostgreSQL) accepts one; a one-process store raises ``ValueError``.
 
         Returns None when the records are durable already (as after ``append``),
         or a future that completes once they are (or fails if they cannot be):

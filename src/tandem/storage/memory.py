@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
+from tandem.storage.leases import refuse_fence
 from tandem.storage.outbox import MemoryOutbox
 from tandem.storage.revocations import MemoryRevocations
 
@@ -119,8 +120,11 @@ class MemoryStore:
             if stored.seq is not None:
                 state.seqs[(stored.client_id, stored.seq)] = stored.version
 
-    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
-        """``append``: durable on return."""
+    async def commit(
+        self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
+        """``append``: durable on return. One process owns everything: no ``fence``."""
+        refuse_fence(fence)
         await self.append(records)
         return None
 

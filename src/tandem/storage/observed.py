@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from tandem.errors import ConflictError
 from tandem.ot.delta import Delta
@@ -47,8 +47,10 @@ class ObservedStore:
         await self.inner.append(records)
         self._on_durable(records)
 
-    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
-        sync = await self.inner.commit(records)
+    async def commit(
+        self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
+        sync = await self.inner.commit(records, fence)
         if sync is None:
             self._on_durable(records)
         else:

@@ -14,6 +14,10 @@ One ``append`` is one transaction of four round trips:
    ``synchronous_commit`` (``on`` by default; an operator who lowers it trades
    away the ack-after-durable guarantee).
 
+A fenced ``commit`` (the owner of documents under a lease, ``storage/leases.py``)
+adds one round trip before step 2: share-lock the documents' lease rows and
+check their epochs; a stale one rolls everything back with ``FencedError``.
+
 The ``(doc, version)`` primary key and the ``(doc, client_id, seq)`` unique
 index stay the last line of defence: a writer that somehow skipped the lock
 gets ``ConflictError`` from them, never a gap or a duplicate.
@@ -28,15 +32,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
-from tandem.errors import ConflictError, StorageError
+from tandem.errors import ConflictError, FencedError, StorageError
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
+from tandem.storage.leases import stale_epochs
 from tandem.storage.schema import load_migrations, pending
 
 __all__ = ["PostgresStore"]
@@ -89,6 +94,10 @@ WITH inserted AS (
 UPDATE documents AS d SET head = u.head, updated = u.updated
 FROM unnest($8::text[], $9::bigint[], $10::float8[]) AS u(doc, head, updated)
 WHERE d.doc = u.doc
+"""
+
+_LEASE_EPOCHS = """
+SELECT doc, epoch FROM document_leases WHERE doc = ANY($1::text[]) ORDER BY doc FOR SHARE
 """
 
 _OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
@@ -144,6 +153,23 @@ class PostgresStore:
 
     async def append(self, records: Sequence[OpRecord]) -> None:
         """Commit ``records`` in one transaction (see the module docstring)."""
+        await self._append(records, None)
+
+    async def commit(
+        self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
+        """``append``, under the lease epochs in ``fence`` if given: durable on return.
+
+        With a ``fence`` (document → lease epoch, one for every document in
+        ``records``), the transaction first share-locks those documents' lease
+        rows, so no acquisition can slip in before it commits, and raises
+        ``FencedError`` — having written nothing — if any epoch is not the
+        current one (``storage/leases.py``).
+        """
+        await self._append(records, fence)
+        return None
+
+    async def _append(self, records: Sequence[OpRecord], fence: Mapping[str, int] | None) -> None:
         runs = plan_batch(records)
         if not runs:
             return
@@ -153,6 +179,8 @@ class PostgresStore:
         pool = self._require_pool()
         try:
             async with pool.acquire() as conn, conn.transaction():
+                if fence is not None:
+                    await _check_fence(conn, docs, fence)
                 rows = await conn.fetch(_LOCK_HEADS, docs, min(run.updated for run in runs))
                 check_heads(runs, {row["doc"]: row["head"] for row in rows})
                 await conn.execute(
@@ -176,11 +204,6 @@ class PostgresStore:
             raise ConflictError(f"{what}: {exc.detail or exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
-
-    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
-        """``append``: durable on return."""
-        await self.append(records)
-        return None
 
     @_in_a_task
     async def load(self, doc: str) -> LoadedDocument:
@@ -297,6 +320,21 @@ class PostgresStore:
         if self._pool is None:
             raise RuntimeError("the store is not open: call open() first")
         return self._pool
+
+
+async def _check_fence(conn: asyncpg.Connection, docs: list[str], fence: Mapping[str, int]) -> None:
+    """Raise ``FencedError`` unless every one of ``docs`` is held at its ``fence`` epoch.
+
+    ``FOR SHARE`` makes a concurrent acquisition (an ``UPDATE`` of the row) wait
+    for this transaction, so an epoch checked here stays current until commit.
+    """
+    missing = [doc for doc in docs if doc not in fence]
+    if missing:
+        raise ValueError(f"a fenced commit needs an epoch for every document; none for {missing}")
+    rows = await conn.fetch(_LEASE_EPOCHS, sorted(fence))
+    stale = stale_epochs(fence, {row["doc"]: row["epoch"] for row in rows})
+    if stale:
+        raise FencedError(f"the lease of {', '.join(stale)} is held at a newer epoch", docs=stale)
 
 
 async def _get_ops(

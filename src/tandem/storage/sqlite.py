@@ -70,7 +70,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,6 +80,7 @@ from tandem.settings import Settings
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import DocumentRun, check_heads, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
+from tandem.storage.leases import refuse_fence
 from tandem.storage.schema import load_migrations, pending, split_sqlite_script
 from tandem.storage.worker import ThreadWorker
 
@@ -190,8 +191,14 @@ class SQLiteStore:
         if sync is not None:
             await asyncio.shield(sync)
 
-    async def commit(self, records: Sequence[OpRecord]) -> asyncio.Future[None] | None:
-        """Commit ``records`` in one transaction; the future completes once it is fsync'd."""
+    async def commit(
+        self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
+        """Commit ``records`` in one transaction; the future completes once it is fsync'd.
+
+        One process owns the file and every document in it: no leases, no ``fence``.
+        """
+        refuse_fence(fence)
         if self._sync_error is not None:
             raise self._sync_error
         runs = plan_batch(records)

@@ -1,0 +1,96 @@
+"""``PostgresLeases``: document leases in the ``document_leases`` table.
+
+Each method is one statement (``acquire`` two, in one transaction), and every
+expiry is ``now() + ttl`` on the database server; the ``remaining`` seconds
+each returns are measured on that same clock. An acquisition draws its epoch
+from the ``document_lease_epochs`` sequence while it holds the row lock, so
+one document's epochs strictly grow and no epoch is ever issued twice — not
+even after the row is deleted with its document (``storage/document_admin.py``).
+The contract and its rules are in ``storage/leases.py``; the commit's epoch
+check is in ``storage/postgres.py``.
+"""
+
+from __future__ import annotations
+
+import asyncpg  # type: ignore[import-untyped]
+
+from tandem.errors import StorageError
+from tandem.storage.leases import LeaseState
+from tandem.storage.postgres import PostgresStore
+
+__all__ = ["PostgresLeases"]
+
+#: Seconds to expiry on the database's clock; a released lease (``-infinity``) gives -inf.
+_REMAINING = (
+    "CASE WHEN isfinite(expires) THEN extract(epoch FROM expires - now())::float8 "
+    "ELSE '-Infinity'::float8 END AS remaining"
+)
+
+_ACQUIRE = f"""
+INSERT INTO document_leases AS l (doc, owner, epoch, expires)
+VALUES ($1, $2, nextval('document_lease_epochs'), now() + make_interval(secs => $3))
+ON CONFLICT (doc) DO UPDATE
+    SET owner = EXCLUDED.owner, epoch = nextval('document_lease_epochs'),
+        expires = EXCLUDED.expires
+    WHERE l.expires <= now() OR l.owner = EXCLUDED.owner
+RETURNING doc, owner, epoch, {_REMAINING}
+"""
+
+_HOLDER = f"SELECT doc, owner, epoch, {_REMAINING} FROM document_leases WHERE doc = $1"
+
+_RENEW = f"""
+UPDATE document_leases SET expires = now() + make_interval(secs => $4)
+WHERE doc = $1 AND owner = $2 AND epoch = $3 AND expires > now()
+RETURNING doc, owner, epoch, {_REMAINING}
+"""
+
+_RELEASE = """
+UPDATE document_leases SET expires = '-infinity'
+WHERE doc = $1 AND owner = $2 AND epoch = $3
+"""
+
+
+class PostgresLeases:
+    """The ``Leases`` of a ``PostgresStore`` (shares its pool)."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def acquire(self, doc: str, node: str, ttl: float) -> LeaseState:
+        _check_ttl(ttl)
+        try:
+            async with self._store.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_ACQUIRE, doc, node, ttl)
+                if row is None:
+                    row = await conn.fetchrow(_HOLDER, doc)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"PostgreSQL error: {exc}") from exc
+        return _state(row)
+
+    async def renew(self, doc: str, node: str, epoch: int, ttl: float) -> LeaseState | None:
+        _check_ttl(ttl)
+        row = await self._run("fetchrow", _RENEW, doc, node, epoch, ttl)
+        return None if row is None else _state(row)
+
+    async def release(self, doc: str, node: str, epoch: int) -> bool:
+        status = await self._run("execute", _RELEASE, doc, node, epoch)
+        return bool(status == "UPDATE 1")
+
+    async def holder(self, doc: str) -> LeaseState | None:
+        row = await self._run("fetchrow", _HOLDER, doc)
+        return None if row is None else _state(row)
+
+    async def _run(self, method: str, sql: str, *args: object) -> object:
+        try:
+            return await getattr(self._store.pool, method)(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"a lease ttl must be positive, got {ttl}")
+
+
+def _state(row: asyncpg.Record) -> LeaseState:
+    return LeaseState(row["doc"], row["owner"], row["epoch"], float(row["remaining"]))
