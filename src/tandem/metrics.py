@@ -179,6 +179,8 @@ def _files_size(database: Path) -> int:
 #: The kinds of merge counted in ``tandem_merges_total`` and their outcomes.
 MERGE_KINDS = ("yjs", "offline")
 MERGE_OUTCOMES = ("ok", "refused", "failed")
+#: How a document lease changed hands on this node (``tandem_lease_owner_changes_total``).
+LEASE_CHANGES = ("acquired", "released", "lost", "fenced")
 
 
 class Metrics:
@@ -214,6 +216,11 @@ class Metrics:
             _LATENCY_BUCKETS,
         )
         self._auth = _Histogram("tandem_auth_seconds", "Token verification", _FAST_BUCKETS)
+        self._forward = _Histogram(
+            "tandem_forward_seconds",
+            "A submit forwarded to its document's owner node until its answer came back",
+            _LATENCY_BUCKETS,
+        )
         r.register(
             _Plain(
                 node,
@@ -225,6 +232,7 @@ class Metrics:
                     self._transform,
                     self._presence_latency,
                     self._auth,
+                    self._forward,
                 ],
             )
         )
@@ -273,6 +281,32 @@ class Metrics:
             ["node", "outcome"],
             registry=r,
         )
+
+        self._lease_changes = Counter(
+            "tandem_lease_owner_changes_total",
+            "Document leases this node took (acquired) or stopped holding (released, lost, fenced)",
+            ["node", "change"],
+            registry=r,
+        )
+        for change in LEASE_CHANGES:
+            self._lease_changes.labels(node, change)
+        self._renew_failures = Counter(
+            "tandem_lease_renew_failures_total",
+            "Lease renewals that failed (the store unreachable or erring; the lease is kept "
+            "until its local deadline)",
+            ["node"],
+            registry=r,
+        ).labels(node)
+        self._fenced = Counter(
+            "tandem_fenced_commits_total",
+            "Commits refused for a stale lease epoch (another node owns the document; "
+            "nothing written)",
+            ["node"],
+            registry=r,
+        ).labels(node)
+        self._owned = Gauge(
+            "tandem_owned_documents", "Documents whose lease this node holds", ["node"], registry=r
+        ).labels(node)
 
     def connection_opened(self, endpoint: str) -> None:
         self._connections.labels(self.node, endpoint).inc()
@@ -331,6 +365,22 @@ class Metrics:
     def webhook(self, outcome: str) -> None:
         """A webhook attempt: ``delivered``, ``retried`` or ``dropped``."""
         self._webhooks.labels(self.node, outcome).inc()
+
+    def lease_change(self, change: str) -> None:
+        """This node ``acquired``, ``released``, ``lost`` or was ``fenced`` from a lease."""
+        self._lease_changes.labels(self.node, change).inc()
+
+    def lease_renew_failed(self) -> None:
+        self._renew_failures.inc()
+
+    def fenced_commit(self) -> None:
+        self._fenced.inc()
+
+    def set_owned_documents(self, count: int) -> None:
+        self._owned.set(count)
+
+    def forward_latency(self, seconds: float) -> None:
+        self._forward.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NO_LIMIT_AT_ZERO", "Settings", "SettingsError"]
+__all__ = ["LEASE_MARGIN", "NO_LIMIT_AT_ZERO", "Settings", "SettingsError"]
 
 
 class SettingsError(ValueError):
@@ -64,7 +64,13 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "close_timeout": (0.001, "a client that never answers a close must be cut off"),
     "auth_deadline": (0.001, "a socket that never authenticates must be closed"),
     "yjs_keepalive": (0.001, "Yjs clients drop a silent socket after 30 s"),
+    "lease_ttl": (1, "a document lease must outlast a renew round trip"),
+    "lease_renew_interval": (0.05, "an owner renews each lease this often"),
 }
+
+#: The share of ``lease_ttl`` an owner keeps back from its local deadline
+#: (clock-rate drift and scheduling; ``session/ownership.py``).
+LEASE_MARGIN = 0.1
 
 
 def _default_node_id() -> str:
@@ -177,6 +183,11 @@ class Settings:
     sync_delay: float = 0.005
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
+    #: PostgreSQL with several nodes: how long a document lease lasts on the
+    #: database's clock (``storage/leases.py``; not used by sessions yet).
+    lease_ttl: float = 10.0
+    #: How often the owner renews each lease; twice must fit in 90 % of ``lease_ttl``.
+    lease_renew_interval: float = 3.0
     #: Longest a graceful shutdown (SIGTERM, SIGINT, the lifespan ending) waits for
     #: the ops in flight to be committed and acknowledged before closing clients.
     shutdown_timeout: float = 10.0
@@ -294,6 +305,12 @@ def settings_problems(settings: Settings) -> list[str]:
             f"{_name('presence_timeout')} ({settings.presence_timeout:g} s) must be longer "
             f"than presence_interval ({settings.presence_interval:g} s): presence would "
             "expire between two broadcasts"
+        )
+    if 2 * settings.lease_renew_interval > (1 - LEASE_MARGIN) * settings.lease_ttl:
+        problems.append(
+            f"{_name('lease_renew_interval')} ({settings.lease_renew_interval:g} s) must fit "
+            f"twice in 90 % of lease_ttl ({settings.lease_ttl:g} s): one failed renew "
+            "would lose the lease"
         )
     if not 0 <= settings.port <= 65535:
         problems.append(f"{_name('port')} is {settings.port}: use 0-65535")

@@ -67,3 +67,25 @@ def test_untouched_metrics_are_exported_as_zero() -> None:
     assert 'tandem_presence_latency_seconds_sum{node="n2"} 0.0' in text
     assert 'tandem_ops_committed_total{node="n2"} 0.0' in text
     assert "# TYPE tandem_commit_seconds histogram" in text
+
+
+def test_ownership_metrics_count_what_they_are_told() -> None:
+    metrics = Metrics("n3")
+    untouched = metrics.render().decode()
+    for change in ("acquired", "released", "lost", "fenced"):
+        assert f'tandem_lease_owner_changes_total{{change="{change}",node="n3"}} 0.0' in untouched
+    assert 'tandem_fenced_commits_total{node="n3"} 0.0' in untouched
+    assert 'tandem_forward_seconds_count{node="n3"} 0.0' in untouched
+    metrics.lease_change("acquired")
+    metrics.lease_change("fenced")
+    metrics.fenced_commit()
+    metrics.lease_renew_failed()
+    metrics.set_owned_documents(7)
+    metrics.forward_latency(0.004)
+    text = metrics.render().decode()
+    assert 'tandem_lease_owner_changes_total{change="acquired",node="n3"} 1.0' in text
+    assert 'tandem_lease_owner_changes_total{change="fenced",node="n3"} 1.0' in text
+    assert 'tandem_fenced_commits_total{node="n3"} 1.0' in text
+    assert 'tandem_lease_renew_failures_total{node="n3"} 1.0' in text
+    assert 'tandem_owned_documents{node="n3"} 7.0' in text
+    assert 'tandem_forward_seconds_bucket{le="0.005",node="n3"} 1.0' in text

@@ -18,7 +18,8 @@ import pytest
 from tandem.limits import ConnectionCounter, TokenBucket
 from tandem.ot import Delta, Document
 from tandem.sequencer import Commit, Sequencer
-from tandem.settings import NO_LIMIT_AT_ZERO, Settings, SettingsError
+from tandem.session.ownership import LeaseTiming
+from tandem.settings import LEASE_MARGIN, NO_LIMIT_AT_ZERO, Settings, SettingsError
 
 #: Every limit docs/security.md lists, each either "0 = no limit" or "0 refused".
 LIMITS = {
@@ -75,6 +76,19 @@ def test_invalid_combinations_and_negatives_are_refused() -> None:
     with pytest.raises(SettingsError) as several:
         Settings(max_frame_bytes=10, send_queue_frames=0, sync_delay=-1)
     assert len(several.value.problems) == 3  # every mistake at once, not one per restart
+
+
+def test_lease_timing_must_leave_room_for_a_failed_renew() -> None:
+    with pytest.raises(SettingsError, match="lease_renew_interval .* must fit twice"):
+        Settings(lease_ttl=10, lease_renew_interval=4.6)
+    defaults = Settings()
+    # The settings check and the pure timing agree: what Settings accepts, LeaseTiming does.
+    timing = LeaseTiming.keeping_back(
+        defaults.lease_ttl, defaults.lease_renew_interval, LEASE_MARGIN
+    )
+    assert timing.margin == defaults.lease_ttl * LEASE_MARGIN
+    edge = Settings(lease_ttl=10, lease_renew_interval=4.5)
+    LeaseTiming.keeping_back(edge.lease_ttl, edge.lease_renew_interval, LEASE_MARGIN)
 
 
 def test_tandem_serve_refuses_them_before_it_listens(tmp_path: Path) -> None:

@@ -64,6 +64,11 @@ class LeaseTiming:
     renew_every: float
     margin: float
 
+    @classmethod
+    def keeping_back(cls, ttl: float, renew_every: float, share: float) -> LeaseTiming:
+        """The timing whose margin is ``share`` of ``ttl`` (``settings.LEASE_MARGIN``)."""
+        return cls(ttl=ttl, renew_every=renew_every, margin=ttl * share)
+
     def __post_init__(self) -> None:
         if self.ttl <= 0 or self.renew_every <= 0 or self.margin < 0:
             raise ValueError("lease ttl and renew interval must be positive, margin not negative")
