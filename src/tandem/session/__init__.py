@@ -12,6 +12,9 @@
 ``presence``        presence fan-out, coalescing and expiry
 ``yjs``             the CRDT replica and the Yjs peers
 ``manager``         open/close documents, single-flight load, the bus publisher
+``ownership``       pure: one document's lease on this node (deadline, epochs, fenced)
+``leases``          this node's leases: acquire, renew on time, release, report losses
+                    (not used by the sessions yet)
 ==================  ==========================================================
 
 The import arrows point one way: ``manager`` → ``document`` → the pieces →
