@@ -90,6 +90,8 @@ class Join:
     doc: str
     version: int | None = None
     ref: str | int | None = None
+    #: ``h``: the fingerprint of the client's document at ``version`` (None: not sent).
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,7 @@ def parse_message(
     if kind == "presence":
         return Presence(_optional_doc(data), _cursor(data), _state(data), _version(data), ref)
     if kind == "join":
-        return Join(validate_doc_id(data.get("doc")), _version(data), ref)
+        return Join(validate_doc_id(data.get("doc")), _version(data), ref, _fingerprint(data))
     if kind == "leave":
         return Leave(validate_doc_id(data.get("doc")), ref)
     if kind == "ping":
@@ -287,6 +289,15 @@ def hello_message(client: str, user: str, name: str, expires: float | None) -> d
         "name": name,
         "expires": int(expires) if expires is not None else None,
     }
+
+
+def _fingerprint(data: Mapping[str, Any]) -> str | None:
+    value = data.get("h")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ProtocolError("'h' must be a string of at most 64 characters")
+    return value
 
 
 def snapshot_message(

@@ -28,14 +28,24 @@ each connection stays in order. Every frame goes through JSON and
 * duplicate submits (the same frame twice), a client far behind (offline for
   most of the run, typing, then catching up on everything), storage failures
   (``ERR_STORAGE``: the client resubmits), presence churn (updates, leaves,
-  expiry after silence) and idle unloads.
+  expiry after silence) and idle unloads;
+* power loss (``SimStore.power_loss``): soon after a commit (its broadcast may
+  be out, its sync not), every op committed and not yet synced vanishes with
+  the snapshots above them, every socket dies, the dead process's writes never
+  complete, and a new ``DocumentManager`` serves the store. Clients come back
+  at random times, some after the head has passed their version again; each
+  re-joins with its version and ``h`` (the fingerprint of its document there)
+  and, when answered with a snapshot, carries its unacknowledged edits over
+  (``tandem.client.carryover``).
 
 After each run: every replica equals the server's document and the store's
 (replayed from the log, and reloaded from the newest snapshot); versions have
 no gaps; every ``(client, seq)`` is in the log at most once; every acked op is
 in the log exactly once at the version its ack named (or was a no-op that
 inserted nothing); no inserted text is doubled (and, in runs without deletes,
-none is lost); every client's view of presence equals the server's table.
+none is lost); in runs without deletes every insert a client typed is there
+exactly once unless that client lost its tab (so unacknowledged edits survive
+a power loss); every client's view of presence equals the server's table.
 
 CI runs ``SEEDS`` seeds; ``--slow`` runs ``SLOW_SEEDS``; ``TANDEM_SIM_SEEDS=N``
 runs N seeds (from ``TANDEM_SIM_START``, default 0); ``TANDEM_SEED=S`` replays
@@ -48,6 +58,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import random
 import selectors
@@ -64,6 +75,7 @@ import orjson
 import pytest
 from pycrdt import Doc, Text
 
+from tandem.client.carryover import carry_over
 from tandem.client.state import ClientState
 from tandem.errors import StorageError, TandemError
 from tandem.merge import yproto
@@ -98,7 +110,7 @@ SETTLE_LIMIT = 300.0
 #: Loop iterations in a row with no timer wait: a spin (a real server would burn a core).
 SPIN_LIMIT = 50_000
 SEEDS = 2_000
-SLOW_SEEDS = 20_000
+SLOW_SEEDS = 100_000
 
 
 class SimFailure(AssertionError):
@@ -188,11 +200,17 @@ class Shape:
     settings: Settings
     #: Up to this long between a commit and its sync (0: synced as committed).
     sync_delay: float
+    #: Virtual times at which the power fails (committed, unsynced ops vanish) and the
+    #: server restarts.
+    power_losses: tuple[float, ...]
 
 
 def shape_for(seed: int) -> Shape:
     rng = random.Random(f"session-sim-{seed}")
     clients = rng.randint(2, 5)
+    sync_delay = rng.choice([0.0, 0.05, 0.3])
+    # A power loss needs a window between commit and sync to lose anything.
+    losses = rng.choice([0, 0, 1, 2]) if sync_delay else 0
     return Shape(
         seed=seed,
         clients=clients,
@@ -216,7 +234,8 @@ def shape_for(seed: int) -> Shape:
             commit_max_delay=rng.choice([0.0, 0.0, 0.02]),
             commit_max_batch=rng.choice([1, 4, 512]),
         ),
-        sync_delay=rng.choice([0.0, 0.05, 0.3]),
+        sync_delay=sync_delay,
+        power_losses=tuple(sorted(rng.uniform(0, HORIZON) for _ in range(losses))),
     )
 
 
@@ -230,33 +249,108 @@ class SimStore(MemoryStore):
         super().__init__()
         self.world = world
         self._synced_at = 0.0
+        #: The head a power loss keeps: every op up to it is synced.
+        self.durable = 0
+        #: Bumped by a power loss: a write or sync of the dead process never completes.
+        self.boot = 0
+        self.dead: list[asyncio.Future[None]] = []
 
     async def commit(self, records: Any) -> asyncio.Future[None] | None:
         """Commit now, sync up to ``sync_delay`` later (in commit order, as one fsync thread)."""
+        boot = self.boot
         await self.append(records)
-        if not self.world.shape.sync_delay:
-            return None
         loop = asyncio.get_running_loop()
+        head = len(self._documents[DOC].ops)
+        if not self.world.shape.sync_delay:
+            self.durable = max(self.durable, head)
+            return None
         synced: asyncio.Future[None] = loop.create_future()
         at = max(
             self._synced_at, loop.time() + self.world.rng.uniform(0, self.world.shape.sync_delay)
         )
         self._synced_at = at
-        loop.call_at(at, synced.set_result, None)
+
+        def sync() -> None:
+            if self.boot == boot:
+                self.durable = max(self.durable, head)
+                synced.set_result(None)
+
+        loop.call_at(at, sync)
+        if self.world.armed:
+            # Cut the power soon after this commit: its broadcast may be out, its sync not.
+            self.world.armed = False
+            self.world.in_flight += 1  # the drain waits for the cut
+            loop.call_later(
+                self.world.rng.uniform(0, self.world.shape.delay * 2),
+                self.world.guard(self.world.power_loss),
+            )
         return synced
 
     async def append(self, records: Any) -> None:
         world = self.world
+        boot = self.boot
         if world.shape.commit_delay:
             await asyncio.sleep(world.rng.uniform(0, world.shape.commit_delay))
+        if boot != self.boot:
+            await self.hang()  # the process that wrote this died with the power
         if world.shape.fail_rate and world.rng.random() < world.shape.fail_rate:
             world.stats["store_failures"] += 1
             raise StorageError("injected failure")
         await super().append(records)
 
+    async def save_snapshot(self, snapshot: Any) -> None:
+        if snapshot.version > len(self._documents[snapshot.doc].ops):
+            raise SimFailure(f"snapshot at v{snapshot.version} above the stored head")
+        await super().save_snapshot(snapshot)
+
+    async def hang(self) -> None:
+        """Wait forever (the future is kept, so the waiting task is not collected)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.dead.append(future)
+        await future
+
+    def power_loss(self) -> list[tuple[str, int | None]]:
+        """Everything committed and not synced vanishes; returns the lost ``(client, seq)``s."""
+        self.boot += 1
+        self._synced_at = 0.0
+        state = self._documents.get(DOC)
+        if state is None:
+            return []
+        lost = state.ops[self.durable :]
+        del state.ops[self.durable :]
+        for stored in lost:
+            if stored.seq is not None:
+                del state.seqs[(stored.client_id, stored.seq)]
+        for version in [v for v in state.snapshots if v > self.durable]:
+            del state.snapshots[version]
+        return [(stored.client_id, stored.seq) for stored in lost]
+
     async def load(self, doc: str) -> Any:
         self.world.stats["loads"] += 1
         return await super().load(doc)
+
+
+class ProcessStore:
+    """The store as one server process sees it: once the power fails, it never answers."""
+
+    def __init__(self, store: SimStore) -> None:
+        self.store = store
+        self.boot = store.boot
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.store.boot != self.boot:
+                await self.store.hang()
+            result = await method(*args, **kwargs)
+            if self.store.boot != self.boot:
+                await self.store.hang()  # the answer never reaches the dead process
+            return result
+
+        return call
 
 
 # -- connections: the server side of one socket, and its two channels -----------------------------
@@ -322,7 +416,7 @@ class SimConnection:
                 if message.doc in self.sessions:
                     self.sessions.pop(message.doc).leave(self)
                 self.sessions[message.doc] = session
-                await session.join(self, "write", message.version)
+                await session.join(self, "write", message.version, message.fingerprint)
             elif isinstance(message, Submit):
                 where = {"doc": message.doc, "seq": message.seq, "ref": message.ref}
                 session = self.sessions[message.doc or DOC]
@@ -382,6 +476,7 @@ class SimClient:
         if fresh and self.state is not None and not self.world.reuse_ids:
             # A lost tab loses its client id with its pending edits (the JS client
             # keeps them together); reusing the id is test_fresh_client_reusing_its_id.
+            self.world.forgiven.update(self.world.typed.pop(self.key, set()))
             self.generation += 1
             self.id = f"c{self.index}g{self.generation}"
             self.key = f"{self.id}@{self.user}"
@@ -392,7 +487,18 @@ class SimClient:
             self.state = None  # a lost tab: pending edits are gone, nothing was acked for them
             self.send({"type": "join", "doc": DOC})
         else:
-            self.send({"type": "join", "doc": DOC, "v": self.state.version})
+            self.send(
+                {
+                    "type": "join",
+                    "doc": DOC,
+                    "v": self.state.version,
+                    "h": self.state.confirmed.fingerprint(),
+                }
+            )
+
+    def reconnect(self) -> None:
+        if self.connection is None:
+            self.connect()
 
     def disconnect(self) -> None:
         if self.connection is not None:
@@ -406,7 +512,17 @@ class SimClient:
     def receive(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         state = self.state
-        if kind == "snapshot":
+        if kind == "snapshot" and state is not None:
+            # A re-join answered with a snapshot: another history (a power loss).
+            self.world.stats["carried_over"] += 1
+            if not state.synchronized:
+                self.world.stats["carried_pending"] += 1
+            content = Delta.from_json(message["content"])
+            _, carried = carry_over(state, message["v"], content, message["last_seq"])
+            self._loaded(message)
+            if carried is not None:
+                self.send(carried)
+        elif kind == "snapshot":
             last_seq = message["last_seq"]
             self.state = ClientState(
                 DOC,
@@ -537,6 +653,7 @@ class SimClient:
         if length == 0 or roll < 0.55 or (not self.world.shape.allow_delete and roll < 0.8):
             marker = MARKERS[len(self.world.markers)]
             self.world.markers.append(marker)
+            self.world.typed.setdefault(self.key, set()).add(marker)
             text = marker + "".join(rng.choice(FILLER) for _ in range(rng.randint(0, 3)))
             attributes = {rng.choice(NAMES): True} if rng.random() < 0.2 else None
             return delta.retain(rng.randint(0, length)).insert(text, attributes)
@@ -557,16 +674,52 @@ class World:
         self.loop = loop
         self.rng = random.Random(shape.seed)
         self.store = SimStore(self)
-        self.manager = DocumentManager(self.store, shape.settings, Metrics("sim"))
+        self.manager = DocumentManager(
+            ProcessStore(self.store),
+            shape.settings,
+            Metrics("sim"),
+        )
         users = [f"u{i}" for i in range(shape.users)]
         self.clients = [SimClient(self, i, users[i % len(users)]) for i in range(shape.clients)]
         self.markers: list[str] = []
+        #: Markers each client key typed; a lost tab's unacknowledged ones are ``forgiven``.
+        self.typed: dict[str, set[str]] = {}
+        self.forgiven: set[str] = set()
+        self.dead_managers: list[DocumentManager] = []
+        self.armed = False
+        self.starting: asyncio.Task[None] | None = None
         self.stats: Counter[str] = Counter()
         self.in_flight = 0
         #: ERR_STORAGE for a seq not acked yet when it came; checked against the log at the end.
         self.tolerate_stale = True
         self.stale: list[tuple[str, Any]] = []
         self.failure: BaseException | None = None
+
+    def arm(self) -> None:
+        """Cut the power soon after the next commit."""
+        self.armed = True
+
+    def power_loss(self) -> None:
+        """The power fails: unsynced ops vanish, every socket dies, the server restarts."""
+        self.in_flight -= 1
+        durable = self.store.durable
+        lost = self.store.power_loss()
+        self.stats["power_losses"] += 1
+        self.stats["ops_lost_to_power"] += len(lost)
+        for client in self.clients:
+            if client.state is not None and client.state.version > durable:
+                self.stats["clients_saw_lost_ops"] += 1
+            if client.connection is not None:
+                client.connection.drop(abrupt=True)
+                client.connection = None
+                client.live = False
+            # Reconnects come back at random: some before the head passes them again.
+            self.loop.call_later(self.rng.uniform(0, 5), self.guard(client.reconnect))
+        self.dead_managers.append(self.manager)
+        self.manager = DocumentManager(
+            ProcessStore(self.store), self.shape.settings, Metrics("sim")
+        )
+        self.starting = self.loop.create_task(self.manager.start())
 
     def guard(self, callback: Any) -> Any:
         """Run ``callback`` and keep the first exception as the run's failure."""
@@ -613,6 +766,8 @@ class World:
         await self.store.open()
         await self.manager.start()
         rng = self.rng
+        for at in self.shape.power_losses:
+            self.loop.call_at(at, self.guard(self.arm))
         for index, client in enumerate(self.clients):
             if self.shape.far_behind and index == 0:
                 # Far behind: offline typing from the start, back only at the end.
@@ -624,6 +779,7 @@ class World:
             for _ in range(self.shape.actions):
                 self.loop.call_at(rng.uniform(0, HORIZON), self.guard(client.act))
         await asyncio.sleep(HORIZON + 0.5)
+        self.armed = False
         await self.wait(lambda: self.failure is not None or self.in_flight == 0, "drain")
         for client in self.clients:
             if client.connection is None:
@@ -704,6 +860,8 @@ class World:
             assert count <= 1, f"insert {marker!r} doubled"
             if not self.shape.allow_delete and marker in acked_inserts:
                 assert count == 1, f"acked insert {marker!r} vanished"
+            if not self.shape.allow_delete and marker not in self.forgiven:
+                assert count == 1, f"insert {marker!r} vanished (its client kept its state)"
         # Presence: the server's table is everyone connected; each client sees the others.
         table = {entry.client: entry for entry in session.presence}
         members = {peer.client for peer in session.members}
@@ -798,12 +956,15 @@ def test_session_simulation() -> None:
             "presence_left",
             "loads",
             "final_presence",
+            "ops_lost_to_power",
+            "clients_saw_lost_ops",
+            "carried_pending",
         ):
             assert totals[what] > 20, f"too few {what}: {dict(totals)}"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(4 * 3600)
 def test_session_simulation_long() -> None:
     run_seeds(range(SEEDS, SEEDS + SLOW_SEEDS))
 
@@ -1139,5 +1300,31 @@ def test_acks_and_ops_reach_an_author_in_version_order_when_one_sync_covers_them
             ("ack", 3),
             ("op", 4),
         ]
+
+    run_virtual(VirtualLoop(), scenario())
+
+
+# -- a re-join from another history (docs/protocol.md, "Re-joining from another history") ----
+
+
+def test_a_rejoin_gets_a_catchup_only_for_the_same_history() -> None:
+    """The join's ``h`` is checked against this history's document at ``v``: a match is
+    answered with a catch-up (also below the snapshot, rebuilt from storage), a mismatch
+    (ops lost to a power loss, a restore) with a snapshot."""
+
+    async def scenario() -> None:
+        _, session = await _reloaded_document(60)
+        at_one, head = Document("1"), session.committed_document
+        for version, fingerprint, expected in (
+            (1, at_one.fingerprint(), "catchup"),
+            (1, Document("x").fingerprint(), "snapshot"),
+            (3, head.fingerprint(), "catchup"),
+            (3, at_one.fingerprint(), "snapshot"),
+            (1, None, "catchup"),  # a client that sends no ``h`` is trusted, as before
+        ):
+            peer = Recorder("c9", "u9")
+            await session.join(peer, "write", version, fingerprint)
+            assert peer.messages[0]["type"] == expected, (version, fingerprint)
+            session.leave(peer)
 
     run_virtual(VirtualLoop(), scenario())

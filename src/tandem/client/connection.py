@@ -44,6 +44,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from tandem.client.carryover import carry_over
 from tandem.client.document import (
     Change,
     ClientClosed,
@@ -420,14 +421,11 @@ class TandemClient:
             change = state.snapshot_while_merging(message["v"], content, message.get("last_seq"))
             handle._remote_change(Change(change, state.version, True))
         else:
+            # Another history (a power loss, a restore): the edits are carried over.
             state = handle._state
-            if not state.synchronized:
-                # No common version to rebase on: the edits cannot be kept exactly.
-                handle.lost.append(state.pending_op())
-                log.warning("snapshot for %r dropped unacknowledged edits", handle.doc)
-            change = state.load_snapshot(message["v"], content)
+            change, _ = carry_over(state, message["v"], content, message.get("last_seq"))
             handle._remote_change(Change(change, state.version, True))
-        handle._loaded(message)
+        handle._loaded(message)  # sends the carried-over edits, now in flight
 
     def _error(self, handle: DocumentHandle, message: Mapping[str, Any]) -> None:
         error = ServerError(message.get("code", ""), message.get("message", ""))

@@ -144,7 +144,8 @@ class DocumentHandle:
         self._cursor: tuple[int, int] | None = None
         self._presence_state: dict[str, Any] | None = None
         self._presence_set = False
-        #: Edits dropped because the server answered a re-join with a snapshot.
+        #: Edits dropped by a re-join answered with a snapshot: none since they are
+        #: carried over (tandem.client.carryover); kept for callers that read it.
         self.lost: list[Delta] = []
         #: The last ``error`` messages about this document.
         self.errors: deque[ServerError] = deque(maxlen=32)
@@ -346,6 +347,7 @@ class DocumentHandle:
         message: dict[str, Any] = {"type": "join", "doc": self.doc, "ref": f"join:{self.doc}"}
         if self._state is not None:
             message["v"] = self._state.version
+            message["h"] = self._state.confirmed.fingerprint()
         return message
 
     def _rejoin(self) -> None:

@@ -19,10 +19,13 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Final
+
+import orjson
 
 from tandem.errors import InvalidOperation, OperationTooLong
 from tandem.ot.attributes import compose_attributes
@@ -77,6 +80,16 @@ class Document:
             current = attributes
         if pending:
             yield "".join(pending), current
+
+    def fingerprint(self) -> str:
+        """A short digest of the content (text and attributes), the same in every client.
+
+        SHA-256 of the canonical delta as compact JSON with sorted keys, as 32
+        hex digits. A re-join sends it with its version (docs/protocol.md,
+        "Re-joining from another history").
+        """
+        canonical = orjson.dumps(self.to_delta().to_json(), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:32]
 
     def to_delta(self) -> Delta:
         """The canonical delta of inserts for this document."""

@@ -379,7 +379,7 @@ class Connection:
                 )
             elif isinstance(message, Join):
                 where = {"ref": message.ref, "doc": message.doc}
-                await self.join(message.doc, message.version)
+                await self.join(message.doc, message.version, message.fingerprint)
             elif isinstance(message, Leave):
                 where = {"ref": message.ref, "doc": message.doc}
                 left = self.documents.pop(message.doc, None)
@@ -412,7 +412,7 @@ class Connection:
             raise NotJoined(f"not joined to document {doc!r}; send a join first")
         return session
 
-    async def join(self, doc: str, version: int | None) -> None:
+    async def join(self, doc: str, version: int | None, fingerprint: str | None = None) -> None:
         self.principal.require_read(doc)
         if doc in self.documents:
             self.documents[doc].leave(self)
@@ -423,7 +423,7 @@ class Connection:
         permission = "write" if self.principal.can_write(doc) else "read"
         session = await self.tandem.documents.open(doc)
         self.documents[doc] = session
-        await session.join(self, permission, version)
+        await session.join(self, permission, version, fingerprint)
 
     def leave_all(self) -> None:
         for session in self.documents.values():

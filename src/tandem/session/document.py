@@ -144,8 +144,16 @@ class DocumentSession:
 
     # -- membership -----------------------------------------------------------
 
-    async def join(self, peer: Peer, permission: str, version: int | None) -> None:
-        """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up)."""
+    async def join(
+        self, peer: Peer, permission: str, version: int | None, fingerprint: str | None = None
+    ) -> None:
+        """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up).
+
+        With ``fingerprint`` (the client's document at ``version``), a catch-up
+        is sent only if this history's document at ``version`` has that very
+        fingerprint; otherwise the client holds another history (ops lost to a
+        power loss, a restore) and gets a snapshot.
+        """
         records: list[OpRecord] | None = None
         member = Member(peer, permission)
         key = member.key
@@ -155,7 +163,11 @@ class DocumentSession:
         # catch-up shows it. Otherwise it would be in neither the catch-up nor an
         # ack, and a client merging its branch would send its text a second time.
         await self.settled(lambda pending: pending.author is not None and pending.author.key == key)
-        if version is not None and version <= self.committed_version:
+        if (
+            version is not None
+            and version <= self.committed_version
+            and (fingerprint is None or await self._same_history(version, fingerprint))
+        ):
             records = await self.records_between(version, self.committed_version)
         # No await from here on: the reply and the membership are consistent.
         presence = self.presence.snapshot()
@@ -180,6 +192,16 @@ class DocumentSession:
                 last_seq,
             )
         self.add_member(member, encode(message))
+
+    async def _same_history(self, version: int, fingerprint: str) -> bool:
+        if version == self.committed_version:
+            document = self.committed_document
+        else:
+            try:
+                document = await self.offline.document_at(version)
+            except HistoryUnavailable:
+                return False
+        return document.fingerprint() == fingerprint
 
     def add_member(self, member: Member, reply: str | None = None) -> None:
         """``member`` is in (a Yjs peer joins without a ``reply``: it syncs by itself)."""

@@ -216,6 +216,13 @@ class OfflineMerge:
         message = merged_message(session.doc, seq, head, compose_branch([catchup, *later]), ref)
         session.delivery.reply_at_head(member, encode(message))
 
+    async def document_at(self, version: int) -> Document:
+        """The committed document at ``version`` (from a checkpoint, else from storage)."""
+        document, ops = await self._base_of(version)
+        for op in ops:
+            document = document.apply(op)
+        return document
+
     async def _base_of(self, version: int) -> tuple[Document, list[Delta]]:
         """A document at or before committed ``version`` and the ops taking it to ``version``.
 
