@@ -251,6 +251,12 @@ class Metrics:
             ["node"],
             registry=r,
         ).labels(node)
+        self._held = Gauge(
+            "tandem_slow_client_bytes",
+            "Output held for clients that are behind (queued, and in socket buffers)",
+            ["node"],
+            registry=r,
+        ).labels(node)
 
         self._commit_failures = Counter(
             "tandem_commit_failures_total",
@@ -342,6 +348,9 @@ class Metrics:
 
     def slow_consumer(self) -> None:
         self._dropped.inc()
+
+    def held_bytes(self, total: int) -> None:
+        self._held.set(total)
 
     def committed_documents(self, docs: Iterable[str]) -> None:
         """One committed op per entry of ``docs``, for the hottest documents."""

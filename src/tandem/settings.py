@@ -60,7 +60,10 @@ _MINIMUM: dict[str, tuple[float, str]] = {
     "ping_interval": (0.001, "a connection that stops answering must be dropped"),
     "ping_timeout": (0.001, "every connection would time out at its first ping"),
     "presence_timeout": (0.001, "every presence would expire at once"),
+    "max_connection_bytes": (65536, "a client's ordinary backlog would drop it"),
+    "max_held_bytes": (65536, "every slow client would be dropped at once"),
     "slow_consumer_grace": (0.001, "a client that stops reading must be cut off"),
+    "handshake_timeout": (0.001, "a connection that never sends its request must be cut"),
     "close_timeout": (0.001, "a client that never answers a close must be cut off"),
     "auth_deadline": (0.001, "a socket that never authenticates must be closed"),
     "yjs_keepalive": (0.001, "Yjs clients drop a silent socket after 30 s"),
@@ -150,6 +153,13 @@ class Settings:
     max_joins_per_connection: int = 100
     #: Frames queued for one client before it is dropped as a slow consumer.
     send_queue_frames: int = 2000
+    #: Output one connection may hold for a client that is not reading (queued
+    #: frames and its socket's buffer), beyond the single largest message; past it
+    #: the client gets ERR_SLOW_CONSUMER and is closed (4408).
+    max_connection_bytes: int = 8 << 20
+    #: Output the whole server may hold for clients that are behind; past it the
+    #: heaviest are dropped as slow consumers first.
+    max_held_bytes: int = 256 << 20
     #: Longest a closing connection's last frames (a slow consumer's error, a goodbye)
     #: may take to go out before the connection is cut.
     slow_consumer_grace: float = 2.0
@@ -163,6 +173,9 @@ class Settings:
     presence_timeout: float = 30.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: A connection whose HTTP request (or WebSocket handshake) is not complete this
+    #: long after it was accepted is cut (``tandem serve``).
+    handshake_timeout: float = 10.0
     #: Longest we wait for the client's reply to our close frame before cutting the socket.
     close_timeout: float = 10.0
     #: A ``/hocuspocus`` socket with no authenticated document is closed (4408) after this.

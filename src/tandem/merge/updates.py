@@ -24,12 +24,23 @@ Pure: must not import asyncio, storage, bus or network code.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tandem.merge.yproto import Decoder
 
-__all__ = ["clock_ends", "missing_dependency"]
+__all__ = [
+    "DeleteSet",
+    "clock_ends",
+    "delete_set",
+    "holds_update",
+    "missing_dependency",
+    "new_struct_clients",
+]
+
+#: Per client, the deleted clock ranges ``[start, end)``, sorted and merged.
+DeleteSet = dict[int, list[tuple[int, int]]]
 
 
 class _Reader(Decoder):
@@ -225,3 +236,47 @@ def missing_dependency(update: bytes, state: Mapping[int, int]) -> tuple[int, in
         if end > available.get(client, 0):
             return client, end - 1
     return None
+
+
+def delete_set(update: bytes) -> DeleteSet:
+    """The delete set of ``update`` (for a document's full state: everything it deleted)."""
+    merged: DeleteSet = {}
+    for client, start, end in sorted(_read(update).deletes):
+        ranges = merged.setdefault(client, [])
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], end))
+        else:
+            ranges.append((start, end))
+    return merged
+
+
+def holds_update(state: Mapping[int, int], deleted: DeleteSet, update: bytes) -> bool:
+    """Does a document with state vector ``state`` and delete set ``deleted`` already hold
+    everything ``update`` carries (Yjs's ``snapshotContainsUpdate``)?
+
+    Costs the size of ``update`` (and a binary search per delete), never the
+    document's: the caller keeps ``deleted`` for as long as the document is unchanged.
+    """
+    read = _read(update)
+    for client, structs in read.structs.items():
+        known = state.get(client, 0)
+        if any(not struct.skip and struct.end > known for struct in structs):
+            return False
+    for client, start, end in read.deletes:
+        ranges = deleted.get(client, [])
+        at = bisect_right(ranges, (start, float("inf"))) - 1
+        if at < 0 or ranges[at][1] < end:
+            return False
+    return True
+
+
+def new_struct_clients(update: bytes, state: Mapping[int, int]) -> set[int]:
+    """The client ids under which ``update`` creates items a receiver at ``state`` lacks.
+
+    Deletes are not counted: deleting another client's item is an ordinary edit.
+    """
+    return {
+        client
+        for client, structs in _read(update).structs.items()
+        if any(not struct.skip and struct.end > state.get(client, 0) for struct in structs)
+    }

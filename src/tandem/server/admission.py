@@ -16,6 +16,10 @@ whether a client may come in and how fast it may talk:
   verified; ``Slot.release`` gives both back (idempotent);
 * **rate** — ``bucket()``: the per-connection token bucket every endpoint meters
   its messages with (``messages_per_second``, ``message_burst``);
+* **memory** — ``budget``: what every connection holds for its client that the
+  client has not read yet (queued frames, and the socket's send buffer), in
+  bytes, against ``max_connection_bytes`` each and ``max_held_bytes`` for the
+  whole server (``Budget``);
 * **refusal** — ``close_code``: the one mapping from a refusal to a close code.
 
 ``/collab`` also reads its client id and document from the query (``admit``).
@@ -35,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from tandem.auth import Principal, extract_token
 from tandem.errors import AuthError, Forbidden, TandemError
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Admission",
+    "Budget",
+    "Holder",
     "Slot",
     "accept_with_token",
     "forwarded_client",
@@ -60,6 +66,10 @@ __all__ = [
 log = logging.getLogger("tandem.admission")
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Abortable(Protocol):
+    def abort(self) -> None: ...
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -151,6 +161,64 @@ class Slot:
             self.ip = None
 
 
+class Holder(Protocol):
+    """A connection that holds output for its client (``Budget``)."""
+
+    def shed(self) -> None:
+        """Drop the client as a slow consumer (the server is over its budget)."""
+
+
+#: Below this, a connection's backlog is not a slow client's: not tracked at all.
+TRACKED_BYTES = 64 << 10
+
+
+class Budget:
+    """Bytes held for clients that are behind, per connection and for the server.
+
+    A connection reports what it holds (``hold``) whenever it queues behind a
+    client that is not reading, and is over its own budget when that passes
+    ``max_connection_bytes`` plus the largest single message it holds (one
+    message, however large, always goes out). The server's total is the sum of
+    the last reports above ``TRACKED_BYTES``; past ``max_held_bytes`` the
+    heaviest holders are shed until it is back under (``tandem_slow_client_bytes``).
+    """
+
+    def __init__(self, per_connection: int, total: int, metrics: Metrics) -> None:
+        self.per_connection = per_connection
+        self.total_limit = total
+        self.metrics = metrics
+        self._held: dict[Holder, int] = {}
+        self.total = 0
+
+    def over(self, held: int, largest: int) -> bool:
+        """Is ``held`` bytes (its largest message ``largest``) over one connection's budget?"""
+        return held > self.per_connection + largest
+
+    def hold(self, holder: Holder, held: int) -> None:
+        """``holder`` now holds ``held`` bytes; shed the heaviest if the server is over."""
+        before = self._held.get(holder, 0)
+        if held < TRACKED_BYTES:
+            if before:
+                del self._held[holder]
+                self.total -= before
+                self.metrics.held_bytes(self.total)
+            return
+        self._held[holder] = held
+        self.total += held - before
+        self.metrics.held_bytes(self.total)
+        while self.total > self.total_limit and self._held:
+            heaviest = max(self._held, key=self._held.__getitem__)
+            self.release(heaviest)
+            heaviest.shed()
+
+    def release(self, holder: Holder) -> None:
+        """``holder`` is gone, or holds nothing any more."""
+        held = self._held.pop(holder, 0)
+        if held:
+            self.total -= held
+            self.metrics.held_bytes(self.total)
+
+
 class Admission:
     """Who may connect, as whom, how many at once, how fast (see the module docstring)."""
 
@@ -171,10 +239,23 @@ class Admission:
             ipaddress.ip_network(proxy, strict=False) for proxy in settings.trusted_proxies
         )
         #: Without trusted proxies, this many sockets from one address earn one warning.
+        self.budget = Budget(settings.max_connection_bytes, settings.max_held_bytes, metrics)
+        #: Transports of sockets uvicorn serves for the ASGI endpoints, by peer
+        #: address (``uvicorn_glue`` fills it): a slow consumer's socket is cut
+        #: here instead of waiting for a send that never completes.
+        self.transports: dict[tuple[str, int], Abortable] = {}
         self._crowd = (
             max(settings.max_connections_per_ip // 2, 1) if settings.max_connections_per_ip else 0
         )
         self._warned = False
+
+    def abort(self, peer: tuple[str, int] | None) -> bool:
+        """Cut the socket of ``peer`` (an ASGI scope's ``client``) now; False: not known."""
+        transport = self.transports.get(peer) if peer is not None else None
+        if transport is None:
+            return False
+        transport.abort()
+        return True
 
     def client_address(
         self, peer: str, x_forwarded_for: Iterable[str] = (), forwarded: Iterable[str] = ()

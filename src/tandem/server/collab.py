@@ -56,6 +56,7 @@ from tandem.protocol import (
     parse,
 )
 from tandem.server.admission import (
+    TRACKED_BYTES,
     Slot,
     accept_with_token,
     peer_address,
@@ -103,6 +104,9 @@ class Wire(Protocol):
     def abort(self) -> None:
         """Drop the connection without the client's cooperation."""
 
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the network (the socket's send buffer)."""
+
 
 class _Flusher:
     """Once per event-loop tick, sends what each connection queued during it.
@@ -146,6 +150,10 @@ class Connection:
         "documents",
         "closed",
         "_queue",
+        "_queued",
+        "_largest",
+        "_room",
+        "_tracked",
         "_limit",
         "_scheduled",
         "_closing",
@@ -177,6 +185,13 @@ class Connection:
         self.closed = False
         #: Messages not yet sent (a list: it is always taken whole).
         self._queue: list[str] = []
+        #: Bytes in ``_queue``, and the largest message queued or written yet.
+        self._queued = 0
+        self._largest = 0
+        #: ``max_connection_bytes``: what may be held beyond the largest message.
+        self._room = settings.max_connection_bytes
+        #: Reported to the server's ``Budget`` (holding more than ``TRACKED_BYTES``).
+        self._tracked = False
         self._limit = settings.send_queue_frames
         self._scheduled = False
         self._closing: tuple[int, str] | None = None
@@ -219,6 +234,7 @@ class Connection:
             self._expiry.cancel()
             self._expiry = None
         self.leave_all()
+        self.tandem.admission.budget.release(self)
         self.tandem.sessions.discard(self.session_id)
         self.tandem.shutdown.ended(self)
         if self.slot is not None:
@@ -243,12 +259,16 @@ class Connection:
         if self._closing is not None:
             return
         if len(self._queue) >= self._limit:
-            self.tandem.metrics.slow_consumer()
-            error = SlowConsumer("you are not reading your messages fast enough; reconnect")
-            self._queue = [encode(error_message(error))]
-            self.close(error.close_code or 4408, "slow consumer")
+            self.shed()
             return
         self._queue.append(message)
+        size = len(message)
+        if size > self._largest:
+            self._largest = size
+        self._queued += size
+        if self._queued > self._room + self._largest:
+            self.shed()
+            return
         if not self._scheduled:  # _schedule, inlined: this runs once per delivery
             self._scheduled = True
             _flusher.schedule(self)
@@ -270,11 +290,13 @@ class Connection:
             return
         wire = self.wire
         if not wire.writable():
+            self._hold(self._queued + wire.buffered())
             wire.drain(self)
             return
         messages = self._queue
         if messages:
             self._queue = []
+            self._queued = 0
             key = id(messages[0]) if len(messages) == 1 else tuple(map(id, messages))
             known = None if frames is None else frames.get(key)
             if known is None:
@@ -282,13 +304,40 @@ class Connection:
                 if frames is not None:
                     frames[key] = known
             wire.write(known[1])
+            buffered = wire.buffered()
+            if buffered >= TRACKED_BYTES or self._tracked:
+                self._hold(buffered)
         if self._closing is not None:
             self.closed = True
             wire.send_close(*self._closing)
 
+    def _hold(self, held: int) -> None:
+        """Report ``held`` bytes to the server's budget; over this connection's: shed."""
+        if self._closing is not None:
+            return
+        self._tracked = held >= TRACKED_BYTES
+        budget = self.tandem.admission.budget
+        if budget.over(held, self._largest):
+            self.shed()
+        else:
+            budget.hold(self, held)
+
+    def shed(self) -> None:
+        """Drop this client as a slow consumer: what it has not read is discarded, it is
+        told why (``ERR_SLOW_CONSUMER``), and cut after ``slow_consumer_grace``."""
+        if self._closing is not None:
+            return
+        self.tandem.metrics.slow_consumer()
+        self.tandem.admission.budget.release(self)
+        error = SlowConsumer("you are not reading your messages fast enough; reconnect")
+        self._queue = [encode(error_message(error))]
+        self._queued = 0
+        self.close(error.close_code or 4408, "slow consumer")
+
     def take(self) -> list[str]:
         """Everything queued, for a wire that sends it itself; the queue is emptied."""
         messages, self._queue = self._queue, []
+        self._queued = 0
         return messages
 
     @property
@@ -308,14 +357,14 @@ class Connection:
                 asyncio.get_running_loop().call_later(grace, self._abort)
 
     def _abort(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.wire.abort()
+        # Even once the close frame is written: it may sit behind what the client never
+        # reads, and a transport's close waits for its buffer to drain.
+        self.closed = True
+        self.wire.abort()
 
     def reply_error(self, error: TandemError, **where: Any) -> None:
         self.tandem.metrics.error(error.code)
-        self._queue.append(encode(error_message(error, **where)))
-        self._schedule()
+        self.send(encode(error_message(error, **where)))  # counted like any reply
         if error.close_code is not None:
             self.close(error.close_code, error.code)
 
@@ -449,6 +498,9 @@ class AsgiWire:
 
     def writable(self) -> bool:
         return False  # ASGI sends are awaited: always through the writer
+
+    def buffered(self) -> int:
+        return 0  # the writer holds at most the batch it is sending
 
     def write(self, frame: bytes) -> None:  # pragma: no cover - never writable
         raise RuntimeError("AsgiWire is never writable; use drain")

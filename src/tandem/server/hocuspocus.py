@@ -20,7 +20,8 @@ Per routing key (document name, or ``name\\0sessionId``) the socket holds a
   ``token_expiry_warning`` seconds before expiry); if the token lapses
   unrenewed, or a renewal fails, the document gets PermissionDenied and Close.
   Frames for a document that has not authenticated are dropped; the first one
-  is answered with PermissionDenied so the mistake is visible.
+  is answered with PermissionDenied so the mistake is visible (for the first
+  ``TOLD_KEYS`` keys of a socket; nothing is kept per key beyond that).
 * **SyncStatus.** The provider counts unsynced changes and decrements on
   SyncStatus(1). Each SyncStep2/Update is answered with SyncStatus(1) only
   once the change is stored (or, when it changed nothing, once everything
@@ -55,6 +56,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -64,18 +66,43 @@ from tandem.auth import Principal
 from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemError, TokenExpired
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
+from tandem.merge.replica import Replica
+from tandem.merge.updates import DeleteSet, delete_set, holds_update
 from tandem.protocol import validate_doc_id
 from tandem.server.admission import Slot, peer_address, refuse_foreign_origin
 from tandem.server.sessions import LiveSession
-from tandem.server.yjs import Outbox, YjsLink, binary_frames
+from tandem.server.yjs import Outbox, YjsLink, binary_frames, rate_limited
 
 if TYPE_CHECKING:
-    from tandem.merge.replica import Replica
     from tandem.server.context import Context
 
 __all__ = ["HocuspocusLink", "HocuspocusSocket", "serve_hocuspocus"]
 
 log = logging.getLogger("tandem.hocuspocus")
+
+#: Routing keys a socket is told to authenticate (once each); past that many, frames
+#: for unauthenticated keys are dropped without a word: an unauthenticated client
+#: holds no state per key.
+TOLD_KEYS = 16
+
+
+#: Each replica's delete set, for the version it was read at: a reader's SyncStep2
+#: is checked against it in time proportional to the message, not the document
+#: (the document is read once per version, however many readers ask).
+_DELETED: weakref.WeakKeyDictionary[Replica, tuple[int, DeleteSet]] = weakref.WeakKeyDictionary()
+
+
+def _deleted(replica: Replica) -> DeleteSet:
+    cached = _DELETED.get(replica)
+    if cached is None or cached[0] != replica.version:
+        cached = (replica.version, delete_set(replica.state()))
+        _DELETED[replica] = cached
+    return cached[1]
+
+
+def _decode_sv(data: bytes) -> dict[int, int]:
+    decoder = yproto.Decoder(data)
+    return {decoder.var_uint(): decoder.var_uint() for _ in range(decoder.var_uint())}
 
 
 class HocuspocusLink(YjsLink):
@@ -108,7 +135,12 @@ class HocuspocusLink(YjsLink):
         applied = False
         replica = self.host.replica if self.host is not None else None
         if message.sub == yproto.SYNC_STEP2 and replica is not None:
-            applied = hp.adds_nothing(replica.state(), message.payload)
+            try:
+                applied = holds_update(
+                    _decode_sv(replica.state_vector()), _deleted(replica), message.payload
+                )
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise yproto.ProtocolError(f"malformed Yjs update: {exc}") from None
         self._status(applied)
 
     def write_refused(self, message: yproto.Message) -> None:
@@ -186,10 +218,7 @@ class HocuspocusSocket:
 
     def __init__(self, websocket: WebSocket, tandem: Context, slot: Slot) -> None:
         self.tandem = tandem
-        settings = tandem.settings
-        self.outbox = Outbox(
-            websocket, settings.send_queue_frames, hp.PING_FRAME, settings.yjs_keepalive
-        )
+        self.outbox = Outbox(websocket, tandem, hp.PING_FRAME)
         self.links: dict[str, HocuspocusLink] = {}
         #: Keys already told to authenticate first (told once).
         self._told: set[str] = set()
@@ -235,8 +264,9 @@ class HocuspocusSocket:
             await self._authenticate(envelope, link)
             return
         if link is None:
-            if envelope.key not in self._told and envelope.kind != hp.CLOSE:
-                self._told.add(envelope.key)
+            told = self._told
+            if envelope.key not in told and envelope.kind != hp.CLOSE and len(told) < TOLD_KEYS:
+                told.add(envelope.key)
                 self.deny(envelope.key, Forbidden("send an Auth message for this document first"))
             return
         if envelope.kind == hp.CLOSE:
@@ -275,6 +305,12 @@ class HocuspocusSocket:
                 self.drop(link, error.code)
             return
         now = time.time()
+        if link is not None and principal.user != link.principal.user:
+            # Renewal keeps the subject: another user's token starts over, not upgrades.
+            switched = Forbidden("a renewed token must be for the same user; reconnect instead")
+            self.deny(key, switched)
+            self.drop(link, switched.code)
+            return
         if link is not None:  # renewal: the new token's rights apply from now on
             link.principal = principal
             if link.live is not None:
@@ -345,7 +381,11 @@ async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
 
     timer = asyncio.get_running_loop().call_later(tandem.settings.auth_deadline, deadline)
     try:
+        bucket = tandem.admission.bucket(time.monotonic())
         async for frame in binary_frames(websocket, writer):
+            if not bucket.take(time.monotonic()):
+                rate_limited(tandem, socket.outbox)
+                break
             await socket.receive(frame)
     except (WebSocketDisconnect, RuntimeError):
         pass

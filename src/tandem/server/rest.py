@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from tandem.auth import Principal
 from tandem.errors import (
@@ -22,6 +22,7 @@ from tandem.errors import (
     Forbidden,
     HistoryUnavailable,
     NotFound,
+    ProtocolError,
     ReadOnly,
     Revoked,
     StorageError,
@@ -39,7 +40,15 @@ if TYPE_CHECKING:
 
 __all__ = ["build_rest_router", "error_response"]
 
+
+class BodyTooLarge(ProtocolError):
+    """A REST body over ``max_frame_bytes`` (413)."""
+
+    code = "ERR_FRAME_TOO_LARGE"
+
+
 _STATUS = {
+    BodyTooLarge: 413,
     HistoryUnavailable: 410,
     NotFound: 404,
     AuthError: 401,
@@ -141,6 +150,30 @@ def bearer_principal(tandem: "Context") -> Callable[..., Awaitable[Principal]]:
     return principal
 
 
+async def _read_body(request: Request, limit: int) -> SubmitIn:
+    """The submit in ``request``'s body, read only up to ``limit`` bytes.
+
+    Called once the token is verified: an unauthenticated client never makes the
+    server read (or hold) its body. Larger bodies are refused with 413 unread.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return SubmitIn.model_validate_json(b"".join(chunks))
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"not a valid submit: {exc.errors()[0].get('msg', 'invalid')}"
+        ) from None
+
+
 def build_rest_router(tandem: "Context") -> APIRouter:
     router = APIRouter(prefix="/api", tags=["documents"])
     Auth = Annotated[Principal, Depends(bearer_principal(tandem))]
@@ -168,7 +201,7 @@ def build_rest_router(tandem: "Context") -> APIRouter:
     async def get_ops(
         doc: str,
         who: Auth,
-        from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+        from_: Annotated[int, Query(alias="from", ge=0, le=(1 << 63) - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> Any:
         try:
@@ -247,16 +280,25 @@ def build_rest_router(tandem: "Context") -> APIRouter:
         "/docs/{doc:path}/ops",
         response_model=SubmitOut,
         summary="Submit an op; returns once it is durably committed",
+        # The body is read by hand, after the token is checked and within a size limit;
+        # this tells OpenAPI what it is.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": SubmitIn.model_json_schema()}},
+            }
+        },
     )
-    async def post_op(doc: str, body: SubmitIn, who: Auth, request: Request) -> Any:
+    async def post_op(doc: str, who: Auth, request: Request) -> Any:
         try:
             checked_doc(doc, who, write=True)
+            body = await _read_body(request, tandem.settings.max_frame_bytes)
             raw = body.model_dump(exclude_none=True)
             raw.setdefault("type", "op")
             raw["doc"] = doc
             message = parse_message(raw, max_components=tandem.settings.max_op_components)
             if not isinstance(message, Submit):
-                raise TandemError("only op, insert, delete and format may be posted")
+                raise ProtocolError("only op, insert, delete and format may be posted")
             client = validate_client_id(body.client) if body.client else "rest"
             session = await tandem.documents.open(doc)
             peer = _RestPeer(client, who)

@@ -10,7 +10,9 @@ websockets 15 fail this module's tests). What it relies on:
   protocol other WebSocket paths are handed to); ``ServerState.connections``
   and ``.tasks``; the ``parser``
   attribute of its httptools protocol (``release_http_protocol``); its
-  ``LOGGING_CONFIG``; ``Server.handle_exit`` (``serve``'s second-signal exit).
+  ``LOGGING_CONFIG``; ``HttpToolsProtocol``'s ``connection_made``,
+  ``on_headers_complete`` and ``connection_lost`` (the handshake deadline);
+  ``Server.handle_exit`` (``serve``'s second-signal exit).
 * websockets: the sans-I/O ``ServerProtocol`` and, for the frame fast path,
   its parser's state (``state``, ``current_size``, the generator's
   ``gi_yieldfrom`` chain, ``max_message_size``) as websockets 16–17 keep it;
@@ -65,6 +67,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
@@ -243,6 +246,7 @@ class CollabProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._other is not None:
+            self._server.tandem.admission.transports.pop(_peer(self.transport), None)
             self._other.connection_lost(exc)
             return
         self._state.connections.discard(self)
@@ -377,11 +381,14 @@ class CollabProtocol(asyncio.Protocol):
         head, self._head = bytes(self._head or b""), None
         self._state.connections.discard(self)
         self._other = other
+        # A slow consumer of /yjs or /hocuspocus is cut through its transport
+        # (``Admission.abort``): an ASGI send that waits for a drain never returns.
+        self._server.tandem.admission.transports[_peer(self.transport)] = self.transport
         other.connection_made(self.transport)
         other.data_received(head)
-        # uvicorn sets us as the protocol once this call returns; until the hand-over
-        # below runs, we forward every callback.
-        asyncio.get_running_loop().call_soon(self.transport.set_protocol, other)
+        # We stay the transport's protocol and forward every callback: connection_lost
+        # must reach us too, to forget the transport (one call per read costs less
+        # than a registry that could outlive its sockets).
 
     def _log_request(self, client: tuple[str, int], target: str, outcome: str) -> None:
         """The request line uvicorn logs for a WebSocket (tokens are redacted by the filter)."""
@@ -580,6 +587,9 @@ class CollabProtocol(asyncio.Protocol):
     def write(self, frame: bytes) -> None:
         self.transport.write(frame)
 
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
     def send_close(self, code: int, reason: str) -> None:
         ws = self._ws
         if ws.state is not OPEN or self.transport.is_closing():
@@ -589,8 +599,10 @@ class CollabProtocol(asyncio.Protocol):
         # Keep reading, to see the client's reply; cut the socket if it never comes.
         self._backlog = None
         self._resume_reading()
+        # abort, not close: a transport's close waits for its buffer to drain, and the
+        # buffer of a client that does not answer may never drain.
         self._close_timer = asyncio.get_running_loop().call_later(
-            self._server.tandem.settings.close_timeout, self.transport.close
+            self._server.tandem.settings.close_timeout, self.transport.abort
         )
 
     def drain(self, connection: Connection) -> None:
@@ -603,6 +615,12 @@ class CollabProtocol(asyncio.Protocol):
         data = ws.data_to_send()
         if data:
             self.transport.write(b"".join(data))
+
+
+def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
+    """The (host, port) uvicorn puts in an ASGI scope's ``client`` for this socket."""
+    peer = transport.get_extra_info("peername")
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
 
 
 def _between_frames(ws: ServerProtocol) -> bool:
@@ -672,7 +690,7 @@ def serve(app: Any, tandem: Context, *, log_level: str, deadline: float) -> None
         port=settings.port,
         log_level=log_level,
         loop="auto",
-        http="auto",
+        http=_with_handshake_deadline(settings.handshake_timeout),
         ws=CollabServer(tandem),  # type: ignore[arg-type]
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes + 1024,
@@ -685,6 +703,34 @@ def serve(app: Any, tandem: Context, *, log_level: str, deadline: float) -> None
         proxy_headers=False,
     )
     _Server(config, deadline=deadline).run()
+
+
+def _with_handshake_deadline(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, cut (``abort``) unless a request's headers are complete
+    within ``seconds`` of the connection: a socket that never finishes its HTTP request
+    (or its WebSocket handshake) holds a descriptor and memory for nothing."""
+
+    class HandshakeDeadline(HttpToolsProtocol):
+        _handshake: Deadline | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._handshake = deadlines.add(seconds, transport.abort)
+
+        def on_headers_complete(self) -> None:
+            self._cancel_handshake()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_handshake()
+            super().connection_lost(exc)
+
+        def _cancel_handshake(self) -> None:
+            if self._handshake is not None:
+                self._handshake.cancel()
+                self._handshake = None
+
+    return HandshakeDeadline
 
 
 class _Server(uvicorn.Server):

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import secrets
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -43,10 +44,18 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import Principal
-from tandem.errors import Forbidden, TandemError
+from tandem.errors import Forbidden, RateLimited, TandemError, TokenExpired
+from tandem.limits import TokenBucket
 from tandem.merge import yproto
-from tandem.protocol import validate_doc_id
-from tandem.server.admission import accept_with_token, peer_address, refuse_foreign_origin
+from tandem.merge.updates import new_struct_clients
+from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
+from tandem.server.admission import (
+    TRACKED_BYTES,
+    accept_with_token,
+    peer_address,
+    refuse_foreign_origin,
+)
+from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
 from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
@@ -57,11 +66,31 @@ if TYPE_CHECKING:
     from tandem.metrics import Metrics
     from tandem.server.context import Context
     from tandem.session.yjs import ReplicaHost
-    from tandem.settings import Settings
 
-__all__ = ["Outbox", "YjsConnection", "YjsLink", "binary_frames", "serve_yjs"]
+__all__ = ["Outbox", "YjsConnection", "YjsLink", "binary_frames", "rate_limited", "serve_yjs"]
 
 log = logging.getLogger("tandem.yjs")
+
+#: Client ids one connection may announce in awareness (a Y.Doc has one).
+AWARENESS_CLIENTS = 4
+#: Yjs client ids one user may create items under, per document.
+CLIENT_IDS_PER_USER = 64
+
+#: Per document (its replica host): Yjs client id -> the user who first used it.
+_OWNERS: weakref.WeakKeyDictionary[ReplicaHost, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _owners(host: ReplicaHost) -> dict[int, str]:
+    owners = _OWNERS.get(host)
+    if owners is None:
+        owners = _OWNERS[host] = {}
+    return owners
+
+
+def _decode_sv(data: bytes) -> dict[int, int]:
+    decoder = yproto.Decoder(data)
+    return {decoder.var_uint(): decoder.var_uint() for _ in range(decoder.var_uint())}
+
 
 _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
 
@@ -69,38 +98,82 @@ _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
 class Outbox:
     """One socket's outbound frames: bounded, written by one task, with a keep-alive.
 
-    ``push`` never blocks; past ``limit`` queued frames the client is a slow
-    consumer and the socket closes with 4408. ``close`` drops what is queued
-    (unless ``flush``: then it goes out first) and ends the writer with that
-    close frame.
+    ``push`` never blocks. Past ``send_queue_frames`` queued frames, or past
+    ``max_connection_bytes`` queued beyond the largest frame (the server's
+    ``Budget``, which may also shed the heaviest outboxes first), the client is
+    a slow consumer: what is queued is dropped, the socket closes with 4408
+    (``ERR_SLOW_CONSUMER``), and is cut after ``slow_consumer_grace`` if that
+    close cannot go out. ``close`` drops what is queued (unless ``flush``: then
+    it goes out first) and ends the writer with that close frame.
     """
 
-    def __init__(self, websocket: WebSocket, limit: int, keepalive: bytes, every: float) -> None:
+    def __init__(self, websocket: WebSocket, tandem: Context, keepalive: bytes) -> None:
+        settings = tandem.settings
         self.websocket = websocket
+        self.tandem = tandem
         self._queue: deque[bytes] = deque()
-        self._limit = limit
+        self._limit = settings.send_queue_frames
         self._keepalive = keepalive
-        self._every = every
+        self._every = settings.yjs_keepalive
         self._ready = asyncio.Event()
+        #: Bytes queued, and the largest frame queued yet.
+        self._queued = 0
+        self._largest = 0
         self.closing: tuple[int, str] | None = None
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
     def push(self, frame: bytes) -> None:
         if self.closing is not None:
             return
         if len(self._queue) >= self._limit:
-            self.close(4408, "slow consumer")
+            self.shed()
             return
+        size = len(frame)
+        self._largest = max(self._largest, size)
+        self._queued += size
         self._queue.append(frame)
         self._ready.set()
+        if self._queued >= TRACKED_BYTES:
+            budget = self.tandem.admission.budget
+            if budget.over(self._queued, self._largest):
+                self.shed()
+            else:
+                budget.hold(self, self._queued)
+
+    def shed(self) -> None:
+        """Drop the client as a slow consumer (see the class docstring)."""
+        if self.closing is not None:
+            return
+        self.tandem.metrics.slow_consumer()
+        self.tandem.metrics.error("ERR_SLOW_CONSUMER")
+        self.close(4408, "ERR_SLOW_CONSUMER")
+        peer = self.websocket.client
+        address = (peer.host, peer.port) if peer is not None else None
+        asyncio.get_running_loop().call_later(
+            self.tandem.settings.slow_consumer_grace, self.tandem.admission.abort, address
+        )
 
     def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         if self.closing is None:
             self.closing = (code, reason)
             if not flush:
                 self._queue.clear()
+                self._queued = 0
+                self.tandem.admission.budget.release(self)
             self._ready.set()
 
     async def writer(self) -> None:
+        try:
+            await self._write()
+        finally:
+            self.tandem.admission.budget.release(self)
+
+    async def _write(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._ready.wait(), self._every)
@@ -108,7 +181,11 @@ class Outbox:
                 self._queue.append(self._keepalive)
             self._ready.clear()
             while self._queue:
-                await self.websocket.send_bytes(self._queue.popleft())
+                frame = self._queue.popleft()
+                self._queued -= len(frame)
+                await self.websocket.send_bytes(frame)
+            if self._queued < TRACKED_BYTES:
+                self.tandem.admission.budget.release(self)
             if self.closing is not None:
                 code, reason = self.closing
                 with contextlib.suppress(Exception):
@@ -142,6 +219,8 @@ class YjsLink:
         self.session: DocumentSession | None = None
         self.member: Member | None = None
         self.denied = False
+        self._awareness_bucket: TokenBucket | None = None
+        self.presence_interval = 0.05
         #: Longest a SyncStep2 waits for a moment with no commit in flight.
         self.stored_wait = 5.0
         #: The server's metrics, once joined (merges counted by outcome).
@@ -193,6 +272,7 @@ class YjsLink:
         """Open ``doc``, become its member and send SyncStep1 plus the current awareness."""
         session = await tandem.documents.open(doc)
         self.stored_wait = tandem.settings.yjs_stored_wait
+        self.presence_interval = tandem.settings.presence_interval
         self.session = session
         self.metrics = tandem.documents.metrics
         self.member = Member(self, permission)
@@ -253,6 +333,7 @@ class YjsLink:
             elif member.permission != "write":
                 self.refuse_write(message)
             else:
+                self._claim(await host.ready(), message.payload)
                 metrics = self.metrics
                 assert metrics is not None, "join first"
                 try:
@@ -272,8 +353,11 @@ class YjsLink:
                 else:
                     metrics.merge("yjs", "ok")
         elif message.kind == yproto.AWARENESS:
-            entries = yproto.decode_awareness(message.payload)
+            entries = self._admissible(host, yproto.decode_awareness(message.payload))
+            if not entries:
+                return
             self.awareness_clients.update(entry.client for entry in entries)
+            frame = yproto.awareness_message(yproto.encode_awareness(entries))
             fresh = [
                 entry
                 for entry in entries
@@ -289,6 +373,63 @@ class YjsLink:
         elif message.kind == yproto.QUERY_AWARENESS:
             self._send_awareness(host)
         session.touch(self, time.monotonic())
+
+    # -- what a Yjs client may claim ----------------------------------------------
+
+    def _claim(self, replica: Replica, update: bytes) -> None:
+        """Bind the client ids ``update`` creates items under to this user; ``Forbidden``
+        (nothing applied) if one belongs to another user of this document."""
+        host = self.host
+        assert host is not None, "join first"
+        state = _decode_sv(replica.state_vector())
+        try:
+            clients = new_struct_clients(update, state)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise yproto.ProtocolError(f"malformed Yjs update: {exc}") from None
+        owners = _owners(host)
+        for client in clients:
+            self._bind(owners, client)
+
+    def _bind(self, owners: dict[int, str], client: int) -> None:
+        owner = owners.get(client)
+        if owner == self.user:
+            return
+        if owner is not None:
+            raise Forbidden(
+                f"Yjs client id {client} belongs to another user of this document; "
+                "the update was refused"
+            )
+        mine = sum(1 for user in owners.values() if user == self.user)
+        if mine >= CLIENT_IDS_PER_USER:
+            raise Forbidden(f"at most {CLIENT_IDS_PER_USER} Yjs client ids per user and document")
+        owners[client] = self.user
+
+    def _admissible(
+        self, host: ReplicaHost, entries: list[yproto.AwarenessEntry]
+    ) -> list[yproto.AwarenessEntry]:
+        """The awareness entries this client may set: its own client ids (at most
+        ``AWARENESS_CLIENTS``), each state within ``MAX_STATE_BYTES``, at most
+        ``awareness_per_second`` frames a second; the rest is dropped."""
+        now = time.monotonic()
+        if self._awareness_bucket is None:
+            rate = 1.0 / max(self.presence_interval, 0.001)
+            self._awareness_bucket = TokenBucket(rate, int(2 * rate) + 1, now)
+        if not self._awareness_bucket.take(now):
+            return []
+        owners = _owners(host)
+        kept = []
+        for entry in entries:
+            if entry.state is not None and len(orjson.dumps(entry.state)) > MAX_STATE_BYTES:
+                continue
+            if entry.client not in self.awareness_clients:
+                if len(self.awareness_clients) >= AWARENESS_CLIENTS:
+                    continue
+                try:
+                    self._bind(owners, entry.client)
+                except Forbidden:
+                    continue
+            kept.append(entry)
+        return kept
 
     def leave(self) -> None:
         """Leave the document: awareness removed (and relayed), membership dropped."""
@@ -311,12 +452,10 @@ class YjsLink:
 class YjsConnection(YjsLink):
     """One ``/yjs`` socket: a link to one document with its own ``Outbox``."""
 
-    def __init__(self, websocket: WebSocket, user: str, name: str, settings: Settings) -> None:
+    def __init__(self, websocket: WebSocket, user: str, name: str, tandem: Context) -> None:
         super().__init__(user, name)
         self.websocket = websocket
-        self.outbox = Outbox(
-            websocket, settings.send_queue_frames, _EMPTY_AWARENESS, settings.yjs_keepalive
-        )
+        self.outbox = Outbox(websocket, tandem, _EMPTY_AWARENESS)
 
     def send_bytes(self, frame: bytes) -> None:
         self.outbox.push(frame)
@@ -326,6 +465,16 @@ class YjsConnection(YjsLink):
 
     async def writer(self) -> None:
         await self.outbox.writer()
+
+
+def rate_limited(tandem: Context, outbox: Outbox) -> None:
+    """Over the message rate (``messages_per_second``): the socket closes with 4429.
+
+    A Yjs client cannot be told to slow down and keep its socket: a dropped update
+    would leave it believing the server has it. It reconnects and syncs again.
+    """
+    tandem.metrics.error(RateLimited.code)
+    outbox.close(4429, RateLimited.code)
 
 
 async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> AsyncIterator[bytes]:
@@ -379,7 +528,7 @@ async def _run_yjs(
     ip: str,
     permission: str,
 ) -> None:
-    connection = YjsConnection(websocket, principal.user, principal.name, tandem.settings)
+    connection = YjsConnection(websocket, principal.user, principal.name, tandem)
     tandem.metrics.connection_opened("yjs")
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
 
@@ -390,18 +539,36 @@ async def _run_yjs(
 
     live = LiveSession("yjs", principal, ip, time.time(), lambda: [doc], end)
     tandem.sessions.add(live)
+    # The token's expiry holds while connected, as on /collab: close 4401 when it lapses.
+    expired = TokenExpired("your token has expired; reconnect with a fresh one")
+    left = principal.seconds_left(time.time())
+    expiry = deadlines.add(left, lambda: end(expired)) if left < 1e9 else None
     try:
         await connection.join(tandem, doc, permission)
+        bucket = tandem.admission.bucket(time.monotonic())
         async for frame in binary_frames(websocket, writer):
+            if not bucket.take(time.monotonic()):
+                rate_limited(tandem, connection.outbox)
+                break
+            if principal.seconds_left(time.time()) <= 0:
+                end(expired)
+                break
             await connection.handle(frame)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
         connection.close(4400, f"malformed frame: {exc}"[:120])
+    except Forbidden as error:
+        log.info("yjs connection to %s refused a frame: %s", doc, error)
+        tandem.metrics.error(error.code)
+        connection.send_bytes(yproto.auth_denied(f"{error.code}: {error.message}"))
+        connection.outbox.close(4403, error.code, flush=True)
     except TandemError as error:
         log.info("yjs connection to %s closed: %s", doc, error)
         connection.close(1011, error.code)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         tandem.sessions.remove(live)
         connection.leave()
         tandem.metrics.connection_closed("yjs")

@@ -1,0 +1,108 @@
+"""Refused with the documented code: REST bodies, /yjs expiry, rates, odd numbers (items 4, 8, 9).
+
+Each attack is refused before it costs the server what it asks for: REST reads
+no body before the token is checked, and none past ``max_frame_bytes``; a
+``/yjs`` socket whose token expired while connected is closed with 4401, as
+``/collab``'s is; ``/yjs`` and ``/hocuspocus`` have ``/collab``'s message rate
+limit (close 4429); out-of-range numbers are client errors, not 500s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from pycrdt import Doc, Text
+from tests.integration.harness import SECRET, ServerProcess, token
+
+from tandem.merge import hocuspocus as hp
+from tandem.merge import yproto
+
+from .conftest import MIB, peak_rss, pid_of, rss, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def test_rest_refuses_an_unauthenticated_body_without_reading_it(server: ServerProcess) -> None:
+    before = rss(pid_of(server))
+    body = b'{"type": "insert", "pos": 0, "text": "' + b"x" * (50 * MIB) + b'"}'
+    with httpx.Client(timeout=60) as http:
+        answer = http.post(f"{server.url}/api/docs/a/ops", content=body)
+        assert answer.status_code == 401
+        grown = peak_rss(pid_of(server), 1.0) - before
+        # Pre-fix: ~136 MiB read and parsed before the 401.
+        assert grown < 20 * MIB, f"grew {grown / MIB:.0f} MiB"
+        too_big = http.post(
+            f"{server.url}/api/docs/a/ops",
+            content=body,
+            headers={"Authorization": f"Bearer {token()}"},
+        )
+        assert too_big.status_code == 413
+        assert too_big.json()["code"] == "ERR_FRAME_TOO_LARGE"
+
+
+def test_rest_answers_client_errors_for_odd_requests(server: ServerProcess) -> None:
+    auth = {"Authorization": f"Bearer {token()}"}
+    with httpx.Client(timeout=10) as http:
+        join = http.post(
+            f"{server.url}/api/docs/a/ops", json={"type": "join", "doc": "a"}, headers=auth
+        )
+        assert join.status_code == 400 and join.json()["code"] == "ERR_BAD_MESSAGE"
+        past = http.get(f"{server.url}/api/docs/a/ops?from={1 << 64}", headers=auth)
+        assert past.status_code == 422
+
+
+async def test_a_yjs_socket_is_closed_when_its_token_expires(server: ServerProcess) -> None:
+    short = token("yuki", ttl=2)
+    async with websockets.connect(f"{server.ws_url}/yjs/exp?token={short}") as ws:
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 15)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        assert time.monotonic() - started < 8
+        doc: Doc[object] = Doc(client_id=77)
+        doc.get("content", type=Text).insert(0, "after expiry")
+    text = httpx.get(
+        f"{server.url}/api/docs/exp", headers={"Authorization": f"Bearer {token()}"}
+    ).json()["text"]
+    assert text == ""
+
+
+async def test_yjs_and_hocuspocus_have_the_collab_message_rate_limit(tmp_path: Path) -> None:
+    server = start_server(tmp_path, messages_per_second="20", message_burst="40")
+    try:
+        async with websockets.connect(f"{server.ws_url}/yjs/r?token={token()}") as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(1000):
+                    await ws.send(yproto.sync_step1(b"\x00"))
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        async with websockets.connect(f"{server.ws_url}/hocuspocus") as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(1000):
+                    await ws.send(hp.PING_FRAME)
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    finally:
+        server.stop()
+
+
+async def test_an_exp_past_2_63_is_refused_cleanly(server: ServerProcess) -> None:
+    import jwt
+
+    huge = jwt.encode(
+        {"sub": "a", "iat": int(time.time()), "exp": 1 << 64, "docs": {"*": "write"}},
+        SECRET,
+        algorithm="HS256",
+    )
+    async with websockets.connect(f"{server.ws_url}/collab?token={huge}") as ws:
+        reply = await asyncio.wait_for(ws.recv(), 10)
+        assert "hello" in str(reply) or "ERR_" in str(reply)
+    assert server.process is not None and server.process.poll() is None
