@@ -76,6 +76,7 @@ def test_a_reader_that_rejoins_and_never_reads_is_dropped_within_budget(
                 for _ in range(300):
                     mute.send(b'{"type":"join","doc":"big"}')
             grown = peak_rss(pid_of(server), 4.0) - before
+            print(f"collab rejoin x300, {len(mutes)} attacker(s): grew {grown / MIB:.1f} MiB")
             assert grown < GROWTH * len(mutes), f"grew {grown / MIB:.0f} MiB"
             assert all(mute.gone(within=10) for mute in mutes)
             for mute in mutes:
@@ -96,6 +97,7 @@ def test_a_yjs_reader_that_floods_syncstep1_and_never_reads_is_dropped(
             grown = _attack_and_measure(
                 server, mute, [yproto.sync_step1(b"\x00")] * 300, text=False
             )
+            print(f"yjs SyncStep1 x300: grew {grown / MIB:.1f} MiB")
             assert grown < GROWTH, f"grew {grown / MIB:.0f} MiB"
             assert mute.gone(within=10)
             mute.close()
@@ -114,6 +116,7 @@ def test_unauthenticated_hocuspocus_frames_hold_nothing_per_routing_key(tmp_path
         for i in range(20_000):
             mute.send(hp.wrap(f"{i:06d}" + "k" * 1000, body), text=False)
         grown = peak_rss(pid_of(server), 2.0) - before
+        print(f"hocuspocus 20,000 unauthenticated keys: grew {grown / MIB:.1f} MiB")
         # Pre-fix each key was remembered: 20 MB of keys, plus their sets' overhead.
         assert grown < 12 * MIB, f"grew {grown / MIB:.0f} MiB"
         mute.close()

@@ -6,9 +6,12 @@ from typing import Any
 
 import pycrdt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
+from tandem.merge.updates import delete_set, holds_update
 
 
 def test_frames_match_the_npm_encoders() -> None:
@@ -68,3 +71,30 @@ def test_adds_nothing_sees_new_structs_and_new_deletes() -> None:
     assert not hp.adds_nothing(state, reader.get_update(server.get_state()))
     with pytest.raises(yproto.ProtocolError):
         hp.adds_nothing(state, b"\xde\xad\xbe\xef")
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(1, 5)), max_size=25))
+@settings(max_examples=200, deadline=None)
+def test_holds_update_agrees_with_rebuilding_the_document(
+    edits: list[tuple[bool, int, int]],
+) -> None:
+    """The cheap check (state vector + cached delete set) answers as the rebuild does."""
+    server: pycrdt.Doc[Any] = pycrdt.Doc(client_id=5)
+    server.get("content", type=pycrdt.Text).insert(0, "the quick brown fox jumps")
+    reader: pycrdt.Doc[Any] = pycrdt.Doc(client_id=6)
+    reader.apply_update(server.get_update())
+    mirror = reader.get("content", type=pycrdt.Text)
+    for index, (insert, at, size) in enumerate(edits):
+        target = mirror if index % 2 else server.get("content", type=pycrdt.Text)
+        length = len(str(target))
+        if insert or length == 0:
+            target.insert(min(at, length), "ab"[: size % 2 + 1])
+        else:
+            start = min(at, length - 1)
+            del target[start : min(length, start + size)]
+        if index % 3 == 0:  # the server sometimes hears of the reader's edits
+            server.apply_update(reader.get_update(server.get_state()))
+        state = server.get_update()
+        update = reader.get_update()
+        sv = hp._state_vector(server.get_state())
+        assert holds_update(sv, delete_set(state), update) == hp.adds_nothing(state, update)
