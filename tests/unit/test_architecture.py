@@ -240,13 +240,8 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-#: The one cycle left, which issue 21's session package takes apart (it moves
-#: ``documents`` and ``replicas`` into ``tandem.session``); no other may appear.
-ALLOWED_CYCLES = [["tandem.documents", "tandem.replicas"]]
-
-
 def test_no_import_cycles_between_modules() -> None:
-    cycles = [cycle for cycle in _cycles(import_graph()) if cycle not in ALLOWED_CYCLES]
+    cycles = _cycles(import_graph())
     assert not cycles, "import cycles (type-only and local imports count): " + "; ".join(
         " ↔ ".join(cycle) for cycle in cycles
     )
