@@ -576,9 +576,13 @@ def extract_token(
     return None, accept
 
 
+#: ``token=`` in a query string, where any of its characters may be percent-encoded
+#: (``tok%65n=`` authenticates too: query names are decoded before they are read).
+_TOKEN_NAME = "".join(f"(?:{c}|%{ord(c):02x})" for c in "token") + "(?:=|%3d)"
 #: A token in a query string, an Authorization header, or a ``bearer.`` subprotocol.
 _TOKEN_IN_TEXT = re.compile(
-    r"(?P<lead>\btoken=|\bBearer\s+|\bbearer\.)[^\s&,;\"'\]]+", re.IGNORECASE
+    rf"(?P<lead>(?<![\w%]){_TOKEN_NAME}|\bBearer\s+|\bbearer\.)[^\s&,;\"'\]]+",
+    re.IGNORECASE,
 )
 
 

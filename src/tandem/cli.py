@@ -213,6 +213,16 @@ def _token(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     docs: dict[str, Literal["read", "write"]] = dict(args.doc) if args.doc else {"*": "write"}
+    unsigned = not settings.jwt_secret and not settings.jwt_secrets
+    if unsigned and not (settings.data_dir / "dev-secret").is_file():
+        # Creating a secret here would print tokens no server verifies.
+        print(
+            "tandem token: no signing secret. Set TANDEM_JWT_SECRET (the server's), "
+            f"or point --data at the directory of a development server "
+            f"({settings.data_dir} holds no dev-secret).",
+            file=sys.stderr,
+        )
+        return 2
     authenticator = load_authenticator(settings, data_dir=settings.data_dir)
     token = authenticator.issue(
         args.user,

@@ -106,3 +106,25 @@ async def test_an_exp_past_2_63_is_refused_cleanly(server: ServerProcess) -> Non
         reply = await asyncio.wait_for(ws.recv(), 10)
         assert "hello" in str(reply) or "ERR_" in str(reply)
     assert server.process is not None and server.process.poll() is None
+
+
+async def test_an_undecodable_state_vector_is_a_client_error(server: ServerProcess) -> None:
+    async with websockets.connect(f"{server.ws_url}/yjs/sv?token={token()}") as ws:
+        await ws.send(yproto.sync_step1(b"\xff\xff\xff"))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+    # On /hocuspocus it closes that document only; the socket serves the others.
+    from tests.integration.hpclient import auth_frame
+
+    async with websockets.connect(f"{server.ws_url}/hocuspocus") as ws:
+        await ws.send(auth_frame("one", token()))
+        await ws.send(auth_frame("two", token()))
+        await ws.send(hp.wrap("one", yproto.sync_step1(b"\xff\xff\xff")))
+        await ws.send(hp.wrap("two", yproto.sync_step1(b"\x00")))
+        kinds = set()
+        while ("two", yproto.SYNC) not in kinds:
+            envelope = hp.parse(await asyncio.wait_for(ws.recv(), 10))
+            kinds.add((envelope.key, envelope.kind))
+        assert ("one", hp.CLOSE) in kinds

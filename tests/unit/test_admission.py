@@ -101,3 +101,15 @@ def test_no_warning_once_proxies_are_trusted(caplog: pytest.LogCaptureFixture) -
         for _ in range(9):
             gate.enter("127.0.0.1")
     assert not caplog.records
+
+
+def test_tandem_token_without_a_secret_refuses_instead_of_inventing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tandem.cli import main
+
+    for name in ("TANDEM_JWT_SECRET", "TANDEM_JWT_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["token", "--user", "u", "--data", str(tmp_path)]) == 2
+    assert "no signing secret" in capsys.readouterr().err
+    assert not (tmp_path / "dev-secret").exists()

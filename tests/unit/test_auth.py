@@ -650,3 +650,13 @@ def test_extract_precedence_header_subprotocol_query() -> None:
     assert extract_token("query", "Bearer header", offered) == ("header", SUBPROTOCOL)
     assert extract_token("query", None, offered) == ("sub", SUBPROTOCOL)
     assert extract_token("query", "Basic x", [SUBPROTOCOL]) == ("query", SUBPROTOCOL)
+
+
+def test_percent_encoded_token_names_are_redacted_too() -> None:
+    from tandem.auth import redact_tokens
+
+    assert redact_tokens("GET /collab?tok%65n=abc.def&doc=x") == (
+        "GET /collab?tok%65n=[redacted]&doc=x"
+    )
+    assert redact_tokens("?%74%6F%6B%65%6E%3Dabc") == "?%74%6F%6B%65%6E%3D[redacted]"
+    assert redact_tokens("?mytoken=abc") == "?mytoken=abc"

@@ -47,6 +47,7 @@ from tandem.auth import Principal
 from tandem.errors import Forbidden, RateLimited, TandemError, TokenExpired
 from tandem.limits import TokenBucket
 from tandem.merge import yproto
+from tandem.merge.replica import ReplicaError
 from tandem.merge.updates import new_struct_clients
 from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
 from tandem.server.admission import (
@@ -252,8 +253,14 @@ class YjsLink:
         """An update the replica could not take; the caller asks for a resync next."""
 
     def answer_sync_step1(self, replica: Replica, state_vector: bytes) -> None:
-        """SyncStep2: what a client with ``state_vector`` lacks."""
-        self.send_bytes(yproto.sync_step2(replica.diff(state_vector)))
+        """SyncStep2: what a client with ``state_vector`` lacks; ``ProtocolError`` if the
+        state vector does not decode (``/yjs`` closes 4400, ``/hocuspocus`` that document)."""
+        try:
+            _decode_sv(state_vector)
+            diff = replica.diff(state_vector)
+        except (ValueError, IndexError, ReplicaError) as exc:
+            raise yproto.ProtocolError(f"undecodable state vector: {exc}") from None
+        self.send_bytes(yproto.sync_step2(diff))
 
     # -- the shared per-document logic --------------------------------------------
 
