@@ -1,6 +1,6 @@
 // The Tandem demo: a shared rich-text document with presence.
 // URL parameters: ?doc=ID opens a document, ?user=NAME sets who you are.
-import { TandemClient, bindQuill } from '@tandem/client';
+import { TandemClient, bindQuill, colorFor } from '@tandem/client';
 
 const PALETTE = ['#e11d48', '#db2777', '#9333ea', '#4f46e5', '#0284c7', '#0d9488', '#16a34a', '#ca8a04', '#ea580c', '#64748b'];
 const ADJECTIVES = ['Amber', 'Brisk', 'Calm', 'Daring', 'Eager', 'Frosty', 'Gentle', 'Happy', 'Jolly', 'Lucky', 'Merry', 'Nimble', 'Quiet', 'Swift'];
@@ -200,5 +200,101 @@ async function loadDocList() {
   );
 }
 
+// ---- history: time slider, authors, restore, labels ------------------------------------
+// Etherpad's timeslider, over REST (doc.history): the slider picks a version, the
+// view below shows it read-only, with who wrote what when "Authors" is on.
+const historyView = new Quill('#history-view', { readOnly: true, modules: { toolbar: false } });
+let shown = -1;
+let asked = 0;
+async function showVersion(v) {
+  const ticket = ++asked;
+  try {
+    const past = await doc.history.version(v);
+    const authors = $('history-colors').checked ? await doc.history.authors(v) : null;
+    if (ticket !== asked) return; // a later move of the slider won
+    historyView.setContents(past.content, 'silent');
+    const legend = new Map();
+    if (authors) {
+      let at = 0;
+      for (const { user, length } of authors.authors) {
+        legend.set(user, colorFor(user));
+        historyView.formatText(at, length, { background: colorFor(user).replace('45%)', '88%)') }, 'silent');
+        at += length;
+      }
+    }
+    $('history-legend').replaceChildren(
+      ...[...legend].map(([user, c]) => {
+        const span = document.createElement('span');
+        span.style.setProperty('--c', c);
+        span.textContent = user;
+        return span;
+      }),
+    );
+    shown = past.v;
+    const head = doc.version;
+    $('history-info').textContent = past.v === head ? `Version ${past.v} (now)` : `Version ${past.v} of ${head}`;
+    $('history-restore').disabled = past.v === head || doc.permission === 'read';
+  } catch (err) {
+    if (ticket === asked) $('history-info').textContent = err.code === 'ERR_HISTORY_COMPACTED' ? `Compacted: the oldest version kept is ${err.oldest}` : String(err.message);
+  }
+}
+async function renderLabels() {
+  const labels = await doc.history.labels().catch(() => []);
+  $('label-list').replaceChildren(
+    ...labels.map((label) => {
+      const li = document.createElement('li');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = `${label.name} · v${label.v}`;
+      b.title = `Labelled by ${label.user}`;
+      b.addEventListener('click', () => {
+        $('history-slider').value = String(label.v);
+        showVersion(label.v);
+      });
+      li.appendChild(b);
+      return li;
+    }),
+  );
+}
+function openHistory(open) {
+  $('history-panel').hidden = !open;
+  $('history-button').setAttribute('aria-expanded', String(open));
+  if (!open) return;
+  $('history-slider').max = String(doc.version);
+  $('history-slider').value = String(doc.version);
+  showVersion(doc.version);
+  renderLabels();
+}
+$('history-button').addEventListener('click', () => openHistory($('history-panel').hidden));
+$('history-slider').addEventListener('input', () => showVersion(Number($('history-slider').value)));
+$('history-colors').addEventListener('change', () => shown >= 0 && showVersion(shown));
+$('history-restore').addEventListener('click', async () => {
+  $('history-restore').disabled = true;
+  await doc.history.restore(shown);
+});
+$('label-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = $('label-name').value.trim();
+  if (!name || shown < 0) return;
+  await doc.history.setLabel(name, shown);
+  $('label-name').value = '';
+  renderLabels();
+});
+let following = null;
+doc.on('change', () => {
+  if ($('history-panel').hidden || following) return;
+  following = setTimeout(() => {
+    // at most one refresh per 300 ms while people type; the view follows the head if it was there
+    following = null;
+    const slider = $('history-slider');
+    const atHead = Number(slider.value) >= Number(slider.max);
+    slider.max = String(doc.version);
+    if (atHead) {
+      slider.value = String(doc.version);
+      showVersion(doc.version);
+    }
+  }, 300);
+});
+
 // For debugging and the browser tests.
-window.tandem = { client, doc, quill, binding };
+window.tandem = { client, doc, quill, binding, historyView, showVersion };

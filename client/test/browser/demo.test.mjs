@@ -203,13 +203,13 @@ test('edits made offline survive a page reload and are sent when back online', {
   await dave.context.close();
 });
 
-test('undo and redo with the keyboard take back only your own typing', { skip, timeout: 60000 }, async () => {
+test('undo/redo with the keyboard keep the other\'s text; the time slider shows and restores an old version; authorship colours; screenshot', { skip, timeout: 90000 }, async () => {
   const id = `undo-keys-${Date.now()}`;
   const alice = await person('alice', id);
   const bob = await person('bob', id);
   await alice.page.click('.ql-editor');
   await alice.page.keyboard.type('Hello world');
-  await converge(alice.page, bob.page);
+  const typed = (await converge(alice.page, bob.page)).v;
   // Bob types inside Alice's text
   await bob.page.evaluate(() => {
     const q = window.tandem.quill;
@@ -235,6 +235,34 @@ test('undo and redo with the keyboard take back only your own typing', { skip, t
   await converge(alice.page, bob.page);
   assert.equal(await docText(bob.page), 'Hello there ');
   assert.equal(await alice.page.evaluate(() => document.getElementById('redo').disabled), false);
+  // the history panel: the slider goes back to before Bob typed
+  const helloWorld = await alice.page.evaluate((v) => window.tandem.doc.history.version(v).then((past) => past.text), typed);
+  assert.equal(helloWorld, 'Hello world', `version ${typed}: Alice's keystrokes`);
+  await alice.page.click('#history-button');
+  await alice.page.waitForFunction(() => /\(now\)/.test(document.getElementById('history-info').textContent));
+  await alice.page.click('#history-colors');
+  // authorship colours: Alice's and Bob's text in two colours, and a legend naming both
+  await alice.page.waitForFunction(() => document.querySelectorAll('#history-legend span').length === 2);
+  const colours = await alice.page.evaluate(() => [...new Set([...document.querySelectorAll('#history-view .ql-editor span[style*="background"]')].map((e) => e.style.backgroundColor))]);
+  assert.equal(colours.length, 2, `two authors' colours: ${colours}`);
+  assert.deepEqual(await alice.page.evaluate(() => [...document.querySelectorAll('#history-legend span')].map((e) => e.textContent).sort()), ['alice', 'bob']);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await alice.page.setViewportSize({ width: 1180, height: 1250 });
+  await alice.page.evaluate(() => window.scrollTo(0, 0));
+  await alice.page.screenshot({ path: `${ARTIFACTS}history-panel.png` });
+  await alice.page.locator('#history-slider').fill(String(typed));
+  await alice.page.waitForFunction((v) => window.tandem.historyView.getText() === 'Hello world\n' && document.getElementById('history-info').textContent.startsWith(`Version ${v} of`), typed);
+  await alice.page.fill('#label-name', 'before Bob');
+  await alice.page.click('#label-form button');
+  await alice.page.locator('#label-list button', { hasText: `before Bob · v${typed}` }).waitFor();
+  // restore: one new op by Alice; Bob's page gets it as an ordinary edit
+  await alice.page.click('#history-restore');
+  await alice.page.waitForFunction(() => window.tandem.doc.text === 'Hello world');
+  const final = await converge(alice.page, bob.page);
+  assert.equal(final.text, 'Hello world');
+  assert.equal(await editorText(bob.page), 'Hello world\n');
+  const restoreOp = await bob.page.evaluate((v) => window.tandem.doc.history.changes(v - 1, v), final.v);
+  assert.deepEqual(restoreOp.users, ['alice'], 'the restore is one op by Alice');
   assert.deepEqual([...alice.errors, ...bob.errors], []);
   await alice.context.close();
   await bob.context.close();
