@@ -2,14 +2,15 @@
 
 Run: ``.venv/bin/python -m bench.history`` (``--versions N``, default 100,000).
 Builds one document of N versions in a fresh SQLite file, as the server
-leaves it: four users' keystrokes (inserts of one or two characters, some
-deletes and formats), committed in batches, with a store snapshot every 100
-versions (``snapshot_every``). Then, through ``tandem.history.History``:
+leaves it: four users taking turns typing bursts of keystrokes (inserts of
+one or two characters, some backspaces, some formats), committed in
+batches, with a store snapshot every 100 versions (``snapshot_every``).
+Then, through ``tandem.history.History``:
 
 * a random version (``GET /api/docs/{id}?v=N``): median and p90 over 200;
 * authorship (``GET …/authors``) of the head, a document of ~100,000
   characters: the first read (it walks the log once, saving a checkpoint
-  every 100 versions), then the median over 200 reads of the head and of
+  every 1,000 versions), then the median over 200 reads of the head and of
   random versions.
 
 The issue's bars: each median ≤ 50 ms.
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from tandem.history.service import History
+from tandem.ot.compose import compose
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
 from tandem.storage import OpRecord, Snapshot, SQLiteStore, open_archive
@@ -34,21 +36,35 @@ USERS = ("ann", "bob", "cy", "dee")
 
 
 async def build(store: SQLiteStore, versions: int, seed: int = 1) -> Document:
+    """Four users take turns typing bursts of 1-40 keystrokes (mostly one place, as people type)."""
     rng = random.Random(seed)
     document = Document()
+    length = 0
+    change = Delta()
     batch: list[OpRecord] = []
+    user, burst, caret = USERS[0], 0, 0
     for version in range(1, versions + 1):
-        n = len(document)
+        if burst == 0:
+            user, burst, caret = rng.choice(USERS), rng.randint(1, 40), rng.randint(0, length)
+        burst -= 1
         roll = rng.random()
-        if roll < 0.9 or n < 10:
-            op = Delta().retain(rng.randint(0, n)).insert(rng.choice(("a", "b ", "c", "😀", "de")))
+        if roll < 0.9 or length < 10:
+            text = rng.choice(("a", "b ", "c", "😀", "de"))
+            op = Delta().retain(min(caret, length)).insert(text)
+            caret = min(caret, length) + len(text)
+            length += len(text)
         elif roll < 0.97:
-            op = Delta().retain(rng.randrange(n - 1)).delete(1)
+            caret = max(1, min(caret, length))
+            op = Delta().retain(caret - 1).delete(1)
+            caret -= 1
+            length -= 1
         else:
-            op = Delta().retain(rng.randrange(n - 3)).retain(3, {"bold": True})
-        document = document.apply(op)
-        batch.append(OpRecord("doc", version, op, "c", None, rng.choice(USERS), float(version)))
-        if version % 100 == 0 or version == versions:
+            op = Delta().retain(rng.randrange(length - 3)).retain(3, {"bold": True})
+        change = compose(change, op)
+        batch.append(OpRecord("doc", version, op, "c", None, user, float(version)))
+        if version % 100 == 0 or version == versions:  # as the session does: snapshot_every
+            document = document.apply(change)
+            change = Delta()
             await store.append(batch)
             batch = []
             await store.save_snapshot(Snapshot("doc", version, document.to_delta()))
@@ -85,7 +101,7 @@ async def main(versions: int) -> None:
         print(f"a random version of {versions:,}:        {summary(times)}")
 
         t0 = time.perf_counter()
-        _, authorship = await history.authors_at("doc", versions)
+        authorship = await history.authors_at("doc", versions)
         first = time.perf_counter() - t0
         print(
             f"authorship, first read of the head ({len(authorship):,} chars, "

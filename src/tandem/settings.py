@@ -214,7 +214,7 @@ class Settings:
     #: How often (seconds) each node applies retention to every document.
     history_compact_interval: float = 3600.0
     #: Reading history saves a checkpoint (content and authorship) every this many versions.
-    history_checkpoint_every: int = 100
+    history_checkpoint_every: int = 1000
     #: Most versions one ``/changes`` request may span.
     history_max_changes: int = 10_000
 

@@ -184,8 +184,8 @@ async def test_versions_and_authorship_equal_replaying_the_log(
                 continue
             expected, spans = oracle(log, version)
             assert await h.document_at("doc", version) == expected, (seed, version)
-            got, authorship = await h.authors_at("doc", version)
-            assert got == expected
+            authorship = await h.authors_at("doc", version)
+            assert len(authorship) == len(expected)
             assert authorship.spans() == spans, (seed, version)
 
     await check(history, [rng.randint(0, len(log)) for _ in range(12)] + [0, len(log)])

@@ -9,10 +9,11 @@ Costs (docs/protocol.md, "History"):
 * a version: the newest snapshot or checkpoint at or below it, then the ops
   after that (at most ``snapshot_every`` of them, 100 by default);
 * authorship at a version: the newest checkpoint at or below it, then the ops
-  after it. Reading history writes a checkpoint every ``checkpoint_every``
-  versions it replays, so the first authorship read of an old document walks
-  its log once (from version 0, or from the last cut), and any later one
-  replays at most ``checkpoint_every`` ops;
+  after it (each a splice of an array of user ids). Reading history writes a
+  checkpoint every ``checkpoint_every`` (1,000) versions it replays, so the
+  first authorship read of an old document walks its log once (from version
+  0, or from the last cut), and any later one replays at most
+  ``checkpoint_every`` ops;
 * changes between two versions: the ops in between, composed (at most
   ``max_changes`` versions per request).
 
@@ -63,7 +64,7 @@ class History:
         store: Store,
         archive: Archive,
         *,
-        checkpoint_every: int = 100,
+        checkpoint_every: int = 1000,
         max_changes: int = 10_000,
     ) -> None:
         self.store = store
@@ -93,13 +94,16 @@ class History:
     async def document_at(self, doc: str, version: int) -> Document:
         """The document as it was at ``version``."""
         await self.check(doc, version)
-        base, document = await self._base_content(doc, version)
+        stored = await self.archive.content_at(doc, version)
+        base, document = (0, Document()) if stored is None else (stored[0], Document(stored[1]))
+        # The ops composed first (small), then applied once to the (long) document.
+        change = Delta()
         async for record in self._ops(doc, base, version):
-            document = document.apply(record.op)
-        return document
+            change = compose(change, record.op)
+        return document.apply(change) if change.ops else document
 
-    async def authors_at(self, doc: str, version: int) -> tuple[Document, Authorship]:
-        """The document at ``version`` and who inserted each of its characters."""
+    async def authors_at(self, doc: str, version: int) -> Authorship:
+        """Who inserted each character of the document at ``version``."""
         await self.check(doc, version)
         return await self._replay(doc, version)
 
@@ -175,7 +179,8 @@ class History:
         if snapshot is None or snapshot[0] <= oldest:
             return None
         cut = snapshot[0]
-        document, authorship = await self._replay(doc, cut)
+        authorship = await self._replay(doc, cut)
+        document = await self.document_at(doc, cut)
         await self.archive.save_checkpoint(
             Checkpoint(doc, cut, document.to_delta(), authorship.spans())
         )
@@ -197,34 +202,26 @@ class History:
 
     # -- inside -------------------------------------------------------------------
 
-    async def _base_content(self, doc: str, version: int) -> tuple[int, Document]:
-        """The newest stored content at or below ``version``: a snapshot or a checkpoint."""
-        snapshot = await self.archive.snapshot_at(doc, version)
-        checkpoint = await self.archive.checkpoint_at(doc, version)
-        if checkpoint is not None and (snapshot is None or checkpoint.version >= snapshot[0]):
-            return checkpoint.version, Document(checkpoint.content)
-        if snapshot is not None:
-            return snapshot[0], Document(snapshot[1])
-        return 0, Document()
+    async def _replay(self, doc: str, version: int) -> Authorship:
+        """Authorship at ``version``: the newest checkpoint, then the ops after it.
 
-    async def _replay(self, doc: str, version: int) -> tuple[Document, Authorship]:
-        """Content and authorship at ``version``, saving checkpoints on the way."""
+        A replay of ``checkpoint_every`` versions or more saves a checkpoint at
+        each multiple of it on the way (its content read as ``document_at`` does).
+        """
         checkpoint = await self.archive.checkpoint_at(doc, version)
         if checkpoint is not None:
-            base = checkpoint.version
-            document = Document(checkpoint.content)
-            authorship = Authorship.from_spans(checkpoint.authors)
+            base, authorship = checkpoint.version, Authorship.from_spans(checkpoint.authors)
         else:
-            base, document, authorship = 0, Document(), Authorship()
+            base, authorship = 0, Authorship()
         every = self.checkpoint_every
         async for record in self._ops(doc, base, version):
-            document = document.apply(record.op)
             authorship.apply(record.op, record.user)
             if record.version % every == 0 and version - base >= every:
+                content = await self.document_at(doc, record.version)
                 await self.archive.save_checkpoint(
-                    Checkpoint(doc, record.version, document.to_delta(), authorship.spans())
+                    Checkpoint(doc, record.version, content.to_delta(), authorship.spans())
                 )
-        return document, authorship
+        return authorship
 
     async def _ops(self, doc: str, after: int, upto: int) -> AsyncIterator[OpRecord]:
         """The ops ``after < v <= upto`` in pages; raises if the log has a hole."""

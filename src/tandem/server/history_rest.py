@@ -142,7 +142,7 @@ def add_history_routes(
         try:
             checked_doc(doc, who, False)
             version = await version_of(doc, v, label)
-            _, authorship = await history().authors_at(doc, version)
+            authorship = await history().authors_at(doc, version)
         except TandemError as error:
             return reply(error)
         return {"v": version, "authors": authorship.to_json()}

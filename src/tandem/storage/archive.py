@@ -14,8 +14,8 @@ its CRDT state included) and a checkpoint (so authorship still adds up).
 
 Rules every backend keeps (``tests/contract/test_archive.py``):
 
-* ``checkpoint_at`` / ``snapshot_at`` return the newest one at or below the
-  version asked for, or None.
+* ``checkpoint_at`` / ``snapshot_at`` / ``content_at`` return the newest one at
+  or below the version asked for, or None.
 * ``compact(doc, oldest)`` is atomic: the ops ``<= oldest`` and the snapshots
   and checkpoints ``< oldest`` go, and ``oldest(doc)`` becomes ``oldest``; it
   never moves back. The memory store keeps its ops (its log is a list), but
@@ -67,6 +67,9 @@ class Archive(Protocol):
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         """The newest store snapshot at or below ``version``: its version and content."""
 
+    async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
+        """The newest stored content at or below ``version``: a snapshot's or a checkpoint's."""
+
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` (replacing one at the same version)."""
 
@@ -109,6 +112,13 @@ class MemoryArchive:
             return None
         newest = max(found)
         return newest, decode_delta(state.snapshots[newest].content)  # type: ignore[union-attr]
+
+    async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
+        snapshot = await self.snapshot_at(doc, version)
+        checkpoint = await self.checkpoint_at(doc, version)
+        if checkpoint is not None and (snapshot is None or checkpoint.version >= snapshot[0]):
+            return checkpoint.version, checkpoint.content
+        return snapshot
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._checkpoints.setdefault(checkpoint.doc, {})[checkpoint.version] = checkpoint

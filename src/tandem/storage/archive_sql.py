@@ -31,6 +31,16 @@ _SNAPSHOT_AT = (
     "SELECT version, content FROM snapshots "
     "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1"
 )
+#: One read, one decode: the newer of the snapshot and the checkpoint at or below.
+_CONTENT_AT = (
+    "SELECT version, content FROM ("
+    "SELECT * FROM (SELECT version, content{2} AS content FROM snapshots "
+    "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1) AS s "
+    "UNION ALL "
+    "SELECT * FROM (SELECT version, content FROM history_checkpoints "
+    "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1) AS c"
+    ") AS newest ORDER BY version DESC LIMIT 1"
+)
 _LAST_BEFORE = "SELECT max(version) FROM ops WHERE doc = {0} AND time < {1}"
 _LABELS = (
     'SELECT doc, name, version, "user", time FROM history_labels '
@@ -87,6 +97,10 @@ class SQLiteArchive:
 
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_SNAPSHOT_AT.format(*_Q), (doc, version))
+        return None if row is None else (int(row[0]), decode_delta(row[1]))
+
+    async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
+        row = await self._one(_CONTENT_AT.format("?", "?", ""), (doc, version, doc, version))
         return None if row is None else (int(row[0]), decode_delta(row[1]))
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -165,6 +179,10 @@ class PostgresArchive:
 
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_SNAPSHOT_AT.format(*_D), doc, version)
+        return None if row is None else (int(row[0]), decode_delta(row[1]))
+
+    async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
+        row = await self._one(_CONTENT_AT.format("$1", "$2", "::text"), doc, version)
         return None if row is None else (int(row[0]), decode_delta(row[1]))
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
