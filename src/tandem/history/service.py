@@ -37,7 +37,7 @@ from tandem.ot.document import Document
 from tandem.storage.archive import Archive, Checkpoint, Label
 from tandem.storage.base import OpRecord, Store
 
-__all__ = ["Changes", "History"]
+__all__ = ["Changes", "History", "compose_all"]
 
 #: Ops read from the store at a time while replaying.
 PAGE = 2000
@@ -54,6 +54,23 @@ class Changes:
     delta: Delta
     #: Users who committed the ops in between, in the order they first did.
     users: list[str]
+
+
+def compose_all(ops: list[Delta]) -> Delta:
+    """``ops`` composed into one, pairwise (a balanced tree).
+
+    Composing left to right re-walks the growing result for every op (ops
+    scattered over a document make it grow by one or two components each);
+    pairwise, each component is walked about log2(len(ops)) times.
+    """
+    if not ops:
+        return Delta()
+    while len(ops) > 1:
+        paired = [compose(ops[i], ops[i + 1]) for i in range(0, len(ops) - 1, 2)]
+        if len(ops) % 2:
+            paired.append(ops[-1])
+        ops = paired
+    return ops[0]
 
 
 class History:
@@ -97,10 +114,8 @@ class History:
         stored = await self.archive.content_at(doc, version)
         base, document = (0, Document()) if stored is None else (stored[0], Document(stored[1]))
         # The ops composed first (small), then applied once to the (long) document.
-        change = Delta()
-        async for record in self._ops(doc, base, version):
-            change = compose(change, record.op)
-        return document.apply(change) if change.ops else document
+        ops = [record.op async for record in self._ops(doc, base, version)]
+        return document.apply(compose_all(ops)) if ops else document
 
     async def authors_at(self, doc: str, version: int) -> Authorship:
         """Who inserted each character of the document at ``version``."""
@@ -118,12 +133,12 @@ class History:
             )
         await self.check(doc, from_version)
         await self.check(doc, to_version)
-        delta = Delta()
+        ops: list[Delta] = []
         users: dict[str, None] = {}
         async for record in self._ops(doc, from_version, to_version):
-            delta = compose(delta, record.op)
+            ops.append(record.op)
             users.setdefault(record.user)
-        return Changes(from_version, to_version, delta, list(users))
+        return Changes(from_version, to_version, compose_all(ops), list(users))
 
     # -- labels -------------------------------------------------------------------
 
