@@ -13,15 +13,22 @@ Must not import asyncio, storage or the network.
 
 from __future__ import annotations
 
+import re
+import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import groupby
-from typing import Any
+from typing import Any, Final
 
 from tandem.errors import OperationTooLong
 from tandem.ot.delta import Delete, Delta, Insert
 
 __all__ = ["Authorship"]
+
+#: Where the low byte of each array item sits in its bytes.
+_LOW_BYTE: Final = 0 if sys.byteorder == "little" else array("I").itemsize - 1
+#: A run of one repeated byte.
+_RUNS: Final = re.compile(rb"(.)\1*", re.DOTALL)
 
 
 class Authorship:
@@ -71,6 +78,11 @@ class Authorship:
     def spans(self) -> list[tuple[str, int]]:
         """``[(user, length), …]`` in document order, neighbours merged."""
         users = self.users
+        if len(users) <= 256:
+            # Runs found by the regex engine over one byte per character: a
+            # Python step per run, not per character.
+            data = self.chars.tobytes()[_LOW_BYTE :: self.chars.itemsize]
+            return [(users[data[m.start()]], m.end() - m.start()) for m in _RUNS.finditer(data)]
         return [(users[key], sum(1 for _ in run)) for key, run in groupby(self.chars)]
 
     def to_json(self) -> list[dict[str, Any]]:

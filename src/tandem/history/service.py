@@ -223,9 +223,9 @@ class History:
         A replay of ``checkpoint_every`` versions or more saves a checkpoint at
         each multiple of it on the way (its content read as ``document_at`` does).
         """
-        checkpoint = await self.archive.checkpoint_at(doc, version)
+        checkpoint = await self.archive.authorship_at(doc, version)
         if checkpoint is not None:
-            base, authorship = checkpoint.version, Authorship.from_spans(checkpoint.authors)
+            base, authorship = checkpoint[0], Authorship.from_spans(checkpoint[1])
         else:
             base, authorship = 0, Authorship()
         every = self.checkpoint_every

@@ -14,7 +14,7 @@ its CRDT state included) and a checkpoint (so authorship still adds up).
 
 Rules every backend keeps (``tests/contract/test_archive.py``):
 
-* ``checkpoint_at`` / ``snapshot_at`` / ``content_at`` return the newest one at
+* ``checkpoint_at`` / ``snapshot_at`` / ``content_at`` / ``authorship_at`` return the newest one at
   or below the version asked for, or None.
 * ``compact(doc, oldest)`` is atomic: the ops ``<= oldest`` and the snapshots
   and checkpoints ``< oldest`` go, and ``oldest(doc)`` becomes ``oldest``; it
@@ -67,6 +67,11 @@ class Archive(Protocol):
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         """The newest store snapshot at or below ``version``: its version and content."""
 
+    async def authorship_at(
+        self, doc: str, version: int
+    ) -> tuple[int, Sequence[tuple[str, int]]] | None:
+        """The newest checkpoint's version and authorship at or below ``version`` (no content)."""
+
     async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         """The newest stored content at or below ``version``: a snapshot's or a checkpoint's."""
 
@@ -112,6 +117,12 @@ class MemoryArchive:
             return None
         newest = max(found)
         return newest, decode_delta(state.snapshots[newest].content)  # type: ignore[union-attr]
+
+    async def authorship_at(
+        self, doc: str, version: int
+    ) -> tuple[int, Sequence[tuple[str, int]]] | None:
+        checkpoint = await self.checkpoint_at(doc, version)
+        return None if checkpoint is None else (checkpoint.version, checkpoint.authors)
 
     async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         snapshot = await self.snapshot_at(doc, version)

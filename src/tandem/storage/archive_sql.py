@@ -27,6 +27,10 @@ _CHECKPOINT_AT = (
     "SELECT version, content, authors FROM history_checkpoints "
     "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1"
 )
+_AUTHORSHIP_AT = (
+    "SELECT version, authors FROM history_checkpoints "
+    "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1"
+)
 _SNAPSHOT_AT = (
     "SELECT version, content FROM snapshots "
     "WHERE doc = {0} AND version <= {1} ORDER BY version DESC LIMIT 1"
@@ -70,8 +74,11 @@ _D = tuple(f"${i}" for i in range(1, 6))
 
 def _checkpoint(doc: str, row: Sequence[Any]) -> Checkpoint:
     version, content, authors = row
-    spans = [(str(user), int(length)) for user, length in orjson.loads(authors)]
-    return Checkpoint(doc, int(version), decode_delta(content), spans)
+    return Checkpoint(doc, int(version), decode_delta(content), _spans(authors))
+
+
+def _spans(authors: str | bytes) -> list[tuple[str, int]]:
+    return [(str(user), int(length)) for user, length in orjson.loads(authors)]
 
 
 def _authors(checkpoint: Checkpoint) -> str:
@@ -98,6 +105,12 @@ class SQLiteArchive:
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_SNAPSHOT_AT.format(*_Q), (doc, version))
         return None if row is None else (int(row[0]), decode_delta(row[1]))
+
+    async def authorship_at(
+        self, doc: str, version: int
+    ) -> tuple[int, list[tuple[str, int]]] | None:
+        row = await self._one(_AUTHORSHIP_AT.format(*_Q), (doc, version))
+        return None if row is None else (int(row[0]), _spans(row[1]))
 
     async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_CONTENT_AT.format("?", "?", ""), (doc, version, doc, version))
@@ -180,6 +193,12 @@ class PostgresArchive:
     async def snapshot_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_SNAPSHOT_AT.format(*_D), doc, version)
         return None if row is None else (int(row[0]), decode_delta(row[1]))
+
+    async def authorship_at(
+        self, doc: str, version: int
+    ) -> tuple[int, list[tuple[str, int]]] | None:
+        row = await self._one(_AUTHORSHIP_AT.format(*_D), doc, version)
+        return None if row is None else (int(row[0]), _spans(row[1]))
 
     async def content_at(self, doc: str, version: int) -> tuple[int, Delta] | None:
         row = await self._one(_CONTENT_AT.format("$1", "$2", "::text"), doc, version)
