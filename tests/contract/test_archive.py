@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+from tests.property.seeds import with_fresh_seeds
 
 from tandem.client.undo import UndoManager
 from tandem.errors import HistoryCompacted, NotFound, VersionError
@@ -151,7 +152,7 @@ def oracle(log: list[tuple[Delta, str]], version: int) -> tuple[Document, list[t
 def _seeds() -> list[int]:
     if "TANDEM_SIM_SEED" in os.environ:
         return [int(os.environ["TANDEM_SIM_SEED"])]
-    return [1, 2, 3]
+    return with_fresh_seeds([1, 2, 3], 1, name="history oracle", replay="TANDEM_SIM_SEED")
 
 
 @pytest.mark.parametrize("seed", _seeds())
