@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.auth import Principal
+from tandem.errors import StorageError
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
 from tandem.settings import Settings
@@ -202,12 +203,15 @@ class HookRunner:
         return principal
 
     async def initial_content(self, doc: str) -> Delta | None:
-        content = await self.call("load", doc)
+        try:
+            content = await self.call("load", doc)
+        except HookFailed as exc:  # the join fails; the next one asks again
+            raise StorageError(str(exc)) from exc
         if content is None or isinstance(content, Delta):
             return content
         if isinstance(content, str):
             return Delta().insert(content) if content else None
-        raise HookFailed("the load hook must return a str, a Delta or None")
+        raise StorageError("the load hook must return a str, a Delta or None")
 
     def notify(self, name: str, session: object) -> None:
         if self.has(name):
