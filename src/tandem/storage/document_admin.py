@@ -45,6 +45,8 @@ TABLES = (
     "webhook_cursors",
     "document_tombstones",
 )
+#: PostgreSQL also holds the document's lease (several nodes).
+POSTGRES_TABLES = (*TABLES, "document_leases")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +283,7 @@ class PostgresDocumentAdmin:
         counts = {}
         try:
             async with self._store.pool.acquire() as conn:
-                for table in TABLES:
+                for table in POSTGRES_TABLES:
                     sql = f"SELECT count(*) FROM {table} WHERE doc = $1"
                     counts[table] = int(await conn.fetchval(sql, doc))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -290,7 +292,7 @@ class PostgresDocumentAdmin:
 
 
 async def _postgres_remove(conn: asyncpg.Connection, doc: str, *, erase: bool) -> None:
-    for table in TABLES:
+    for table in POSTGRES_TABLES:
         if table != "document_tombstones" or erase:
             await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
     # Its lease too (PostgreSQL only): a later owner draws a fresh epoch from the
