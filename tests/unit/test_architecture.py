@@ -57,6 +57,8 @@ PURE = sorted(
         "tandem.records",
         "tandem.session.payloads",
         "tandem.session.ownership",
+        "tandem.revocation",
+        "tandem.webhooks.rules",
         "tandem.client.state",
     }
     or name.startswith("tandem.session.delivery")
