@@ -168,3 +168,32 @@ async def test_one_process_stores_have_no_leases_and_refuse_a_fence(store: Store
     assert await store.head("d") == 0
     await store.commit([op("d", 1)])
     assert await store.head("d") == 1
+
+
+@postgres_only
+async def test_an_acquisition_waits_for_a_fenced_commit_in_flight(make_store: MakeStore) -> None:
+    """A commit whose epoch check passed is visible to the next owner as soon as it holds.
+
+    The commit share-locks the lease row, so the taker's ``UPDATE`` waits for it:
+    either the old owner's commit is fenced, or it is in the store before the
+    acquisition returns (and the new owner, loading then, builds on it).
+    """
+    store_a, a, store_b, b = await two_nodes(make_store)
+    for attempt in range(40):
+        doc = f"d{attempt}"
+        epoch = (await a.acquire(doc, "node-a", 30)).epoch
+        await store_a.pool.execute("UPDATE document_leases SET expires = now() WHERE doc = $1", doc)
+
+        async def old_owner(doc: str = doc, epoch: int = epoch) -> bool:
+            try:
+                await store_a.commit([op(doc, 1)], fence={doc: epoch})
+            except FencedError:
+                return False
+            return True
+
+        async def new_owner(doc: str = doc) -> int:
+            assert (await b.acquire(doc, "node-b", 30)).owner == "node-b"
+            return await store_b.head(doc)
+
+        committed, head_seen = await asyncio.gather(old_owner(), new_owner())
+        assert head_seen == (1 if committed else 0)
