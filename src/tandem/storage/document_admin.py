@@ -45,7 +45,9 @@ TABLES = (
     "webhook_cursors",
     "document_tombstones",
 )
-#: PostgreSQL also holds the document's lease (several nodes).
+#: PostgreSQL also holds the document's lease (several nodes). Deleting it is safe:
+#: a later owner draws a fresh epoch from the sequence, and a node still holding
+#: the old one is fenced (no row).
 POSTGRES_TABLES = (*TABLES, "document_leases")
 
 
@@ -295,9 +297,6 @@ async def _postgres_remove(conn: asyncpg.Connection, doc: str, *, erase: bool) -
     for table in POSTGRES_TABLES:
         if table != "document_tombstones" or erase:
             await conn.execute(f"DELETE FROM {table} WHERE doc = $1", doc)
-    # Its lease too (PostgreSQL only): a later owner draws a fresh epoch from the
-    # sequence, and a node still holding the old one is fenced (no row).
-    await conn.execute("DELETE FROM document_leases WHERE doc = $1", doc)
 
 
 class UnsupportedDocumentAdmin:
