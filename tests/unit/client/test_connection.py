@@ -183,7 +183,14 @@ def test_a_failed_op_is_undone_and_the_document_rejoined() -> None:
             await handle.synced(5)
             assert fake.sequencer.document.text() == "yHi"
             joins = [m for m in fake.received if m["type"] == "join"]
-            assert joins[-1] == {"type": "join", "doc": "doc", "ref": "join:doc", "v": 0}
+            # The re-join names its version and its document there (docs/protocol.md, join).
+            assert joins[-1] == {
+                "type": "join",
+                "doc": "doc",
+                "ref": "join:doc",
+                "v": 0,
+                "h": Document("Hi").fingerprint(),
+            }
         finally:
             await client.close()
 
