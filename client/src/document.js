@@ -29,7 +29,6 @@ import { PresenceTable } from './presence.js';
 import { UndoManager } from './undo.js';
 import { ChunkedText } from './text.js';
 import { DocumentHistory } from './history.js';
-import { fingerprint } from './fingerprint.js';
 import { SurrogateIndex, applyToText, rangeToCodePoints, textOf, toCodePoints, toUtf16 } from './utf16.js';
 
 /** Committed ops composed together before they are composed into the confirmed document. */
@@ -431,10 +430,7 @@ export class TandemDoc extends Emitter {
     if (this._closed || this._joining || this._joined || !this.client._online) return;
     if (!this._loadDone) return; // _load() joins when done
     const msg = { type: 'join', doc: this.id };
-    if (this._known && !fresh) {
-      msg.v = this._state.version;
-      msg.h = fingerprint(this._confirmed); // another history is answered with a snapshot
-    }
+    if (this._known && !fresh) msg.v = this._state.version;
     this._joining = this.client._send(msg, { doc: this.id, kind: 'join' });
     this._updateStatus();
   }

@@ -40,11 +40,3 @@ def test_nothing_pending_is_a_plain_snapshot() -> None:
     change, message = carry_over(state, 4, Delta().insert("new"), None)
     assert message is None and state.synchronized and state.text == "new"
     assert Document("old").apply(change).text() == "new"
-
-
-def test_fingerprints_are_the_ones_the_js_client_computes() -> None:
-    """client/test/fingerprint.test.mjs pins the same digests for the JS client."""
-    assert Document().fingerprint() == "4f53cda18c2baa0c0354bb5f9a3ecbe5"
-    assert Document("ab 😀é\n").fingerprint() == "4ab54502cad91b722599d2bc0007e269"
-    formatted = Delta().insert("x", {"color": "red", "bold": True}).insert("y\n")
-    assert Document(formatted).fingerprint() == "0e2690dbb23c91176ea6a4f49c31b427"
