@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tandem.bus.base import Handler, Subscription
 from tandem.bus.fanout import DEFAULT_MAX_PENDING, Fanout
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["DEFAULT_PREFIX", "RedisBus"]
 
@@ -138,10 +139,7 @@ class RedisBus:
             return
         self._state = "closed"
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await cancel_and_wait(reader)
         conn, self._conn = self._conn, None
         if conn is not None:  # the reader was cancelled before it started
             await _drop(conn)

@@ -54,6 +54,7 @@ from tandem.client.document import (
 from tandem.client.state import MERGE_AT, ClientState
 from tandem.errors import TandemError
 from tandem.ot.delta import Delta
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["TandemClient"]
 
@@ -162,10 +163,7 @@ class TandemClient:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        await cancel_and_wait(self._runner)
         for handle in list(self._handles.values()):
             handle._finish(error)
         for future in self._pings.values():
@@ -284,9 +282,7 @@ class TandemClient:
                         continue
                     self._dispatch(message)
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await cancel_and_wait(writer)
         return greeted
 
     async def _write(self, ws: ClientConnection, outbox: asyncio.Queue[str]) -> None:

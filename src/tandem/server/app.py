@@ -19,7 +19,6 @@ offer a router plus a lifespan rather than an app to mount.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -60,6 +59,7 @@ from tandem.storage.base import OpRecord, Store
 from tandem.storage.document_admin import open_document_admin
 from tandem.storage.observed import ObservedStore
 from tandem.storage.revocations import MemoryRevocations, RevocationStore
+from tandem.tasks import cancel_and_wait
 from tandem.webhooks.dispatcher import WebhookDispatcher
 
 __all__ = ["Tandem", "create_app"]
@@ -178,11 +178,8 @@ class Tandem:
     async def stop(self) -> None:
         # Commit and acknowledge what is in flight, close /collab clients with 1012.
         await self.shutdown.drain()
-        if self._retention is not None:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
-            self._retention = None
+        retention, self._retention = self._retention, None
+        await cancel_and_wait(retention)
         await self.webhooks.close()
         await self.hooks.close()
         await self.revocation_service.close()

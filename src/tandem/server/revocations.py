@@ -12,7 +12,6 @@ checked on admission (``Tandem.authenticate``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -22,6 +21,7 @@ from tandem.errors import Revoked, StorageError
 from tandem.revocation import Revocation, RevocationList, message
 from tandem.server.sessions import SessionRegistry
 from tandem.storage.revocations import RevocationStore
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["CHANNEL", "RevocationService"]
 
@@ -55,10 +55,7 @@ class RevocationService:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._subscription is not None:
             await self._subscription.unsubscribe()
             self._subscription = None

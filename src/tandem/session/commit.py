@@ -15,7 +15,6 @@ never acknowledges anything itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from tandem.errors import ConflictError, StorageError
 from tandem.metrics import Metrics
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord, Store
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["Committing", "GroupCommitter"]
 
@@ -77,11 +77,8 @@ class GroupCommitter:
 
     async def close(self) -> None:
         await self.drain()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def drain(self) -> None:
         """Wait until everything queued so far is written (or failed)."""

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from tandem.metrics import Metrics
 from tandem.session.ownership import LeaseTiming, Ownership, Phase
 from tandem.storage.leases import Leases, LeaseState
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["LeaseKeeper"]
 
@@ -77,10 +78,7 @@ class LeaseKeeper:
     async def stop(self) -> None:
         """Stop renewing (the leases then lapse at their deadlines); keep what is held."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def close(self) -> None:
         """Stop renewing and release every lease, so other nodes take them at once."""

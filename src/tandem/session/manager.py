@@ -27,6 +27,7 @@ from tandem.session.document import DocumentSession
 from tandem.session.payloads import channel
 from tandem.settings import Settings
 from tandem.storage.base import Store
+from tandem.tasks import cancel_and_wait
 
 __all__ = ["DocumentManager"]
 
@@ -66,19 +67,13 @@ class DocumentManager:
             self._publisher = asyncio.create_task(self._publish_loop(), name="tandem-publisher")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await cancel_and_wait(self._sweeper)
         await self.committer.close()
         for session in list(self.sessions.values()):
             await self._unload(session, force=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+        await cancel_and_wait(self._publisher)
 
     # -- what sessions use (tandem.session.document.SessionHost) ----------------
 

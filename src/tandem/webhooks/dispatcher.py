@@ -39,6 +39,7 @@ from tandem.metrics import Metrics
 from tandem.settings import Settings
 from tandem.storage.base import Store
 from tandem.storage.outbox import Delivery, Outbox
+from tandem.tasks import cancel_and_wait
 from tandem.webhooks.rules import (
     ATTEMPT_HEADER,
     ID_HEADER,
@@ -108,10 +109,7 @@ class WebhookDispatcher:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for sending in list(self._sending):
             sending.cancel()
         if self._sending:
