@@ -93,13 +93,19 @@ async def real_session(server: ServerProcess) -> None:
         await a.expect("ack")
     await b.send({"type": "presence", "cursor": {"index": 1, "length": 0}})
     await a.expect("presence", client="mb")
+    # An offline branch sent back as one merge, and one refused (a base past the head).
+    branch = [[{"insert": "off"}], [{"retain": 3}, {"insert": "line"}]]
+    await b.send({"type": "merge", "v": 10, "seq": 1, "ops": branch, "ref": "m1"})
+    await b.expect("merged")
+    await b.send({"type": "merge", "v": 10_000, "seq": 2, "ops": branch, "ref": "m2"})
+    await b.expect("error")
     yjs = YClient(77)
     await yjs.connect(f"{server.ws_url}/yjs/mon?token={token('y')}")
     await asyncio.wait_for(yjs.synced.wait(), 10)
     yjs.insert(0, "from yjs")
     await a.expect("op")
     await yjs.disconnect()
-    await b.send({"type": "insert", "pos": 10_000, "text": "past the end", "seq": 1})
+    await b.send({"type": "insert", "pos": 10_000, "text": "past the end", "seq": 3})
     await b.expect("error")  # an error sent to a client is counted too
     await a.close()
     await b.close()
@@ -141,6 +147,7 @@ async def test_every_metric_the_dashboard_and_alerts_use_is_exported(
         (s.labels["kind"], s.labels["outcome"]): s.value for s in exported["tandem_merges_total"]
     }
     assert merges[("yjs", "ok")] >= 1 and merges[("offline", "failed")] == 0
+    assert merges[("offline", "ok")] == 1 and merges[("offline", "refused")] == 1
     assert exported["tandem_disk_free_bytes"][0].value > 0
     assert exported["tandem_database_bytes"][0].value > 0
 

@@ -23,7 +23,7 @@ whether a client may come in and how fast it may talk:
 * **refusal** — ``close_code``: the one mapping from a refusal to a close code.
 
 ``/collab`` also reads its client id and document from the query (``admit``).
-The ASGI helpers at the end (``refuse_foreign_origin``, ``accept_with_token``,
+The ASGI helpers at the end (``enter_socket``, ``accept_with_token``,
 ``peer_address``) do the same for a Starlette ``WebSocket``; the fast
 ``/collab`` server (``tandem.server.uvicorn_glue``) calls the same methods on
 its own handshake.
@@ -58,9 +58,9 @@ __all__ = [
     "Holder",
     "Slot",
     "accept_with_token",
+    "enter_socket",
     "forwarded_client",
     "peer_address",
-    "refuse_foreign_origin",
 ]
 
 log = logging.getLogger("tandem.admission")
@@ -339,13 +339,21 @@ def peer_address(websocket: WebSocket, admission: Admission) -> str:
     )
 
 
-async def refuse_foreign_origin(websocket: WebSocket, admission: Admission) -> bool:
-    """Close a socket from an origin not allowed (before accept: HTTP 403); True if so."""
-    if admission.origin_allowed(websocket.headers.get("origin")):
-        return False
-    admission.metrics.error("ERR_FORBIDDEN")
-    await websocket.close(4403, "origin not allowed")
-    return True
+async def enter_socket(websocket: WebSocket, admission: Admission) -> Slot | None:
+    """The first step of every WebSocket endpoint: origin, then the per-address cap.
+
+    Returns the socket's slot, or None once the socket has been closed: an origin not
+    allowed (before accept: HTTP 403) or an address over its cap.
+    """
+    if not admission.origin_allowed(websocket.headers.get("origin")):
+        admission.metrics.error("ERR_FORBIDDEN")
+        await websocket.close(4403, "origin not allowed")
+        return None
+    try:
+        return admission.enter(peer_address(websocket, admission))
+    except TandemError as error:
+        await websocket.close(admission.close_code(error), error.code)
+        return None
 
 
 async def accept_with_token(websocket: WebSocket) -> str | None:

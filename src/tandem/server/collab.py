@@ -39,6 +39,7 @@ from tandem.errors import (
     NotJoined,
     RateLimited,
     SlowConsumer,
+    StorageError,
     TandemError,
     TokenExpired,
 )
@@ -59,11 +60,11 @@ from tandem.server.admission import (
     TRACKED_BYTES,
     Slot,
     accept_with_token,
-    peer_address,
-    refuse_foreign_origin,
+    enter_socket,
 )
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.sessions import LiveSession
+from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
 
 if TYPE_CHECKING:
@@ -386,6 +387,18 @@ class Connection:
         finally:
             shutdown.finished_handling()
 
+    async def _merge(self, session: DocumentSession, member: Member, message: Merge) -> None:
+        """An offline merge, counted by outcome (``tandem_merges_total``, operations.md)."""
+        try:
+            await session.offline.merge(
+                member, message.base_version, message.seq, list(message.ops), message.ref
+            )
+        except Exception as error:
+            refused = isinstance(error, TandemError) and not isinstance(error, StorageError)
+            self.tandem.metrics.merge("offline", "refused" if refused else "failed")
+            raise
+        self.tandem.metrics.merge("offline", "ok")
+
     async def _handle(self, frame: str | bytes) -> None:
         where: dict[str, Any] = {}
         try:
@@ -412,9 +425,7 @@ class Connection:
                 where["doc"] = session.doc
                 member = session.member(self)
                 session.touch(self, time.monotonic())
-                await session.offline.merge(
-                    member, message.base_version, message.seq, list(message.ops), message.ref
-                )
+                await self._merge(session, member, message)
             elif isinstance(message, Presence):
                 where = {"ref": message.ref, "doc": message.doc}
                 session = self._session(message.doc)
@@ -549,12 +560,8 @@ class AsgiWire:
 async def serve_collab(websocket: WebSocket, tandem: Context) -> None:
     """Run one ``/collab`` connection from handshake to close, over ASGI."""
     admission = tandem.admission
-    if await refuse_foreign_origin(websocket, admission):
-        return
-    try:
-        slot = admission.enter(peer_address(websocket, admission))
-    except TandemError as error:
-        await websocket.close(admission.close_code(error), error.code)
+    slot = await enter_socket(websocket, admission)
+    if slot is None:
         return
     try:
         token = await accept_with_token(websocket)

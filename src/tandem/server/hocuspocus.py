@@ -69,7 +69,7 @@ from tandem.merge import yproto
 from tandem.merge.replica import Replica
 from tandem.merge.updates import DeleteSet, delete_set, holds_update
 from tandem.protocol import validate_doc_id
-from tandem.server.admission import Slot, peer_address, refuse_foreign_origin
+from tandem.server.admission import Slot, enter_socket
 from tandem.server.sessions import LiveSession
 from tandem.server.yjs import Outbox, YjsLink, binary_frames, rate_limited
 
@@ -356,12 +356,8 @@ class HocuspocusSocket:
 async def serve_hocuspocus(websocket: WebSocket, tandem: Context) -> None:
     """Run one ``/hocuspocus`` connection from handshake to close."""
     admission = tandem.admission
-    if await refuse_foreign_origin(websocket, admission):
-        return
-    try:
-        slot = admission.enter(peer_address(websocket, admission))
-    except TandemError as error:
-        await websocket.close(admission.close_code(error), error.code)
+    slot = await enter_socket(websocket, admission)
+    if slot is None:
         return
     try:
         await websocket.accept()

@@ -53,8 +53,7 @@ from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
 from tandem.server.admission import (
     TRACKED_BYTES,
     accept_with_token,
-    peer_address,
-    refuse_foreign_origin,
+    enter_socket,
 )
 from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
@@ -501,12 +500,8 @@ async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> Asy
 async def serve_yjs(websocket: WebSocket, tandem: Context, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
     admission = tandem.admission
-    if await refuse_foreign_origin(websocket, admission):
-        return
-    try:
-        slot = admission.enter(peer_address(websocket, admission))
-    except TandemError as error:
-        await websocket.close(admission.close_code(error), error.code)
+    slot = await enter_socket(websocket, admission)
+    if slot is None:
         return
     try:
         token = await accept_with_token(websocket)
