@@ -16,7 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,26 @@ def drop_schema(tag: str) -> None:
     thread = threading.Thread(target=asyncio.run, args=(drop(),))
     thread.start()
     thread.join(30)
+
+
+@contextlib.contextmanager
+def three_nodes(data: Path) -> Iterator[list[ServerProcess]]:
+    """Three ``tandem serve`` nodes on one isolated PostgreSQL schema and Redis prefix.
+
+    Skips (fails under CI=true) without PostgreSQL and Redis; stops every node and
+    drops the schema afterwards.
+    """
+    require_services("postgres", "redis")
+    tag = uuid.uuid4().hex[:10]
+    nodes = [
+        ServerProcess(data / f"n{i}", env={**cluster_env(tag), "TANDEM_NODE_ID": f"n{i}"})
+        for i in range(3)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        drop_schema(tag)

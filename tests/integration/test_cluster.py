@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from tandem.client import DocumentHandle, TandemClient
 
-from .harness import ServerProcess, cluster_env, drop_schema, require_services, token
+from .harness import ServerProcess, three_nodes, token
 from .test_python_client import ALPHABET, converged, type_into
 
 pytestmark = [pytest.mark.integration]
@@ -28,20 +27,8 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    require_services("postgres", "redis")
-    tag = uuid.uuid4().hex[:10]
-    nodes = [
-        ServerProcess(tmp_path / f"n{i}", env={**cluster_env(tag), "TANDEM_NODE_ID": f"n{i}"})
-        for i in range(3)
-    ]
-    try:
-        for node in nodes:
-            node.start()
+    with three_nodes(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        drop_schema(tag)
 
 
 def urls(nodes: list[ServerProcess], first: int) -> list[str]:

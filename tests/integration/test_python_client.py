@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -58,25 +59,7 @@ def tandem_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path / "data"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        tandem("serve", "--port", str(port), "--data", str(data), "--log-level", "warning"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    with serving(data, port, tmp_path / "server.log"):
         token = subprocess.run(
             tandem("token", "--user", "typist", "--doc", "*=write", "--data", str(data)),
             check=True,
@@ -85,14 +68,38 @@ def tandem_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             env=env,
         ).stdout.strip()
         yield Server(f"ws://127.0.0.1:{port}/collab", token)
-    finally:
-        process.terminate()
+
+
+@contextlib.contextmanager
+def serving(data: Path, port: int, log: Path) -> Iterator[None]:
+    """``tandem serve`` (no ``TANDEM_*`` settings) on ``port``, its output appended to ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
+    with log.open("a") as out:
+        process = subprocess.Popen(
+            tandem("serve", "--port", str(port), "--data", str(data), "--log-level", "warning"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(log.read_text())
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.05)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def run(coroutine: Callable[[], Awaitable[T]]) -> T:

@@ -18,53 +18,18 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tandem.client import DocumentHandle, TandemClient
 
-from .test_python_client import ALPHABET, converged, free_port, tandem
+from .test_python_client import ALPHABET, converged, free_port, serving, tandem
 
 pytestmark = pytest.mark.integration
 
 DOC = "restored"
-
-
-@contextmanager
-def serving(data: Path, port: int, log: Path) -> Iterator[None]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_")}
-    with log.open("a") as out:
-        process = subprocess.Popen(
-            tandem("serve", "--port", str(port), "--data", str(data), "--log-level", "warning"),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(log.read_text())
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.05)
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 async def type_synced(handle: DocumentHandle, keys: list[str]) -> None:

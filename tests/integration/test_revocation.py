@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,12 @@ import pytest
 
 from tandem.merge import yproto
 
-from .harness import RawClient, ServerProcess, cluster_env, drop_schema, require_services, token
+from .harness import (
+    RawClient,
+    ServerProcess,
+    three_nodes,
+    token,
+)
 from .hpclient import HPClient
 from .yclient import YClient
 
@@ -38,20 +42,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    require_services("postgres", "redis")
-    tag = uuid.uuid4().hex[:10]
-    nodes = [
-        ServerProcess(tmp_path / f"n{i}", env={**cluster_env(tag), "TANDEM_NODE_ID": f"n{i}"})
-        for i in range(3)
-    ]
-    try:
-        for node in nodes:
-            node.start()
+    with three_nodes(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        drop_schema(tag)
 
 
 async def closed_with_revoked(client: RawClient) -> float:
