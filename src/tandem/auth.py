@@ -53,7 +53,6 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -74,9 +73,7 @@ __all__ = [
     "KeyRing",
     "Permission",
     "Principal",
-    "TokenRedactingFilter",
     "extract_token",
-    "redact_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -574,35 +571,3 @@ def extract_token(
     if query_token:
         return query_token, accept
     return None, accept
-
-
-#: ``token=`` in a query string, where any of its characters may be percent-encoded
-#: (``tok%65n=`` authenticates too: query names are decoded before they are read).
-_TOKEN_NAME = "".join(f"(?:{c}|%{ord(c):02x})" for c in "token") + "(?:=|%3d)"
-#: A token in a query string, an Authorization header, or a ``bearer.`` subprotocol.
-_TOKEN_IN_TEXT = re.compile(
-    rf"(?P<lead>(?<![\w%]){_TOKEN_NAME}|\bBearer\s+|\bbearer\.)[^\s&,;\"'\]]+",
-    re.IGNORECASE,
-)
-
-
-def redact_tokens(text: str) -> str:
-    """``text`` with every bearer token replaced by ``[redacted]`` (for log lines)."""
-    return _TOKEN_IN_TEXT.sub(lambda m: m.group("lead") + "[redacted]", text)
-
-
-class TokenRedactingFilter(logging.Filter):
-    """A logging filter that redacts tokens from every record it sees.
-
-    Servers log request lines (``"WebSocket /collab?token=…" [accepted]`` at INFO)
-    and, at DEBUG, request headers; attach this to the log *handlers* (e.g. in
-    uvicorn's ``log_config``: ``"filters": {"redact": {"()":
-    "tandem.auth.TokenRedactingFilter"}}``) so no token reaches a log file.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_tokens(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True

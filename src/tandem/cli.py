@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from tandem.auth import TokenRedactingFilter
+    from tandem.redaction import TokenRedactingFilter
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(TokenRedactingFilter())

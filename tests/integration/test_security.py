@@ -266,7 +266,7 @@ def test_tokens_never_reach_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_the_redacting_filter_removes_tokens_from_log_records() -> None:
     import logging
 
-    from tandem.auth import TokenRedactingFilter
+    from tandem.redaction import TokenRedactingFilter
 
     jwt_text = token("ada")
     record = logging.LogRecord(

@@ -1,7 +1,8 @@
 """``CollabProtocol`` reads frames exactly as websockets' parser would, however the reads split.
 
-The protocol cuts whole data frames at the start of a read itself and hands
-the rest to websockets' parser from a frame boundary (``_take_frames``). Here
+The protocol cuts whole data frames at the start of a read itself
+(``tandem.frames``) and hands the rest to websockets' parser from a
+frame boundary (which ``uvicorn_glue.at_frame_start`` finds). Here
 hypothesis builds streams of masked frames — text and binary messages, whole
 or fragmented, small and with 16-bit lengths, pings in between — cuts them
 into reads at random places, and checks that the protocol hands on the same
@@ -21,7 +22,8 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.utils import apply_mask
 
-from tandem.server.uvicorn_glue import CollabProtocol
+from tandem.server.collab_transport import CollabProtocol, Host
+from tandem.server.uvicorn_glue import at_frame_start, parser_failed
 
 
 class _Transport(asyncio.Transport):
@@ -40,10 +42,34 @@ class _Transport(asyncio.Transport):
         return self.closed
 
 
+def _unused(*args: Any) -> Any:
+    raise AssertionError("frame reading only: no server")
+
+
+def _host(max_size: int) -> Host:
+    """A host for frame reading: the glue's probes of websockets' parser, and no server."""
+    return Host(
+        tandem=_unused,  # type: ignore[arg-type]
+        path="/collab",
+        connections=set(),
+        tasks=set(),
+        response_headers=_unused,
+        max_size=max_size,
+        ping_interval=None,
+        ping_timeout=None,
+        release=_unused,
+        hand_over=_unused,
+        at_frame_start=at_frame_start,
+        parser_failed=parser_failed,
+        unmask=apply_mask,
+    )
+
+
 class _Reader(CollabProtocol):
     """The protocol past its handshake, recording the messages it would handle."""
 
     def __init__(self, max_size: int = 1 << 20) -> None:  # frame reading only: no server
+        self._host = _host(max_size)
         self.transport = _Transport()
         self.connection = None
         self._ws = ServerProtocol(state=OPEN, max_size=max_size)

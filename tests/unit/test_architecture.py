@@ -12,8 +12,10 @@ imported, those under ``if TYPE_CHECKING:``, and those inside a function.
 * **No cycles** between Tandem modules, counting every import: module level,
   type-only and function-local. A function-local import cannot hide one.
 * **One module holds other libraries' internals**: only
-  ``tandem.server.uvicorn_glue`` imports uvicorn or websockets' sans-I/O
-  parts (the Python client uses websockets' public asyncio client).
+  ``tandem.server.uvicorn_glue`` imports uvicorn or any part of websockets
+  outside its public API (the Python client uses its asyncio client, the
+  ``/collab`` transport its documented sans-I/O ``ServerProtocol``), and only
+  it reads the private state they keep (``PRIVATE_ATTRIBUTES``).
 * **The composition root is imported by nobody** inside ``tandem.server``.
 """
 
@@ -53,6 +55,8 @@ PURE = sorted(
         "tandem.presence",
         "tandem.limits",
         "tandem.auth",
+        "tandem.redaction",
+        "tandem.frames",
         "tandem.errors",
         "tandem.records",
         "tandem.session.payloads",
@@ -86,8 +90,34 @@ FORBIDDEN_IN_PURE = (
 )
 
 GLUE = "tandem.server.uvicorn_glue"
-#: websockets' public client API, which ``tandem.client`` is built on.
-PUBLIC_WEBSOCKETS = ("websockets.asyncio.client", "websockets.exceptions")
+#: websockets' public API: the asyncio client ``tandem.client`` is built on, and the
+#: sans-I/O server protocol (with its frames, request and states) that
+#: ``tandem.server.collab_transport`` speaks; each is in websockets' API reference.
+PUBLIC_WEBSOCKETS = (
+    "websockets.asyncio.client",
+    "websockets.exceptions",
+    "websockets.server",
+    "websockets.frames",
+    "websockets.http11",
+    "websockets.protocol",
+)
+#: The private state of uvicorn and websockets objects the glue reads: websockets'
+#: parser (its generator, the generator's ``gi_yieldfrom`` chain, ``current_size``,
+#: ``parser_exc``, ``max_message_size``, its ``reader``) and uvicorn's server state
+#: (``default_headers``) and HTTP protocol (``parser``).
+PRIVATE_ATTRIBUTES = frozenset(
+    {
+        "parser",
+        "parser_exc",
+        "current_size",
+        "gi_yieldfrom",
+        "max_message_size",
+        "max_fragment_size",
+        "reader",
+        "default_headers",
+        "server_state",
+    }
+)
 
 
 @dataclass
@@ -259,7 +289,7 @@ def test_type_only_and_local_imports_are_seen() -> None:
     assert "tandem.server.context" in collab.type_only
     glue = imports_of(GLUE)
     assert "uvicorn.protocols.websockets.websockets_sansio_impl" in glue.runtime
-    assert "tandem.auth" in imports_of("tandem.cli").local
+    assert "tandem.redaction" in imports_of("tandem.cli").local
 
 
 def test_only_the_glue_module_uses_uvicorn_or_websockets_internals() -> None:
@@ -273,6 +303,32 @@ def test_only_the_glue_module_uses_uvicorn_or_websockets_internals() -> None:
             and not _matches(imported, PUBLIC_WEBSOCKETS)
         }
         assert not used, f"{name} imports {sorted(used)}; only {GLUE} may"
+
+
+def _attributes_read(name: str) -> set[str]:
+    """Every ``x.attr`` (and ``getattr(x, "attr")``) in a module's source."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "setattr", "hasattr"}
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            found.add(str(node.args[1].value))
+    return found
+
+
+def test_only_the_glue_module_reads_their_private_state() -> None:
+    # The scan sees what the glue reads (else the check below could not fail).
+    assert {"parser", "parser_exc", "current_size", "gi_yieldfrom"} <= _attributes_read(GLUE)
+    for name in MODULES:
+        if name != GLUE:
+            used = _attributes_read(name) & PRIVATE_ATTRIBUTES
+            assert not used, f"{name} reads {sorted(used)}; only {GLUE} may"
 
 
 def test_the_glue_module_says_what_it_depends_on() -> None:

@@ -653,7 +653,7 @@ def test_extract_precedence_header_subprotocol_query() -> None:
 
 
 def test_percent_encoded_token_names_are_redacted_too() -> None:
-    from tandem.auth import redact_tokens
+    from tandem.redaction import redact_tokens
 
     assert redact_tokens("GET /collab?tok%65n=abc.def&doc=x") == (
         "GET /collab?tok%65n=[redacted]&doc=x"

@@ -27,7 +27,8 @@ from fastapi import FastAPI, WebSocket
 
 from tandem import Settings
 from tandem.server.app import Tandem
-from tandem.server.uvicorn_glue import CollabServer, run_eagerly
+from tandem.server.eager import run_eagerly
+from tandem.server.uvicorn_glue import CollabServer
 
 pytestmark = pytest.mark.anyio
 
@@ -224,7 +225,7 @@ async def test_closed_sockets_are_freed_without_the_cyclic_collector(tmp_path: P
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from tandem.server.collab import Connection
-    from tandem.server.uvicorn_glue import CollabProtocol
+    from tandem.server.collab_transport import CollabProtocol
     from tandem.server.yjs import YjsConnection
 
     kinds = (HttpToolsProtocol, CollabProtocol, Connection, YjsConnection)

@@ -25,7 +25,7 @@ whether a client may come in and how fast it may talk:
 ``/collab`` also reads its client id and document from the query (``admit``).
 The ASGI helpers at the end (``enter_socket``, ``accept_with_token``,
 ``peer_address``) do the same for a Starlette ``WebSocket``; the fast
-``/collab`` server (``tandem.server.uvicorn_glue``) calls the same methods on
+``/collab`` server (``tandem.server.collab_transport``) calls the same methods on
 its own handshake.
 
 Must not import ``tandem.server.app`` (the composition root builds this) or any
@@ -241,7 +241,7 @@ class Admission:
         #: Without trusted proxies, this many sockets from one address earn one warning.
         self.budget = Budget(settings.max_connection_bytes, settings.max_held_bytes, metrics)
         #: Transports of sockets uvicorn serves for the ASGI endpoints, by peer
-        #: address (``uvicorn_glue`` fills it): a slow consumer's socket is cut
+        #: address (``collab_transport`` fills it): a slow consumer's socket is cut
         #: here instead of waiting for a send that never completes.
         self.transports: dict[tuple[str, int], Abortable] = {}
         self._crowd = (

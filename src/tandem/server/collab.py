@@ -10,7 +10,7 @@ all of them. The queue is bounded: a client that stops reading is dropped with
 memory.
 
 A connection writes to a ``Wire``. Under ``tandem serve`` the wire is the
-socket's own asyncio protocol (``tandem.server.uvicorn_glue``): frames are
+socket's own asyncio protocol (``tandem.server.collab_transport``): frames are
 written straight to the transport while it is writable, and the queue waits for
 ``resume_writing`` when it is not; there is no task per connection. Where
 Tandem's router runs inside another ASGI server, ``serve_collab`` drives the

@@ -2,7 +2,7 @@
 
 ``tandem.server.app.Tandem`` (the composition root) builds the parts and
 satisfies this protocol; the endpoints (``collab``, ``yjs``, ``hocuspocus``,
-``rest``, ``admin``, ``health``) and ``uvicorn_glue`` are handed one and never
+``rest``, ``admin``, ``health``) and ``collab_transport`` are handed one and never
 import the root back, so the arrows between the server's modules all point one way.
 """
 

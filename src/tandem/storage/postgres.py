@@ -59,7 +59,7 @@ def _in_a_task(
     """Run ``method`` inside a task when it was started outside one.
 
     The fast ``/collab`` path runs a message's handler eagerly, up to its first
-    suspension, before any task exists (``server/uvicorn_glue.run_eagerly``);
+    suspension, before any task exists (``server/eager.run_eagerly``);
     when the pool then opens a new connection, asyncpg's ``asyncio.timeout``
     raises "Timeout should be used inside a task". A read that starts that way
     moves into a task of its own; one already in a task pays one check.
