@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bench.propagation import SECRET, free_port, tandem_env
+from bench.servers import SECRET, free_port, tandem_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = ROOT / "bench" / "load" / "loadgen.mjs"

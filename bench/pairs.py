@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import propagation
+from bench import propagation, servers
 
 
 @dataclass
@@ -76,9 +76,9 @@ def median(values: list[float | None]) -> float | None:
 def run(variant: Variant, spec: dict[str, int], duration: float) -> dict[str, Any]:
     """One fresh server of ``variant`` under ``spec``; records and returns the result."""
     saved = {key: os.environ.get(key) for key in variant.env}
-    os.environ.update(variant.env)  # propagation.start passes the environment on
+    os.environ.update(variant.env)  # servers.start passes the environment on
     try:
-        with propagation.start("tandem", spec["docs"]) as server:
+        with servers.start("tandem", spec["docs"]) as server:
             result = propagation.loadgen(server, duration=duration, drain=2, **spec)
     finally:
         for key, value in saved.items():

@@ -1,69 +1,63 @@
 """Propagation under a crowd, Tandem against its peers and the floor: ``python -m bench``.
 
-For every scenario and repeat, each server (Tandem, a trivial relay, ShareDB,
-Hocuspocus, the y-websocket server, pycrdt-websocket) is started fresh on a free
-127.0.0.1 port and driven by the same Node load generator
+For every scenario and repeat, each server (``bench/servers.py``: Tandem on SQLite,
+on ``memory://``, on PostgreSQL with one node and with three over Redis; a trivial
+relay; ShareDB in memory, and on PostgreSQL with one node and three over Redis;
+Hocuspocus; the y-websocket server; pycrdt-websocket) is started fresh on free
+127.0.0.1 ports and driven by the same Node load generator
 (``bench/load/loadgen.mjs``), one server at a time, in a rotated order. The table
-gives, per server, the median over repeats of submit→delivery latency, lost
-deliveries, server CPU seconds per 1,000 deliveries, peak RSS and the generator's
-own CPU, and Tandem's p99 as a ratio of each server's. Tandem runs as
-``tandem serve`` with its default durable SQLite store (group commits, fsync per
-transaction); the peers keep their documents in memory.
+gives, per server, the medians over repeats of submit→delivery latency (p50, p99,
+p99.9, max), lost deliveries, server CPU seconds per 1,000 deliveries, peak RSS and
+the generator's own CPU; and each peer's p99 and CPU against the Tandem of the same
+durability (durable with durable, in memory with in memory), as a ratio of medians
+and as the number of repeats in which Tandem's was lower.
+
+The standard scenarios: 200 clients with 20 typists in one document, 1,000 with
+10, 2,000 over 200 documents, and 10,000 over 1,000 documents with one typist per
+document at 1 op/s (its bar: p99 under 50 ms with nothing lost). ``--scale``
+shrinks the clients and documents for a smoke run.
 
 ``--idle`` instead holds N idle connections (default 10,000 over 100 documents) for
 a while and reports the server's memory per connection.
 
-Every run contacts only 127.0.0.1 and stops by itself.
+Every run contacts only 127.0.0.1 (and PostgreSQL and Redis there, for the servers
+that use them) and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import json
-import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.servers import COUNTERPART, PEERS, SERVERS, Server, installed, nodes, start
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 LOADGEN = BENCH / "load" / "loadgen.mjs"
-PEERS = BENCH / "peers"
 
-#: name -> (clients, typists per document, ops/s per typist, documents)
+#: name -> clients, typists per document, ops/s per typist, documents (and, where the
+#: default of 1,000/s is too fast for the servers' handshakes, connections/s).
 SCENARIOS: dict[str, dict[str, int]] = {
     "200c-20t": dict(clients=200, typists=20, rate=5, docs=1),
     "1000c-10t": dict(clients=1000, typists=10, rate=5, docs=1),
     "2000c-200d": dict(clients=2000, typists=1, rate=2, docs=200),
+    "10000c-1000d": {"clients": 10_000, "typists": 1, "rate": 1, "docs": 1000, "connect-rate": 500},
     "10c": dict(clients=10, typists=10, rate=5, docs=1),
 }
-STANDARD = ["200c-20t", "1000c-10t", "2000c-200d"]
-SERVERS = ["tandem", "relay", "sharedb", "hocuspocus", "y-websocket", "pycrdt"]
-#: The npm package each Node peer needs (under bench/peers/node_modules).
-NODE_PEERS = {
-    "relay": "ws",
-    "sharedb": "sharedb",
-    "hocuspocus": "@hocuspocus/server",
-    "y-websocket": "@y/websocket-server",
-}
-SECRET = "bench-secret-0123456789abcdef0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+STANDARD = ["200c-20t", "1000c-10t", "2000c-200d", "10000c-1000d"]
+#: Scenarios with a bar to meet: p99 below this many ms, and nothing lost.
+P99_TARGET_MS = {"10000c-1000d": 50.0}
+#: Several nodes: deliveries late by seconds (commit conflicts) are late, not lost.
+CLUSTER_DRAIN = 20.0
 
 
 def raise_file_limit() -> None:
@@ -74,6 +68,12 @@ def raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def file_limit_fits(clients: int) -> bool:
+    """Whether one process (the generator, a one-node server) may hold ``clients`` sockets."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft == resource.RLIM_INFINITY or soft >= clients + 1000
+
+
 def npm_install(folder: Path) -> None:
     if not (folder / "node_modules").is_dir() and shutil.which("npm"):
         subprocess.run(
@@ -81,125 +81,19 @@ def npm_install(folder: Path) -> None:
         )
 
 
-def installed(name: str) -> bool:
-    if name == "tandem":
-        return True
-    if name == "pycrdt":
-        try:
-            return importlib.util.find_spec("pycrdt.websocket") is not None
-        except ModuleNotFoundError:
-            return False
-    package = NODE_PEERS[name]
-    return (PEERS / "node_modules" / package / "package.json").is_file()
-
-
-@dataclass
-class Server:
-    """One server process under test, on a free loopback port."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-    token: str
-    workdir: Path | None
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("server did not start listening")
-
-
-def tandem_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TANDEM_JWT_SECRET": SECRET,
-        "TANDEM_MESSAGE_BURST": "1000000",
-        "TANDEM_MAX_CONNECTIONS_PER_USER": "0",
-        "TANDEM_MAX_CONNECTIONS_PER_IP": "0",
-        **(extra or {}),
-    }
-
-
-@contextlib.contextmanager
-def start(name: str, docs: int) -> Iterator[Server]:
-    port = free_port()
-    workdir: Path | None = None
-    token = ""
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if name == "tandem":
-        workdir = Path(tempfile.mkdtemp(prefix="tandem-bench-"))
-        env = tandem_env()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tandem",
-                "serve",
-                "--port",
-                str(port),
-                "--data",
-                str(workdir),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            **quiet,
-        )  # type: ignore[call-overload]
-        token = subprocess.run(
-            [sys.executable, "-m", "tandem", "token", "--user", "bench", "--ttl", "7200"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    elif name == "pycrdt":
-        process = subprocess.Popen(
-            [sys.executable, str(PEERS / "pycrdt_server.py"), str(port)], **quiet
-        )  # type: ignore[call-overload]
-    else:
-        process = subprocess.Popen(
-            ["node", str(PEERS / f"{name}.mjs"), str(port), str(docs)], **quiet
-        )  # type: ignore[call-overload]
-    server = Server(name, process, f"ws://127.0.0.1:{port}", token, workdir)
-    try:
-        wait_listening(port, process)
-        yield server
-    finally:
-        server.close()
+def protocol(name: str) -> str:
+    """The generator's adapter for a server: Tandem's and ShareDB's variants speak theirs."""
+    return name.split("-")[0] if name.startswith(("tandem", "sharedb")) else name
 
 
 def loadgen(server: Server, **options: Any) -> dict[str, Any]:
-    cmd = [
-        "node",
-        str(LOADGEN),
-        "--protocol",
-        server.name,
-        "--url",
-        server.url,
-        "--pid",
-        str(server.process.pid),
-    ]
+    cmd = ["node", str(LOADGEN), "--protocol", protocol(server.name), "--url", server.url]
+    cmd += ["--pid", server.pids]
     if server.token:
         cmd += ["--token", server.token]
     for key, value in options.items():
         cmd += [f"--{key}", "true" if value is True else str(value)]
-    budget = float(options.get("duration", 0)) + float(options.get("hold", 0)) + 240
+    budget = sum(float(options.get(k, 0)) for k in ("duration", "hold", "drain")) + 240
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip()[-2000:])
@@ -225,97 +119,198 @@ def fmt(x: float | None, width: int = 8, digits: int = 1) -> str:
     return f"{'-':>{width}}" if x is None else f"{x:>{width}.{digits}f}"
 
 
-HEADER = (
-    f"{'server':<12} {'conn':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-    f"{'p99 each run':<24} {'deliv/run':>9} {'lost':>6} {'cpu s/1k':>8} "
-    f"{'rss MiB':>7} {'gen cpu':>7} {'T p99 ÷':>8} {'T wins':>6}"
-)
+def counterpart(name: str, runs: dict[str, list[dict[str, Any]]]) -> str | None:
+    """The Tandem a peer is compared with: the same durability, else plain ``tandem``."""
+    if name.startswith("tandem"):
+        return None
+    theirs = COUNTERPART.get(name, "tandem")
+    if runs.get(theirs):
+        return theirs
+    return "tandem" if runs.get("tandem") else None
 
 
-def table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
-    spec = SCENARIOS[scenario]
-    lines = [
-        f"\n{scenario}: {spec['clients']} clients, {spec['docs']} doc(s), "
-        f"{spec['typists']} typist(s)/doc × {spec['rate']} ops/s",
-        HEADER,
-    ]
-    ours = runs.get("tandem", [])
-    ours_p99 = med([r["p99"] for r in ours])
+def lower_in(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], key: Any) -> tuple[int, int]:
+    """In how many repeats (both measured) ``key(ours)`` was below ``key(theirs)``."""
+    by_repeat = {r.get("repeat"): key(r) for r in theirs}
+    pairs = [(key(r), by_repeat.get(r.get("repeat"))) for r in ours]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    return sum(a < b for a, b in pairs), len(pairs)
+
+
+@dataclass
+class Row:
+    """One server's runs of one scenario, summarised (medians over the repeats)."""
+
+    name: str
+    connected: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+    each: str  # p99/max per repeat
+    delivered: float
+    lost: int
+    cpu: float | None  # CPU seconds per 1,000 deliveries
+    rss: float | None  # MiB
+    generator: float | None
+    versus: str = ""  # the Tandem compared with
+    p99_ratio: float | None = None  # that Tandem's median p99 ÷ this one's
+    cpu_ratio: float | None = None
+    p99_wins: str = ""  # repeats in which that Tandem's p99 was lower
+    cpu_wins: str = ""
+
+
+def rows(runs: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    out = []
     for name in SERVERS:
         results = runs.get(name)
         if not results:
             continue
-        p99s = [r["p99"] for r in results]
-        each = " ".join("-" if p is None else f"{p:.0f}" for p in p99s)
-        theirs = med(p99s)
-        ratio = None if ours_p99 is None or not theirs else ours_p99 / theirs
-        wins = ""
-        if name != "tandem" and ours:
-            # Same repeat, same machine: Tandem's p99 against this server's.
-            pairs = list(zip([r["p99"] for r in ours], p99s, strict=False))
-            won = sum(1 for a, b in pairs if a is not None and (b is None or a < b))
-            wins = f"{won}/{len(pairs)}"
-        rss = med([r.get("serverRss") and r["serverRss"] / 2**20 for r in results])
-        lines.append(
-            f"{name:<12} {min(r['connected'] for r in results):>5} "
-            f"{fmt(med([r['p50'] for r in results]))} {fmt(med([r['p95'] for r in results]))} "
-            f"{fmt(theirs)} {each:<24} {statistics.median(r['delivered'] for r in results):>9.0f} "
-            f"{sum(r['lost'] for r in results):>6} {fmt(med([per_k(r) for r in results]), 8, 3)} "
-            f"{fmt(rss, 7)} {fmt(med([r['generatorCpu'] for r in results]), 7)} "
-            f"{fmt(ratio, 8, 2)} {wins:>6}"
+        row = Row(
+            name=name,
+            connected=min(r["connected"] for r in results),
+            p50=med([r["p50"] for r in results]),
+            p95=med([r["p95"] for r in results]),
+            p99=med([r["p99"] for r in results]),
+            p999=med([r.get("p999") for r in results]),
+            max=med([r.get("max") for r in results]),
+            each=" ".join(f"{fmt(r['p99'], 0, 0)}/{fmt(r.get('max'), 0, 0)}" for r in results),
+            delivered=statistics.median(r["delivered"] for r in results),
+            lost=sum(r["lost"] for r in results),
+            cpu=med([per_k(r) for r in results]),
+            rss=med([r.get("serverRss") and r["serverRss"] / 2**20 for r in results]),
+            generator=med([r["generatorCpu"] for r in results]),
         )
-    ack_p50, ack_p99 = med([r.get("ackP50") for r in ours]), med([r.get("ackP99") for r in ours])
-    if ack_p50 is not None:
-        # Only Tandem acknowledges an edit to its author (once it is fsync'd).
-        lines.append(f"tandem acks (author's send -> ack): p50 {ack_p50:.1f} p99 {ack_p99:.1f} ms")
+        ours_name = counterpart(name, runs)
+        if ours_name is not None:
+            ours = runs[ours_name]
+            row.versus = ours_name
+            ours_p99, ours_cpu = med([r["p99"] for r in ours]), med([per_k(r) for r in ours])
+            if ours_p99 is not None and row.p99:
+                row.p99_ratio = ours_p99 / row.p99
+            if ours_cpu is not None and row.cpu:
+                row.cpu_ratio = ours_cpu / row.cpu
+            row.p99_wins = "{}/{}".format(*lower_in(ours, results, lambda r: r["p99"]))
+            row.cpu_wins = "{}/{}".format(*lower_in(ours, results, per_k))
+        out.append(row)
+    return out
+
+
+def describe(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The scenario as run (a ``--scale``d run says its own numbers of clients and documents)."""
+    spec = {**SCENARIOS[scenario]}
+    ran = [r for results in runs.values() for r in results]
+    if ran:
+        spec.update(clients=ran[0]["clients"], docs=ran[0]["docs"])
+    return (
+        f"{scenario}: {spec['clients']:,} clients, {spec['docs']:,} document(s), "
+        f"{spec['typists']} typist(s) per document × {spec['rate']} ops/s"
+    )
+
+
+def verdicts(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each Tandem's runs against the scenario's bar (p99 and nothing lost), if it has one."""
+    target = P99_TARGET_MS.get(scenario)
+    if target is None:
+        return []
+    out = []
+    for name in SERVERS:
+        results = runs.get(name, []) if name.startswith("tandem") else []
+        if results:
+            met = sum(
+                1 for r in results if r["p99"] is not None and r["p99"] < target and not r["lost"]
+            )
+            out.append(f"{name}: p99 < {target:.0f} ms with 0 lost in {met} of {len(results)} runs")
+    return out
+
+
+HEADER = (
+    f"{'server':<13} {'conn':>5} {'p50':>6} {'p99':>6} {'p99.9':>6} {'max':>6} "
+    f"{'p99/max each run':<20} {'deliv/run':>9} {'lost':>5} {'cpu s/1k':>8} "
+    f"{'rss MiB':>7} {'gen cpu':>7} {'vs':<13} {'p99 ÷':>6} {'cpu ÷':>6} {'p99 <':>5} "
+    f"{'cpu <':>5}"
+)
+
+
+def table(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [f"\n{describe(scenario, runs)} (latencies in ms)", HEADER]
+    for row in rows(runs):
+        lines.append(
+            f"{row.name:<13} {row.connected:>5} {fmt(row.p50, 6)} {fmt(row.p99, 6)} "
+            f"{fmt(row.p999, 6)} {fmt(row.max, 6)} {row.each:<20} {row.delivered:>9.0f} "
+            f"{row.lost:>5} {fmt(row.cpu, 8, 3)} {fmt(row.rss, 7)} {fmt(row.generator, 7)} "
+            f"{row.versus:<13} {fmt(row.p99_ratio, 6, 2)} {fmt(row.cpu_ratio, 6, 2)} "
+            f"{row.p99_wins:>5} {row.cpu_wins:>5}"
+        )
+    for name in SERVERS:
+        ours = runs.get(name, []) if name.startswith("tandem") else []
+        ack_p50 = med([r.get("ackP50") for r in ours])
+        ack_p99 = med([r.get("ackP99") for r in ours])
+        if ack_p50 is not None and ack_p99 is not None:
+            # Only Tandem acknowledges an edit to its author (once it is committed).
+            lines.append(f"{name} acks (author's send -> ack): p50 {ack_p50:.1f} p99 {ack_p99:.1f}")
+    lines += verdicts(scenario, runs)
     return "\n".join(lines)
+
+
+LEGEND = (
+    "vs = the Tandem this server is compared with (durable with durable, in memory with in "
+    "memory); p99 ÷ / cpu ÷ = that Tandem's median p99 / CPU per delivery divided by this "
+    "server's (below 1: Tandem is better); p99 < / cpu < = repeats in which that Tandem's was "
+    "lower in the same repeat."
+)
 
 
 def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     """The comparison as Markdown tables (medians over repeats), for docs/performance.md."""
     out = []
     for scenario, runs in results.items():
-        spec = SCENARIOS[scenario]
-        ours = [r["p99"] for r in runs.get("tandem", [])]
-        ours_p99 = med(list(ours))
         out += [
-            f"\n**{scenario}**: {spec['clients']} clients, {spec['docs']} document(s), "
-            f"{spec['typists']} typist(s) per document × {spec['rate']} ops/s\n",
-            "| server | connected | p50 ms | p99 ms (median) | p99 ms, each run | lost | "
-            "CPU s / 1,000 deliveries | peak RSS MiB | generator CPU s | Tandem p99 ÷ this | "
-            "Tandem lower |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"\n**{describe(scenario, runs)}**\n",
+            "| server | connected | p50 ms | p99 ms | p99.9 ms | max ms | p99 / max ms, each run "
+            "| lost | CPU s / 1,000 deliveries | peak RSS MiB | generator CPU s | vs | "
+            "p99 ÷ | CPU ÷ | p99 lower | CPU lower |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name in SERVERS:
-            rs = runs.get(name)
-            if not rs:
-                continue
-            p99s = [r["p99"] for r in rs]
-            theirs = med(list(p99s))
-            ratio = "" if not theirs or ours_p99 is None else f"{ours_p99 / theirs:.2f}"
-            won = sum(
-                1
-                for a, b in zip(ours, p99s, strict=False)
-                if a is not None and (b is None or a < b)
-            )
-            p50 = med([r["p50"] for r in rs])
-            rss = med([r.get("serverRss") and r["serverRss"] / 2**20 for r in rs])
-            cpu = med([per_k(r) for r in rs])
+        for row in rows(runs):
             cells = [
-                name,
-                str(min(r["connected"] for r in rs)),
-                fmt(p50, 0),
-                fmt(theirs, 0),
-                " / ".join(fmt(p, 0, 0) for p in p99s),
-                str(sum(r["lost"] for r in rs)),
-                fmt(cpu, 0, 3),
-                fmt(rss, 0, 0),
-                fmt(med([r["generatorCpu"] for r in rs]), 0),
-                "" if name == "tandem" else ratio,
-                "" if name == "tandem" else f"{won}/{len(rs)}",
+                row.name,
+                str(row.connected),
+                fmt(row.p50, 0),
+                fmt(row.p99, 0),
+                fmt(row.p999, 0),
+                fmt(row.max, 0),
+                row.each.replace(" ", " · "),
+                str(row.lost),
+                fmt(row.cpu, 0, 3),
+                fmt(row.rss, 0, 0),
+                fmt(row.generator, 0),
+                row.versus,
+                fmt(row.p99_ratio, 0, 2) if row.versus else "",
+                fmt(row.cpu_ratio, 0, 2) if row.versus else "",
+                row.p99_wins,
+                row.cpu_wins,
             ]
             out.append("| " + " | ".join(c.strip() for c in cells) + " |")
+        out += [f"\n{line}" for line in verdicts(scenario, runs)]
     return "\n".join(out)
+
+
+def scaled(spec: dict[str, int], scale: float) -> dict[str, int]:
+    """A scenario shrunk for a smoke run: fewer clients and documents, the same shape."""
+    if scale == 1:
+        return spec
+    docs = max(1, round(spec["docs"] * scale))
+    clients = max(docs * (spec["typists"] + 1), round(spec["clients"] * scale))
+    return {**spec, "clients": clients, "docs": docs}
+
+
+def run_one(name: str, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = scaled(SCENARIOS[scenario], args.scale)
+    drain = max(args.drain, CLUSTER_DRAIN) if nodes(name) > 1 else args.drain
+    with start(name, spec["docs"]) as server:
+        return loadgen(server, duration=args.duration, drain=drain, **spec)
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -323,30 +318,40 @@ def compare(args: argparse.Namespace) -> None:
         print(markdown(json.loads(Path(args.from_json).read_text())))
         return
     servers = [s for s in args.servers.split(",") if s]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        sys.exit(f"unknown server(s) {', '.join(unknown)}; one of {', '.join(SERVERS)}")
     missing = [s for s in servers if not installed(s)]
     for name in missing:
         print(f"(skipping {name}: not installed — see bench/peers/README.md)", file=sys.stderr)
     servers = [s for s in servers if s not in missing]
     scenarios = args.scenarios.split(",")
+    for scenario in scenarios:
+        if scenario not in SCENARIOS:
+            sys.exit(f"unknown scenario {scenario}; one of {', '.join(SCENARIOS)}")
+        if not file_limit_fits(SCENARIOS[scenario]["clients"]):
+            sys.exit(
+                f"{scenario} needs {SCENARIOS[scenario]['clients'] + 1000} file descriptors per "
+                f"process; the hard limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[1]} "
+                "(raise it, e.g. `ulimit -Hn 65536` as root, or in /etc/security/limits.conf)"
+            )
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in scenarios}
     for repeat in range(args.repeat):
         for scenario in scenarios:
-            spec = SCENARIOS[scenario]
             shift = repeat % len(servers)
             for name in servers[shift:] + servers[:shift]:
                 try:
-                    with start(name, spec["docs"]) as server:
-                        r = loadgen(server, duration=args.duration, drain=args.drain, **spec)
+                    r = run_one(name, scenario, args)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the others
                     print(f"{scenario} {name}: failed: {exc}", file=sys.stderr)
                     continue
                 r["repeat"] = repeat
                 results[scenario].setdefault(name, []).append(r)
                 print(
-                    f"[{repeat + 1}/{args.repeat}] {scenario:<11} {name:<12} "
-                    f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} ms  delivered "
-                    f"{r['delivered']}/{r['expected']}  cpu {fmt(r['serverCpu'], 5, 2)} s  "
-                    f"gen {fmt(r['generatorCpu'], 5, 2)} s"
+                    f"[{repeat + 1}/{args.repeat}] {scenario:<12} {name:<13} "
+                    f"p50 {fmt(r['p50'])} p99 {fmt(r['p99'])} p99.9 {fmt(r.get('p999'))} "
+                    f"max {fmt(r.get('max'))} ms  delivered {r['delivered']}/{r['expected']}  "
+                    f"cpu {fmt(r['serverCpu'], 5, 2)} s  gen {fmt(r['generatorCpu'], 5, 2)} s"
                     + (
                         f"  ack p50 {fmt(r['ackP50'])} p99 {fmt(r['ackP99'])} ms"
                         if r.get("ackP50")
@@ -355,10 +360,7 @@ def compare(args: argparse.Namespace) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-    print(
-        "T p99 ÷ = Tandem's median p99 divided by this server's (below 1: Tandem is faster); "
-        "T wins = repeats in which Tandem's p99 was lower."
-    )
+    print(LEGEND)
     for scenario in scenarios:
         print(table(scenario, results[scenario]))
     if args.json:
@@ -408,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 200c-20t only, one repeat, 2 s"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="smoke runs: clients and documents × this (0.05: 10000c-1000d as 500 over 50)",
     )
     parser.add_argument("--json", help="also write every run's raw result to this file")
     parser.add_argument("--from-json", help="print a --json file's results as Markdown tables")

@@ -154,7 +154,7 @@ const relay = {
 // connection id (`src`, learnt from the server's `init`) and `seq`.
 const shareSrc = new Map();
 const sharedb = {
-  url: () => base,
+  url: (c) => bases[c.i % bases.length],
   opened() {},
   message(c, data) {
     const m = JSON.parse(data.toString());
@@ -364,7 +364,7 @@ async function main() {
   console.log(JSON.stringify({
     protocol, clients, connected, typists, rate, docs, connectSeconds,
     ops, expected, delivered, lost: expected - delivered, duplicates,
-    p50: q(0.5), p95: q(0.95), p99: q(0.99), max: latencies.at(-1) ?? null,
+    p50: q(0.5), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: latencies.at(-1) ?? null,
     ackP50: quantile(ackLatencies, 0.5), ackP99: quantile(ackLatencies, 0.99),
     serverCpu: cpuEnd !== null && cpuStart !== null ? cpuEnd - cpuStart : null,
     serverRss: peakRss || null,
