@@ -203,6 +203,8 @@ def describe(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> str:
     ran = [r for results in runs.values() for r in results]
     if ran:
         spec.update(clients=ran[0]["clients"], docs=ran[0]["docs"])
+    if spec["clients"] != SCENARIOS[scenario]["clients"]:
+        scenario += " scaled down"
     return (
         f"{scenario}: {spec['clients']:,} clients, {spec['docs']:,} document(s), "
         f"{spec['typists']} typist(s) per document × {spec['rate']} ops/s"
