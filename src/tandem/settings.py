@@ -197,7 +197,7 @@ class Settings:
     #: Write a snapshot every this many versions.
     snapshot_every: int = 100
     #: PostgreSQL with several nodes: how long a document lease lasts on the
-    #: database's clock (``storage/leases.py``; not used by sessions yet).
+    #: database's clock (``storage/leases.py``): only its holder sequences the document.
     lease_ttl: float = 10.0
     #: How often the owner renews each lease; twice must fit in 90 % of ``lease_ttl``.
     lease_renew_interval: float = 3.0

@@ -289,6 +289,19 @@ def drop_schema(tag: str) -> None:
     thread.join(30)
 
 
+#: Document leases short enough for a failover test to wait out (operations.md).
+SHORT_LEASE = {"TANDEM_LEASE_TTL": "2", "TANDEM_LEASE_RENEW_INTERVAL": "0.5"}
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """The sum of every sample of the Prometheus metric ``name`` on ``server``."""
+    import re
+
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+    return sum(float(value) for value in re.findall(pattern, text, re.M))
+
+
 @contextlib.contextmanager
 def three_nodes(data: Path) -> Iterator[list[ServerProcess]]:
     """Three ``tandem serve`` nodes on one isolated PostgreSQL schema and Redis prefix.
@@ -299,7 +312,9 @@ def three_nodes(data: Path) -> Iterator[list[ServerProcess]]:
     require_services("postgres", "redis")
     tag = uuid.uuid4().hex[:10]
     nodes = [
-        ServerProcess(data / f"n{i}", env={**cluster_env(tag), "TANDEM_NODE_ID": f"n{i}"})
+        ServerProcess(
+            data / f"n{i}", env={**cluster_env(tag), **SHORT_LEASE, "TANDEM_NODE_ID": f"n{i}"}
+        )
         for i in range(3)
     ]
     try:

@@ -1,6 +1,7 @@
 """Three ``tandem serve`` nodes on real PostgreSQL and Redis: one document, many clients.
 
-Clients spread over the nodes type concurrently and converge; presence set on
+Clients spread over the nodes type concurrently and converge, with one node
+owning the document, the others forwarding, and no commit conflict; presence set on
 one node is seen on the others; a node is SIGKILLed while its clients type,
 they fail over to the other nodes, and every acknowledged keystroke survives
 exactly once. The time from the kill until the failed-over clients are
@@ -19,7 +20,7 @@ import pytest
 
 from tandem.client import DocumentHandle, TandemClient
 
-from .harness import ServerProcess, three_nodes, token
+from .harness import ServerProcess, metric, three_nodes, token
 from .test_python_client import ALPHABET, converged, type_into
 
 pytestmark = [pytest.mark.integration]
@@ -57,6 +58,11 @@ def test_clients_on_three_nodes_converge_and_see_each_others_presence(
             )
             await converged(handles, timeout=30)
             assert sorted(handles[0].text) == sorted(keys)
+            # One owner sequences the document; the others forward: no commit conflicts.
+            assert sum(metric(node, "tandem_commit_conflicts_total") for node in cluster) == 0
+            owned = [metric(node, "tandem_owned_documents") for node in cluster]
+            assert sorted(owned) == [0, 0, 1], owned
+            assert sum(metric(node, "tandem_forward_seconds_count") for node in cluster) > 0
             # Presence from a client on node 0 reaches a client on node 1.
             seen = asyncio.Event()
             handles[1].on_presence(lambda client: seen.set())

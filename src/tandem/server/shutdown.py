@@ -10,13 +10,18 @@ app embedding Tandem ending) does, in order:
 2. **Commits and acknowledges everything in flight.** It waits until no
    message is being handled and every document's sequenced ops are committed
    and synced (``DocumentSession.stored``); their acks are then queued.
-3. **Closes every ``/collab`` client with 1012** ("service restart") after
+3. **Hands its documents off** (several nodes): releases every document
+   lease it holds at once (``DocumentManager.hand_off``), so the node each
+   client reconnects to takes the document over without waiting for the
+   lease to expire; a submit forwarded to this node from now on is answered
+   "not owner" and its node takes the lease.
+4. **Closes every ``/collab`` client with 1012** ("service restart") after
    what is queued for it, acks included, so clients reconnect elsewhere at once.
    (``/yjs`` and ``/hocuspocus`` sockets are closed with 1012 by uvicorn; a Yjs
    client re-syncs by state vector, so an update whose SyncStatus it missed is
    resent and merged once.)
 
-Steps 1-2 take at most ``shutdown_timeout`` seconds; past it, step 3 happens
+Steps 1-2 take at most ``shutdown_timeout`` seconds; past it, steps 3-4 happen
 anyway (an op still unacknowledged is resent by its client: nothing
 acknowledged is lost, since an ack is only sent once its op is durable).
 ``tandem serve`` exits within ``shutdown_timeout`` + ``CLOSE_GRACE`` seconds,
@@ -94,6 +99,11 @@ class GracefulShutdown:
                 await self._settle()
         except TimeoutError:
             log.warning("shutdown: in-flight ops not settled within %gs; closing anyway", timeout)
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self.tandem.documents.hand_off()
+        except Exception as exc:  # noqa: BLE001 - the leases then expire by themselves
+            log.warning("shutdown: releasing document leases failed (they expire): %s", exc)
         for connection in list(self.connections):
             connection.close(SERVICE_RESTART, "server restarting")
         log.info("shutdown: %d connection(s) closed with 1012", len(self.connections))

@@ -7,8 +7,10 @@ delay. It reports back through the small ``Committing`` interface:
 ``committed`` once a batch is written (every reader sees it), ``synced`` once
 it is fsync'd (for most stores at the same moment; the SQLite store syncs
 behind its commits, and one sync covers every commit before it),
-``conflict`` when another node took a version first, ``commit_failed`` for
-any other storage failure, ``sync_failed`` when the disk refused a sync. It
+``conflict`` when another node took a version first, ``fenced`` when another
+node owns the document now (the commit carried a stale lease epoch:
+``epoch_of`` gives each document's, ``session/owners.py``),
+``commit_failed`` for any other storage failure, ``sync_failed`` when the disk refused a sync. It
 never acknowledges anything itself.
 """
 
@@ -18,10 +20,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
-from tandem.errors import ConflictError, StorageError
+from tandem.errors import ConflictError, FencedError, StorageError
 from tandem.metrics import Metrics
 from tandem.settings import Settings
 from tandem.storage.base import OpRecord, Store
@@ -50,6 +53,9 @@ class Committing(Protocol):
     def commit_failed(self, exc: BaseException) -> None:
         """The store failed; nothing was written."""
 
+    def fenced(self) -> None:
+        """The lease epoch was stale: another node owns the document; nothing was written."""
+
 
 class GroupCommitter:
     """Writes pending op records of all documents in as few transactions as possible.
@@ -70,6 +76,8 @@ class GroupCommitter:
         self._idle.set()
         #: Committed batches whose sync is still running.
         self._syncing = 0
+        #: The lease epoch to commit each document under (None: one process, no leases).
+        self.epoch_of: Callable[[str], int | None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -113,7 +121,12 @@ class GroupCommitter:
     async def _write(self, batch: list[tuple[Committing, OpRecord]]) -> None:
         started = time.perf_counter()
         try:
-            sync = await self._store.commit([record for _, record in batch])
+            records = [record for _, record in batch]
+            fence = self._fence(batch)
+            # Without leases, called as before (an embedder's Store may predate fences).
+            sync = await (
+                self._store.commit(records) if fence is None else self._store.commit(records, fence)
+            )
         except Exception as exc:  # noqa: BLE001 - any store failure fails the batch
             groups: dict[int, list[tuple[Committing, OpRecord]]] = {}
             for item in batch:
@@ -125,7 +138,10 @@ class GroupCommitter:
                 return
             session = batch[0][0]
             self.discard(session)
-            if isinstance(exc, ConflictError):
+            if isinstance(exc, FencedError):
+                log.warning("commit of %s fenced: another node owns it now", batch[0][1].doc)
+                session.fenced()
+            elif isinstance(exc, ConflictError):
                 # Another node committed this version first: re-sequence on top of it.
                 self._metrics.conflict()
                 session.conflict()
@@ -144,6 +160,17 @@ class GroupCommitter:
         if sync is not None:
             self._syncing += 1
             sync.add_done_callback(partial(self._synced, list(highest.values())))
+
+    def _fence(self, batch: list[tuple[Committing, OpRecord]]) -> dict[str, int] | None:
+        epoch_of = self.epoch_of
+        if epoch_of is None:
+            return None
+        fence = {}
+        for _, record in batch:
+            epoch = epoch_of(record.doc)
+            if epoch is not None:
+                fence[record.doc] = epoch
+        return fence
 
     def _synced(self, sessions: list[tuple[Committing, int]], sync: asyncio.Future[None]) -> None:
         self._syncing -= 1

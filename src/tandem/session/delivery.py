@@ -22,6 +22,11 @@ touches no storage or network. Events:
   sequences them again (another node took the version first);
 * ``sync_failed(exc)``: the store cannot sync: nothing waiting is ever acked;
 * ``remote(record, document)``: another node's committed op: broadcast;
+* ``forwarding(pending)`` / ``answered(pending, version)`` / ``withdrawn(pending)``:
+  a submission sent to the document's owner node, which decided it as
+  ``version`` (or refused it). Its author is held meanwhile, and acknowledged
+  when that version is committed here (``remote``), in its place among the
+  versions it hears; it never hears its own op as someone else's;
 * ``broadcast(message)`` / ``reply_at_head``: presence and merge replies.
 
 The rules it keeps (``tests/property/test_delivery.py`` drives it with random
@@ -170,6 +175,8 @@ class Delivery:
         self.unsynced: list[Pending] = []
         #: Set once the store failed to sync: nothing more can be acknowledged.
         self.sync_error: BaseException | None = None
+        #: Forwarded to the owner node (``version`` 0 until it answers), in order.
+        self.forwarded: list[Pending] = []
 
     # -- membership -------------------------------------------------------------
 
@@ -260,7 +267,74 @@ class Delivery:
 
     def remote(self, record: OpRecord, document: Document) -> None:
         """Another node committed ``record`` (the next version): broadcast it."""
-        self._advance(record, document, None)
+        if not self.forwarded:
+            self._advance(record, document, None)
+            return
+        mine = self._forwarded_as(record)
+        self._advance(record, document, None, mine)
+        if mine is not None:
+            self._ack_forwarded(mine)
+        for pending in [p for p in self.forwarded if 0 < p.version <= self.committed_version]:
+            self._ack_forwarded(pending)
+
+    # -- forwarded to the owner node ------------------------------------------------
+
+    def forwarding(self, pending: Pending) -> None:
+        """``pending`` goes to the owner node; hold its author until it is answered."""
+        pending.version = 0
+        self.forwarded.append(pending)
+        author = pending.author
+        if author is not None and author.held is None:
+            author.held = []
+
+    def answered(self, pending: Pending, version: int) -> None:
+        """The owner decided ``pending`` as ``version``: ack it once that is committed here.
+
+        Nothing happens if it was acknowledged already (its op arrived first).
+        """
+        if pending not in self.forwarded:
+            return
+        pending.version = version
+        if version <= self.committed_version:
+            self._ack_forwarded(pending)
+
+    def withdrawn(self, pending: Pending) -> None:
+        """``pending`` will not be acknowledged here (refused, or sent elsewhere)."""
+        if pending in self.forwarded:
+            self.forwarded.remove(pending)
+            if pending.author is not None:
+                self._release(pending.author)
+
+    def _forwarded_as(self, record: OpRecord) -> Pending | None:
+        """The forwarded submission that ``record`` commits, if it is one of them."""
+        for pending in self.forwarded:
+            author = pending.author
+            if pending.version == record.version or (
+                record.seq is not None
+                and author is not None
+                and pending.submission.seq == record.seq
+                and author.key == record.client_id
+            ):
+                return pending
+        return None
+
+    def _ack_forwarded(self, pending: Pending) -> None:
+        """Acknowledge a forwarded ``pending`` (its version is committed here).
+
+        What its author was held from goes out around the ack: the versions
+        before it first, its own op never (the ack stands for it), later ones after.
+        """
+        self.forwarded.remove(pending)
+        author = pending.author
+        if author is not None and author.held:
+            version = pending.version
+            before = [message for v, message in author.held if v < version]
+            author.held = [(v, message) for v, message in author.held if v > version]
+            for message in before:
+                author.peer.send(message)
+        self._ack_when_synced(pending)
+        if author is not None and author.held is not None:
+            self._release(author)
 
     def refuse(self, pending: Pending, error: TandemError) -> None:
         """Tell ``pending``'s author it was not applied."""
@@ -295,11 +369,13 @@ class Delivery:
         waiting: Iterator[Pending] = chain(self.outbox, self.unsynced)
         if matching is None:
             return any(p.record is not None for p in waiting)
-        return any(p.record is not None and matching(p) for p in waiting)
+        return any(p.record is not None and matching(p) for p in waiting) or any(
+            matching(p) for p in self.forwarded
+        )
 
     @property
     def busy(self) -> bool:
-        return bool(self.outbox or self.unsynced)
+        return bool(self.outbox or self.unsynced or self.forwarded)
 
     # -- the rules ----------------------------------------------------------------
 
@@ -325,11 +401,24 @@ class Delivery:
             if pending.author is not None and pending.author.held is None:
                 pending.author.held = []
 
-    def _advance(self, record: OpRecord, document: Document, pending: Pending | None) -> None:
-        """Make ``record`` the committed head and tell every other member."""
+    def _advance(
+        self,
+        record: OpRecord,
+        document: Document,
+        pending: Pending | None,
+        forwarded: Pending | None = None,
+    ) -> None:
+        """Make ``record`` the committed head and tell every other member.
+
+        ``forwarded``: the submission of this node's member that the owner node
+        committed as ``record`` (its author hears an ack, not the op).
+        """
         version = self.committed_version = record.version
         self.listener.advanced(record, document, pending)
         message = encode(op_message(record))
+        if forwarded is not None:
+            forwarded.version, forwarded.record, forwarded.document = version, record, document
+            pending = forwarded
         author = pending.author if pending is not None else None
         author_peer = author.peer if author is not None else None
         for peer, member in self.members.items():
@@ -366,6 +455,8 @@ class Delivery:
         if held is None:
             return
         waiting = [p.version for p in self.unsynced if p.author is member]
+        # A forwarded op not answered yet (version 0) may come after any of them.
+        waiting += [p.version for p in self.forwarded if p.author is member]
         upto = min(waiting) if waiting else None
         send = member.peer.send
         kept = []

@@ -43,6 +43,7 @@ from tandem.sequencer import Commit, HistoryGap, Sequencer
 from tandem.session.commit import GroupCommitter
 from tandem.session.delivery import Delivery, Member, Peer, Pending, Submission
 from tandem.session.offline import OfflineMerge
+from tandem.session.owners import Owners
 from tandem.session.presence import PresenceFanout
 from tandem.session.replication import Replication
 from tandem.session.yjs import ReplicaHost
@@ -62,6 +63,8 @@ class SessionHost(Protocol):
     node: str
     #: Are there other nodes (a bus)?
     replicated: bool
+    #: Document leases and forwarding (several nodes on PostgreSQL); None: one process.
+    owners: Owners | None
 
     def background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a best-effort coroutine; failures are logged, never raised."""
@@ -305,6 +308,13 @@ class DocumentSession:
             raise ReadOnly(f"read-only access to {self.doc!r}: edits are refused")
         if not after_conflict:
             await self.rebased()
+        owners = self.host.owners
+        if (
+            owners is not None
+            and not owners.owns(self.doc)
+            and await owners.forward(self, member, submission)
+        ):
+            return  # another node owns the document and sequenced it
         if submission.yjs_update is not None:
             await self.replicas.ready()
             self._decide_yjs(member, submission)
@@ -400,6 +410,15 @@ class DocumentSession:
     def conflict(self) -> None:
         """Another node committed first: re-sequence the pending ops on top of its ops."""
         self.replication.conflict()
+
+    def fenced(self) -> None:
+        """Another node owns the document now: forward what was waiting for the commit."""
+        if self.host.owners is not None:
+            self.host.owners.fenced(self.doc)
+        self.replication.conflict(fenced=True)
+
+    def forward_settled(self) -> None:
+        self._wake_settled()
 
     def roll_back(self) -> list[Pending]:
         """Forget everything not yet committed; returns what was pending, in order."""

@@ -10,8 +10,8 @@ sequencing that document and moves its clients on.
 
 ``fence(doc)`` gives the epoch to pass to ``Store.commit(…, fence=…)``, or None
 when this node may not sequence ``doc`` now. Times are ``clock()`` readings
-(``time.monotonic`` unless a test passes another). Not used by the document
-sessions yet (architecture.md, "Ownership (in progress)").
+(``time.monotonic`` unless a test passes another). ``session/owners.py`` uses
+it for the document sessions (architecture.md, "Several nodes").
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ the background tasks (snapshots, rebuilds, rebases). ``open`` loads a
 document once however many ask at the same time (single flight); a sweeper
 expires silent presence and unloads documents nobody has had open for
 ``Settings.document_idle_unload`` seconds, saving a snapshot first.
+
+With PostgreSQL and a bus (several nodes) it also holds ``owners``
+(``session/owners.py``): a document is claimed before it is loaded,
+its lease given back when it is unloaded, and ``hand_off`` gives every lease
+back when the node shuts down. One process (SQLite, the memory store, or
+PostgreSQL without Redis) owns every document: no leases.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from tandem.metrics import Metrics
 from tandem.ot.document import Document
 from tandem.session.commit import GroupCommitter
 from tandem.session.document import DocumentSession
+from tandem.session.owners import Owners
 from tandem.session.payloads import channel
 from tandem.settings import Settings
+from tandem.storage import open_leases
 from tandem.storage.base import Store
+from tandem.storage.leases import Leases
 from tandem.tasks import cancel_and_wait
 
 __all__ = ["DocumentManager"]
@@ -53,6 +62,12 @@ class DocumentManager:
         self.node = settings.node_id
         self.sessions: dict[str, DocumentSession] = {}
         self.committer = GroupCommitter(store, metrics, settings)
+        #: One owner per document across nodes: only with a bus and a shared store.
+        self.owners: Owners | None = None
+        leases = _leases(store) if bus is not None else None
+        if bus is not None and leases is not None:
+            self.owners = Owners(self, leases, bus, settings, metrics)
+            self.committer.epoch_of = self.owners.epoch
         self._loading: dict[str, asyncio.Future[DocumentSession]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -65,10 +80,19 @@ class DocumentManager:
         self._sweeper = asyncio.create_task(self._sweep(), name="tandem-sweeper")
         if self.bus is not None:
             self._publisher = asyncio.create_task(self._publish_loop(), name="tandem-publisher")
+        if self.owners is not None:
+            await self.owners.start()
+
+    async def hand_off(self) -> None:
+        """Shutting down, in-flight commits settled: release every lease at once."""
+        if self.owners is not None:
+            await self.owners.hand_off()
 
     async def close(self) -> None:
         await cancel_and_wait(self._sweeper)
         await self.committer.close()
+        if self.owners is not None:
+            await self.owners.close()
         for session in list(self.sessions.values()):
             await self._unload(session, force=True)
         if self._tasks:
@@ -137,6 +161,8 @@ class DocumentManager:
         return session
 
     async def _load(self, doc: str) -> DocumentSession:
+        # The lease first: loaded after it is granted, the state is the newest.
+        claim = await self.owners.claim(doc) if self.owners is not None else None
         loaded = await self.store.load(doc)
         document = Document(loaded.snapshot.content) if loaded.snapshot else Document()
         for record in loaded.ops:
@@ -154,6 +180,8 @@ class DocumentManager:
             session.subscription = await self.bus.subscribe(channel(doc), session.on_bus)
             # Ops committed elsewhere between our load and our subscription.
             session.replication.catch_up()
+        if self.owners is not None:
+            self.owners.loaded(doc, claim)
         return session
 
     async def _unload(self, session: DocumentSession, *, force: bool = False) -> None:
@@ -166,6 +194,8 @@ class DocumentManager:
             with contextlib.suppress(Exception):
                 await session.subscription.unsubscribe()
             session.subscription = None
+        if self.owners is not None:
+            await self.owners.release(session.doc)
         snapshot = session.snapshot()
         if snapshot is not None and snapshot.version > session.last_snapshot:
             try:
@@ -184,3 +214,12 @@ class DocumentManager:
                 idle = session.idle_since
                 if idle is not None and now - idle >= self.settings.document_idle_unload:
                     await self._unload(session)
+
+
+def _leases(store: Store) -> Leases | None:
+    """The store's document leases; None for one that has none (or an embedder's own)."""
+    try:
+        return open_leases(store)
+    except TypeError:
+        log.warning("no document leases with a %s: every node sequences", type(store).__name__)
+        return None

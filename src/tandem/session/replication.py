@@ -1,12 +1,14 @@
 """Replication between nodes: publishing committed ops, applying others', filling gaps.
 
-Every node may sequence every document (optimistic concurrency, see
-docs/architecture.md). The store refuses a version that another node took
-(``ConflictError``); the session then loads what the others committed and
-sequences its pending submissions again, from their original base versions —
-the same transform path their clients walk (``rebase``). Committed ops reach
-the other nodes over the bus (``tandem.session.payloads`` is the payload format); an
-op that arrives out of order waits, and a gap is filled from the store.
+With leases (``session/owners.py``) only a document's owner sequences it;
+without them (an embedder's store shared by processes) every node may
+(optimistic concurrency, see docs/architecture.md). The store refuses a
+version that another node took (``ConflictError``); the session then loads
+what the others committed and sequences its pending submissions again, from
+their original base versions — the same transform path their clients walk
+(``rebase``). Committed ops reach the other nodes over the bus
+(``tandem.session.payloads`` is the payload format); an op that arrives out of
+order waits, and a gap is filled from the store.
 
 Imports no other session module: it sees the session through ``ReplicatingSession``.
 """
@@ -87,18 +89,27 @@ class Replication:
 
     # -- conflicts ----------------------------------------------------------------
 
-    def conflict(self) -> None:
-        """Another node committed first: re-sequence our pending ops on top of its ops."""
+    def conflict(self, *, fenced: bool = False) -> None:
+        """Another node committed first: re-sequence our pending ops on top of its ops.
+
+        ``fenced``: another node owns the document now (``session/owners.py``);
+        the pending ops are sequenced again — forwarded to it — even if it has
+        committed nothing yet.
+        """
         if self._rebasing is None:
             self._rebasing = asyncio.Event()
-            self.session.background(self._rebase())
+            self.session.background(self._rebase(fenced))
 
-    async def _rebase(self) -> None:
+    def caught_up(self, records: list[OpRecord]) -> None:
+        """Apply ``records``, committed ops read from the store, in order (a take-over)."""
+        self._apply_in_order(records)
+
+    async def _rebase(self, fenced: bool = False) -> None:
         session = self.session
         event = self._rebasing
         try:
             records = await session.store.get_ops(session.doc, session.committed_version)
-            if not records:
+            if not records and not fenced:
                 # Nobody else took our version: re-sequencing would conflict forever.
                 session.commit_failed(ConflictError("the store refused the op; resubmit it"))
                 return
