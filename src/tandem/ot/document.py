@@ -29,7 +29,7 @@ import orjson
 
 from tandem.errors import InvalidOperation, OperationTooLong
 from tandem.ot.attributes import compose_attributes
-from tandem.ot.delta import Attributes, Delta, Insert, Retain, same_attributes
+from tandem.ot.delta import Attributes, Component, Delete, Delta, Insert, Retain, same_attributes
 
 __all__ = ["CHUNK", "Document", "apply"]
 
@@ -43,7 +43,12 @@ Chunk = tuple[str, Attributes | None]
 class Document:
     """Rich text: a sequence of formatted runs, compared by content."""
 
-    __slots__ = ("_chunks", "_ends")
+    # The chunks' running end offsets are kept lazily so that a keystroke costs
+    # no per-chunk Python work: the true end of chunk ``j`` is ``_raw_ends[j]``,
+    # plus ``_shift`` when ``j >= _shift_from``. A keystroke into the chunk the
+    # shift starts at only changes ``_shift``; ``_raw_ends`` lists are shared
+    # between versions and never mutated.
+    __slots__ = ("_chunks", "_raw_ends", "_shift_from", "_shift")
 
     def __init__(self, content: Delta | str | None = None) -> None:
         chunks: list[Chunk] = []
@@ -57,12 +62,36 @@ class Document:
                 runs.append((component.text, component.attributes))
             _flush(chunks, runs)
         self._chunks = chunks
-        self._ends = list(accumulate(len(text) for text, _ in chunks))
+        self._raw_ends = list(accumulate(len(text) for text, _ in chunks))
+        self._shift_from = 0
+        self._shift = 0
+
+    @property
+    def _ends(self) -> list[int]:
+        """The chunks' running end offsets, exactly (a new list when a shift is pending)."""
+        ends, shift, at = self._raw_ends, self._shift, self._shift_from
+        if not shift:
+            return ends
+        return ends[:at] + [end + shift for end in ends[at:]]
+
+    def _find(self, position: int) -> tuple[int, int]:
+        """``(index, start)``: the first chunk ending after ``position``, and where it starts."""
+        ends, shift, at = self._raw_ends, self._shift, self._shift_from
+        if shift:
+            index = bisect_right(ends, position, 0, at)
+            if index == at:
+                index = bisect_right(ends, position - shift, at)
+        else:
+            index = bisect_right(ends, position)
+        if not index:
+            return 0, 0
+        return index, ends[index - 1] + (shift if index > at else 0)
 
     # -- reading ------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._ends[-1] if self._ends else 0
+        ends = self._raw_ends
+        return ends[-1] + self._shift if ends else 0
 
     def text(self) -> str:
         """The plain text, formatting dropped."""
@@ -102,9 +131,8 @@ class Document:
         out: list[tuple[str, Attributes | None]] = []
         if end <= start:
             return out
-        chunks, ends = self._chunks, self._ends
-        i = bisect_right(ends, start)
-        position = ends[i - 1] if i else 0
+        chunks = self._chunks
+        i, position = self._find(start)
         while i < len(chunks) and position < end:
             text, attributes = chunks[i]
             lo = max(start - position, 0)
@@ -145,6 +173,10 @@ class Document:
         ops = op.ops
         if not ops:
             return self
+        if len(ops) <= 3:
+            edited = self._apply_edit(ops)
+            if edited is not None:
+                return edited
         chunks, ends = self._chunks, self._ends
         total = ends[-1] if ends else 0
         reach = 0
@@ -235,7 +267,90 @@ class Document:
         out.extend(chunks[index:])
         document = Document.__new__(Document)
         document._chunks = out
-        document._ends = new_ends
+        document._raw_ends = new_ends
+        document._shift_from = 0
+        document._shift = 0
+        return document
+
+    def _apply_edit(self, ops: list[Component]) -> Document | None:
+        """``apply`` for one keystroke-sized edit inside one chunk, or None for the general path.
+
+        Handles an optional plain retain, then an insert and/or a delete, when
+        the edit stays inside one chunk, the insert has that chunk's
+        formatting, and the chunk stays between ``CHUNK // 2`` and ``CHUNK``
+        code points (a lone chunk may be smaller). That is nearly every op a
+        server sees. The result equals the general path's; only a chunk
+        boundary may fall elsewhere, which no reader can observe.
+        """
+        first = ops[0]
+        kind = type(first)
+        position = 0
+        at = 0
+        if kind is Retain:
+            if first.attributes or len(ops) == 1:  # type: ignore[union-attr]
+                return None
+            position = first.count  # type: ignore[union-attr]
+            at = 1
+            first = ops[1]
+            kind = type(first)
+        inserted = ""
+        attributes: Attributes | None = None
+        deleted = 0
+        if kind is Insert:
+            inserted = first.text  # type: ignore[union-attr]
+            attributes = first.attributes  # type: ignore[union-attr]
+            at += 1
+            if at < len(ops):
+                last = ops[at]
+                if type(last) is not Delete:
+                    return None
+                deleted = last.count
+                at += 1
+        elif kind is Delete:
+            deleted = first.count  # type: ignore[union-attr]
+            at += 1
+        else:
+            return None
+        chunks = self._chunks
+        if at != len(ops) or not chunks:
+            return None
+        ends, shift, shift_from = self._raw_ends, self._shift, self._shift_from
+        if position + deleted > ends[-1] + shift:
+            return None  # the general path raises OperationTooLong
+        index, start = self._find(position)
+        if index == len(chunks):  # at the very end: append to the last chunk
+            index -= 1
+            start = position - len(chunks[index][0])
+        text, chunk_attributes = chunks[index]
+        size = len(text)
+        offset = position - start
+        if offset + deleted > size:
+            return None
+        length = size + len(inserted) - deleted
+        if length > CHUNK or (length < CHUNK // 2 and (not length or len(chunks) > 1)):
+            return None  # the chunk must be cut or folded into a neighbour
+        if (
+            inserted
+            and attributes is not chunk_attributes
+            and not same_attributes(attributes, chunk_attributes)
+        ):
+            return None
+        out = chunks.copy()
+        out[index] = (text[:offset] + inserted + text[offset + deleted :], chunk_attributes)
+        # Move the pending shift to start at this chunk: re-base the raw ends in
+        # between (none when typing goes on in the same chunk).
+        if shift and index != shift_from:
+            if index > shift_from:
+                between = [end + shift for end in ends[shift_from:index]]
+            else:
+                between = [end - shift for end in ends[index:shift_from]]
+            low, high = sorted((index, shift_from))
+            ends = ends[:low] + between + ends[high:]
+        document = Document.__new__(Document)
+        document._chunks = out
+        document._raw_ends = ends
+        document._shift_from = index
+        document._shift = shift + length - size
         return document
 
 

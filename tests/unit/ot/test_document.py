@@ -201,3 +201,66 @@ class TestChunks:
             ]
             assert list(document.runs()) == expected, f"seed {seed}, step {step}"
             check_layout(document)
+
+
+class TestKeystrokes:
+    """The one-chunk keystroke path and its lazily shifted ends, against a plain model."""
+
+    def test_random_keystrokes_match_a_plain_model(self) -> None:
+        """Seeded: typing and deleting in bursts at moving places, some of it formatted."""
+        seed = 23
+        rng = random.Random(seed)
+        text = "".join(chr(0x61 + i % 26) for i in range(4 * CHUNK))
+        model: list[tuple[str, object]] = [(c, None) for c in text]
+        document = Document(text)
+        versions = [(document, list(model))]
+        position = 0
+        for step in range(4000):
+            if rng.random() < 0.05:
+                position = rng.randrange(len(model) + 1)  # jump elsewhere
+            position = min(position, len(model))
+            roll = rng.random()
+            if roll < 0.6 or not model:
+                inserted = rng.choice(["k", "😀", "xy"])
+                bold = {"b": True} if rng.random() < 0.05 else None
+                op = Delta().retain(position).insert(inserted, bold)
+                model[position:position] = [(c, bold) for c in inserted]
+                position += len(inserted)
+            elif roll < 0.95:
+                start = max(position - 1, 0)
+                count = min(rng.choice([1, 1, 2, 40]), len(model) - start) or 1
+                op = Delta().retain(start).delete(count)
+                del model[start : start + count]
+                position = start
+            else:
+                start = rng.randrange(len(model))
+                count = rng.randint(1, min(len(model) - start, 50))
+                op = Delta().retain(start).delete(count).insert("z")
+                model[start : start + count] = [("z", None)]
+            document = document.apply(op)
+            assert len(document) == len(model), f"seed {seed}, step {step}"
+            if step % 97 == 0:
+                versions.append((document, list(model)))
+                check_layout(document)
+                lo = rng.randrange(len(model) + 1)
+                hi = rng.randrange(lo, len(model) + 1)
+                assert "".join(t for t, _ in document.slice(lo, hi)) == "".join(
+                    c for c, _ in model[lo:hi]
+                )
+            expected = [
+                ("".join(c for c, _ in run), attributes)
+                for attributes, run in groupby(model, key=lambda item: item[1])
+            ]
+            assert list(document.runs()) == expected, f"seed {seed}, step {step}"
+        check_layout(document)
+        for old, old_model in versions:  # every kept version is intact
+            assert old.text() == "".join(c for c, _ in old_model)
+
+    def test_a_keystroke_past_the_end_raises_with_a_pending_shift(self) -> None:
+        document = Document("x" * (3 * CHUNK)).apply(Delta().retain(CHUNK + 5).insert("ab"))
+        assert len(document) == 3 * CHUNK + 2
+        with pytest.raises(OperationTooLong):
+            document.apply(Delta().retain(3 * CHUNK + 1).delete(2))
+        typed = document.apply(Delta().retain(3 * CHUNK + 2).insert("!"))
+        assert typed.text() == "x" * (CHUNK + 5) + "ab" + "x" * (2 * CHUNK - 5) + "!"
+        check_layout(typed)
