@@ -26,6 +26,7 @@ from tandem.ot import (
     transform,
     transform_position,
 )
+from tandem.ot.delta import _checked_component_from_json, _component_from_json
 from tandem.ot.transform import _single_edit
 
 from .strategies import (
@@ -172,6 +173,19 @@ def test_random_json_is_rejected_or_applies_cleanly(document: Document, blob: An
         return
     assert_valid_document(result)
     json.dumps(result.to_delta().to_json())  # encodable: no lone surrogates got through
+
+
+@given(json_blobs)
+def test_from_json_shortcut_agrees_with_every_check(blob: Any) -> None:
+    """The inline checks for well-formed components decide exactly as the full ones."""
+    for item in blob if isinstance(blob, list) else [blob]:
+        outcomes = []
+        for parse in (_component_from_json, _checked_component_from_json):
+            try:
+                outcomes.append(parse(item, 0))
+            except InvalidOperation as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1]
 
 
 @given(document_and_concurrent_ops(), sides)

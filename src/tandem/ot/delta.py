@@ -185,19 +185,34 @@ class Delta:
         """Normalise the given components into a canonical delta."""
         return cls(components)
 
+    # The builder appends directly when nothing can merge (the common case of
+    # a keystroke: retain, then insert or delete); otherwise ``push`` decides.
+
     def insert(self, text: str, attributes: Attributes | None = None) -> Delta:
         if text:
-            self.push(Insert(text, _attrs_or_none(attributes)))
+            ops = self.ops
+            if not ops or type(ops[-1]) is Retain:
+                ops.append(Insert(text, attributes))
+            else:
+                self.push(Insert(text, attributes))
         return self
 
     def retain(self, count: int, attributes: Attributes | None = None) -> Delta:
         if count > 0:
-            self.push(Retain(count, _attrs_or_none(attributes)))
+            ops = self.ops
+            if not ops or type(ops[-1]) is not Retain:
+                ops.append(Retain(count, attributes))
+            else:
+                self.push(Retain(count, attributes))
         return self
 
     def delete(self, count: int) -> Delta:
         if count > 0:
-            self.push(Delete(count))
+            ops = self.ops
+            if not ops or type(ops[-1]) is not Delete:
+                ops.append(Delete(count))
+            else:
+                self.push(Delete(count))
         return self
 
     def push(self, component: Component) -> Delta:
@@ -215,6 +230,10 @@ class Delta:
         index = len(ops)
         if index:
             last = ops[-1]
+            last_kind = type(last)
+            if kind is not last_kind and (kind is not Insert or last_kind is not Delete):
+                ops.append(component)  # nothing to merge with or move before
+                return self
             if kind is Delete and type(last) is Delete:
                 ops[-1] = Delete(last.count + component.count)  # type: ignore[union-attr]
                 return self
@@ -342,8 +361,9 @@ class Delta:
         if not isinstance(data, list):
             raise InvalidOperation("a delta must be a JSON array of components")
         delta = cls()
+        push = delta.push
         for index, item in enumerate(data):
-            delta.push(_component_from_json(item, index))
+            push(_component_from_json(item, index))
         return delta
 
 
@@ -351,6 +371,35 @@ _KINDS: Final = ("insert", "retain", "delete")
 
 
 def _component_from_json(item: object, index: int) -> Component:
+    """One validated component; the common well-formed shapes are checked inline."""
+    if type(item) is dict:
+        size = len(item)
+        if size == 1 or (size == 2 and "attributes" in item):
+            if "insert" in item:
+                text = item["insert"]
+                if type(text) is str and text and (text.isascii() or not has_lone_surrogate(text)):
+                    raw = item.get("attributes")
+                    if raw is None:
+                        return Insert(text)
+                    where = f"component {index}"
+                    return Insert(text, validate_attributes(raw, where, allow_null=False))
+            elif "delete" in item:
+                count = item["delete"]
+                if size == 1 and type(count) is int and 0 < count <= MAX_COUNT:
+                    return Delete(count)
+            elif "retain" in item:
+                count = item["retain"]
+                if type(count) is int and 0 < count <= MAX_COUNT:
+                    raw = item.get("attributes")
+                    if raw is None:
+                        return Retain(count)
+                    where = f"component {index}"
+                    return Retain(count, validate_attributes(raw, where, allow_null=True))
+    return _checked_component_from_json(item, index)
+
+
+def _checked_component_from_json(item: object, index: int) -> Component:
+    """Every check in order: an invalid component gets the error naming its first problem."""
     where = f"component {index}"
     if not isinstance(item, dict):
         raise InvalidOperation(f"{where}: must be an object")
