@@ -6,6 +6,8 @@ For each trace (``automerge-paper`` by default, every one with ``--all``):
     ``Document.apply``: ops/s and seconds, and the final text must equal
     ``endContent``;
 (b) the same deltas composed in batches of 100, each batch then applied;
+(s) the server's path: each patch's wire JSON through ``Delta.from_json`` and
+    ``Sequencer.submit`` (transform to the head, apply, the commit record);
 (c) the ASCII version of the trace replayed into a ``pycrdt.Text`` (it indexes by
     UTF-8 bytes, so ASCII keeps offsets equal to code points), one transaction
     per patch as a server would do: ops/s, and Tandem/pycrdt;
@@ -22,6 +24,16 @@ Every figure is the median of ``--repeat`` runs (3 by default).
     python -m bench.ot_replay --trace seph-blog1
     python -m bench.ot_replay --all --repeat 5
 
+``--pairs SRC`` instead compares (a) and (s) with the ``tandem`` package under
+SRC (a checkout of the commit before a change, say), alternating fresh
+processes round by round in an order that flips every round, and with
+``--yjs`` also Yjs replaying the same trace (``bench/peers/yjs_replay.mjs``;
+run ``npm ci`` in ``bench/peers`` first). It prints every round's CPU seconds,
+the medians, and the ratios to the baseline from the same run:
+
+    mkdir -p .bench/before && git archive HEAD~1 src | tar -x -C .bench/before
+    python -m bench.ot_replay --pairs .bench/before/src --rounds 7 --yjs
+
 Traces come from ``bench/traces`` in this repository (override the folder with
 TANDEM_TRACES, e.g. a checkout of josephg/editing-traces' ``sequential_traces``
 for the full set). They are by Joseph Gentle and the automerge-perf authors
@@ -36,6 +48,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandem.ot import Delta, Document, compose, transform
+from tandem.sequencer import Commit, Sequencer
 
 DEFAULT_TRACE = "automerge-paper"
 BATCH = 100
@@ -135,6 +149,30 @@ def replay_composed(trace: Trace) -> Document:
     return document
 
 
+def wire_ops(trace: Trace) -> list[list[dict[str, object]]]:
+    """Each patch as a client sends it: the canonical delta's JSON."""
+    return [
+        Delta().retain(pos).delete(deleted).insert(text).to_json()
+        for pos, deleted, text in trace.patches
+    ]
+
+
+def replay_sequencer(trace: Trace, wire: list[list[dict[str, object]]]) -> Document:
+    """Every patch from wire JSON through ``Sequencer.submit``, as the server commits it."""
+    sequencer = Sequencer("bench", Document(trace.start), 0)
+    for seq, data in enumerate(wire):
+        decision = sequencer.submit(
+            Delta.from_json(data),
+            sequencer.version,
+            client_id="bench@user",
+            seq=seq,
+            user="user",
+            now=0.0,
+        )
+        assert isinstance(decision, Commit)
+    return sequencer.document
+
+
 # -- (c) pycrdt -------------------------------------------------------------------------
 
 
@@ -203,6 +241,13 @@ def bench_trace(name: str, repeat: int, pycrdt: bool) -> None:
         sys.exit(f"{name}: composed replay does not reproduce endContent")
     print(line(f"(b) compose x{BATCH}, apply", count, timing))
 
+    wire = wire_ops(trace)
+    timing, document = timed(lambda: replay_sequencer(trace, wire), repeat)
+    assert isinstance(document, Document)
+    if document.text() != trace.end:
+        sys.exit(f"{name}: sequencer replay does not reproduce endContent")
+    print(line("(s) from_json + submit", count, timing))
+
     if not pycrdt:
         return
     ascii_trace = ascii_version(folder, trace)
@@ -223,15 +268,99 @@ def bench_trace(name: str, repeat: int, pycrdt: bool) -> None:
     )
 
 
+# -- paired runs against another checkout, and Yjs -----------------------------------
+
+
+def once(name: str) -> None:
+    """One (a) and one (s) replay in this process: prints their CPU seconds as JSON."""
+    trace = load(traces_dir() / f"{name}.json.gz")
+    wire = wire_ops(trace)
+    apply_cpu, document = timed(lambda: replay_apply(trace), 1)
+    assert isinstance(document, Document) and document.text() == trace.end
+    submit_cpu, document = timed(lambda: replay_sequencer(trace, wire), 1)
+    assert isinstance(document, Document) and document.text() == trace.end
+    print(json.dumps({"apply": apply_cpu.cpu, "submit": submit_cpu.cpu}))
+
+
+def run_tandem(name: str, src: str | None) -> dict[str, float]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "bench.ot_replay", "--trace", name, "--once"]
+    output = subprocess.run(command, env=env, cwd=root, check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(output.stdout)
+    return result
+
+
+def run_yjs(name: str) -> float:
+    peers = Path(__file__).resolve().parent / "peers"
+    trace = traces_dir().resolve() / f"{name}.json.gz"
+    command = ["node", "yjs_replay.mjs", str(trace), "1"]
+    output = subprocess.run(command, cwd=peers, check=True, capture_output=True, text=True)
+    cpu: float = json.loads(output.stdout)["cpu"][0]
+    return cpu
+
+
+def pairs(name: str, src: str, rounds: int, yjs: bool) -> None:
+    """Alternate this checkout with the one under ``src`` (and Yjs); medians and ratios."""
+    src = str(Path(src).resolve())
+    runs: dict[str, list[float]] = {
+        "before (a)": [],
+        "after (a)": [],
+        "before (s)": [],
+        "after (s)": [],
+        "yjs": [],
+    }
+    print(f"{name}: (a) apply each patch, (s) from_json + submit; CPU s, one replay per process")
+    for index in range(rounds):
+        order = ["before", "after"] if index % 2 == 0 else ["after", "before"]
+        if yjs:
+            order.insert(index % 3, "yjs")
+        for variant in order:
+            if variant == "yjs":
+                runs["yjs"].append(run_yjs(name))
+                continue
+            result = run_tandem(name, src if variant == "before" else None)
+            runs[f"{variant} (a)"].append(result["apply"])
+            runs[f"{variant} (s)"].append(result["submit"])
+        shown = "  ".join(f"{key} {values[-1]:.3f}" for key, values in runs.items() if values)
+        print(f"  round {index + 1}: {shown}")
+    medians = {key: statistics.median(values) for key, values in runs.items() if values}
+    print("medians: " + "  ".join(f"{key} {value:.3f}" for key, value in medians.items()))
+    for path in ("(a)", "(s)"):
+        before, after = runs[f"before {path}"], runs[f"after {path}"]
+        lower = sum(b < a for a, b in zip(before, after, strict=True))
+        print(
+            f"  {path} after/before {medians[f'after {path}'] / medians[f'before {path}']:.3f}"
+            f" (after lower in {lower} of {rounds} rounds)"
+        )
+        if yjs:
+            print(
+                f"  {path} before/yjs {medians[f'before {path}'] / medians['yjs']:.3f}"
+                f"  after/yjs {medians[f'after {path}'] / medians['yjs']:.3f}"
+            )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trace", default=DEFAULT_TRACE, help="trace name, without .json.gz")
     parser.add_argument("--all", action="store_true", help="every trace in the folder")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--no-pycrdt", action="store_true", help="skip the pycrdt baseline")
+    parser.add_argument("--pairs", metavar="SRC", help="compare with the tandem under SRC")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --pairs (median)")
+    parser.add_argument("--yjs", action="store_true", help="with --pairs: Yjs too")
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
+    if args.repeat < 1 or args.rounds < 1:
+        parser.error("--repeat and --rounds must be at least 1")
+    if args.once:
+        once(args.trace)
+        return
+    if args.pairs:
+        pairs(args.trace, args.pairs, args.rounds, args.yjs)
+        return
 
     if args.all:
         names = sorted(p.name.removesuffix(".json.gz") for p in traces_dir().glob("*.json.gz"))

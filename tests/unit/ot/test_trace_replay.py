@@ -1,15 +1,23 @@
 """A real editing trace (bench/traces, CC BY 4.0) replayed through the OT core.
 
 Every keystroke of ``sveltecomponent`` (19,749 patches) becomes a delta applied
-to the document, one by one and composed in batches; both must end exactly at
-the trace's recorded final text.
+to the document, one by one, composed in batches, and as wire JSON through
+``Sequencer.submit``; each must end exactly at the trace's recorded final text.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ot_replay import ascii_version, load, replay_apply, replay_composed, traces_dir
+from bench.ot_replay import (
+    ascii_version,
+    load,
+    replay_apply,
+    replay_composed,
+    replay_sequencer,
+    traces_dir,
+    wire_ops,
+)
 
 from tandem.ot import Document
 
@@ -29,6 +37,8 @@ def test_sveltecomponent_replays_to_its_final_text() -> None:
         document = replay(trace)
         assert isinstance(document, Document)
         assert document.text() == trace.end
+    # The server's path: wire JSON through Sequencer.submit.
+    assert replay_sequencer(trace, wire_ops(trace)).text() == trace.end
 
 
 def test_an_ascii_trace_is_its_own_ascii_version() -> None:
