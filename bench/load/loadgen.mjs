@@ -3,7 +3,7 @@
 //
 //   node loadgen.mjs --protocol P --url ws://127.0.0.1:PORT [--token T]
 //        --clients N --typists K --rate R --docs D --duration S [--drain S]
-//        [--connect-rate C] [--pid SERVER_PID] [--idle --hold S]
+//        [--connect-rate C] [--pid SERVER_PID] [--idle --hold S] [--announce]
 //
 // Clients i = 0..N-1 join document load-(i % D); the first K clients of each document
 // type one character at the head, R times a second each; everyone else listens.
@@ -11,7 +11,9 @@
 // moment its author sent it; deliveries that never arrive by the end of --drain are
 // lost. With --pid, the server's CPU seconds (utime+stime over the measured phase) and
 // peak RSS come from /proc. --idle opens the connections, holds them for --hold
-// seconds and reports the server's RSS growth per connection instead.
+// seconds and reports the server's RSS growth per connection instead. --announce
+// writes "typing" and "drained" to stderr as the measured phase starts and ends
+// (bench/profile_path.py profiles the server between the two).
 // Prints one JSON object on stdout. Connects only to --url (127.0.0.1 in every
 // scenario we run) and stops by itself.
 import { readFileSync } from 'node:fs';
@@ -47,6 +49,7 @@ const pids = args.pid ? String(args.pid).split(',').map(Number) : [];
 const pid = pids.length ? pids[0] : null;
 const idle = args.idle === 'true';
 const hold = Number(args.hold ?? 60) * 1000;
+const announce = args.announce === 'true'; // say "typing" / "drained" on stderr
 
 // -- the measurement -----------------------------------------------------------------
 
@@ -331,6 +334,7 @@ async function main() {
   const gen0 = process.cpuUsage();
   const cpuStart = cpuSeconds();
   measuring = true;
+  if (announce) console.error('typing'); // a profiler waiting for the measured phase
   sampleRss();
   const rssTimer = setInterval(sampleRss, 250);
   const start = performance.now();
@@ -354,6 +358,7 @@ async function main() {
   // Drain: wait until everything arrived or --drain passed.
   while (performance.now() - sendEnd < drain && delivered < expected) await sleep(50);
   measuring = false;
+  if (announce) console.error('drained');
   clearInterval(rssTimer);
   const cpuEnd = cpuSeconds();
   const gen = process.cpuUsage(gen0);

@@ -1,0 +1,37 @@
+"""``bench.profile_path``: how py-spy's stacks are charged to the parts of the path."""
+
+from __future__ import annotations
+
+from bench.profile_path import charge, parse
+
+RAW = "\n".join(
+    [
+        # The loop itself (uvloop's C code shows as asyncio.run's frame).
+        "main (tandem/cli.py:1);Runner.run (asyncio/runners.py:118) 5",
+        # A commit that encodes: encoding by leaf, inside the commit inclusively.
+        "Runner.run (asyncio/runners.py:118);GroupCommitter._write (tandem/session/commit.py:138);"
+        "MemoryStore.append (tandem/storage/memory.py:115);"
+        "encode_delta (tandem/storage/codec.py:31) 2",
+        # A generic frame at the leaf is charged to the first frame above it with a part.
+        "Runner.run (asyncio/runners.py:118);Replica.apply (tandem/merge/replica.py:80);"
+        "__init__ (<string>:3);__eq__ (enum.py:200) 2",
+        # The per-member queue of the gateway is fan-out.
+        "Runner.run (asyncio/runners.py:118);Connection.send (tandem/server/collab.py:300) 1",
+        "not a stack line",
+    ]
+)
+
+
+def test_samples_are_charged_by_leaf_and_inclusively() -> None:
+    stacks = parse(RAW)
+    assert len(stacks) == 4
+    by_leaf, inclusive, functions, total = charge(stacks)
+    assert total == 10
+    assert by_leaf["event loop and hand-offs (uvloop, tasks, futures, events)"] == 5
+    assert by_leaf["encoding and parsing"] == 2
+    assert by_leaf["commit (group committer, store)"] == 0
+    assert inclusive["commit (group committer, store)"] == 2
+    assert by_leaf["replica (Yjs mirror)"] == 2
+    assert functions["__eq__ (enum.py)"] == 0 and functions["Replica.apply (replica.py)"] == 2
+    assert by_leaf["fan-out (delivery core, per-member queue, per-tick flush)"] == 1
+    assert sum(by_leaf.values()) == total
