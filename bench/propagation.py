@@ -295,7 +295,8 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
                 row.cpu_wins,
             ]
             out.append("| " + " | ".join(c.strip() for c in cells) + " |")
-        out += [f"\n{line}" for line in verdicts(scenario, runs)]
+        bars = verdicts(scenario, runs)
+        out += [""] + [f"- {line}" for line in bars] if bars else []
     return "\n".join(out)
 
 
