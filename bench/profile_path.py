@@ -17,10 +17,20 @@ that was running; it is charged to a part of the path:
   gateway) are on nearly every stack, so their inclusive share says nothing.
 
 It prints both, the top functions by self time, and CPU per 1,000 deliveries of
-the profiled run (py-spy's own cost is outside the server, but the sampling
-pauses the server briefly: compare shares, not absolute CPU, with
-``python -m bench``). ``--raw FILE`` keeps py-spy's collapsed stacks (for
-flame graphs: ``flamegraph.pl FILE``). Contacts only 127.0.0.1; stops by itself.
+the profiled run. By default py-spy samples without pausing the server
+(``--nonblocking``), which keeps its timing but, in py-spy's words, "may lead
+to inaccurate results": a stack read while it changes is lost or wrong, and a
+thread waiting in a system call holds still, so the syscalls can be favoured.
+``--blocking`` pauses the server per sample for exact stacks. Compare shares,
+not absolute CPU, with ``python -m bench``. ``--raw FILE`` keeps py-spy's
+collapsed stacks (for flame graphs: ``flamegraph.pl FILE``).
+
+``--syscalls`` instead counts the server's system calls with ``strace -c`` over
+the same phase, per delivery and per op, for any one-node server (a peer too):
+how many writes and reads each server makes for the same deliveries. strace
+slows the server several-fold: compare counts, not latencies.
+
+Contacts only 127.0.0.1; stops by itself.
 """
 
 from __future__ import annotations
@@ -139,24 +149,31 @@ def charge(
     return by_leaf, inclusive, functions, total
 
 
+def sampler(args: argparse.Namespace, pid: int, out: Path) -> list[str]:
+    """The command that watches the server from "typing" to "drained" (stopped by SIGINT)."""
+    if args.syscalls:
+        return ["strace", "-c", "-f", "-p", str(pid), "-o", str(out)]
+    cmd = [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(args.rate)]
+    return cmd + ["--output", str(out)] + ([] if args.blocking else ["--nonblocking"])
+
+
 def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     spec = propagation.scaled(propagation.SCENARIOS[args.scenario], args.scale)
     out = Path(tempfile.mkdtemp(prefix="tandem-profile-")) / "raw.txt"
     with servers.start(args.server, spec["docs"]) as server:
         cmd = ["node", str(propagation.LOADGEN), "--protocol", propagation.protocol(args.server)]
-        cmd += ["--url", server.url, "--pid", server.pids, "--token", server.token]
-        cmd += ["--duration", str(args.duration), "--drain", "3", "--announce"]
+        cmd += ["--url", server.url, "--pid", server.pids, "--duration", str(args.duration)]
+        cmd += ["--drain", "3", "--announce"] + (["--token", server.token] if server.token else [])
         for key, value in spec.items():
             cmd += [f"--{key}", str(value)]
         gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        spy: subprocess.Popen[bytes] | None = None
+        watcher: subprocess.Popen[bytes] | None = None
         assert gen.stderr is not None and gen.stdout is not None
         errors: list[str] = []
         for line in gen.stderr:
             if line.strip() == "typing":
-                spy = subprocess.Popen(
-                    [args.py_spy, "record", "--pid", str(server.process.pid), "--format", "raw"]
-                    + ["--rate", str(args.rate), "--output", str(out), "--nonblocking"],
+                watcher = subprocess.Popen(
+                    sampler(args, server.process.pid, out),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )
@@ -164,12 +181,14 @@ def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 break
             else:
                 errors.append(line)
-        # py-spy writes its file when interrupted, as on Ctrl-C.
-        if spy is not None:
-            spy.send_signal(2)
-            _, spy_err = spy.communicate(timeout=60)
+        # py-spy and strace write their file when interrupted, as on Ctrl-C.
+        if watcher is not None:
+            watcher.send_signal(2)
+            _, watcher_err = watcher.communicate(timeout=60)
             if not out.is_file():
-                raise RuntimeError(f"py-spy wrote nothing: {spy_err.decode()[-1000:]}")
+                raise RuntimeError(
+                    f"{watcher.args!r} wrote nothing: {watcher_err.decode()[-1000:]}"
+                )
         stdout, rest = gen.communicate(timeout=120)
         errors.append(rest)
         if gen.returncode != 0:
@@ -180,6 +199,34 @@ def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         Path(args.raw).write_text(raw)
     shutil.rmtree(out.parent, ignore_errors=True)
     return raw, result
+
+
+SYSCALL_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+
+
+def syscalls(summary: str) -> Counter[str]:
+    """Calls per system call from ``strace -c``'s summary (without its total line)."""
+    calls: Counter[str] = Counter()
+    for line in summary.splitlines():
+        m = SYSCALL_ROW.match(line)
+        if m and m[2] != "total":
+            calls[m[2]] += int(m[1])
+    return calls
+
+
+def syscall_report(summary: str, result: dict[str, Any]) -> str:
+    calls = syscalls(summary)
+    delivered = result["delivered"] or 1
+    lines = [
+        f"{result['delivered']} deliveries, {result['ops']} ops, {result['lost']} lost; "
+        f"{sum(calls.values())} system calls while typing and draining (under strace)",
+        f"\n{'system call':<20} {'calls':>9} {'per delivery':>12} {'per op':>8}",
+    ]
+    for name, count in calls.most_common(12):
+        lines.append(
+            f"{name:<20} {count:>9} {count / delivered:>12.3f} {count / (result['ops'] or 1):>8.2f}"
+        )
+    return "\n".join(lines)
 
 
 def report(raw: str, result: dict[str, Any] | None) -> str:
@@ -211,11 +258,26 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench.profile_path",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--server", default="tandem-memory", choices=servers.SERVERS[:4])
+    parser.add_argument(
+        "--server",
+        default="tandem-memory",
+        choices=[name for name in servers.SERVERS if servers.nodes(name) == 1],
+        help="a Tandem for py-spy; any one-node server with --syscalls",
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count the server's system calls per delivery with strace -c instead",
+    )
     parser.add_argument("--scenario", default="2000c-200d", choices=propagation.SCENARIOS)
     parser.add_argument("--scale", type=float, default=1.0, help="clients and documents × this")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of typing")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    parser.add_argument(
+        "--blocking",
+        action="store_true",
+        help="let py-spy pause the server for each sample (exact stacks, slower server)",
+    )
     parser.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
     parser.add_argument("--from-raw", help="only report on a --raw file of an earlier run")
     parser.add_argument(
@@ -225,9 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_raw:
         print(report(Path(args.from_raw).read_text(), None))
         return
+    if not args.syscalls and not args.server.startswith("tandem"):
+        parser.error("py-spy profiles Python: a tandem server, or --syscalls for any")
     propagation.raise_file_limit()
     raw, result = profile(args)
-    print(report(raw, result))
+    print(syscall_report(raw, result) if args.syscalls else report(raw, result))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.profile_path import charge, parse
+from bench.profile_path import charge, parse, syscalls
 
 RAW = "\n".join(
     [
@@ -35,3 +35,18 @@ def test_samples_are_charged_by_leaf_and_inclusively() -> None:
     assert functions["__eq__ (enum.py)"] == 0 and functions["Replica.apply (replica.py)"] == 2
     assert by_leaf["fan-out (delivery core, per-member queue, per-tick flush)"] == 1
     assert sum(by_leaf.values()) == total
+
+
+def test_strace_summaries_are_read_per_system_call() -> None:
+    summary = "\n".join(
+        [
+            "% time     seconds  usecs/call     calls    errors syscall",
+            "------ ----------- ----------- --------- --------- ----------------",
+            " 70.01    0.304127          73      4163       406 futex",
+            " 10.71    0.046529          97       478           fdatasync",
+            "  0.00    0.000000           0         1           brk",
+            "------ ----------- ----------- --------- --------- ----------------",
+            "100.00    0.434431          19      4642       406 total",
+        ]
+    )
+    assert syscalls(summary) == {"futex": 4163, "fdatasync": 478, "brk": 1}
