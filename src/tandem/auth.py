@@ -1,6 +1,7 @@
 """JWT verification: a token in, a ``Principal`` with per-document permissions out.
 
-Owns the verification keys (an HS secret, a PEM public key, a JWKS file), the
+Owns the verification keys (an HS secret, a PEM public key, a JWKS file;
+``tandem.signing_keys`` parses them and says which algorithm each fits), the
 claim checks, the permission rules and the three places a token may travel
 (``Authorization`` header, WebSocket subprotocol, ``token`` query parameter).
 Pure: never awaits, never reads the clock (``now`` is passed in), never reads
@@ -24,7 +25,7 @@ Security rules, each one tested in ``tests/unit/test_auth.py``:
   only against the ``jwt_secrets`` entry of that ``kid`` (several secrets at once,
   so one can be rotated without logging anyone out), one without against
   ``jwt_secret``. An unknown ``kid`` raises ``UnknownSigningKey``, on which the
-  edge re-fetches a JWKS URL (``JwksRefresh`` decides when) and tries once more.
+  edge re-fetches a JWKS URL (``signing_keys.JwksRefresh`` decides when) and tries once more.
 * ``aud``/``iss`` are required and checked when configured. When no audience is
   configured a token that carries an ``aud`` is refused (PyJWT's behaviour: it
   was minted for some other service).
@@ -51,17 +52,15 @@ crosses ``/``.
 from __future__ import annotations
 
 import fnmatch
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired, UnknownSigningKey
+from tandem.signing_keys import HMAC_MIN_BYTES, SUPPORTED_ALGORITHMS, JwksEntry, PublicKey, key_fits
 
 if TYPE_CHECKING:  # reading the environment and paths is not the pure part's business
     from tandem.settings import Settings
@@ -69,19 +68,13 @@ if TYPE_CHECKING:  # reading the environment and paths is not the pure part's bu
 __all__ = [
     "SUBPROTOCOL",
     "Authenticator",
-    "JwksRefresh",
     "KeyRing",
     "Permission",
     "Principal",
     "extract_token",
 ]
 
-logger = logging.getLogger(__name__)
-
 Permission: TypeAlias = Literal["read", "write"]
-PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-#: A JWKS key and the ``alg`` its JWK names, if any.
-JwksEntry: TypeAlias = tuple[PublicKey, str | None]
 
 #: The WebSocket subprotocol the server accepts; the token rides next to it as ``bearer.<JWT>``.
 SUBPROTOCOL = "tandem.v1"
@@ -93,11 +86,6 @@ MAX_USER_CHARS = 256
 MAX_NAME_CHARS = 256
 #: Most patterns one token may carry; bounds the cost of every permission check.
 MAX_PERMISSION_RULES = 1_000
-
-_HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}  # algorithm → minimum secret bytes (RFC 7518 3.2)
-_RSA = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-_EC_CURVE = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
-SUPPORTED_ALGORITHMS = frozenset(_HMAC) | _RSA | frozenset(_EC_CURVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +205,13 @@ class Authenticator:
                 f"got {list(algorithms)!r}"
             )
         self._algorithms = frozenset(algorithms)
-        self._hmac_algorithms = [a for a in algorithms if a in _HMAC]
+        self._hmac_algorithms = [a for a in algorithms if a in HMAC_MIN_BYTES]
         self._secrets = self._check_secrets(keys)
         self._public_key = keys.public_key
         self._jwks = dict(keys.jwks)
         self._allow_no_exp = settings.jwt_allow_no_exp or settings.dev_mode
         remote = bool(settings.jwt_jwks_url)
-        has_asymmetric = any(a not in _HMAC for a in algorithms)
+        has_asymmetric = any(a not in HMAC_MIN_BYTES for a in algorithms)
         if (self._public_key is not None or self._jwks or remote) and not has_asymmetric:
             raise ValueError(
                 "a public key or JWKS is configured but jwt_algorithms pins no RS/PS/ES algorithm"
@@ -244,7 +232,7 @@ class Authenticator:
                 f"jwt_algorithms pins {self._hmac_algorithms[0]} but jwt_secret is empty "
                 "and no data directory was given for a development secret"
             )
-        needed = max(_HMAC[a] for a in self._hmac_algorithms)
+        needed = max(HMAC_MIN_BYTES[a] for a in self._hmac_algorithms)
         for kid, secret in keys.secrets.items():
             if len(secret) < needed:
                 which = "jwt_secret" if kid is None else f"jwt_secrets entry {kid!r}"
@@ -262,7 +250,7 @@ class Authenticator:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise AuthError("malformed token header: kid must be a string")
-        if alg in _HMAC:
+        if alg in HMAC_MIN_BYTES:
             secret = self._secrets.get(kid)
             if secret is None and (kid is None or set(self._secrets) == {None}):
                 # no kid, or only ``jwt_secret`` configured (which ignores kids)
@@ -287,7 +275,7 @@ class Authenticator:
             if kid:
                 raise UnknownSigningKey(f"unknown signing key {kid!r}", kid)
             raise AuthError("token has no kid")
-        if not _key_fits(key, alg):
+        if not key_fits(key, alg):
             raise AuthError(f"the signing key does not fit algorithm {alg}")
         return key
 
@@ -433,36 +421,6 @@ class Authenticator:
         return jwt.encode(claims, secret, algorithm=self._hmac_algorithms[0], headers=headers)
 
 
-class JwksRefresh:
-    """When to fetch a JWKS from its URL: a pure schedule, time passed in.
-
-    A fetch is due when none succeeded yet or the last one is ``max_age`` old;
-    an unknown ``kid`` forces one, but fetches are never started less than
-    ``min_interval`` apart, so a flood of tokens with made-up ``kid`` values
-    costs the identity provider one request per interval.
-    """
-
-    def __init__(self, max_age: float, min_interval: float) -> None:
-        self.max_age = max_age
-        self.min_interval = min_interval
-        self.fetched_at: float | None = None
-        self.attempted_at: float | None = None
-
-    def _may_start(self, now: float) -> bool:
-        return self.attempted_at is None or now - self.attempted_at >= self.min_interval
-
-    def due(self, now: float, *, unknown_kid: bool = False) -> bool:
-        """True when a fetch should start now."""
-        stale = self.fetched_at is None or now - self.fetched_at >= self.max_age
-        return (stale or unknown_kid) and self._may_start(now)
-
-    def started(self, now: float) -> None:
-        self.attempted_at = now
-
-    def succeeded(self, now: float) -> None:
-        self.fetched_at = now
-
-
 def _numeric_date(claims: Mapping[str, Any], claim: str) -> float | None:
     value = claims.get(claim)
     if value is None:
@@ -488,58 +446,6 @@ def _parse_permissions(raw: object) -> tuple[tuple[str, Permission], ...]:
         else:
             raise AuthError(f"permission for {pattern!r} must be 'read' or 'write'")
     return tuple(rules)
-
-
-def _key_fits(key: PublicKey, alg: str) -> bool:
-    if alg in _RSA:
-        return isinstance(key, rsa.RSAPublicKey)
-    if alg in _EC_CURVE:
-        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _EC_CURVE[alg]
-    return False
-
-
-def parse_pem(data: bytes) -> PublicKey:
-    """The RSA or EC public key in PEM ``data``; ``ValueError`` for anything else."""
-    try:
-        key = load_pem_public_key(data)
-    except ValueError:
-        raise ValueError("jwt_public_key_file does not hold a PEM public key") from None
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise ValueError("jwt_public_key_file must hold an RSA or EC public key")
-    return key
-
-
-def parse_jwks(data: object, source: str = "jwt_jwks_file") -> dict[str | None, JwksEntry]:
-    """``kid`` → (key, the JWK's ``alg`` if it names one), from a decoded JWKS document.
-
-    Unusable keys are skipped, and so is every symmetric (``oct``) key: a JWKS
-    is public, so an HMAC key in it would let anyone sign. ``ValueError`` when
-    no usable key is left; ``source`` names the setting in the message.
-    """
-    entries = data.get("keys") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f'{source} must be a JSON object with a "keys" list')
-    keys: dict[str | None, JwksEntry] = {}
-    for entry in entries:
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-            continue
-        if entry.get("kty") not in ("RSA", "EC"):  # never an "oct" (HMAC) key from a JWKS
-            continue
-        kid, alg = entry.get("kid"), entry.get("alg")
-        if (kid is not None and not isinstance(kid, str)) or (
-            alg is not None and alg not in SUPPORTED_ALGORITHMS
-        ):
-            continue
-        try:
-            key = jwt.PyJWK(entry).key
-        except (jwt.PyJWTError, ValueError, TypeError):
-            logger.warning("%s: skipping unusable key %r", source, kid)
-            continue
-        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            keys[kid] = (key, alg)
-    if not keys:
-        raise ValueError(f"{source} holds no usable RSA or EC signing key")
-    return keys
 
 
 def extract_token(

@@ -8,7 +8,7 @@ hands ``auth.Authenticator`` a ``KeyRing``, so ``auth`` itself stays pure.
 clock's time and, when ``jwt_jwks_url`` is set, fetches the JWKS from the
 identity provider (httpx), keeps it for ``jwt_jwks_max_age`` seconds and
 fetches it again when a token names a ``kid`` it does not know (a key rotation),
-at most once per ``jwt_jwks_refetch_interval`` (``auth.JwksRefresh`` decides).
+at most once per ``jwt_jwks_refetch_interval`` (``signing_keys.JwksRefresh`` decides).
 A failed fetch keeps the keys it had.
 """
 
@@ -25,17 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from tandem.auth import (
-    Authenticator,
-    JwksEntry,
-    JwksRefresh,
-    KeyRing,
-    Principal,
-    parse_jwks,
-    parse_pem,
-)
+from tandem.auth import Authenticator, KeyRing, Principal
 from tandem.errors import UnknownSigningKey
 from tandem.settings import Settings
+from tandem.signing_keys import JwksEntry, JwksRefresh, parse_jwks, parse_pem
 
 __all__ = ["DEV_SECRET_FILE", "Identity", "load_authenticator", "load_keys"]
 

@@ -56,6 +56,7 @@ PURE = sorted(
         "tandem.limits",
         "tandem.auth",
         "tandem.redaction",
+        "tandem.signing_keys",
         "tandem.frames",
         "tandem.errors",
         "tandem.records",

@@ -16,10 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tandem.auth import SUBPROTOCOL, Authenticator, JwksRefresh, Principal, extract_token
+from tandem.auth import SUBPROTOCOL, Authenticator, Principal, extract_token
 from tandem.auth_keys import load_authenticator
 from tandem.errors import AuthError, Forbidden, ReadOnly, TokenExpired
 from tandem.settings import Settings
+from tandem.signing_keys import JwksRefresh
 
 NOW = 1_700_000_000.0
 SECRET = "s3cret-" + "x" * 40  # 47 bytes: long enough for HS256 and HS384

@@ -23,7 +23,8 @@ from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.protocol import parse
 from tandem.server.admission import Admission
-from tandem.server.collab import AsgiWire, Connection
+from tandem.server.collab import Connection
+from tandem.server.collab_asgi import AsgiWire
 from tandem.server.shutdown import GracefulShutdown
 from tandem.session.manager import DocumentManager
 from tandem.settings import Settings

@@ -43,7 +43,7 @@ from tandem.ot.document import Document
 from tandem.revocation import RevocationList
 from tandem.server.admin import build_admin_router
 from tandem.server.admission import Admission
-from tandem.server.collab import serve_collab
+from tandem.server.collab_asgi import serve_collab
 from tandem.server.doc_admin import DocumentControl
 from tandem.server.health import build_health_router
 from tandem.server.hocuspocus import serve_hocuspocus

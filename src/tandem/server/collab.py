@@ -13,9 +13,10 @@ A connection writes to a ``Wire``. Under ``tandem serve`` the wire is the
 socket's own asyncio protocol (``tandem.server.collab_transport``): frames are
 written straight to the transport while it is writable, and the queue waits for
 ``resume_writing`` when it is not; there is no task per connection. Where
-Tandem's router runs inside another ASGI server, ``serve_collab`` drives the
-same ``Connection`` over Starlette's ``WebSocket`` (``AsgiWire``), whose sends
-are awaited by a writer task that exists only while there is something to send.
+Tandem's router runs inside another ASGI server, ``serve_collab``
+(``tandem.server.collab_asgi``) drives the same ``Connection`` over Starlette's
+``WebSocket``, whose sends are awaited by a writer task that exists only while
+there is something to send.
 
 Every exception raised while handling a message becomes exactly one ``error``
 reply; only fatal ones (auth, oversized frames, slow consumer) close the
@@ -26,12 +27,9 @@ then close 4401) uses the shared ``deadlines`` heap, not a timer per socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
-
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tandem.auth import Principal
 from tandem.errors import (
@@ -59,8 +57,6 @@ from tandem.protocol import (
 from tandem.server.admission import (
     TRACKED_BYTES,
     Slot,
-    accept_with_token,
-    enter_socket,
 )
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.sessions import LiveSession
@@ -70,7 +66,7 @@ from tandem.session.document import DocumentSession
 if TYPE_CHECKING:
     from tandem.server.context import Context
 
-__all__ = ["AsgiWire", "Connection", "Wire", "serve_collab", "text_frame"]
+__all__ = ["Connection", "Wire", "text_frame"]
 
 log = logging.getLogger("tandem.collab")
 
@@ -489,109 +485,3 @@ class Connection:
         for session in self.documents.values():
             session.leave(self)
         self.documents.clear()
-
-
-# -- the ASGI server ------------------------------------------------------------------------
-
-
-class AsgiWire:
-    """A ``Wire`` over Starlette's ``WebSocket``: every send is awaited, in a writer task.
-
-    The task exists only while there is something to send (an idle connection
-    keeps none); it takes the whole queue each time and closes when asked.
-    """
-
-    __slots__ = ("websocket", "_writer")
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
-        self._writer: asyncio.Task[None] | None = None
-
-    def writable(self) -> bool:
-        return False  # ASGI sends are awaited: always through the writer
-
-    def buffered(self) -> int:
-        return 0  # the writer holds at most the batch it is sending
-
-    def write(self, frame: bytes) -> None:  # pragma: no cover - never writable
-        raise RuntimeError("AsgiWire is never writable; use drain")
-
-    def send_close(self, code: int, reason: str) -> None:  # pragma: no cover
-        raise RuntimeError("AsgiWire is never writable; use drain")
-
-    def drain(self, connection: Connection) -> None:
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write(connection), name="tandem-writer")
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-
-    async def _write(self, connection: Connection) -> None:
-        websocket = self.websocket
-        try:
-            while messages := connection.take():
-                await websocket.send_text(batch(messages))
-            if connection.closing is not None:
-                code, reason = connection.closing
-                connection.closed = True
-                with contextlib.suppress(Exception):
-                    await websocket.close(code, reason)
-        except (WebSocketDisconnect, RuntimeError):
-            connection.closed = True  # the peer is gone; the receive loop sees the disconnect
-        finally:
-            self._writer = None
-
-    async def finish(self, connection: Connection, timeout: float) -> None:
-        """On the way out: say goodbye (1000) after what is queued, within ``timeout``."""
-        connection.close(1000, "bye")
-        connection.flush()
-        writer = self._writer
-        if writer is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(writer), timeout=timeout)
-        except (TimeoutError, Exception):  # noqa: BLE001
-            writer.cancel()
-            with contextlib.suppress(BaseException):
-                await writer
-
-
-async def serve_collab(websocket: WebSocket, tandem: Context) -> None:
-    """Run one ``/collab`` connection from handshake to close, over ASGI."""
-    admission = tandem.admission
-    slot = await enter_socket(websocket, admission)
-    if slot is None:
-        return
-    try:
-        token = await accept_with_token(websocket)
-        principal, client, doc = await admission.admit(token, websocket.query_params, slot)
-    except TandemError as error:
-        slot.release()
-        with contextlib.suppress(Exception):
-            await websocket.send_text(encode(error_message(error)))
-            await websocket.close(admission.close_code(error), error.code)
-        return
-    except BaseException:
-        slot.release()
-        raise
-    wire = AsgiWire(websocket)
-    connection = Connection(wire, principal, client, tandem, slot)
-    connection.opened()
-    try:
-        if doc is not None:
-            await connection.handle(encode({"type": "join", "doc": doc}))
-        while not connection.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            text = message.get("text")
-            await connection.handle(text if text is not None else message.get("bytes") or b"")
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        connection.ended()
-        await wire.finish(connection, timeout=tandem.settings.slow_consumer_grace)
-        if websocket.application_state != WebSocketState.DISCONNECTED:
-            with contextlib.suppress(Exception):
-                await websocket.close(1000)
