@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from tandem.errors import HistoryCompacted, HistoryUnavailable, NotFound, VersionError
 from tandem.history.authorship import Authorship
-from tandem.ot.compose import compose
+from tandem.ot.compose import compose_pairwise
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
 from tandem.storage.archive import Archive, Checkpoint, Label
@@ -57,20 +57,8 @@ class Changes:
 
 
 def compose_all(ops: list[Delta]) -> Delta:
-    """``ops`` composed into one, pairwise (a balanced tree).
-
-    Composing left to right re-walks the growing result for every op (ops
-    scattered over a document make it grow by one or two components each);
-    pairwise, each component is walked about log2(len(ops)) times.
-    """
-    if not ops:
-        return Delta()
-    while len(ops) > 1:
-        paired = [compose(ops[i], ops[i + 1]) for i in range(0, len(ops) - 1, 2)]
-        if len(ops) % 2:
-            paired.append(ops[-1])
-        ops = paired
-    return ops[0]
+    """``ops`` composed into one, pairwise (``ot.compose.compose_pairwise``)."""
+    return compose_pairwise(ops)
 
 
 class History:

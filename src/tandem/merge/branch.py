@@ -38,7 +38,7 @@ from tandem.merge.plaintext import PlainText
 from tandem.merge.replica import TEXT_NAME, ReplicaError
 from tandem.merge.translate import apply_delta, apply_to_text, delta_from_event
 from tandem.ot.attributes import compose_attributes
-from tandem.ot.compose import compose
+from tandem.ot.compose import compose, compose_pairwise
 from tandem.ot.delta import Delete, Delta, Insert, Retain
 from tandem.ot.document import Document
 from tandem.ot.iterator import ComponentIterator
@@ -208,15 +208,7 @@ def compose_branch(ops: Sequence[Delta]) -> Delta:
     a balanced tree costs O(m log m), and ``_compose_sparse`` copies the
     untouched stretches between small edits as list slices.
     """
-    level = [op for op in ops if op.ops]
-    if not level:
-        return Delta()
-    while len(level) > 1:
-        paired = [_compose_sparse(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
+    return compose_pairwise([op for op in ops if op.ops], _compose_sparse)
 
 
 def _compose_sparse(a: Delta, b: Delta) -> Delta:

@@ -23,7 +23,7 @@ whether a client may come in and how fast it may talk:
 * **refusal** — ``close_code``: the one mapping from a refusal to a close code.
 
 ``/collab`` also reads its client id and document from the query (``admit``).
-The ASGI helpers at the end (``enter_socket``, ``accept_with_token``,
+The ASGI helpers at the end (``enter_socket``, ``enter_with_token``,
 ``peer_address``) do the same for a Starlette ``WebSocket``; the fast
 ``/collab`` server (``tandem.server.collab_transport``) calls the same methods on
 its own handshake.
@@ -57,8 +57,8 @@ __all__ = [
     "Budget",
     "Holder",
     "Slot",
-    "accept_with_token",
     "enter_socket",
+    "enter_with_token",
     "forwarded_client",
     "peer_address",
 ]
@@ -356,12 +356,24 @@ async def enter_socket(websocket: WebSocket, admission: Admission) -> Slot | Non
         return None
 
 
-async def accept_with_token(websocket: WebSocket) -> str | None:
-    """Accept a socket (echoing a token subprotocol) and return its token, if any."""
+async def enter_with_token(
+    websocket: WebSocket, admission: Admission
+) -> tuple[Slot, str | None] | None:
+    """``enter_socket``, then accept the socket (echoing a token subprotocol): its slot and
+    its token, if any. None once the socket has been closed; the slot is released if the
+    accept fails. The endpoints that read a token (``/collab`` over ASGI, ``/yjs``) start so.
+    """
+    slot = await enter_socket(websocket, admission)
+    if slot is None:
+        return None
     token, subprotocol = extract_token(
         websocket.query_params.get("token"),
         websocket.headers.get("authorization"),
         websocket.scope.get("subprotocols") or [],
     )
-    await websocket.accept(subprotocol=subprotocol)
-    return token
+    try:
+        await websocket.accept(subprotocol=subprotocol)
+    except BaseException:
+        slot.release()
+        raise
+    return slot, token

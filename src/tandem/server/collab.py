@@ -406,22 +406,18 @@ class Connection:
                 max_components=self.tandem.settings.max_op_components,
                 max_merge_ops=self.tandem.settings.max_merge_ops,
             )
-            if isinstance(message, Submit):
+            if isinstance(message, Submit | Merge):
                 where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
                 session = self._session(message.doc)
                 where["doc"] = session.doc
                 member = session.member(self)
                 session.touch(self, time.monotonic())
-                await session.submit(
-                    member, message.op, message.base_version, message.seq, message.ref
-                )
-            elif isinstance(message, Merge):
-                where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
-                session = self._session(message.doc)
-                where["doc"] = session.doc
-                member = session.member(self)
-                session.touch(self, time.monotonic())
-                await self._merge(session, member, message)
+                if isinstance(message, Submit):
+                    await session.submit(
+                        member, message.op, message.base_version, message.seq, message.ref
+                    )
+                else:
+                    await self._merge(session, member, message)
             elif isinstance(message, Presence):
                 where = {"ref": message.ref, "doc": message.doc}
                 session = self._session(message.doc)

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tandem.errors import TandemError
 from tandem.protocol import batch, encode, error_message
-from tandem.server.admission import accept_with_token, enter_socket
+from tandem.server.admission import enter_with_token
 from tandem.server.collab import Connection
 
 if TYPE_CHECKING:
@@ -95,11 +95,11 @@ class AsgiWire:
 async def serve_collab(websocket: WebSocket, tandem: Context) -> None:
     """Run one ``/collab`` connection from handshake to close, over ASGI."""
     admission = tandem.admission
-    slot = await enter_socket(websocket, admission)
-    if slot is None:
+    entered = await enter_with_token(websocket, admission)
+    if entered is None:
         return
+    slot, token = entered
     try:
-        token = await accept_with_token(websocket)
         principal, client, doc = await admission.admit(token, websocket.query_params, slot)
     except TandemError as error:
         slot.release()

@@ -50,11 +50,7 @@ from tandem.merge import yproto
 from tandem.merge.replica import ReplicaError
 from tandem.merge.updates import new_struct_clients
 from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
-from tandem.server.admission import (
-    TRACKED_BYTES,
-    accept_with_token,
-    enter_socket,
-)
+from tandem.server.admission import TRACKED_BYTES, enter_with_token
 from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
 from tandem.session.delivery import Member
@@ -499,12 +495,12 @@ async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> Asy
 
 async def serve_yjs(websocket: WebSocket, tandem: Context, doc: str) -> None:
     """Run one ``/yjs/{doc}`` connection from handshake to close."""
-    admission = tandem.admission
-    slot = await enter_socket(websocket, admission)
-    if slot is None:
+    entered = await enter_with_token(websocket, tandem.admission)
+    if entered is None:
         return
+    slot, token = entered
+    admission = tandem.admission
     try:
-        token = await accept_with_token(websocket)
         try:
             principal = await admission.authenticate(token)
             doc = validate_doc_id(doc)
