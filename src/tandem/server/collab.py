@@ -89,8 +89,10 @@ class Wire(Protocol):
     def writable(self) -> bool:
         """True when frames may be written now, without waiting."""
 
-    def write(self, frame: bytes) -> None:
-        """Write one ready-made text frame (only while ``writable``)."""
+    def write(self, frame: bytes) -> int:
+        """Write one ready-made text frame (only while ``writable``); then ``buffered()``.
+
+        One call per delivery instead of two: a broadcast writes to every member."""
 
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (only while ``writable``)."""
@@ -300,8 +302,7 @@ class Connection:
                 known = (messages, text_frame(batch(messages).encode()))
                 if frames is not None:
                     frames[key] = known
-            wire.write(known[1])
-            buffered = wire.buffered()
+            buffered = wire.write(known[1])
             if buffered >= TRACKED_BYTES or self._tracked:
                 self._hold(buffered)
         if self._closing is not None:

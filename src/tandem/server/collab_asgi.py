@@ -48,7 +48,7 @@ class AsgiWire:
     def buffered(self) -> int:
         return 0  # the writer holds at most the batch it is sending
 
-    def write(self, frame: bytes) -> None:  # pragma: no cover - never writable
+    def write(self, frame: bytes) -> int:  # pragma: no cover - never writable
         raise RuntimeError("AsgiWire is never writable; use drain")
 
     def send_close(self, code: int, reason: str) -> None:  # pragma: no cover

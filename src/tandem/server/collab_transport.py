@@ -347,8 +347,8 @@ class CollabProtocol(asyncio.Protocol):
         if ws.state is not OPEN or not host.at_frame_start(ws):
             return 0
         limit, unmask = host.max_size, host.unmask
-        at = 0
-        while (frame := next_frame(data, at, limit)) is not None:
+        at, end = 0, len(data)
+        while at < end and (frame := next_frame(data, at, limit)) is not None:
             text, start, at = frame
             self._on_data(text, unmask(data[start:at], data[start - 4 : start]))
             if ws.state is not OPEN:  # refused, closing: the parser takes it from here
@@ -499,8 +499,10 @@ class CollabProtocol(asyncio.Protocol):
     def writable(self) -> bool:
         return not self._write_paused and not self.transport.is_closing()
 
-    def write(self, frame: bytes) -> None:
-        self.transport.write(frame)
+    def write(self, frame: bytes) -> int:
+        transport = self.transport
+        transport.write(frame)
+        return transport.get_write_buffer_size()
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size()
