@@ -120,6 +120,8 @@ export interface TandemError {
   ref?: string | number;
   /** For a refused edit: what was dropped (on top of the server version). */
   lost?: Delta;
+  /** With ERR_REJECTED / ERR_AUTHORIZE_FAILED: the server's authorize hook's code and reason. */
+  rejection?: { code: string; reason: string };
 }
 
 export class TandemClient extends Emitter {

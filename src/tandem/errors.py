@@ -26,7 +26,9 @@ Hierarchy::
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
     │   ├── Revoked                  ERR_REVOKED            an admin revoked it (closes, 4403)
     │   └── Forbidden                ERR_FORBIDDEN          (4403 when fatal)
-    │       └── ReadOnly             ERR_READ_ONLY
+    │       ├── ReadOnly             ERR_READ_ONLY
+    │       └── Rejected             ERR_REJECTED           the authorize hook refused the op
+    │           └── AuthorizeFailed  ERR_AUTHORIZE_FAILED   the hook failed; refused (fail closed)
     ├── RateLimited                  ERR_RATE_LIMITED
     │   └── LimitExceeded            ERR_LIMIT_EXCEEDED     connection caps (closes, 4429)
     │       └── JoinLimitExceeded    ERR_LIMIT_EXCEEDED     join cap (the connection stays)
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "AuthorizeFailed",
     "ConflictError",
     "DocumentDeleted",
     "DocumentError",
@@ -59,6 +62,7 @@ __all__ = [
     "RateLimited",
     "Revoked",
     "ReadOnly",
+    "Rejected",
     "SlowConsumer",
     "StorageError",
     "TandemError",
@@ -79,6 +83,10 @@ class TandemError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def details(self) -> dict[str, object]:
+        """Fields an error reply carries besides ``code`` and ``message`` (none by default)."""
+        return {}
 
 
 class InvalidOperation(TandemError):
@@ -195,6 +203,30 @@ class Forbidden(AuthError):
 
 class ReadOnly(Forbidden):
     code = "ERR_READ_ONLY"
+
+
+class Rejected(Forbidden):
+    """The ``authorize`` hook refused an op: nothing of it was applied.
+
+    ``rejection_code`` and ``reason`` are the hook's own (docs/extending.md); every
+    error reply carries them as ``"rejection": {"code", "reason"}``.
+    """
+
+    code = "ERR_REJECTED"
+
+    def __init__(self, rejection_code: str, reason: str) -> None:
+        super().__init__(f"the op was rejected ({rejection_code}): {reason}")
+        self.rejection_code = rejection_code
+        self.reason = reason
+
+    def details(self) -> dict[str, object]:
+        return {"rejection": {"code": self.rejection_code, "reason": self.reason}}
+
+
+class AuthorizeFailed(Rejected):
+    """The ``authorize`` hook raised or timed out and ``authorize_failure`` is ``reject``."""
+
+    code = "ERR_AUTHORIZE_FAILED"
 
 
 class RateLimited(TandemError):

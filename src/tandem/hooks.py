@@ -10,6 +10,14 @@ timeout) means is fixed per hook:
 ``authenticate(credential) -> Principal | None``
     A credential that is not a JWT (an API key, a session id) sent where a
     token travels. ``None`` or a failure refuses it (``ERR_UNAUTHORIZED``).
+``authorize(request) -> Rejection | None``
+    Each op about to commit, transformed to the head (``AuthorizeRequest``:
+    the op, the head ``document``, who, where from), on every path: ``/collab``,
+    REST, Yjs, offline merges. ``None`` commits it; a ``Rejection(code,
+    reason)`` refuses it (``ERR_REJECTED``; the document is unchanged). Its own
+    time limit, ``authorize_timeout``; a failure refuses the op
+    (``ERR_AUTHORIZE_FAILED``) unless ``authorize_failure`` is ``"allow"``.
+    Counted in ``tandem_authorize_total{outcome}`` too.
 ``on_change(changes)``
     Committed ops of one document, in version order, once durable, in batches.
     Runs beside sequencing, never in its way. At least once: the version it
@@ -42,7 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.auth import Principal
-from tandem.errors import StorageError
+from tandem.authorization import AuthorizeRequest, Rejection, verdict
+from tandem.errors import Rejected, StorageError
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
 from tandem.settings import Settings
@@ -76,6 +85,9 @@ class Hooks:
     """Every hook, doing nothing: subclass it and override what you need."""
 
     async def authenticate(self, credential: str) -> Principal | None:
+        return None
+
+    async def authorize(self, request: AuthorizeRequest) -> Rejection | None:
         return None
 
     async def on_change(self, changes: Sequence[Change]) -> None:
@@ -144,21 +156,20 @@ class HookRunner:
     def observes_commits(self) -> bool:
         return self.has("on_change") or self.has("store")
 
-    async def call(self, name: str, *args: Any) -> Any:
+    async def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """``hooks.name(*args)`` within ``hook_timeout``; ``HookFailed`` if it raised or hung."""
-        if asyncio.current_task() is None:  # admission on the fast /collab path runs eagerly
-            return await asyncio.ensure_future(self._call(name, *args))
-        return await self._call(name, *args)
+        limit = self._settings.hook_timeout if timeout is None else timeout
+        if asyncio.current_task() is None:  # the fast /collab path runs eagerly
+            return await asyncio.ensure_future(self._call(name, limit, *args))
+        return await self._call(name, limit, *args)
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def _call(self, name: str, limit: float, *args: Any) -> Any:
         try:
-            async with asyncio.timeout(self._settings.hook_timeout):
+            async with asyncio.timeout(limit):
                 result = await getattr(self.hooks, name)(*args)
         except TimeoutError as exc:
             self._metrics.hook(name, "timeout")
-            raise HookFailed(
-                f"the {name} hook took longer than {self._settings.hook_timeout:g} s"
-            ) from exc
+            raise HookFailed(f"the {name} hook took longer than {limit:g} s") from exc
         except Exception as exc:  # noqa: BLE001 - a hook's failure is counted, never ours
             self._metrics.hook(name, "error")
             raise HookFailed(f"the {name} hook failed: {type(exc).__name__}: {exc}") from exc
@@ -201,6 +212,26 @@ class HookRunner:
         if principal is not None and not isinstance(principal, Principal):
             raise HookFailed("the authenticate hook must return a Principal or None")
         return principal
+
+    async def authorize(self, request: AuthorizeRequest) -> Rejected | None:
+        """Ask the hook about one op: the error to refuse it with, or None to commit it."""
+        settings = self._settings
+        answer: object = None
+        failure: str | None = None
+        try:
+            answer = await self.call("authorize", request, timeout=settings.authorize_timeout)
+        except HookFailed as exc:
+            failure = str(exc)
+        outcome, error = verdict(answer, failure, settings.authorize_failure)
+        self._metrics.authorize(outcome)
+        if outcome.startswith("failed"):
+            logger.warning(
+                "%s (document %r); the op was %s",
+                failure or error,
+                request.doc,
+                "allowed" if error is None else "refused",
+            )
+        return error
 
     async def initial_content(self, doc: str) -> Delta | None:
         try:

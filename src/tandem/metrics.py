@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from tandem.authorization import AUTHORIZE_OUTCOMES
 from tandem.hot import HotDocuments
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -281,6 +282,14 @@ class Metrics:
             ["node", "hook", "outcome"],
             registry=r,
         )
+        self._authorize = Counter(
+            "tandem_authorize_total",
+            "authorize hook decisions: allowed, rejected, failed_closed, failed_open",
+            ["node", "outcome"],
+            registry=r,
+        )
+        for outcome in AUTHORIZE_OUTCOMES:
+            self._authorize.labels(node, outcome)
         self._webhooks = Counter(
             "tandem_webhook_deliveries_total",
             "Webhook attempts by outcome: delivered, retried, dropped",
@@ -370,6 +379,10 @@ class Metrics:
     def hook(self, name: str, outcome: str) -> None:
         """A Python hook call: ``ok``, ``error`` or ``timeout``."""
         self._hooks.labels(self.node, name, outcome).inc()
+
+    def authorize(self, outcome: str) -> None:
+        """An ``authorize`` decision (``tandem.authorization.AUTHORIZE_OUTCOMES``)."""
+        self._authorize.labels(self.node, outcome).inc()
 
     def webhook(self, outcome: str) -> None:
         """A webhook attempt: ``delivered``, ``retried`` or ``dropped``."""

@@ -394,6 +394,7 @@ def error_message(
     ref: str | int | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+    message.update(error.details())
     if doc is not None:
         message["doc"] = doc
     if seq is not None:

@@ -196,6 +196,20 @@ class Sequencer:
         self._advance(entry, document)
         return document
 
+    def withdraw(self, version: int, previous: Document) -> None:
+        """Forget the head entry ``version``, never stored: the head is ``previous`` again.
+
+        For an op held back from the store while the ``authorize`` hook decided,
+        and then rejected. ``previous`` is the document before it.
+        """
+        if version != self.version or not self._entries or self._entries[-1].version != version:
+            raise ValueError(f"only the head ({self.version}) can be withdrawn, not {version}")
+        entry = self._entries.pop()
+        if entry.seq is not None:
+            self._seqs.pop((entry.client_id, entry.seq), None)
+        self.version = version - 1
+        self.document = previous
+
     def _advance(self, entry: OpRecord, document: Document) -> None:
         self.version = entry.version
         self.document = document

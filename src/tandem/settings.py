@@ -225,6 +225,11 @@ class Settings:
     hook_timeout: float = 5.0
     #: ``store`` runs this long after a document's last change (at most 10× after its first).
     hook_store_debounce: float = 2.0
+    #: Longest one ``authorize`` call may take; the document's sequencing waits for it.
+    authorize_timeout: float = 1.0
+    #: What a failed ``authorize`` call (raised, timed out) does to the op: ``"reject"``
+    #: it (fail closed, ``ERR_AUTHORIZE_FAILED``) or ``"allow"`` it (fail open).
+    authorize_failure: str = "reject"
 
     # -- webhooks ------------------------------------------------------------------
     #: Subscriptions, each ``"GLOB URL"`` (or just ``"URL"`` for every document).
@@ -324,6 +329,11 @@ def settings_problems(settings: Settings) -> list[str]:
             f"{_name('lease_renew_interval')} ({settings.lease_renew_interval:g} s) must fit "
             f"twice in 90 % of lease_ttl ({settings.lease_ttl:g} s): one failed renew "
             "would lose the lease"
+        )
+    if settings.authorize_failure not in ("reject", "allow"):
+        problems.append(
+            f"{_name('authorize_failure')} is {settings.authorize_failure!r}: "
+            "use 'reject' (fail closed) or 'allow' (fail open)"
         )
     if not 0 <= settings.port <= 65535:
         problems.append(f"{_name('port')} is {settings.port}: use 0-65535")

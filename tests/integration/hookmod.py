@@ -7,6 +7,7 @@ test process reads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Sequence
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from tandem.auth import Principal
+from tandem.authorization import AuthorizeRequest, Rejection
 from tandem.hooks import Change, Hooks
-from tandem.ot.delta import Delta
+from tandem.ot.delta import Delta, Insert, Retain
 
 
 class RecordingHooks(Hooks):
@@ -49,3 +51,57 @@ class RecordingHooks(Hooks):
 
     async def disconnect(self, session: Any) -> None:
         self._append("sessions.jsonl", {"event": "disconnect", "user": session.principal.user})
+
+
+class AuthorizingHooks(RecordingHooks):
+    """``authorize`` rules for ``rules*`` documents, and misbehaving calls on demand.
+
+    * at most ``MAX_LENGTH`` characters (worked out from the op's lengths, without
+      reading the text);
+    * the first ``LOCKED`` characters (once written) are locked: no op may insert before
+      position ``LOCKED``, nor delete or format what lies there;
+    * an op inserting ``HANG`` makes the hook hang (the server's timeout ends it),
+      one inserting ``BOOM`` makes it raise.
+
+    Every request is recorded in ``authorize.jsonl``.
+    """
+
+    MAX_LENGTH = 40
+    LOCKED = 5
+
+    async def authorize(self, request: AuthorizeRequest) -> Rejection | None:
+        inserted = "".join(c.text for c in request.op.ops if isinstance(c, Insert))
+        self._append(
+            "authorize.jsonl",
+            {
+                "doc": request.doc,
+                "version": request.version,
+                "op": request.op.to_json(),
+                "head": len(request.document),
+                "user": request.user,
+                "source": request.source,
+                "principal": request.principal.user if request.principal else None,
+            },
+        )
+        if "HANG" in inserted:
+            await asyncio.Event().wait()
+        if "BOOM" in inserted:
+            raise RuntimeError("the rule service is down")
+        if not request.doc.startswith("rules"):
+            return None
+        if request.op.target_length(len(request.document)) > self.MAX_LENGTH:
+            return Rejection(
+                "max_length", f"this document holds at most {self.MAX_LENGTH} characters"
+            )
+        position = 0
+        if not len(request.document):
+            return None  # the first text (the title) may be written
+        for component in request.op.ops:
+            if isinstance(component, Retain) and not component.attributes:
+                position += len(component)
+                continue
+            if position < self.LOCKED:
+                return Rejection("locked", f"the first {self.LOCKED} characters are locked")
+            if not isinstance(component, Insert):
+                position += len(component)
+        return None

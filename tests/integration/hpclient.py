@@ -50,6 +50,8 @@ class HPDocument:
     denied: list[str] = field(default_factory=list)
     statuses: list[bool] = field(default_factory=list)
     closed: str | None = None
+    #: Stateless payloads (the provider's ``onStateless``).
+    stateless: list[str] = field(default_factory=list)
     awareness: dict[int, object] = field(default_factory=dict)
 
     def plain(self) -> str:
@@ -163,5 +165,7 @@ class HPClient:
             entry.statuses.append(applied)
             if applied and entry.unsynced > 0:
                 entry.unsynced -= 1
+        elif envelope.kind == hp.STATELESS:
+            entry.stateless.append(decoder.var_string())
         elif envelope.kind == hp.CLOSE:
             entry.closed = decoder.var_string()

@@ -63,6 +63,7 @@ PURE = sorted(
         "tandem.session.payloads",
         "tandem.session.ownership",
         "tandem.revocation",
+        "tandem.authorization",
         "tandem.webhooks.rules",
         "tandem.client.state",
     }

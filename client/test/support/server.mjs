@@ -52,17 +52,18 @@ function freePort() {
 }
 
 /**
- * @param {{logLevel?: string}} [options]  the server's --log-level (default warning; its log is `stderr()`)
+ * @param {{logLevel?: string, env?: Record<string, string>}} [options]  the server's --log-level
+ *   (default warning; its log is `stderr()`) and more environment for it
  * @returns {Promise<{port: number, http: string, ws: string, token(user: string, access?: string): Promise<string>, stderr(): string,
  *   getDoc(id: string): Promise<{v: number, content: any[], text: string}>, stop(): Promise<void>}>}
  */
-export async function startServer({ logLevel = 'warning' } = {}) {
+export async function startServer({ logLevel = 'warning', env = {} } = {}) {
   const bin = tandemBin();
   if (!bin) throw new Error('no `tandem serve` found (run scripts/bootstrap.sh)');
   const data = await mkdtemp(join(tmpdir(), 'tandem-js-'));
   const port = await freePort();
   const proc = spawn(bin, ['serve', '--port', String(port), '--data', data, '--dev', '--log-level', logLevel], {
-    env: { ...process.env, TANDEM_DEV_MODE: 'true' },
+    env: { ...process.env, TANDEM_DEV_MODE: 'true', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

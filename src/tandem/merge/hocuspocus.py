@@ -187,6 +187,13 @@ def sync_status(key: str, applied: bool) -> bytes:
     return bytes(out)
 
 
+def stateless(key: str, payload: str) -> bytes:
+    """A Stateless message: the provider emits ``stateless`` with ``{payload}``."""
+    out = _head(key, STATELESS)
+    write_var_string(out, payload)
+    return bytes(out)
+
+
 def close(key: str, reason: str) -> bytes:
     """The server closes this document (the socket stays open)."""
     out = _head(key, CLOSE)

@@ -119,6 +119,8 @@ class Tandem:
             settings.revocation_poll_interval,
         )
         self.documents = DocumentManager(self.store, settings, self.metrics, self.bus)
+        if self.hooks.has("authorize"):
+            self.documents.authorize = self.hooks.authorize
         #: Versions, authorship, labels and retention (None for an embedder's own Store).
         self.history: History | None = None
         try:

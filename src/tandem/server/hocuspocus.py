@@ -34,6 +34,8 @@ Per routing key (document name, or ``name\\0sessionId``) the socket holds a
 * **Sync handshake.** As Hocuspocus does, a SyncStep1 is answered with
   SyncStep2 *and* our SyncStep1, whose SyncStep2 answer settles the change
   the provider counts for every (re)sync.
+* **Stateless** to the provider: the reason the ``authorize`` hook rejected one
+  of its updates (a JSON ``error`` message; the provider's ``onStateless``).
 * **Close** from the provider leaves that document; Ping (one byte, no
   routing key) is answered with Pong, and we Ping every 15 s (the provider
   drops a socket after 30 s of silence). Stateless, SyncStatus,
@@ -63,12 +65,19 @@ from typing import TYPE_CHECKING
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import Principal
-from tandem.errors import Forbidden, JoinLimitExceeded, LimitExceeded, TandemError, TokenExpired
+from tandem.errors import (
+    Forbidden,
+    JoinLimitExceeded,
+    LimitExceeded,
+    Rejected,
+    TandemError,
+    TokenExpired,
+)
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 from tandem.merge.replica import Replica
 from tandem.merge.updates import DeleteSet, delete_set, holds_update
-from tandem.protocol import validate_doc_id
+from tandem.protocol import encode, error_message, validate_doc_id
 from tandem.server.admission import Slot, enter_socket
 from tandem.server.sessions import LiveSession
 from tandem.server.yjs import Outbox, YjsLink, binary_frames, rate_limited
@@ -109,6 +118,7 @@ class HocuspocusLink(YjsLink):
     """One routing key of a Hocuspocus socket: a ``YjsLink`` inside the envelope."""
 
     opens_sync = False  # the provider opens with SyncStep1; we answer with both steps
+    principal: Principal
 
     def __init__(self, socket: HocuspocusSocket, key: str, principal: Principal) -> None:
         super().__init__(principal.user, principal.name)
@@ -145,6 +155,16 @@ class HocuspocusLink(YjsLink):
 
     def write_refused(self, message: yproto.Message) -> None:
         self._status(False)
+
+    def write_rejected(self, error: Rejected) -> None:
+        """The reason as a Stateless message (``onStateless``): a JSON ``error`` message.
+
+        Not PermissionDenied: the provider would mark the document unauthenticated.
+        The write's SyncStatus follows once its revert is stored.
+        """
+        if not self.closed:
+            doc = self.session.doc if self.session is not None else None
+            self.socket.outbox.push(hp.stateless(self.key, encode(error_message(error, doc=doc))))
 
     def write_done(self) -> Callable[[int], None]:
         session = self.session

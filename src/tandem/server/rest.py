@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tandem.auth import Principal
 from tandem.errors import (
     AuthError,
+    AuthorizeFailed,
     Forbidden,
     HistoryUnavailable,
     NotFound,
@@ -57,6 +58,7 @@ _STATUS = {
     ReadOnly: 403,
     Revoked: 403,
     StorageError: 503,
+    AuthorizeFailed: 503,
 }
 
 
@@ -66,7 +68,7 @@ def error_response(error: TandemError) -> JSONResponse:
         if kind in _STATUS:
             status = _STATUS[kind]
             break
-    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    body: dict[str, Any] = {"code": error.code, "message": error.message, **error.details()}
     oldest = getattr(error, "oldest", None)
     if isinstance(oldest, int):
         body["oldest"] = oldest  # HistoryCompacted: the oldest version that can be read
@@ -122,6 +124,7 @@ class _RestPeer:
         self.client = client
         self.user = principal.user
         self.name = principal.name
+        self.principal = principal
         self.messages: list[str] = []
 
     def send(self, message: str) -> None:

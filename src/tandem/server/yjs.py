@@ -44,7 +44,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import Principal
-from tandem.errors import Forbidden, RateLimited, TandemError, TokenExpired
+from tandem.errors import Forbidden, RateLimited, Rejected, TandemError, TokenExpired
 from tandem.limits import TokenBucket
 from tandem.merge import yproto
 from tandem.merge.replica import ReplicaError
@@ -203,6 +203,8 @@ class YjsLink:
 
     #: ``join`` sends the server's SyncStep1 (y-websocket); else only the answer does.
     opens_sync = True
+    #: The verified identity (the ``authorize`` hook sees it).
+    principal: Principal | None = None
 
     def __init__(self, user: str, name: str) -> None:
         self.client = "y" + secrets.token_hex(6)
@@ -246,6 +248,14 @@ class YjsLink:
 
     def write_refused(self, message: yproto.Message) -> None:
         """An update the replica could not take; the caller asks for a resync next."""
+
+    def write_rejected(self, error: Rejected) -> None:
+        """The ``authorize`` hook rejected an update (its revert is committed and sent).
+
+        y-websocket has no error message: Auth/permission-denied is the one the
+        provider reads (it logs the reason); the connection stays.
+        """
+        self.send_bytes(yproto.auth_denied(f"{error.code}: {error.message}"))
 
     def answer_sync_step1(self, replica: Replica, state_vector: bytes) -> None:
         """SyncStep2: what a client with ``state_vector`` lacks; ``ProtocolError`` if the
@@ -349,6 +359,10 @@ class YjsLink:
                     self.write_refused(message)
                     replica = await host.ready()
                     self.send_bytes(yproto.sync_step1(replica.state_vector()))
+                except Rejected as exc:
+                    metrics.merge("yjs", "refused")
+                    metrics.error(exc.code)
+                    self.write_rejected(exc)
                 except TandemError:
                     metrics.merge("yjs", "failed")
                     raise
@@ -527,6 +541,7 @@ async def _run_yjs(
     permission: str,
 ) -> None:
     connection = YjsConnection(websocket, principal.user, principal.name, tandem)
+    connection.principal = principal
     tandem.metrics.connection_opened("yjs")
     writer = asyncio.create_task(connection.writer(), name="tandem-yjs-writer")
 

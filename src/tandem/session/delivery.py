@@ -9,6 +9,8 @@ touches no storage or network. Events:
   (``pending.record``) waits in the **outbox**, in version order, for the
   store; a duplicate or no-op is acknowledged once the version it names is
   committed and synced;
+* ``withdraw(pending)``: the newest decision, not yet handed to the store, is
+  taken back (the ``authorize`` hook rejected it);
 * ``stored_duplicate(pending)``: a resubmit of an op the store holds from
   before the loaded history: acknowledged once synced;
 * ``committed(version, synced)``: the store committed everything up to
@@ -197,6 +199,16 @@ class Delivery:
             self._ack_when_synced(pending)
         else:
             self.outbox.append(pending)
+
+    def withdraw(self, pending: Pending) -> None:
+        """Take back ``pending``, the newest decision, never handed to the store.
+
+        An op held back while the ``authorize`` hook decided, and then rejected:
+        nobody heard of it, so nobody is told (its author gets the rejection).
+        """
+        if not self.outbox or self.outbox[-1] is not pending:
+            raise ValueError("only the newest decision can be withdrawn")
+        self.outbox.pop()
 
     def stored_duplicate(self, pending: Pending) -> None:
         """A resubmit of an op stored before the history in memory: ack it once synced."""

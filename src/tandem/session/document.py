@@ -18,6 +18,10 @@ their clients resubmit. A failed sync (the disk refused an fsync) cannot be
 rolled back: the ops are visible already. Their authors hear ``ERR_STORAGE``
 and the store refuses every later write (see ``SQLiteStore``).
 
+With an ``authorize`` hook, ``sequence`` takes the document's turn and a
+decided commit waits for the hook's answer before it goes to the store
+(``Authorization``, ``session/authorize.py``).
+
 The other concerns are narrow pieces it owns: ``OfflineMerge``
 (``session/offline.py``), ``Replication`` (other nodes: ``session/replication.py``),
 ``PresenceFanout`` (``session/presence.py``) and ``ReplicaHost`` (the Yjs side:
@@ -40,6 +44,7 @@ from tandem.ot.document import Document
 from tandem.protocol import catchup_message, encode, snapshot_message
 from tandem.records import OpRecord
 from tandem.sequencer import Commit, HistoryGap, Sequencer
+from tandem.session.authorize import Authorization, AuthorizeCheck
 from tandem.session.commit import GroupCommitter
 from tandem.session.delivery import Delivery, Member, Peer, Pending, Submission
 from tandem.session.offline import OfflineMerge
@@ -65,6 +70,8 @@ class SessionHost(Protocol):
     replicated: bool
     #: Document leases and forwarding (several nodes on PostgreSQL); None: one process.
     owners: Owners | None
+    #: The ``authorize`` hook's call (None: every op is allowed).
+    authorize: AuthorizeCheck | None
 
     def background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a best-effort coroutine; failures are logged, never raised."""
@@ -110,6 +117,8 @@ class DocumentSession:
         self.replication = Replication(self)
         #: The CRDT replica and the Yjs peers.
         self.replicas = ReplicaHost(self)
+        #: The ``authorize`` hook's decision point (``session/authorize.py``).
+        self.authorization = Authorization(self, host.authorize)
 
     # -- what the session's pieces share -----------------------------------------
 
@@ -315,9 +324,16 @@ class DocumentSession:
             and await owners.forward(self, member, submission)
         ):
             return  # another node owns the document and sequenced it
+        if self.authorization.active:  # one decision at a time: the hook sees the head
+            async with self.authorization.turn:
+                await self._sequence(member, submission)
+        else:
+            await self._sequence(member, submission)
+
+    async def _sequence(self, member: Member, submission: Submission) -> None:
         if submission.yjs_update is not None:
             await self.replicas.ready()
-            self._decide_yjs(member, submission)
+            await self._decide_yjs(member, submission)
             return
         seq = submission.seq
         if seq is not None and await self._committed_before_window(member.key, seq):
@@ -331,6 +347,7 @@ class DocumentSession:
             submission.base_version = self.sequencer.version
         started = time.perf_counter()
         for _ in range(5):
+            before = self.sequencer.document
             try:
                 decision = self.sequencer.submit(
                     submission.op,
@@ -348,16 +365,20 @@ class DocumentSession:
         self.host.metrics.transform_time(time.perf_counter() - started)
         if isinstance(decision, Commit):
             record = decision.entry
-            # Stored with the Yjs update it makes, so replays rebuild the same items.
-            crdt = self.replicas.stamp(record)
-            if crdt is not None:
-                record = self.sequencer.stamp_head(crdt)
-            self._commit(Pending(record.version, member, submission, record, decision.document))
+            pending = Pending(record.version, member, submission, record, decision.document)
+            if self.authorization.active:
+                source = "op" if submission.answer is None else "merge"
+                await self.authorization.commit(pending, before, source)
+            else:
+                self._commit(pending)
         else:
             self.delivery.decided(Pending(decision.version, member, submission))
 
-    def _decide_yjs(self, member: Member, submission: Submission) -> None:
-        """Merge a Yjs update at the head; its change becomes the next version (no await)."""
+    async def _decide_yjs(self, member: Member, submission: Submission) -> None:
+        """Merge a Yjs update at the head; its change becomes the next version.
+
+        No await from the merge on, but for the ``authorize`` hook (which holds the turn).
+        """
         assert submission.yjs_update is not None
         merged = self.replicas.merge_at_head(submission.yjs_update)
         if merged is None:  # changes nothing
@@ -375,37 +396,52 @@ class DocumentSession:
             time.time(),
             effective,
         )
+        before = self.sequencer.document
         document = self.sequencer.apply_committed(record)
         self.replicas.merged(record)
         submission.received = time.perf_counter()
-        self._commit(Pending(record.version, member, submission, record, document))
+        pending = Pending(record.version, member, submission, record, document)
+        if self.authorization.active and delta.ops:  # a change to the text only
+            await self.authorization.commit(pending, before, "yjs")
+        else:
+            self._commit(pending)
 
     def _commit(self, pending: Pending) -> None:
-        assert pending.record is not None
         self.delivery.decided(pending)
-        self.host.committer.enqueue(self, pending.record)
+        self.enqueue(pending)
+
+    def enqueue(self, pending: Pending) -> None:
+        """Hand a decided commit to the store; an OT op gets its Yjs update first."""
+        record = pending.record
+        assert record is not None
+        if record.crdt is None and pending.submission.yjs_update is None:
+            # Stored with the Yjs update it makes, so replays rebuild the same items.
+            crdt = self.replicas.stamp(record)
+            if crdt is not None:
+                record = pending.record = self.sequencer.stamp_head(crdt)
+        self.host.committer.enqueue(self, record)
 
     # -- what the committer reports (tandem.session.commit.Committing) ----------
 
     def committed(self, version: int, synced: bool) -> None:
         """The store committed everything up to ``version``: broadcast it."""
         self.delivery.committed(version, synced)
-        self._wake_settled()
+        self.wake_settled()
         self.replication.drain()
 
     def synced(self, version: int) -> None:
         self.delivery.synced(version)
-        self._wake_settled()
+        self.wake_settled()
 
     def sync_failed(self, exc: BaseException) -> None:
         self.delivery.sync_failed(exc)
-        self._wake_settled()
+        self.wake_settled()
 
     def commit_failed(self, exc: BaseException) -> None:
         """Roll back to the committed state; every pending author hears ERR_STORAGE."""
         self._reset()
         self.delivery.failed(exc)
-        self._wake_settled()
+        self.wake_settled()
 
     def conflict(self) -> None:
         """Another node committed first: re-sequence the pending ops on top of its ops."""
@@ -418,13 +454,13 @@ class DocumentSession:
         self.replication.conflict(fenced=True)
 
     def forward_settled(self) -> None:
-        self._wake_settled()
+        self.wake_settled()
 
     def roll_back(self) -> list[Pending]:
         """Forget everything not yet committed; returns what was pending, in order."""
         pending = self.delivery.rolled_back()
         self._reset()
-        self._wake_settled()
+        self.wake_settled()
         return pending
 
     def _reset(self) -> None:
@@ -502,7 +538,7 @@ class DocumentSession:
             self._settle_waiters.append(waiter)
             await waiter
 
-    def _wake_settled(self) -> None:
+    def wake_settled(self) -> None:
         if not self._settle_waiters:
             return
         waiters, self._settle_waiters = self._settle_waiters, []

@@ -28,6 +28,7 @@ from tandem.bus.base import Bus
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
 from tandem.ot.document import Document
+from tandem.session.authorize import AuthorizeCheck
 from tandem.session.commit import GroupCommitter
 from tandem.session.document import DocumentSession
 from tandem.session.owners import Owners
@@ -60,6 +61,8 @@ class DocumentManager:
         self.bus = bus
         self.replicated = bus is not None
         self.node = settings.node_id
+        #: The ``authorize`` hook's call, set by the server (None: every op is allowed).
+        self.authorize: AuthorizeCheck | None = None
         self.sessions: dict[str, DocumentSession] = {}
         self.committer = GroupCommitter(store, metrics, settings)
         #: One owner per document across nodes: only with a bus and a shared store.
