@@ -25,6 +25,13 @@ thread waiting in a system call holds still, so the syscalls can be favoured.
 not absolute CPU, with ``python -m bench``. ``--raw FILE`` keeps py-spy's
 collapsed stacks (for flame graphs: ``flamegraph.pl FILE``).
 
+``--perf`` instead samples with ``perf record`` (on-CPU time only, any one-node
+server): the share of the CPU in the kernel, the interpreter (CPython, or
+Node's V8), uvloop, pycrdt, orjson, libc, and the top symbols. It is the
+measure to trust for "how much is the kernel's": py-spy's samples include time
+a thread is runnable but waiting for a CPU, which on a loaded machine lands
+where it was preempted (often right after a write woke the reader).
+
 ``--syscalls`` instead counts the server's system calls with ``strace -c`` over
 the same phase, per delivery and per op, for any one-node server (a peer too):
 how many writes and reads each server makes for the same deliveries. strace
@@ -153,6 +160,8 @@ def sampler(args: argparse.Namespace, pid: int, out: Path) -> list[str]:
     """The command that watches the server from "typing" to "drained" (stopped by SIGINT)."""
     if args.syscalls:
         return ["strace", "-c", "-f", "-p", str(pid), "-o", str(out)]
+    if args.perf:
+        return ["perf", "record", "-F", str(args.rate), "-p", str(pid), "-o", f"{out}.data"]
     cmd = [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(args.rate)]
     return cmd + ["--output", str(out)] + ([] if args.blocking else ["--nonblocking"])
 
@@ -181,10 +190,17 @@ def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 break
             else:
                 errors.append(line)
-        # py-spy and strace write their file when interrupted, as on Ctrl-C.
+        # py-spy, strace and perf write their file when interrupted, as on Ctrl-C.
         if watcher is not None:
             watcher.send_signal(2)
             _, watcher_err = watcher.communicate(timeout=60)
+            if args.perf:
+                report = subprocess.run(
+                    ["perf", "report", "-i", f"{out}.data", "--sort", "dso,sym", "--stdio"],
+                    capture_output=True,
+                    text=True,
+                )
+                out.write_text(report.stdout)
             if not out.is_file():
                 raise RuntimeError(
                     f"{watcher.args!r} wrote nothing: {watcher_err.decode()[-1000:]}"
@@ -199,6 +215,54 @@ def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         Path(args.raw).write_text(raw)
     shutil.rmtree(out.parent, ignore_errors=True)
     return raw, result
+
+
+PERF_ROW = re.compile(r"^\s*([\d.]+)%\s+(\S+(?: tid \d+)?)\s+\[([.k])\]\s+(.*)$")
+#: Where on-CPU time went, by the shared object perf found it in (first match wins).
+OBJECTS: list[tuple[str, tuple[str, ...]]] = [
+    ("kernel (system calls, TCP loopback, scheduling)", ("[kernel",)),
+    ("CPython interpreter", ("python3", "libpython")),
+    ("uvloop and libuv", ("uvloop", "loop.cpython")),
+    ("pycrdt (the replica's Yrs)", ("pycrdt", "_pycrdt")),
+    ("orjson", ("orjson",)),
+    ("httptools, websockets' C speedups", ("httptools", "speedups")),
+    ("libc", ("libc.so", "libc-")),
+    ("Node.js (V8, its JIT code)", ("node", "[JIT]", "libstdc++")),
+]
+
+
+def perf_objects(report: str) -> tuple[dict[str, float], list[tuple[float, str, str]]]:
+    """On-CPU share per kind of shared object, and the top symbols, from ``perf report``."""
+    shares: dict[str, float] = {}
+    symbols = []
+    for line in report.splitlines():
+        m = PERF_ROW.match(line)
+        if not m:
+            continue
+        share, dso, symbol = float(m[1]), m[2], m[4].strip()
+        kind = "[kernel" if m[3] == "k" else dso
+        name = next((n for n, needles in OBJECTS if any(x in kind for x in needles)), "other")
+        shares[name] = shares.get(name, 0.0) + share
+        symbols.append((share, dso, symbol))
+    return shares, symbols
+
+
+def perf_report(report: str, result: dict[str, Any] | None) -> str:
+    shares, symbols = perf_objects(report)
+    lines = []
+    if result is not None:
+        lines.append(
+            f"{result['delivered']} deliveries, {result['lost']} lost, server CPU "
+            f"{propagation.fmt(propagation.per_k(result), 0, 3)} s per 1,000 deliveries "
+            "(on-CPU samples only)"
+        )
+    lines.append(f"\n{'where the CPU was':<52} {'share':>7}")
+    for name, share in sorted(shares.items(), key=lambda item: -item[1]):
+        lines.append(f"{name:<52} {share:>6.1f}%")
+    lines.append(f"\n{'symbol (object)':<70} {'share':>6}")
+    for share, dso, symbol in sorted(symbols, reverse=True)[:20]:
+        lines.append(f"{f'{symbol} ({dso})'[:70]:<70} {share:>5.1f}%")
+    return "\n".join(lines)
 
 
 SYSCALL_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
@@ -274,6 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of typing")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="on-CPU samples with perf record: kernel, interpreter, uvloop, pycrdt... shares",
+    )
+    parser.add_argument(
         "--blocking",
         action="store_true",
         help="let py-spy pause the server for each sample (exact stacks, slower server)",
@@ -285,13 +354,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.from_raw:
-        print(report(Path(args.from_raw).read_text(), None))
+        text = Path(args.from_raw).read_text()
+        print(perf_report(text, None) if args.perf else report(text, None))
         return
-    if not args.syscalls and not args.server.startswith("tandem"):
-        parser.error("py-spy profiles Python: a tandem server, or --syscalls for any")
+    if not (args.syscalls or args.perf) and not args.server.startswith("tandem"):
+        parser.error("py-spy profiles Python: a tandem server, or --syscalls / --perf for any")
     propagation.raise_file_limit()
     raw, result = profile(args)
-    print(syscall_report(raw, result) if args.syscalls else report(raw, result))
+    if args.syscalls:
+        print(syscall_report(raw, result))
+    elif args.perf:
+        print(perf_report(raw, result))
+    else:
+        print(report(raw, result))
 
 
 if __name__ == "__main__":

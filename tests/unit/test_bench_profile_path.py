@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.profile_path import charge, parse, syscalls
+from bench.profile_path import charge, parse, perf_objects, syscalls
 
 RAW = "\n".join(
     [
@@ -50,3 +50,25 @@ def test_strace_summaries_are_read_per_system_call() -> None:
         ]
     )
     assert syscalls(summary) == {"futex": 4163, "fdatasync": 478, "brk": 1}
+
+
+def test_perf_reports_are_read_per_kind_of_object() -> None:
+    report = "\n".join(
+        [
+            "# Overhead  Shared Object        Symbol",
+            "    23.50%  libpython3.11.so.1.0  [.] _PyEval_EvalFrameDefault",
+            "     8.10%  [kernel.kallsyms]     [k] finish_task_switch.isra.0",
+            "     0.44%  [JIT] tid 18953       [.] 0x00007f3d840c538d",
+            "     0.60%  loop.cpython-311-x86_64-linux-gnu.so  [.] __pyx_f_6uvloop_write",
+            "     0.20%  libfoo.so             [.] bar",
+        ]
+    )
+    shares, symbols = perf_objects(report)
+    assert shares == {
+        "CPython interpreter": 23.5,
+        "kernel (system calls, TCP loopback, scheduling)": 8.1,
+        "Node.js (V8, its JIT code)": 0.44,
+        "uvloop and libuv": 0.6,
+        "other": 0.2,
+    }
+    assert symbols[0] == (23.5, "libpython3.11.so.1.0", "_PyEval_EvalFrameDefault")
