@@ -78,6 +78,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
         "socket I/O and framing",
         (
             "tandem/server/collab_transport.py",
+            "tandem/server/collab_asgi.py",
             "tandem/frames.py",
             "tandem/server/uvicorn_glue.py",
             "uvicorn",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bars import bars
 from bench.servers import COUNTERPART, PEERS, SERVERS, Server, installed, nodes, start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,8 +296,11 @@ def markdown(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
                 row.cpu_wins,
             ]
             out.append("| " + " | ".join(c.strip() for c in cells) + " |")
-        bars = verdicts(scenario, runs)
-        out += [""] + [f"- {line}" for line in bars] if bars else []
+        lines = verdicts(scenario, runs)
+        out += [""] + [f"- {line}" for line in lines] if lines else []
+    issue_bars = bars(results)
+    if issue_bars:
+        out += ["\n**Issue 26's bars** (same repeats):\n"] + [f"- {line}" for line in issue_bars]
     return "\n".join(out)
 
 
@@ -366,6 +370,9 @@ def compare(args: argparse.Namespace) -> None:
     print(LEGEND)
     for scenario in scenarios:
         print(table(scenario, results[scenario]))
+    issue_bars = bars(results)
+    if issue_bars:
+        print("\nIssue 26's bars (same repeats):\n" + "\n".join(issue_bars))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
