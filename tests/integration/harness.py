@@ -303,17 +303,18 @@ def metric(server: ServerProcess, name: str) -> float:
 
 
 @contextlib.contextmanager
-def three_nodes(data: Path) -> Iterator[list[ServerProcess]]:
+def three_nodes(data: Path, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
     """Three ``tandem serve`` nodes on one isolated PostgreSQL schema and Redis prefix.
 
-    Skips (fails under CI=true) without PostgreSQL and Redis; stops every node and
-    drops the schema afterwards.
+    ``env`` is added to each node's environment. Skips (fails under CI=true) without
+    PostgreSQL and Redis; stops every node and drops the schema afterwards.
     """
     require_services("postgres", "redis")
     tag = uuid.uuid4().hex[:10]
     nodes = [
         ServerProcess(
-            data / f"n{i}", env={**cluster_env(tag), **SHORT_LEASE, "TANDEM_NODE_ID": f"n{i}"}
+            data / f"n{i}",
+            env={**cluster_env(tag), **SHORT_LEASE, "TANDEM_NODE_ID": f"n{i}", **(env or {})},
         )
         for i in range(3)
     ]

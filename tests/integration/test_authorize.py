@@ -28,7 +28,7 @@ import pytest
 from tandem.client import TandemClient
 from tandem.merge import hocuspocus as hp
 
-from .harness import RawClient, ServerProcess, doc_ops, doc_state, token, until
+from .harness import RawClient, ServerProcess, doc_ops, doc_state, three_nodes, token, until
 from .hpclient import HPClient
 from .yclient import YClient
 
@@ -260,3 +260,49 @@ async def test_a_hanging_hook_fails_closed_without_stalling_others(server: Serve
     assert counts["failed_closed"] >= 2 and counts["rejected"] >= 1 and counts["allowed"] >= 1
     await stuck.close()
     await other.close()
+
+
+async def test_rejections_of_ops_forwarded_to_the_owner_node(tmp_path: Path) -> None:
+    """Three nodes on PostgreSQL and Redis: ops made on nodes that do not own the
+    document are forwarded to the owner, whose hook rejects them; the reason comes back
+    to the client on its own node, and every node's document is unchanged."""
+    (tmp_path / "hooks").mkdir()
+    env = {
+        "TANDEM_HOOKS": "hookmod:AuthorizingHooks",
+        "TANDEM_TEST_HOOK_DIR": str(tmp_path / "hooks"),
+        "PYTHONPATH": str(HERE),
+    }
+    doc = "rules/cluster"
+    with three_nodes(tmp_path, env) as nodes:
+        version = await seeded(nodes[0], doc)  # node 0 opens it first: its owner
+        ada = await RawClient.connect(nodes[1], f"token={token('ada')}&doc={doc}&client=c1")
+        assert (await ada.expect("snapshot"))["v"] == version
+        await ada.send({"type": "op", "v": version, "seq": 1, "op": [{"delete": 1}]})
+        error = await ada.expect("error", seq=1)
+        assert error["code"] == "ERR_REJECTED" and error["rejection"]["code"] == "locked"
+        response = await post(nodes[2], doc, {"type": "insert", "pos": 9, "text": "y" * 50})
+        assert response.status_code == 403, response.text
+        assert response.json()["rejection"]["code"] == "max_length"
+        y = YClient(4712)
+        await y.connect(f"{nodes[2].ws_url}/yjs/{doc}?token={token('bob')}")
+        await asyncio.wait_for(y.synced.wait(), 10)
+        y.insert(1, "zz")
+        await until(lambda: any(f.kind == 2 and b"locked" in f.payload for f in y.frames))
+        await until(lambda: y.plain() == TITLE + " body", timeout=10)
+        await ada.send(
+            {"type": "op", "v": version, "seq": 2, "op": [{"retain": 10}, {"insert": "!"}]}
+        )
+        acked = (await ada.expect("ack", seq=2))["v"]
+        for node in nodes:
+            await until(lambda n=node: _text_at(n, doc, acked), timeout=10)
+        owner_seen = [r["principal"] for r in requests_seen(nodes[0], doc)]
+        assert owner_seen[0] == "ada" and None in owner_seen  # forwarded: no principal
+        await y.disconnect()
+        await ada.close()
+
+
+def _text_at(node: ServerProcess, doc: str, version: int) -> bool:
+    state = httpx.get(
+        f"{node.url}/api/docs/{doc}", headers={"Authorization": f"Bearer {token('reader')}"}
+    ).json()
+    return bool(state["v"] == version and state["text"] == TITLE + " body!")

@@ -131,10 +131,8 @@ class Authorization:
             session.delivery.decided(revert)
             session.enqueue(revert)
         else:
+            # Not ``done(-1)``: that says "not stored, resend"; the raise says why.
             self._take_back(pending, before, source)
-            submission = pending.submission
-            if submission.done is not None:
-                submission.done(-1)
         raise rejected
 
     def _held(self, pending: Pending, sequencer: Sequencer) -> bool:

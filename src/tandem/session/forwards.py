@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from tandem.errors import TandemError
+from tandem.errors import AuthorizeFailed, Rejected, TandemError
 from tandem.ot.delta import Delta
 
 __all__ = [
@@ -49,9 +49,21 @@ def node_channel(node: str) -> str:
 class OwnerRefused(TandemError):
     """The owner node refused a forwarded submission: its error, as its client would see it."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.extra = details or {}
+
+    def details(self) -> dict[str, object]:
+        return dict(self.extra)
+
+    def local(self) -> TandemError:
+        """The error as this node would have raised it (an ``authorize`` rejection's own type)."""
+        rejection = self.extra.get("rejection")
+        if self.code in (Rejected.code, AuthorizeFailed.code) and isinstance(rejection, dict):
+            kind = Rejected if self.code == Rejected.code else AuthorizeFailed
+            return kind(str(rejection.get("code")), str(rejection.get("reason")))
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,8 @@ def encode_answer(answer: Answer) -> bytes:
     elif answer.error is not None:
         payload["code"] = answer.error.code
         payload["message"] = answer.error.message
+        if answer.error.extra:
+            payload["details"] = answer.error.extra
     else:
         payload["version"] = answer.version
     return orjson.dumps(payload)
@@ -136,6 +150,7 @@ def decode(data: bytes) -> Forwarded | Answer | None:
         if payload.get("owner") is False:
             return Answer(payload["id"], not_owner=True)
         if "code" in payload:
-            return Answer(payload["id"], error=OwnerRefused(payload["code"], payload["message"]))
+            error = OwnerRefused(payload["code"], payload["message"], payload.get("details"))
+            return Answer(payload["id"], error=error)
         return Answer(payload["id"], version=payload["version"])
     return None

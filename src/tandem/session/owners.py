@@ -313,7 +313,7 @@ class Owners:
         if answer.error is not None:
             delivery.withdrawn(pending)
             session.forward_settled()
-            raise answer.error
+            raise answer.error.local()
         assert answer.version is not None
         delivery.answered(pending, answer.version)
         if pending in delivery.forwarded:
@@ -435,7 +435,8 @@ class Owners:
         try:
             await session.sequence(Member(peer, "write"), submission)
         except TandemError as error:
-            reply(Answer(request.id, error=OwnerRefused(error.code, error.message)))
+            refused = OwnerRefused(error.code, error.message, error.details())
+            reply(Answer(request.id, error=refused))
         except Exception:  # noqa: BLE001 - a bug must not leave the sender waiting
             log.exception("internal error sequencing a forwarded submit")
             reply(Answer(request.id, error=OwnerRefused("ERR_INTERNAL", "internal error")))
