@@ -4,11 +4,15 @@ Two variants of ``tandem serve`` with the same load, alternated (the order
 flips every round): both load ``bench.hook_isolation:BenchHooks``, whose
 ``on_change`` hangs (until ``hook_timeout``, then again after the backoff) for
 documents under ``slow/`` when ``BENCH_HANG=1``, and returns at once otherwise.
+With ``--hook authorize`` they load ``AuthorizeBenchHooks`` instead, whose
+``authorize`` hangs the same way (each op on ``slow/doc`` is then refused after
+``authorize_timeout``, 1 s) and allows every other op at once: every op of
+both documents goes through the hook.
 In both, one writer keeps editing ``slow/doc`` while another sends ``--ops``
 ops to ``fast/doc``, one at a time, and times send → ack. Prints each run's
 p50/p99 and the median p99 per variant, and the ratio (hanging ÷ not).
 
-    python -m bench.hook_isolation --rounds 3 --ops 400
+    python -m bench.hook_isolation --rounds 3 --ops 400 [--hook authorize]
 
 Contacts only 127.0.0.1 and stops by itself.
 """
@@ -32,6 +36,7 @@ import orjson
 import websockets
 
 from tandem.auth_keys import load_authenticator
+from tandem.authorization import AuthorizeRequest, Rejection
 from tandem.hooks import Change, Hooks
 from tandem.settings import Settings
 
@@ -44,6 +49,13 @@ class BenchHooks(Hooks):
             await asyncio.sleep(3600)
 
 
+class AuthorizeBenchHooks(Hooks):
+    async def authorize(self, request: AuthorizeRequest) -> Rejection | None:
+        if os.environ.get("BENCH_HANG") == "1" and request.doc.startswith("slow/"):
+            await asyncio.sleep(3600)
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,7 +64,7 @@ def _free_port() -> int:
 
 
 async def _writer(
-    url: str, token: str, doc: str, ops: int | None, stop: asyncio.Event
+    url: str, token: str, doc: str, ops: int | None, stop: asyncio.Event, refusals: bool = False
 ) -> list[float]:
     latencies: list[float] = []
     headers = {"Authorization": f"Bearer {token}"}
@@ -78,7 +90,9 @@ async def _writer(
             acked = False
             while not acked:
                 for message in _messages(await ws.recv()):
-                    if message.get("type") == "error":
+                    if message.get("type") == "error" and refusals:
+                        acked = True  # the hanging authorize hook timed out: next op
+                    elif message.get("type") == "error":
                         raise RuntimeError(f"the server refused: {message}")
                     if message.get("type") == "ack":
                         version, acked = message["v"], True
@@ -91,13 +105,14 @@ def _messages(raw: str | bytes) -> list[dict[str, object]]:
     return data if isinstance(data, list) else [data]
 
 
-async def _run(hang: bool, ops: int) -> list[float]:
+async def _run(hang: bool, ops: int, hook: str) -> list[float]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {
             **os.environ,
             "TANDEM_JWT_SECRET": SECRET,
-            "TANDEM_HOOKS": "bench.hook_isolation:BenchHooks",
+            "TANDEM_HOOKS": "bench.hook_isolation:"
+            + ("AuthorizeBenchHooks" if hook == "authorize" else "BenchHooks"),
             "TANDEM_HOOK_TIMEOUT": "5",
             "TANDEM_MESSAGE_BURST": "100000",
             "BENCH_HANG": "1" if hang else "0",
@@ -121,7 +136,7 @@ async def _run(hang: bool, ops: int) -> list[float]:
             )
             url = f"ws://127.0.0.1:{port}/collab"
             stop = asyncio.Event()
-            slow = asyncio.ensure_future(_writer(url, token, "slow/doc", None, stop))
+            slow = asyncio.ensure_future(_writer(url, token, "slow/doc", None, stop, True))
             await asyncio.sleep(1.0)  # the slow document's hook is hanging by now
             fast = await _writer(url, token, "fast/doc", ops, stop)
             stop.set()
@@ -141,11 +156,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ops", type=int, default=400)
+    parser.add_argument("--hook", choices=("on_change", "authorize"), default="on_change")
     args = parser.parse_args()
     p99: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(args.rounds):
         for hang in (False, True) if round_ % 2 == 0 else (True, False):
-            latencies = asyncio.run(_run(hang, args.ops))
+            latencies = asyncio.run(_run(hang, args.ops, args.hook))
             p99[hang].append(_p(latencies, 0.99))
             name = "hanging" if hang else "prompt "
             p50 = _p(latencies, 0.5)
