@@ -360,6 +360,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (args.syscalls or args.perf) and not args.server.startswith("tandem"):
         parser.error("py-spy profiles Python: a tandem server, or --syscalls / --perf for any")
+    tool, install = (
+        ("strace", "Debian: apt-get install strace")
+        if args.syscalls
+        else ("perf", "Debian: apt-get install linux-perf")
+        if args.perf
+        else (args.py_spy, 'the bench extra: .venv/bin/pip install -e ".[bench]"')
+    )
+    if not shutil.which(tool):
+        parser.error(f"{tool} is not installed ({install})")
     propagation.raise_file_limit()
     raw, result = profile(args)
     if args.syscalls:
