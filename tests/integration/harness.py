@@ -306,17 +306,15 @@ def metric(server: ServerProcess, name: str) -> float:
 def three_nodes(data: Path, env: dict[str, str] | None = None) -> Iterator[list[ServerProcess]]:
     """Three ``tandem serve`` nodes on one isolated PostgreSQL schema and Redis prefix.
 
-    ``env`` is added to each node's environment. Skips (fails under CI=true) without
-    PostgreSQL and Redis; stops every node and drops the schema afterwards.
+    ``env`` adds settings for every node (a ``TANDEM_REDIS_URL`` replaces the
+    shared Redis). Skips (fails under CI=true) without PostgreSQL and Redis;
+    stops every node and drops the schema afterwards.
     """
     require_services("postgres", "redis")
     tag = uuid.uuid4().hex[:10]
+    common = {**cluster_env(tag), **SHORT_LEASE, **(env or {})}
     nodes = [
-        ServerProcess(
-            data / f"n{i}",
-            env={**cluster_env(tag), **SHORT_LEASE, "TANDEM_NODE_ID": f"n{i}", **(env or {})},
-        )
-        for i in range(3)
+        ServerProcess(data / f"n{i}", env={**common, "TANDEM_NODE_ID": f"n{i}"}) for i in range(3)
     ]
     try:
         for node in nodes:

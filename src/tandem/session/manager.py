@@ -111,6 +111,17 @@ class DocumentManager:
         self._outgoing.append((channel(doc), payload))
         self._outgoing_ready.set()
 
+    def publish_to(self, name: str, payload: bytes) -> None:
+        """Send ``payload`` on the bus channel ``name`` (a node's), in order with the rest.
+
+        Never publishes here and now: a ``/collab`` handler may run outside a task
+        (``server/eager.py``), where the Redis client cannot time its calls.
+        """
+        if self.bus is None:
+            return
+        self._outgoing.append((name, payload))
+        self._outgoing_ready.set()
+
     async def _publish_loop(self) -> None:
         """Publish in commit order; a failed publish is logged (peers catch up from the store)."""
         assert self.bus is not None

@@ -115,6 +115,9 @@ class OwnersHost(Protocol):
 
     def background(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
 
+    def publish_to(self, name: str, payload: bytes) -> None:
+        """Send ``payload`` on bus channel ``name`` soon, in order (never raises)."""
+
 
 class _RemotePeer:
     """Another node's client, as the owner's session sees it: keeps the error it is told."""
@@ -344,6 +347,7 @@ class Owners:
         loop = asyncio.get_running_loop()
         give_up = time.monotonic() + self._give_up
         sent_to: str | None = None
+        resendable = submission.seq is not None or submission.yjs_update is not None
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiting[request] = future
         while True:
@@ -353,24 +357,23 @@ class Owners:
             if owner == self.node:
                 return None
             if owner != sent_to:
-                try:
-                    await self._bus.publish(node_channel(owner), message)
-                except Exception as exc:  # noqa: BLE001 - the bus is down: try again
-                    log.warning("forwarding a submit of %s to %s failed: %s", doc, owner, exc)
-                    await asyncio.sleep(min(self._check_every, 0.5))
-                    continue
+                # At most once, like everything on the bus: no answer means send again.
+                self._host.publish_to(node_channel(owner), message)
                 sent_to = owner
                 log.debug("%s: forwarded a submit of %s to %s", self.node, doc, owner)
             wait = max(0.01, min(self._check_every, until - time.monotonic() + 0.02))
-            try:
-                answer = await asyncio.wait_for(asyncio.shield(future), wait)
-            except TimeoutError:
-                # No answer yet: ask the store whether the owner still holds the lease.
-                # Sent again (the same seq) to whoever owns it then, even the same node:
-                # the bus may have lost it, and the owner acknowledges a copy only once.
+            # asyncio.wait, not wait_for: this may run outside a task (server/eager.py).
+            await asyncio.wait((future,), timeout=wait)
+            if not future.done():
+                # No answer yet: ask the store whether the owner still holds the lease,
+                # and send again to whoever owns it then. To the same node only what it
+                # can recognise as a copy (a seq, or a Yjs update, which merges once):
+                # the bus may have lost it. An op without a seq goes once per owner.
                 self._owners.pop(doc, None)
-                sent_to = None
+                if resendable:
+                    sent_to = None
                 continue
+            answer = future.result()
             if not answer.not_owner:
                 return answer
             self._owners.pop(doc, None)

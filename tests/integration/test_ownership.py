@@ -1,0 +1,221 @@
+"""One owner per document, three ``tandem serve`` nodes on real PostgreSQL and Redis.
+
+Each scenario types into one document from clients spread over the nodes
+(the first joins on node 0, which so owns the document) and ends with every
+keystroke present exactly once and every client converged:
+
+* the owner SIGKILLed: a client of another node is acknowledged again within
+  the lease TTL + 1 s (printed with ``pytest -s``);
+* the owner SIGSTOPped past its lease, then SIGCONT: another node took the
+  document over, the stale owner's queued commit is fenced (counted) and
+  nothing it sequenced before is lost;
+* every node SIGTERMed and restarted in turn (a rolling restart);
+* Redis SIGKILLed and restarted (a private ``redis-server`` for this test).
+
+The lease TTL is 2 s here (``harness.SHORT_LEASE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tandem.client import DocumentHandle, TandemClient
+
+from .harness import SHORT_LEASE, ServerProcess, free_port, metric, three_nodes, token
+from .test_python_client import ALPHABET, converged, type_into
+
+pytestmark = [pytest.mark.integration]
+
+TTL = float(SHORT_LEASE["TANDEM_LEASE_TTL"])
+
+
+def urls(nodes: list[ServerProcess], first: int) -> list[str]:
+    order = nodes[first:] + nodes[:first]
+    return [f"{node.ws_url}/collab" for node in order]
+
+
+def run(coroutine: object) -> None:
+    async def main() -> None:
+        await asyncio.wait_for(coroutine, 150)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+async def typing_crowd(
+    nodes: list[ServerProcess], doc: str, seed: int, per_client: int = 60
+) -> tuple[list[TandemClient], list[DocumentHandle], list[str]]:
+    """Six clients, two per node, joined to ``doc`` (node 0's first: it owns ``doc``)."""
+    clients = [
+        TandemClient(
+            urls(nodes, i % 3), token(f"c{seed}-{i}"), initial_backoff=0.02, max_backoff=0.5
+        )
+        for i in range(6)
+    ]
+    handles = [await client.join(doc, timeout=10) for client in clients]
+    keys = random.Random(seed).sample(ALPHABET, 6 * per_client)
+    return clients, handles, keys
+
+
+async def type_all(handles: list[DocumentHandle], keys: list[str], pause: float) -> None:
+    async def typist(i: int) -> None:
+        rng = random.Random(i)
+        for key in keys[i :: len(handles)]:
+            await type_into(handles[i], rng, [key])
+            await asyncio.sleep(pause)
+
+    await asyncio.gather(*(typist(i) for i in range(len(handles))))
+
+
+async def finish(handles: list[DocumentHandle], keys: list[str]) -> None:
+    await converged(handles, timeout=60)
+    text = handles[0].text
+    assert sorted(text) == sorted(keys), "a keystroke was lost or duplicated"
+
+
+async def close_all(clients: list[TandemClient]) -> None:
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    with three_nodes(tmp_path) as nodes:
+        yield nodes
+
+
+def test_owner_killed_under_load_first_ack_within_ttl(cluster: list[ServerProcess]) -> None:
+    async def scenario() -> None:
+        clients, handles, keys = await typing_crowd(cluster, "kill", 1)
+        probe = TandemClient(urls(cluster, 1), token("probe"), initial_backoff=0.02)
+        try:
+            probe_handle = await probe.join("kill", timeout=10)
+            typing = asyncio.create_task(type_all(handles, keys, 0.02))
+            await asyncio.sleep(1.0)
+            killed = time.perf_counter()
+            cluster[0].kill()
+            probe_handle.insert(0, "!")
+            await probe_handle.synced(30)
+            first_ack = time.perf_counter() - killed
+            await typing
+            await finish([*handles, probe_handle], [*keys, "!"])
+            print(f"\nowner SIGKILLed: first ack on another node {first_ack:.2f}s after the kill")
+            assert first_ack <= TTL + 1, first_ack
+            survivors = cluster[1:]
+            assert sum(metric(node, "tandem_owned_documents") for node in survivors) == 1
+            assert sum(metric(node, "tandem_commit_conflicts_total") for node in survivors) == 0
+        finally:
+            await close_all([*clients, probe])
+
+    run(scenario())
+
+
+def test_owner_paused_past_its_lease_is_fenced_and_loses_nothing(tmp_path: Path) -> None:
+    # Commits wait 0.1 s to gather a batch: the owner is paused with some queued.
+    with three_nodes(tmp_path, {"TANDEM_COMMIT_MAX_DELAY": "0.1"}) as nodes:
+
+        async def scenario() -> None:
+            clients, handles, keys = await typing_crowd(nodes, "pause", 2)
+            try:
+                typing = asyncio.create_task(type_all(handles, keys, 0.01))
+                await asyncio.sleep(1.0)
+                process = nodes[0].process
+                assert process is not None
+                process.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(TTL * 2)  # well past its lease: another node takes over
+                process.send_signal(signal.SIGCONT)
+                await typing
+                await finish(handles, keys)
+                assert metric(nodes[0], "tandem_fenced_commits_total") >= 1
+                assert metric(nodes[0], "tandem_owned_documents") == 0
+                assert sum(metric(node, "tandem_owned_documents") for node in nodes) == 1
+            finally:
+                await close_all(clients)
+
+        run(scenario())
+
+
+def test_rolling_restart_under_load_loses_nothing(cluster: list[ServerProcess]) -> None:
+    async def scenario() -> None:
+        clients, handles, keys = await typing_crowd(cluster, "rolling", 3, per_client=80)
+        try:
+            typing = asyncio.create_task(type_all(handles, keys, 0.02))
+            for node in cluster:
+                await asyncio.sleep(0.5)
+                started = time.perf_counter()
+                await asyncio.to_thread(node.stop)
+                stopped = time.perf_counter() - started
+                assert stopped < 10, f"SIGTERM took {stopped:.1f}s"
+                await asyncio.to_thread(node.start)
+            await typing
+            await finish(handles, keys)
+            assert sum(metric(node, "tandem_commit_conflicts_total") for node in cluster) == 0
+        finally:
+            await close_all(clients)
+
+    run(scenario())
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A ``redis-server`` of this test's own (killing the shared one would hurt others)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    command = [binary, "--port", str(port), "--save", "", "--appendonly", "no"]
+    command += ["--dir", str(tmp_path)]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    start()
+    try:
+        yield port, processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+def test_redis_killed_and_restarted_under_load(tmp_path: Path) -> None:
+    with private_redis(tmp_path) as (port, processes):
+        env = {"TANDEM_REDIS_URL": f"redis://127.0.0.1:{port}/0?prefix=own:"}
+        with three_nodes(tmp_path, env) as nodes:
+
+            async def scenario() -> None:
+                clients, handles, keys = await typing_crowd(nodes, "redis", 4)
+                try:
+                    typing = asyncio.create_task(type_all(handles, keys, 0.02))
+                    await asyncio.sleep(1.0)
+                    processes[-1].kill()
+                    processes[-1].wait(10)
+                    await asyncio.sleep(1.5)
+                    command = list(processes[-1].args)  # type: ignore[arg-type]
+                    processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+                    await typing
+                    await finish(handles, keys)
+                finally:
+                    await close_all(clients)
+
+            run(scenario())
