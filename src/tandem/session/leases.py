@@ -170,10 +170,15 @@ class LeaseKeeper:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     async def _renew(self, doc: str) -> None:
-        ownership = self._owned[doc]
+        ownership = self._owned.get(doc)
+        now = self._clock()
+        if ownership is None or not ownership.may_sequence(now):
+            # Released, or past the deadline since the renew was due (the process was
+            # paused in between): the loop reports it lost, nothing to renew.
+            return
         epoch = ownership.epoch
         assert epoch is not None
-        sent = ownership.start_renew(self._clock())
+        sent = ownership.start_renew(now)
         try:
             # A renew slower than the interval counts as failed; the deadline still holds.
             state = await asyncio.wait_for(
