@@ -154,6 +154,11 @@ async def test_python_client_returns_to_the_server_text(server: ServerProcess) -
         handle = await client.join(doc)
         handle.insert(0, "no")  # inside the locked range
         await until(lambda: any(e.code == "ERR_REJECTED" for e in handle.errors), timeout=10)
+        rejected = next(e for e in handle.errors if e.code == "ERR_REJECTED")
+        assert rejected.rejection == {
+            "code": "locked",
+            "reason": "the first 5 characters are locked",
+        }
         await until(lambda: handle.text == TITLE + " body" and not handle.pending, timeout=10)
         handle.insert(len(handle.text), " ok")
         await handle.synced(timeout=10)
@@ -306,3 +311,37 @@ def _text_at(node: ServerProcess, doc: str, version: int) -> bool:
         f"{node.url}/api/docs/{doc}", headers={"Authorization": f"Bearer {token('reader')}"}
     ).json()
     return bool(state["v"] == version and state["text"] == TITLE + " body!")
+
+
+async def test_fail_open_commits_when_the_hook_fails(tmp_path: Path) -> None:
+    """``authorize_failure = "allow"``: a raising or hanging hook lets the op commit."""
+    (tmp_path / "hooks").mkdir()
+    server = ServerProcess(
+        tmp_path / "data",
+        env={
+            "TANDEM_HOOKS": "hookmod:AuthorizingHooks",
+            "TANDEM_AUTHORIZE_FAILURE": "allow",
+            "TANDEM_AUTHORIZE_TIMEOUT": "0.3",
+            "TANDEM_TEST_HOOK_DIR": str(tmp_path / "hooks"),
+            "PYTHONPATH": str(HERE),
+        },
+    )
+    server.start()
+    try:
+        ada = await RawClient.connect(server, f"token={token('ada')}&doc=plain/open&client=o1")
+        await ada.expect("snapshot")
+        await ada.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "BOOM"}]})
+        assert (await ada.expect("ack", seq=1))["v"] == 1
+        await ada.send({"type": "op", "v": 1, "seq": 2, "op": [{"insert": "HANG"}]})
+        assert (await ada.expect("ack", seq=2))["v"] == 2
+        # A rejection is still one: only failures are let through.
+        rules = await RawClient.connect(server, f"token={token('ada')}&doc=rules-open&client=o2")
+        await rules.expect("snapshot")
+        await rules.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "y" * 41}]})
+        assert (await rules.expect("error", seq=1))["code"] == "ERR_REJECTED"
+        text = httpx.get(f"{server.url}/metrics").text
+        assert 'outcome="failed_open"} 2.0' in text
+        await ada.close()
+        await rules.close()
+    finally:
+        server.stop()

@@ -424,7 +424,8 @@ class TandemClient:
         handle._loaded(message)  # sends the carried-over edits, now in flight
 
     def _error(self, handle: DocumentHandle, message: Mapping[str, Any]) -> None:
-        error = ServerError(message.get("code", ""), message.get("message", ""))
+        code, text = message.get("code", ""), message.get("message", "")
+        error = ServerError(code, text, message.get("rejection"))
         handle.errors.append(error)
         log.warning("error on %r: %s %s", handle.doc, error.code, error.message)
         if _is_join_ref(message) and not handle._joined.done():

@@ -57,11 +57,19 @@ class ClientClosed(ConnectionError):
 
 
 class ServerError(TandemError):
-    """An ``error`` message from the server, with its wire ``code``."""
+    """An ``error`` message from the server, with its wire ``code``.
 
-    def __init__(self, code: str, message: str) -> None:
+    ``rejection`` is the server's ``authorize`` hook's ``{"code", "reason"}`` when
+    it rejected an op (``ERR_REJECTED``, ``ERR_AUTHORIZE_FAILED``), else None.
+    """
+
+    def __init__(self, code: str, message: str, rejection: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.rejection = dict(rejection) if isinstance(rejection, Mapping) else None
+
+    def details(self) -> dict[str, object]:
+        return {"rejection": self.rejection} if self.rejection else {}
 
 
 @dataclass(frozen=True, slots=True)
