@@ -375,37 +375,20 @@ class Connection:
         unacknowledged at the client, which resends it where it reconnects
         (``tandem.server.shutdown``).
         """
-        shutdown = self.tandem.shutdown
-        if self.tandem.draining:
+        tandem = self.tandem
+        if tandem.draining:
             return
+        shutdown = tandem.shutdown
         shutdown.started_handling()
-        try:
-            await self._handle(frame)
-        finally:
-            shutdown.finished_handling()
-
-    async def _merge(self, session: DocumentSession, member: Member, message: Merge) -> None:
-        """An offline merge, counted by outcome (``tandem_merges_total``, operations.md)."""
-        try:
-            await session.offline.merge(
-                member, message.base_version, message.seq, list(message.ops), message.ref
-            )
-        except Exception as error:
-            refused = isinstance(error, TandemError) and not isinstance(error, StorageError)
-            self.tandem.metrics.merge("offline", "refused" if refused else "failed")
-            raise
-        self.tandem.metrics.merge("offline", "ok")
-
-    async def _handle(self, frame: str | bytes) -> None:
         where: dict[str, Any] = {}
         try:
             if not self._bucket.take(time.monotonic()):
                 raise RateLimited("too many messages; slow down (the message was dropped)")
             message = parse(
                 frame,
-                max_bytes=self.tandem.settings.max_frame_bytes,
-                max_components=self.tandem.settings.max_op_components,
-                max_merge_ops=self.tandem.settings.max_merge_ops,
+                max_bytes=tandem.settings.max_frame_bytes,
+                max_components=tandem.settings.max_op_components,
+                max_merge_ops=tandem.settings.max_merge_ops,
             )
             if isinstance(message, Submit | Merge):
                 where = {"seq": message.seq, "ref": message.ref, "doc": message.doc}
@@ -451,6 +434,20 @@ class Connection:
         except Exception:  # noqa: BLE001 - a bug must not kill the connection
             log.exception("internal error handling a message")
             self.reply_error(TandemError("internal error; the message was not applied"), **where)
+        finally:
+            shutdown.finished_handling()
+
+    async def _merge(self, session: DocumentSession, member: Member, message: Merge) -> None:
+        """An offline merge, counted by outcome (``tandem_merges_total``, operations.md)."""
+        try:
+            await session.offline.merge(
+                member, message.base_version, message.seq, list(message.ops), message.ref
+            )
+        except Exception as error:
+            refused = isinstance(error, TandemError) and not isinstance(error, StorageError)
+            self.tandem.metrics.merge("offline", "refused" if refused else "failed")
+            raise
+        self.tandem.metrics.merge("offline", "ok")
 
     def _session(self, doc: str | None) -> DocumentSession:
         if doc is None:
