@@ -36,7 +36,11 @@ each connection stays in order. Every frame goes through JSON and
   at random times, some after the head has passed their version again; each
   re-joins with its version and ``h`` (the fingerprint of its document there)
   and, when answered with a snapshot, carries its unacknowledged edits over
-  (``tandem.client.carryover``).
+  (``tandem.client.carryover``);
+* an ``authorize`` hook (one seed in three): each decision waits a random
+  (virtual) while, during which commits fail, power goes and ops pile up
+  behind it, and every op inserting a "cursed" marker is rejected; its client
+  drops it and its buffer, as the real clients do.
 
 After each run: every replica equals the server's document and the store's
 (replayed from the log, and reloaded from the newest snapshot); versions have
@@ -45,7 +49,8 @@ in the log exactly once at the version its ack named (or was a no-op that
 inserted nothing); no inserted text is doubled (and, in runs without deletes,
 none is lost); in runs without deletes every insert a client typed is there
 exactly once unless that client lost its tab (so unacknowledged edits survive
-a power loss); every client's view of presence equals the server's table.
+a power loss); no cursed marker is in the document; every client's view of
+presence equals the server's table.
 
 CI runs ``SEEDS`` seeds; ``--slow`` runs ``SLOW_SEEDS``; ``TANDEM_SIM_SEEDS=N``
 runs N seeds (from ``TANDEM_SIM_START``, default 0); ``TANDEM_SEED=S`` replays
@@ -75,9 +80,10 @@ import orjson
 import pytest
 from pycrdt import Doc, Text
 
+from tandem.authorization import AuthorizeRequest
 from tandem.client.carryover import carry_over
 from tandem.client.state import ClientState
-from tandem.errors import StorageError, TandemError
+from tandem.errors import Rejected, StorageError, TandemError
 from tandem.merge import yproto
 from tandem.metrics import Metrics
 from tandem.ot import Delta, Document
@@ -103,6 +109,7 @@ DOC = "sim"
 FILLER = "ab 😀é\n"
 #: Characters used once each, so the end state shows whether an insert vanished or doubled.
 MARKERS = [chr(c) for c in range(0x4E00, 0x4E00 + 20_000)]
+MARKER_SET = frozenset(MARKERS)
 NAMES = ("bold", "italic")
 HORIZON = 20.0
 #: Virtual seconds a run may take to settle after the horizon before it counts as a livelock.
@@ -568,6 +575,18 @@ class SimClient:
                 state.forget_remote_cursor(other)
             else:
                 self._remember(state, message)
+        elif kind == "error" and message["code"] == "ERR_REJECTED":
+            pending = state.inflight if state is not None else None
+            if state is not None and pending is not None and message.get("seq") == pending.seq:
+                # Rejected: drop it and the buffer on top (as the clients do); their
+                # markers are gone for good.
+                sent = pending.sent.text()
+                assert any(cursed(marker) for marker in sent), f"{self.id}: rejected {message}"
+                buffered = state.buffer.text() if state.buffer is not None else ""
+                self.world.forgiven.update(sent + buffered)
+                state.discard_pending()
+            else:
+                self.world.stats["stale_rejections"] += 1  # a duplicate's, already dropped
         elif kind == "error":
             pending = state.inflight if state is not None else None
             if (
@@ -674,11 +693,16 @@ class World:
         self.loop = loop
         self.rng = random.Random(shape.seed)
         self.store = SimStore(self)
+        # One seed in three has an ``authorize`` hook: it takes a random (virtual) while and
+        # rejects every op inserting a "cursed" marker (one in seven), wherever it is resent.
+        hooked = random.Random(f"session-sim-authorize-{shape.seed}")
+        self.hook_delays = hooked.choice([(), (0.0, 0.01), (0.0, 0.2, 1.0)])
         self.manager = DocumentManager(
             ProcessStore(self.store),
             shape.settings,
             Metrics("sim"),
         )
+        self.manager.authorize = self.authorize if self.hook_delays else None
         users = [f"u{i}" for i in range(shape.users)]
         self.clients = [SimClient(self, i, users[i % len(users)]) for i in range(shape.clients)]
         self.markers: list[str] = []
@@ -719,7 +743,17 @@ class World:
         self.manager = DocumentManager(
             ProcessStore(self.store), self.shape.settings, Metrics("sim")
         )
+        self.manager.authorize = self.authorize if self.hook_delays else None
         self.starting = self.loop.create_task(self.manager.start())
+
+    async def authorize(self, request: AuthorizeRequest) -> Rejected | None:
+        """The sim's ``authorize`` hook (see ``__init__``)."""
+        self.stats["authorize_calls"] += 1
+        await asyncio.sleep(self.rng.choice(self.hook_delays))
+        if any(cursed(marker) for marker in request.op.text()):
+            self.stats["rejections"] += 1
+            return Rejected("cursed", "a cursed marker")
+        return None
 
     def guard(self, callback: Any) -> Any:
         """Run ``callback`` and keep the first exception as the run's failure."""
@@ -857,6 +891,7 @@ class World:
         }
         for marker in self.markers:
             count = text.count(marker)
+            assert not (count and self.hook_delays and cursed(marker)), f"{marker!r} rejected"
             assert count <= 1, f"insert {marker!r} doubled"
             if not self.shape.allow_delete and marker in acked_inserts:
                 assert count == 1, f"acked insert {marker!r} vanished"
@@ -888,6 +923,11 @@ class World:
             }
             assert seen == expected, f"{client.id} sees presence {seen}, server has {expected}"
         self.stats["versions"] += head
+
+
+def cursed(marker: str) -> bool:
+    """Does the sim's ``authorize`` hook reject an op inserting ``marker``?"""
+    return marker in MARKER_SET and (ord(marker) - 0x4E00) % 7 == 3
 
 
 def simulate(seed: int, *, reuse_ids: bool = False) -> Counter[str]:
@@ -959,6 +999,7 @@ def test_session_simulation() -> None:
             "ops_lost_to_power",
             "clients_saw_lost_ops",
             "carried_pending",
+            "rejections",
         ):
             assert totals[what] > 20, f"too few {what}: {dict(totals)}"
 
