@@ -26,16 +26,19 @@ stopped: it writes to the store directly.
 
 **Backup** (SQLite only) copies the live database with SQLite's online backup
 API: one consistent instant, while the server keeps writing; the copy is then
-checked with ``PRAGMA integrity_check``. For PostgreSQL use ``pg_dump``
+checked with ``PRAGMA integrity_check``. The copy holds no incarnations, so
+restoring it starts a new incarnation of every document. For PostgreSQL use ``pg_dump``
 (docs/runbook.md, "Backup and restore").
 
 The command line (``tandem.cli``) only parses arguments and calls ``export``,
-``import_`` and ``backup`` here; ``tandem docs export|import`` reuses them.
+``import_`` and ``backup`` here; ``tandem docs export|import`` reuses them, and
+``tandem docs renew`` calls ``renew``.
 """
 
 from __future__ import annotations
 
 import base64
+import glob
 import sqlite3
 import sys
 import time
@@ -50,8 +53,9 @@ import orjson
 
 from tandem import __version__
 from tandem.ot.delta import Delta
-from tandem.storage import DEFAULT_SQLITE_FILE, open_store
+from tandem.storage import DEFAULT_SQLITE_FILE, open_incarnations, open_store
 from tandem.storage.base import OpRecord, Snapshot, Store
+from tandem.storage.incarnations_sql import renew_sqlite
 
 __all__ = ["FORMAT", "PAGE", "ImportReport", "backup", "export", "import_", "sqlite_path"]
 
@@ -164,6 +168,7 @@ async def import_(
     """Load an export into the store at ``url``; see the module docstring."""
     store = open_store(url, data_dir)
     await store.open()
+    incarnations = open_incarnations(store)
     report = ImportReport()
     try:
         numbered = enumerate(lines, start=1)
@@ -192,6 +197,8 @@ async def import_(
                 else:
                     skip = False
                     report.documents += 1
+                    if incarnations is not None:  # an imported history: a new incarnation
+                        await incarnations.renew(glob.escape(doc))
                 if progress is not None:
                     progress(1)
             elif kind == "op" and not skip:
@@ -272,6 +279,13 @@ def backup(url: str, data_dir: Path, target: Path) -> int:
         result = copy.execute("PRAGMA integrity_check").fetchone()
         if result is None or result[0] != "ok":
             raise sqlite3.DatabaseError(f"the copy failed its integrity check: {result}")
+        # Restoring the copy starts a new incarnation of every document in it
+        # (docs/protocol.md, "Incarnations"): its clients' versions count in the
+        # live history, not in this one.
+        if copy.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'document_incarnations'"
+        ).fetchone():
+            renew_sqlite(copy)
         copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
     partial.rename(target)
     return target.stat().st_size
@@ -411,6 +425,29 @@ def run_import(url: str, data_dir: Path, source: Path) -> int:
             names = ", ".join(docs[:10]) + (" …" if len(docs) > 10 else "")
             print(f"skipped {len(docs)} {why}: {names}", file=sys.stderr)
     return 1 if report.skipped or report.compacted else 0
+
+
+async def renew(url: str, data_dir: Path, pattern: str = "*") -> int:
+    """Start a new incarnation of every document matching ``pattern``; how many had one."""
+    store = open_store(url, data_dir)
+    await store.open()
+    try:
+        incarnations = open_incarnations(store)
+        return 0 if incarnations is None else await incarnations.renew(pattern)
+    finally:
+        await store.close()
+
+
+def run_renew(url: str, data_dir: Path, pattern: str) -> int:
+    """``tandem docs renew``: after a restore with other tools (pg_restore, a file copy)."""
+    import asyncio
+
+    count = asyncio.run(renew(url, data_dir, pattern))
+    print(
+        f"renewed {count} documents: each starts a new incarnation when next opened",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def run_backup(url: str, data_dir: Path, target: Path) -> int:

@@ -1,11 +1,13 @@
-"""``tandem docs list|show|delete|copy|rename|export|import``: documents from a shell.
+"""``tandem docs list|show|delete|copy|rename|export|import|renew``: documents from a shell.
 
 ``export`` and ``import`` are ``tandem export`` and ``tandem import``
 (``tandem.backup``: JSON Lines, straight from and to the database named by
-``--database``/``--data``). The others talk to a running server (``--url``,
-default the configured host and port) through the admin API, with an admin
-token: ``--token`` or ``TANDEM_ADMIN_TOKEN``, else one minted for a minute from
-the configured secret (``jwt_secret``, or the development secret in
+``--database``/``--data``); ``renew`` starts new incarnations there, after a
+restore with other tools (run it with the nodes stopped). The others talk to
+a running server (``--url``, default the configured host and port) through
+the admin API, with an admin token: ``--token`` or ``TANDEM_ADMIN_TOKEN``,
+else one minted for a minute from the configured secret (``jwt_secret``, or
+the development secret in
 ``--data``), as ``tandem token --admin`` would. Prints JSON; exits 1 with the
 server's error code and message on failure.
 """
@@ -46,6 +48,10 @@ def add_parser(commands: Any) -> None:
     actions.add_parser("import", help="load a `tandem docs export` file").add_argument(
         "file", type=Path
     )
+    renew = actions.add_parser(
+        "renew", help="after a restore: new incarnations (clients resync; nodes stopped)"
+    )
+    renew.add_argument("docs", nargs="?", default="*", help="documents matching this glob")
     for name in ("copy", "rename"):
         action = actions.add_parser(name, help=f"{name} a document to a new id")
         action.add_argument("source")
@@ -53,9 +59,11 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action in ("export", "import"):
+    if args.action in ("export", "import", "renew"):
         from tandem import backup
 
+        if args.action == "renew":
+            return backup.run_renew(settings.database_url, settings.data_dir, args.docs)
         if args.action == "export":
             return backup.run_export(settings.database_url, settings.data_dir, args.out, args.docs)
         return backup.run_import(settings.database_url, settings.data_dir, args.file)

@@ -29,6 +29,8 @@ from tandem.storage.base import (
     StorageError,
     Store,
 )
+from tandem.storage.incarnations import IncarnationStore
+from tandem.storage.incarnations_sql import PostgresIncarnations, SQLiteIncarnations
 from tandem.storage.leases import Leases, LeaseState
 from tandem.storage.leases_sql import PostgresLeases
 from tandem.storage.memory import MemoryStore
@@ -63,6 +65,7 @@ __all__ = [
     "open_archive",
     "open_leases",
     "open_outbox",
+    "open_incarnations",
     "open_revocations",
     "open_store",
 ]
@@ -122,6 +125,23 @@ def open_revocations(store: Store) -> RevocationStore:
     if isinstance(store, MemoryStore):
         return store.revocations
     raise TypeError(f"no revocation table for a {type(store).__name__}")
+
+
+def open_incarnations(store: Store) -> IncarnationStore | None:
+    """The document incarnations beside ``store``'s data (``storage/incarnations.py``).
+
+    None for a store of another kind (an embedder's own ``Store``): its documents
+    then have one incarnation each, ``LEGACY``, as before incarnations existed.
+    """
+    if isinstance(store, ObservedStore):
+        return open_incarnations(store.inner)
+    if isinstance(store, SQLiteStore):
+        return SQLiteIncarnations(store)
+    if isinstance(store, PostgresStore):
+        return PostgresIncarnations(store)
+    if isinstance(store, MemoryStore):
+        return store.incarnations
+    return None
 
 
 def open_leases(store: Store) -> Leases | None:

@@ -6,10 +6,13 @@
   its ops, snapshots and ``documents`` row, its history (checkpoints, labels,
   compaction mark; the memory store keeps its archive apart and loses it with
   the process), its webhook deliveries and cursors,
-  and (erasing, ``tombstone`` None) its tombstones too. Deleting (a
+  its incarnation (so a document created again under the id starts a new
+  one, ``storage/incarnations.py``), and (erasing, ``tombstone`` None) its
+  tombstones too. Deleting (a
   ``tombstone`` given) leaves exactly one row: that marker.
 * ``copy(source, target)`` copies ``source``'s ops and snapshots to ``target``,
-  which must have no ops or snapshots (``ConflictError`` otherwise);
+  which must have no ops or snapshots (``ConflictError`` otherwise), and
+  drops ``target``'s incarnation (the copy is a new history there);
   ``rename`` copies then removes ``source`` (no tombstone), in one transaction.
 * ``rows(doc)`` counts the rows that name ``doc``, table by table (what an
   erasure is checked against).
@@ -44,6 +47,7 @@ TABLES = (
     "webhook_deliveries",
     "webhook_cursors",
     "document_tombstones",
+    "document_incarnations",
 )
 #: PostgreSQL also holds the document's lease (several nodes). Deleting it is safe:
 #: a later owner draws a fresh epoch from the sequence, and a node still holding
@@ -81,6 +85,7 @@ class MemoryDocumentAdmin:
 
     async def remove(self, doc: str, tombstone: Tombstone | None) -> None:
         self._store._documents.pop(doc, None)
+        self._store.incarnations.rows.pop(doc, None)
         await self._store.outbox.forget_document(doc)
         self._store.tombstones_ = [t for t in self._store.tombstones_ if t.doc != doc]
         if tombstone is not None:
@@ -90,6 +95,7 @@ class MemoryDocumentAdmin:
         documents = self._store._documents
         if target in documents:
             raise _target_taken(target)
+        self._store.incarnations.rows.pop(target, None)
         if source in documents:
             state = documents[source]
             documents[target] = type(state)(
@@ -99,6 +105,7 @@ class MemoryDocumentAdmin:
     async def rename(self, source: str, target: str) -> None:
         await self.copy(source, target)
         self._store._documents.pop(source, None)
+        self._store.incarnations.rows.pop(source, None)
 
     async def tombstones(self) -> list[Tombstone]:
         return list(self._store.tombstones_)
@@ -113,6 +120,7 @@ class MemoryDocumentAdmin:
             "webhook_deliveries": deliveries,
             "webhook_cursors": cursors,
             "document_tombstones": sum(t.doc == doc for t in self._store.tombstones_),
+            "document_incarnations": int(doc in self._store.incarnations.rows),
         }
 
 
@@ -188,6 +196,8 @@ def _sqlite_copy(conn: sqlite3.Connection, source: str, target: str, *, move: bo
         ).fetchone()
         if taken is not None:
             raise _target_taken(target)
+        # The copy is a new history under ``target``: a new incarnation when opened.
+        conn.execute("DELETE FROM document_incarnations WHERE doc = ?", (target,))
         conn.execute(
             "INSERT INTO documents (doc, created) SELECT ?, created FROM documents WHERE doc = ?",
             (target, source),
@@ -247,6 +257,8 @@ class PostgresDocumentAdmin:
                 )
                 if taken:
                     raise _target_taken(target)
+                # The copy is a new history under ``target``: a new incarnation when opened.
+                await conn.execute("DELETE FROM document_incarnations WHERE doc = $1", target)
                 await conn.execute("DELETE FROM documents WHERE doc = $1", target)
                 await conn.execute(
                     "INSERT INTO documents (doc, head, updated) "

@@ -26,6 +26,7 @@ from typing import Any
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
 from tandem.storage.codec import decode_delta, encode_delta
+from tandem.storage.incarnations import MemoryIncarnations
 from tandem.storage.leases import refuse_fence
 from tandem.storage.outbox import MemoryOutbox
 from tandem.storage.revocations import MemoryRevocations
@@ -74,6 +75,7 @@ class MemoryStore:
         #: The webhook outbox lives with the data, as it does in the SQL stores.
         self.outbox = MemoryOutbox()
         self.revocations = MemoryRevocations()
+        self.incarnations = MemoryIncarnations()
         #: Deleted documents' markers (``storage/document_admin.py``).
         self.tombstones_: list[Any] = []
 
