@@ -20,7 +20,8 @@ Hierarchy::
     │   ├── InvalidDocumentId        ERR_BAD_DOC_ID
     │   ├── DocumentTooLarge         ERR_DOC_TOO_LARGE
     │   ├── NotFound                 ERR_NOT_FOUND          no such label (or document part)
-    │   └── DocumentDeleted          ERR_DOC_DELETED        an admin deleted it (closes, 4410)
+    │   ├── DocumentDeleted          ERR_DOC_DELETED        an admin deleted it (closes, 4410)
+    │   └── StaleIncarnation         ERR_STALE_INCARNATION  old history (closes, 4409)
     ├── AuthError                    ERR_UNAUTHORIZED       (closes, 4401)
     │   ├── UnknownSigningKey        ERR_UNAUTHORIZED       no key has this kid (yet)
     │   ├── TokenExpired             ERR_TOKEN_EXPIRED      (closes, 4401)
@@ -44,6 +45,7 @@ __all__ = [
     "AuthorizeFailed",
     "ConflictError",
     "DocumentDeleted",
+    "StaleIncarnation",
     "DocumentError",
     "DocumentTooLarge",
     "FencedError",
@@ -165,6 +167,18 @@ class DocumentDeleted(DocumentError):
 
     code = "ERR_DOC_DELETED"
     close_code = 4410
+
+
+class StaleIncarnation(DocumentError):
+    """A Yjs client holds changes of another incarnation of the document (a restore).
+
+    Its state cannot be merged: it would bring the old history back. The
+    connection closes with 4409; the client starts from a fresh Y.Doc and
+    re-applies its own unsent edits (docs/protocol.md, "Incarnations").
+    """
+
+    code = "ERR_STALE_INCARNATION"
+    close_code = 4409
 
 
 class AuthError(TandemError):

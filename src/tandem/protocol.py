@@ -92,6 +92,8 @@ class Join:
     ref: str | int | None = None
     #: ``h``: the fingerprint of the client's document at ``version`` (None: not sent).
     fingerprint: str | None = None
+    #: ``i``: the incarnation ``version`` belongs to (None: not sent).
+    incarnation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,13 @@ def parse_message(
     if kind == "presence":
         return Presence(_optional_doc(data), _cursor(data), _state(data), _version(data), ref)
     if kind == "join":
-        return Join(validate_doc_id(data.get("doc")), _version(data), ref, _fingerprint(data))
+        return Join(
+            validate_doc_id(data.get("doc")),
+            _version(data),
+            ref,
+            _fingerprint(data),
+            _incarnation(data),
+        )
     if kind == "leave":
         return Leave(validate_doc_id(data.get("doc")), ref)
     if kind == "ping":
@@ -300,6 +308,15 @@ def _fingerprint(data: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _incarnation(data: Mapping[str, Any]) -> str | None:
+    value = data.get("i")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ProtocolError("'i' must be a string of at most 64 characters")
+    return value
+
+
 def snapshot_message(
     doc: str,
     version: int,
@@ -307,8 +324,9 @@ def snapshot_message(
     presence: list[dict[str, Any]],
     permission: str,
     last_seq: int | None = None,
+    incarnation: str = "",
 ) -> dict[str, Any]:
-    return {
+    message: dict[str, Any] = {
         "type": "snapshot",
         "doc": doc,
         "v": version,
@@ -317,6 +335,9 @@ def snapshot_message(
         "permission": permission,
         "last_seq": last_seq,
     }
+    if incarnation:
+        message["i"] = incarnation
+    return message
 
 
 def op_message(record: OpRecord) -> dict[str, Any]:
@@ -340,9 +361,10 @@ def catchup_message(
     presence: list[dict[str, Any]],
     permission: str,
     last_seq: int | None = None,
+    incarnation: str = "",
 ) -> dict[str, Any]:
     """The ops after ``from_version``, each in its wire form (the author's public client id)."""
-    return {
+    message: dict[str, Any] = {
         "type": "catchup",
         "doc": doc,
         "from": from_version,
@@ -361,6 +383,9 @@ def catchup_message(
         "permission": permission,
         "last_seq": last_seq,
     }
+    if incarnation:
+        message["i"] = incarnation
+    return message
 
 
 def ack_message(doc: str, seq: int | None, version: int, ref: str | int | None) -> dict[str, Any]:

@@ -238,8 +238,10 @@ async def test_ot_presence_appears_to_yjs_clients_as_awareness(server: ServerPro
     # The relative positions resolve, in the Yjs client's own doc, to the same
     # characters: 'l' (code point 3) and 'l' (code point 5).
     anchor, head = state["cursor"]["anchor"], state["cursor"]["head"]
-    assert anchor["item"] == {"client": 1, "clock": 4}  # h é 😀(2 units) → 'l' at clock 4
-    assert head["item"] == {"client": 1, "clock": 6}
+    # The replica writes with its incarnation's client id (protocol.md, "Incarnations").
+    [server_id] = y.server_ids()
+    assert anchor["item"] == {"client": server_id, "clock": 4}  # h é 😀(2 units) → 'l' at 4
+    assert head["item"] == {"client": server_id, "clock": 6}
     # Moving the caret sends a newer state; leaving removes it.
     await ot.send({"type": "presence", "v": 1, "cursor": {"index": 6, "length": 0}})
     await until(lambda: (bridged() or {}).get("tandem", {}).get("index") == 6)
@@ -261,8 +263,14 @@ async def test_yjs_awareness_appears_to_ot_clients_as_presence(server: ServerPro
     y.insert(4, "é!")  # "a😀bcé!" — its own items, clocks 0, 1 under client 777
     await ot.expect("op", v=2)
     # y-quill style: anchor at 'b' (server item, clock 3: a=0, 😀=1-2), head at '!'.
+    [server_id] = y.server_ids()
     cursor = {
-        "anchor": {"type": None, "tname": None, "item": {"client": 1, "clock": 3}, "assoc": 0},
+        "anchor": {
+            "type": None,
+            "tname": None,
+            "item": {"client": server_id, "clock": 3},
+            "assoc": 0,
+        },
         "head": {"type": None, "tname": None, "item": {"client": 777, "clock": 1}, "assoc": 0},
     }
     await y.set_awareness(1, {"user": {"name": "Yuki", "color": "#abcdef"}, "cursor": cursor})

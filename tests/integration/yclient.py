@@ -106,6 +106,15 @@ class YClient:
     def plain(self) -> str:
         return str(self.text)
 
+    def server_ids(self) -> list[int]:
+        """The client ids in this doc other than its own (the server's replica, other peers)."""
+        decoder = yproto.Decoder(self.doc.get_state())
+        ids = []
+        for _ in range(decoder.var_uint()):
+            ids.append(decoder.var_uint())
+            decoder.var_uint()  # its clock
+        return sorted(client for client in ids if client != self.doc.client_id)
+
     def insert(self, index: int, text: str, attributes: dict[str, Any] | None = None) -> None:
         at = utf8_length(self.plain()[:index])
         self.text.insert(at, text, attributes or {})

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tandem.auth import Principal
 from tandem.errors import TandemError
 from tandem.metrics import Metrics
-from tandem.protocol import parse
+from tandem.protocol import Join, parse
 from tandem.server.admission import Admission
 from tandem.server.collab import Connection
 from tandem.server.collab_asgi import AsgiWire
@@ -167,7 +167,7 @@ def test_the_handler_answers_everything_and_refusals_change_nothing() -> None:
         # A fatal error (an oversized frame) closes the connection: start afresh.
         connection._closing, connection.closed = None, False
         if DOC not in connection.documents:
-            loop.run_until_complete(connection.join(DOC, None))
+            loop.run_until_complete(connection.join(Join(DOC)))
         session = manager.sessions[DOC]
         before = (session.committed_version, session.committed_document)
         replies = loop.run_until_complete(feed(frame))

@@ -92,8 +92,13 @@ def _guard(call: Callable[[], T]) -> T:
 class Replica:
     """A Y.Doc mirroring one document's committed history."""
 
-    def __init__(self, state: bytes | None = None, version: int = 0) -> None:
-        self.doc: Doc[Any] = Doc(client_id=SERVER_CLIENT_ID)
+    def __init__(
+        self, state: bytes | None = None, version: int = 0, client_id: int = SERVER_CLIENT_ID
+    ) -> None:
+        #: The Yjs client id this replica writes with (one per incarnation, see
+        #: ``storage/incarnations.py``; ``SERVER_CLIENT_ID`` before incarnations).
+        self.client_id = client_id
+        self.doc: Doc[Any] = Doc(client_id=client_id)
         self.text: Text = self.doc.get(TEXT_NAME, type=Text)
         self.version = version
         self._update = EMPTY_UPDATE
@@ -108,9 +113,11 @@ class Replica:
         self.plain = PlainText(str(self.text))
 
     @classmethod
-    def seeded(cls, content: Delta | Document, version: int) -> Replica:
+    def seeded(
+        cls, content: Delta | Document, version: int, client_id: int = SERVER_CLIENT_ID
+    ) -> Replica:
         """A replica for a document that has none yet: its content as one server change."""
-        replica = cls(version=version)
+        replica = cls(version=version, client_id=client_id)
         delta = content.to_delta() if isinstance(content, Document) else content
         if delta.ops:
             replica.apply(delta, version)
@@ -160,7 +167,7 @@ class Replica:
                 "the update depends on changes this document does not have "
                 f"(client {client} clock {clock})"
             )
-        if wanted.get(SERVER_CLIENT_ID, 0) > before.get(SERVER_CLIENT_ID, 0):
+        if wanted.get(self.client_id, 0) > before.get(self.client_id, 0):
             raise UpdateRefused("the update contains changes under the server's client id")
         self._update = EMPTY_UPDATE
         self._events = []
@@ -246,6 +253,10 @@ class Replica:
                 raise ReplicaError("the replica holds an embed")
             delta.push(Insert(chunk, normalize_attributes(attributes)))
         return delta
+
+    def clients(self) -> list[int]:
+        """The Yjs client ids this replica holds items of."""
+        return list(self._state_vector())
 
     def _state_vector(self) -> dict[int, int]:
         return _decode_state_vector(self.state_vector())

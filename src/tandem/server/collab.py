@@ -415,7 +415,7 @@ class Connection:
                 )
             elif isinstance(message, Join):
                 where = {"ref": message.ref, "doc": message.doc}
-                await self.join(message.doc, message.version, message.fingerprint)
+                await self.join(message)
             elif isinstance(message, Leave):
                 where = {"ref": message.ref, "doc": message.doc}
                 left = self.documents.pop(message.doc, None)
@@ -462,7 +462,8 @@ class Connection:
             raise NotJoined(f"not joined to document {doc!r}; send a join first")
         return session
 
-    async def join(self, doc: str, version: int | None, fingerprint: str | None = None) -> None:
+    async def join(self, message: Join) -> None:
+        doc = message.doc
         self.principal.require_read(doc)
         if doc in self.documents:
             self.documents[doc].leave(self)
@@ -473,7 +474,9 @@ class Connection:
         permission = "write" if self.principal.can_write(doc) else "read"
         session = await self.tandem.documents.open(doc)
         self.documents[doc] = session
-        await session.join(self, permission, version, fingerprint)
+        await session.join(
+            self, permission, message.version, message.fingerprint, message.incarnation
+        )
 
     def leave_all(self) -> None:
         for session in self.documents.values():

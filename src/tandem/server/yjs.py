@@ -55,6 +55,7 @@ from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
 from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
+from tandem.session.incarnation import check_yjs_frame
 from tandem.session.yjs import ReplicaRefused
 
 if TYPE_CHECKING:
@@ -338,6 +339,7 @@ class YjsLink:
         host = session.replicas
         message = yproto.parse(frame)
         if message.kind == yproto.SYNC:
+            check_yjs_frame(session.incarnation, message)
             if message.sub == yproto.SYNC_STEP1:
                 replica = await self._stored_replica(session, host)
                 self.answer_sync_step1(replica, message.payload)
@@ -576,9 +578,10 @@ async def _run_yjs(
         tandem.metrics.error(error.code)
         connection.send_bytes(yproto.auth_denied(f"{error.code}: {error.message}"))
         connection.outbox.close(4403, error.code, flush=True)
-    except TandemError as error:
+    except TandemError as error:  # StaleIncarnation closes 4409, the rest 1011
         log.info("yjs connection to %s closed: %s", doc, error)
-        connection.close(1011, error.code)
+        tandem.metrics.error(error.code)
+        connection.close(4409 if error.code == "ERR_STALE_INCARNATION" else 1011, error.code)
     finally:
         if expiry is not None:
             expiry.cancel()

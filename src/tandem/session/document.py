@@ -47,6 +47,7 @@ from tandem.sequencer import Commit, HistoryGap, Sequencer
 from tandem.session.authorize import Authorization, AuthorizeCheck
 from tandem.session.commit import GroupCommitter
 from tandem.session.delivery import Delivery, Member, Peer, Pending, Submission
+from tandem.session.incarnation import catch_up_allowed
 from tandem.session.offline import OfflineMerge
 from tandem.session.owners import Owners
 from tandem.session.presence import PresenceFanout
@@ -54,6 +55,7 @@ from tandem.session.replication import Replication
 from tandem.session.yjs import ReplicaHost
 from tandem.settings import Settings
 from tandem.storage.base import Snapshot, Store
+from tandem.storage.incarnations import LEGACY, Incarnation
 
 __all__ = ["DocumentSession", "SessionHost"]
 
@@ -105,6 +107,8 @@ class DocumentSession:
         self.delivery = Delivery(doc, version, self)
         self.committed_document = document
         self.last_snapshot = version
+        #: Which history ``version`` counts in (set by the manager on load).
+        self.incarnation: Incarnation = LEGACY
         self.subscription: Subscription | None = None
         #: Highest committed seq per client key, as far as loaded history reaches.
         self.last_seqs: dict[str, int] = {}
@@ -157,14 +161,21 @@ class DocumentSession:
     # -- membership -----------------------------------------------------------
 
     async def join(
-        self, peer: Peer, permission: str, version: int | None, fingerprint: str | None = None
+        self,
+        peer: Peer,
+        permission: str,
+        version: int | None,
+        fingerprint: str | None = None,
+        incarnation: str | None = None,
     ) -> None:
         """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up).
 
-        With ``fingerprint`` (the client's document at ``version``), a catch-up
+        A ``version`` of another ``incarnation`` (a restore, a recreated
+        document) gets a snapshot (``session/incarnation.py``). With
+        ``fingerprint`` (the client's document at ``version``), a catch-up
         is sent only if this history's document at ``version`` has that very
         fingerprint; otherwise the client holds another history (ops lost to a
-        power loss, a restore) and gets a snapshot.
+        power loss) and gets a snapshot.
         """
         records: list[OpRecord] | None = None
         member = Member(peer, permission)
@@ -178,6 +189,7 @@ class DocumentSession:
         if (
             version is not None
             and version <= self.committed_version
+            and catch_up_allowed(self.incarnation, incarnation)
             and (fingerprint is None or await self._same_history(version, fingerprint))
         ):
             records = await self.records_between(version, self.committed_version)
@@ -192,6 +204,7 @@ class DocumentSession:
                 presence,
                 permission,
                 last_seq,
+                self.incarnation.id,
             )
         else:
             message = catchup_message(
@@ -202,6 +215,7 @@ class DocumentSession:
                 presence,
                 permission,
                 last_seq,
+                self.incarnation.id,
             )
         self.add_member(member, encode(message))
 

@@ -31,10 +31,11 @@ from tandem.ot.document import Document
 from tandem.session.authorize import AuthorizeCheck
 from tandem.session.commit import GroupCommitter
 from tandem.session.document import DocumentSession
+from tandem.session.incarnation import establish
 from tandem.session.owners import Owners
 from tandem.session.payloads import channel
 from tandem.settings import Settings
-from tandem.storage import open_leases
+from tandem.storage import open_incarnations, open_leases
 from tandem.storage.base import Store
 from tandem.storage.leases import Leases
 from tandem.tasks import cancel_and_wait
@@ -182,6 +183,7 @@ class DocumentManager:
         for record in loaded.ops:
             document = document.apply(record.op)
         session = DocumentSession(doc, document, loaded.version, loaded.ops, self)
+        session.incarnation = await establish(open_incarnations(self.store), loaded)
         session.replicas.load(loaded)
         for record in loaded.ops:
             if record.seq is not None:

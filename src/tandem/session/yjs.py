@@ -43,18 +43,33 @@ from typing import Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
 from tandem.merge.cursors import index_of, relative_position
-from tandem.merge.replica import EMPTY_UPDATE, Replica, ReplicaError, UpdateRefused
+from tandem.merge.replica import (
+    EMPTY_UPDATE,
+    SERVER_CLIENT_ID,
+    Replica,
+    ReplicaError,
+    UpdateRefused,
+)
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Delta
+from tandem.ot.document import Document
 from tandem.protocol import Cursor
 from tandem.records import OpRecord
 from tandem.sequencer import Sequencer
 from tandem.session.delivery import Member, Submission
 from tandem.session.presence import PresenceFanout
 from tandem.storage.base import LoadedDocument, Store
+from tandem.storage.incarnations import LEGACY, Incarnation
 
-__all__ = ["ReplicaHost", "ReplicaRefused", "ReplicaSession", "YjsPeer", "build_replica"]
+__all__ = [
+    "ReplicaHost",
+    "ReplicaRefused",
+    "ReplicaSession",
+    "YjsPeer",
+    "build_replica",
+    "replica_clients",
+]
 
 log = logging.getLogger("tandem.session.yjs")
 
@@ -88,6 +103,8 @@ class ReplicaSession(Protocol):
     store: Store
     sequencer: Sequencer
     presence: PresenceFanout
+    #: The document's incarnation: which Yjs client id the replica writes with.
+    incarnation: Incarnation
 
     @property
     def committed_version(self) -> int: ...
@@ -105,18 +122,42 @@ class ReplicaRefused(TandemError):
     code = "ERR_INVALID_OP"
 
 
-def build_replica(loaded: LoadedDocument) -> Replica:
-    """The replica at ``loaded.version``: stored CRDT state, else seeded, then the ops."""
+def build_replica(loaded: LoadedDocument, incarnation: Incarnation = LEGACY) -> Replica:
+    """The replica at ``loaded.version``: stored CRDT state, else seeded, then the ops.
+
+    In an incarnation whose replica was seeded from the text at ``yjs_from``
+    (a restored, imported or renewed document), a snapshot up to that version
+    may hold the old history's items: the text at ``yjs_from`` is seeded afresh by
+    the incarnation's own Yjs client id (deterministic, so every node and
+    every restart builds the same items), and only the ops after it replayed.
+    """
     snapshot = loaded.snapshot
-    if snapshot is not None and snapshot.crdt:
-        replica = Replica(snapshot.crdt, snapshot.version)
+    client = incarnation.yjs_client
+    base = snapshot.version if snapshot is not None else 0
+    # A snapshot at ``yjs_from`` may still be the old history's (taken before the
+    # renewal); the new incarnation's own one there is the seeded state anyway.
+    if incarnation.yjs_from > 0 and incarnation.yjs_from >= base:
+        document = Document(snapshot.content) if snapshot is not None else Document()
+        for record in loaded.ops:
+            if record.version <= incarnation.yjs_from:
+                document = document.apply(record.op)
+        replica = Replica.seeded(document, incarnation.yjs_from, client)
+    elif snapshot is not None and snapshot.crdt:
+        replica = Replica(snapshot.crdt, snapshot.version, client)
     elif snapshot is not None:
-        replica = Replica.seeded(snapshot.content, snapshot.version)
+        replica = Replica.seeded(snapshot.content, snapshot.version, client)
     else:
-        replica = Replica()
+        replica = Replica(client_id=client)
     for record in loaded.ops:
-        _replay(replica, record)
+        if record.version > replica.version:
+            _replay(replica, record)
     return replica
+
+
+def replica_clients(loaded: LoadedDocument) -> frozenset[int]:
+    """The Yjs client ids whose items the stored replica of ``loaded`` holds."""
+    replica = build_replica(loaded)
+    return frozenset(replica.clients()) | {SERVER_CLIENT_ID}
 
 
 def _replay(replica: Replica, op: OpRecord) -> bytes:
@@ -152,7 +193,7 @@ class ReplicaHost:
     # -- lifecycle ------------------------------------------------------------
 
     def load(self, loaded: LoadedDocument) -> None:
-        self.replica = build_replica(loaded)
+        self.replica = build_replica(loaded, self.session.incarnation)
         self._catch_up_committed()
         self._ready.set()
 
@@ -229,7 +270,7 @@ class ReplicaHost:
         try:
             while True:
                 try:
-                    replica = build_replica(await store.load(doc))
+                    replica = build_replica(await store.load(doc), self.session.incarnation)
                     while replica.version < self.session.committed_version:
                         records = await store.get_ops(
                             doc, replica.version, self.session.committed_version
