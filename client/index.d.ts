@@ -38,6 +38,8 @@ export class Emitter {
 
 export interface DocRecord {
   version: number;
+  /** The incarnation `version` belongs to (sent with it on re-join); null before incarnations. */
+  incarnation?: string | null;
   /** The document at `version` (a delta of inserts). */
   content: Op[];
   state: ClientStateJSON;

@@ -92,6 +92,12 @@ export class TandemDoc extends Emitter {
     /** @type {{v: number, op: import('quill-delta').Op[]}[]} */
     this._history = [];
     this._known = false;
+    /**
+     * The incarnation our version belongs to (`i` of the last snapshot or
+     * catch-up; null from a server without incarnations, or before one).
+     * @type {string | null}
+     */
+    this._incarnation = null;
     this._joined = false;
     this._joining = false;
     this._closed = false;
@@ -348,6 +354,7 @@ export class TandemDoc extends Emitter {
     if (record && !this._known) {
       this._setConfirmed(new Delta(record.content));
       this._state = this._newState(0, 0, record.state);
+      this._incarnation = typeof record.incarnation === 'string' ? record.incarnation : null;
       this._local = null;
       this._setText(textOf(this.content));
       this._known = true;
@@ -430,7 +437,11 @@ export class TandemDoc extends Emitter {
     if (this._closed || this._joining || this._joined || !this.client._online) return;
     if (!this._loadDone) return; // _load() joins when done
     const msg = { type: 'join', doc: this.id };
-    if (this._known && !fresh) msg.v = this._state.version;
+    if (this._known && !fresh) {
+      msg.v = this._state.version;
+      // The history `v` counts in: another one (a restore) answers with a snapshot.
+      if (this._incarnation) msg.i = this._incarnation;
+    }
     this._joining = this.client._send(msg, { doc: this.id, kind: 'join' });
     this._updateStatus();
   }
@@ -465,7 +476,10 @@ export class TandemDoc extends Emitter {
 
   _onSnapshot(msg) {
     const merging = this._state.merging;
-    if (merging) {
+    // A snapshot of another incarnation (a restore): the merge's base version
+    // counts in the old history, so it is rebased below like any pending edit.
+    const restored = typeof msg.i === 'string' && this._incarnation !== null && msg.i !== this._incarnation;
+    if (merging && !restored) {
       // Keep the merge: complete it here if the server committed it, else resend it.
       if (typeof msg.last_seq === 'number' && msg.last_seq >= merging.seq) {
         this._finishMerge(msg.v, this._mergeFinal().diff(new Delta(msg.content)));
@@ -595,6 +609,7 @@ export class TandemDoc extends Emitter {
     this._joining = false;
     this._joined = true;
     this._retries = 0;
+    this._incarnation = typeof msg.i === 'string' ? msg.i : null;
     if (msg.permission) this.permission = msg.permission;
     this._presence.reset(msg.presence);
     this.emit('presence', this.peers());
@@ -749,7 +764,12 @@ export class TandemDoc extends Emitter {
       return;
     }
     this._saving = true;
-    const record = { version: this._state.version, content: this._confirmed.ops, state: this._state.toJSON() };
+    const record = {
+      version: this._state.version,
+      incarnation: this._incarnation,
+      content: this._confirmed.ops,
+      state: this._state.toJSON(),
+    };
     this.client.storage
       .save(this.client.clientId, this.id, record)
       .catch((err) => this.emit('error', { code: 'ERR_OFFLINE_STORE', message: String(err) }))

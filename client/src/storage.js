@@ -11,6 +11,9 @@
 /**
  * @typedef {object} DocRecord
  * @property {number} version
+ * @property {string | null} [incarnation]  the incarnation `version` belongs to: a
+ *   re-join sends it, and a restored document (another incarnation) answers
+ *   with a snapshot that the unacknowledged edits are rebased onto
  * @property {import('quill-delta').Op[]} content  the document at `version`
  * @property {ReturnType<import('./state.js').ClientState['toJSON']>} state
  */

@@ -100,6 +100,46 @@ test('reconnect: re-join with v, take our op in the catchup as its ack, resend t
   client.close();
 });
 
+test('incarnations: a re-join sends v with its i; a snapshot of another incarnation rebases the offline edits; the record keeps i', async () => {
+  FakeSocket.all = [];
+  const storage = new MemoryStorage();
+  const options = { url: 'ws://127.0.0.1:1/collab', token: 't0k', clientId: 'me', WebSocket: FakeSocket, storage, backoff: { min: 1, max: 2 } };
+  const client = new TandemClient(options);
+  await client.ready;
+  const ws = await nextSocket(0);
+  ws.frame({ type: 'hello', protocol: 1, client: 'me', user: 'u', name: 'U', expires: 0 });
+  const doc = client.open('d');
+  await new Promise((r) => setImmediate(r));
+  ws.frame({ type: 'snapshot', doc: 'd', v: 80, i: 'old', content: [{ insert: 'abcdef' }], presence: [], permission: 'write' });
+  client.disconnect();
+  doc.insert(6, '!'); // offline
+  await doc.whenSaved();
+  assert.equal((await storage.load('me', 'd')).incarnation, 'old');
+  client.close();
+
+  // A page reload: the record's version and incarnation go out with the join.
+  const again = new TandemClient(options);
+  await again.ready;
+  const ws2 = await nextSocket(1);
+  ws2.frame({ type: 'hello', protocol: 1, client: 'me', user: 'u', name: 'U', expires: 0 });
+  const reloaded = again.open('d');
+  await reloaded.ready;
+  await new Promise((r) => setImmediate(r));
+  const join = ws2.last('join');
+  assert.deepEqual([join.v, join.i], [80, 'old']);
+  // The document was restored (version 90 of another history): a snapshot, rebased onto.
+  ws2.frame({ type: 'snapshot', doc: 'd', v: 90, i: 'new', content: [{ insert: 'abXYZ' }], presence: [], permission: 'write', last_seq: null });
+  assert.equal(reloaded.text, 'abXYZ!');
+  const op = ws2.last('op');
+  assert.deepEqual([op.v, op.op], [90, [{ retain: 5 }, { insert: '!' }]]);
+  ws2.frame({ type: 'ack', doc: 'd', seq: op.seq, v: 91 });
+  await reloaded.whenSynced();
+  await reloaded.whenSaved();
+  const record = await storage.load('me', 'd');
+  assert.deepEqual([record.version, record.incarnation], [91, 'new']);
+  again.close();
+});
+
 test('an unacked op is resent with its original seq and base after a reconnect', async () => {
   const { client, ws, doc } = await setup();
   ws.frame({ type: 'snapshot', doc: 'd', v: 3, content: [], presence: [], permission: 'write' });

@@ -411,13 +411,14 @@ class TandemClient:
                 version=message["v"],
                 merge_at=self.merge_threshold,
             )
-        elif handle._state.merging is not None:
+        elif handle._state.merging is not None and not _other_incarnation(handle, message):
             # The merge is kept: completed here if committed, else resent by _loaded.
             state = handle._state
             change = state.snapshot_while_merging(message["v"], content, message.get("last_seq"))
             handle._remote_change(Change(change, state.version, True))
         else:
-            # Another history (a power loss, a restore): the edits are carried over.
+            # Another history (a power loss, a restore): the edits are carried over
+            # (a merge too: its base version counts in the old incarnation).
             state = handle._state
             change, _ = carry_over(state, message["v"], content, message.get("last_seq"))
             handle._remote_change(Change(change, state.version, True))
@@ -480,3 +481,9 @@ def _endpoint(url: str, token: str | None, client_id: str) -> str:
         query.append(("token", token))
     query.append(("client", client_id))
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), parts.fragment))
+
+
+def _other_incarnation(handle: DocumentHandle, message: Mapping[str, Any]) -> bool:
+    """Does this snapshot belong to another incarnation than the handle's version?"""
+    incarnation = message.get("i")
+    return handle.incarnation is not None and incarnation not in (None, handle.incarnation)

@@ -143,6 +143,9 @@ class DocumentHandle:
         self.permission: str | None = None
         #: True between a processed snapshot/catch-up and the next disconnect.
         self.live = False
+        #: The incarnation the version belongs to (``i`` of the last snapshot or
+        #: catch-up; None from a server without incarnations).
+        self.incarnation: str | None = None
         self._joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters: list[asyncio.Future[None]] = []
         self._streams: set[ChangeStream] = set()
@@ -356,6 +359,8 @@ class DocumentHandle:
         if self._state is not None:
             message["v"] = self._state.version
             message["h"] = self._state.confirmed.fingerprint()
+            if self.incarnation is not None:
+                message["i"] = self.incarnation
         return message
 
     def _rejoin(self) -> None:
@@ -404,6 +409,8 @@ class DocumentHandle:
     def _loaded(self, message: Mapping[str, Any]) -> None:
         """A snapshot or catch-up was processed: go live, resend, republish presence."""
         self.permission = message.get("permission", self.permission)
+        incarnation = message.get("i")
+        self.incarnation = incarnation if isinstance(incarnation, str) else None
         self._others = {}
         for entry in message.get("presence") or ():
             self._presence(entry)
