@@ -78,9 +78,14 @@ class HPClient:
         with contextlib.suppress(websockets.ConnectionClosed):
             await self.ws.send(data)
 
-    async def open(self, key: str, token: str, client_id: int) -> HPDocument:
-        """Attach a provider for ``key``: Auth, then SyncStep1 (as the provider's onOpen)."""
+    async def open(
+        self, key: str, token: str, client_id: int, state: bytes | None = None
+    ) -> HPDocument:
+        """Attach a provider for ``key``: Auth, then SyncStep1 (as the provider's onOpen);
+        ``state``: a Y.Doc it held from before (a reload with persisted state)."""
         doc: Doc[Any] = Doc(client_id=client_id)
+        if state is not None:
+            doc.apply_update(state)
         entry = HPDocument(key, doc, doc.get("content", type=Text))
         self.docs[key] = entry
         doc.observe(lambda event: self._local(entry, event.update))

@@ -25,6 +25,11 @@ The restored document is a new incarnation (docs/protocol.md, "Incarnations"):
 All converge on the restored document plus everyone's new edits: the edits
 acknowledged after the backup are gone (the restore took them), and each
 offline edit is there exactly once.
+
+A second test renews a document with ``tandem docs renew`` and checks the
+Hocuspocus endpoint: a provider holding the old incarnation has that document
+closed (``ERR_STALE_INCARNATION``), nothing of its state is merged, its other
+document on the socket carries on, and a fresh provider syncs.
 """
 
 from __future__ import annotations
@@ -48,7 +53,18 @@ from tandem.ot.delta import Delete, Delta, Insert, Retain
 from tandem.ot.diff import diff
 from tandem.ot.transform import transform
 
-from .harness import POSTGRES_URL, ServerProcess, doc_state, drop_schema, require_services, token
+from .harness import (
+    POSTGRES_URL,
+    RawClient,
+    ServerProcess,
+    doc_state,
+    drop_schema,
+    require_services,
+    token,
+    until,
+)
+from .hpclient import HPClient
+from .test_hocuspocus import text_of
 from .test_python_client import ALPHABET, converged
 from .yclient import YClient
 
@@ -302,3 +318,54 @@ def test_clients_ahead_of_a_restore_converge_and_keep_their_offline_edits(
 async def _closed(client: YClient) -> None:
     while client.closed is None:
         await asyncio.sleep(0.02)
+
+
+def test_a_hocuspocus_provider_of_a_renewed_document_is_refused_not_merged(
+    tmp_path: Path,
+) -> None:
+    """``tandem docs renew`` (SQLite, node stopped): a Hocuspocus provider that held the
+    old incarnation has that document closed with ``ERR_STALE_INCARNATION`` and none of its
+    state is merged; another document on the same socket carries on."""
+    server = ServerProcess(tmp_path / "data")
+
+    async def scenario() -> None:
+        server.start()
+        try:
+            ot = await RawClient.connect(server, f"token={token('otto')}&doc=hp-renewed")
+            await ot.expect("snapshot", v=0)
+            await ot.send({"type": "op", "v": 0, "seq": 1, "op": [{"insert": "old text"}]})
+            await ot.expect("ack", v=1)
+            await ot.close()
+            held = HPClient()
+            await held.connect(f"{server.ws_url}/hocuspocus")
+            doc = await held.open("hp-renewed", token("hana"), 4101)
+            await until(lambda: doc.synced and doc.plain() == "old text")
+            await held.close()
+        finally:
+            server.stop()
+        tandem("docs", "--data", str(server.data_dir), "renew", "hp-*", env={})
+        server.start()
+        try:
+            client = HPClient()
+            await client.connect(f"{server.ws_url}/hocuspocus")
+            other = await client.open("other", token("hana"), 4102)
+            await until(lambda: other.synced)
+            old_state = doc.doc.get_update()  # the provider's Y.Doc from before, plus an edit
+            stale = await client.open("hp-renewed", token("hana"), 4101, old_state)
+            stale.text.insert(0, "offline ")
+            await until(lambda: stale.closed is not None, timeout=20)
+            assert stale.closed == "ERR_STALE_INCARNATION"
+            assert text_of(await doc_state(server, "hp-renewed")) == "old text"  # nothing merged
+            client.insert("other", 0, "still here")  # the socket and its other document live on
+            await until(lambda: other.unsynced == 0 and other.statuses[-1:] == [True])
+            assert text_of(await doc_state(server, "other")) == "still here"
+            await client.close()
+            again = HPClient()
+            await again.connect(f"{server.ws_url}/hocuspocus")
+            fresh = await again.open("hp-renewed", token("hana"), 4103)
+            await until(lambda: fresh.synced and fresh.plain() == "old text")
+            await again.close()
+        finally:
+            server.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
