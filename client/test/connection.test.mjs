@@ -140,6 +140,27 @@ test('incarnations: a re-join sends v with its i; a snapshot of another incarnat
   again.close();
 });
 
+test('incarnations: a pending merge is kept on a snapshot of the same incarnation, rebased on one of another', async () => {
+  for (const [i, kept] of [['old', true], ['new', false]]) {
+    const { client, ws, doc } = await setup();
+    ws.frame({ type: 'snapshot', doc: 'd', v: 80, i: 'old', content: [{ insert: 'abcdef' }], presence: [], permission: 'write' });
+    client.disconnect();
+    doc.insert(6, '!');
+    doc._state.beginMerge(); // as a long catch-up would have started it
+    client.connect();
+    const ws2 = await nextSocket(1);
+    ws2.frame({ type: 'hello', protocol: 1, client: 'me', user: 'u', name: 'U', expires: 0 });
+    ws2.frame({ type: 'snapshot', doc: 'd', v: 90, i, content: [{ insert: 'abXYZ' }], presence: [], permission: 'write', last_seq: null });
+    assert.equal(doc._state.merging !== null, kept, `merge kept on a snapshot of incarnation ${i}`);
+    if (!kept) {
+      assert.equal(doc.text, 'abXYZ!');
+      const op = ws2.last('op');
+      assert.deepEqual([op.v, op.op], [90, [{ retain: 5 }, { insert: '!' }]]);
+    }
+    client.close();
+  }
+});
+
 test('an unacked op is resent with its original seq and base after a reconnect', async () => {
   const { client, ws, doc } = await setup();
   ws.frame({ type: 'snapshot', doc: 'd', v: 3, content: [], presence: [], permission: 'write' });

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tandem.client.carryover import carry_over
 from tandem.client.state import ClientState
 from tandem.ot import Delta, Document
@@ -40,3 +42,30 @@ def test_nothing_pending_is_a_plain_snapshot() -> None:
     change, message = carry_over(state, 4, Delta().insert("new"), None)
     assert message is None and state.synchronized and state.text == "new"
     assert Document("old").apply(change).text() == "new"
+
+
+def test_a_merge_in_flight_is_carried_over_onto_another_incarnation_only() -> None:
+    asyncio.run(_merge_in_flight_and_incarnations())
+
+
+async def _merge_in_flight_and_incarnations() -> None:
+    """A snapshot of the same incarnation keeps the pending merge (it may be committed);
+    one of another incarnation (a restore) carries it over: its base counts in the old
+    history."""
+    from tandem.client import TandemClient
+    from tandem.client.document import DocumentHandle
+
+    client = TandemClient("ws://127.0.0.1:9/collab", "t", client_id="me")  # never connected
+    snapshot = {"type": "snapshot", "doc": "d", "v": 90, "content": [{"insert": "abXYZ"}]}
+    for incarnation, merging_kept in (("old", True), ("new", False)):
+        handle = DocumentHandle(client, "d")
+        state = handle._state = _typing("abcdef", 80)
+        state.local_edit(Delta().retain(6).insert("!"))
+        state._begin_merge()
+        handle.incarnation = "old"
+        client._snapshot(handle, {**snapshot, "i": incarnation, "last_seq": None})
+        assert (state.merging is not None) is merging_kept
+        if not merging_kept:
+            assert state.text == "abXYZ!" and state.version == 90
+            assert state.inflight is not None and state.inflight.op == Delta().retain(5).insert("!")
+            assert handle.incarnation == "new"
