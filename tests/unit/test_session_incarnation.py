@@ -100,7 +100,8 @@ async def test_a_renewed_document_is_a_new_incarnation_with_a_reseeded_replica(
     manager, session = await opened(store)
     try:
         new = session.incarnation
-        assert new.id != old.id and new.yjs_from == 5 and SERVER_CLIENT_ID in new.retired
+        assert new.id != old.id and new.yjs_from == 5
+        assert new.retired == {SERVER_CLIENT_ID, old.yjs_client}  # the replica it replaces
         replica = session.replicas.replica
         assert replica.client_id == new.yjs_client and replica.clients() == [new.yjs_client]
         assert str(replica.text) == "abcde"

@@ -50,6 +50,7 @@ from tandem.merge.replica import (
     ReplicaError,
     UpdateRefused,
 )
+from tandem.merge.updates import clock_ends
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Delta
@@ -155,9 +156,23 @@ def build_replica(loaded: LoadedDocument, incarnation: Incarnation = LEGACY) -> 
 
 
 def replica_clients(loaded: LoadedDocument) -> frozenset[int]:
-    """The Yjs client ids whose items the stored replica of ``loaded`` holds."""
-    replica = build_replica(loaded)
-    return frozenset(replica.clients()) | {SERVER_CLIENT_ID}
+    """The Yjs client ids whose items the stored replica of ``loaded`` holds.
+
+    Read from the stored updates (the snapshot's CRDT state and every op's
+    update) without building the replica; ``SERVER_CLIENT_ID`` always, as a
+    replica seeded from text or applying an op without an update writes with it
+    (before incarnations, the only id it wrote with).
+    """
+    clients = {SERVER_CLIENT_ID}
+    updates = [loaded.snapshot.crdt] if loaded.snapshot is not None else []
+    updates += [record.crdt for record in loaded.ops]
+    for update in updates:
+        if update:
+            try:
+                clients.update(clock_ends(update))
+            except (ValueError, UnicodeDecodeError):  # unreadable: what replays would refuse
+                log.warning("%s: a stored Yjs update does not decode", loaded.doc)
+    return frozenset(clients)
 
 
 def _replay(replica: Replica, op: OpRecord) -> bytes:
