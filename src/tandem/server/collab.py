@@ -257,17 +257,24 @@ class Connection:
     def send(self, message: str) -> None:
         if self._closing is not None:
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if len(queue) >= self._limit:
             self.shed()
             return
-        self._queue.append(message)
+        queue.append(message)
         size = len(message)
         if size > self._largest:
             self._largest = size
-        self._queued += size
-        if self._queued > self._room + self._largest:
-            self.shed()
-            return
+        if len(queue) == 1:
+            # The first message since the last flush (a broadcast's usual case, once per
+            # member): it is at most the largest and room is never negative, so it is never
+            # over the budget; only its size is kept.
+            self._queued = size
+        else:
+            self._queued += size
+            if self._queued > self._room + self._largest:
+                self.shed()
+                return
         if not self._scheduled:  # _schedule, inlined: this runs once per delivery
             self._scheduled = True
             _flusher.schedule(self)
