@@ -1,11 +1,16 @@
 """Propagation latency on one node vs three nodes: ``python -m bench.cluster``.
 
-The same load — 200 clients in one document, 20 typists at 5 ops/s — against
-one ``tandem serve`` and against three nodes sharing PostgreSQL and Redis
-(clients spread round-robin over the nodes), in the same run. Prints
-p50/p99 submit→delivery latency, lost deliveries, server CPU (summed over the
-nodes) and commit conflicts between nodes. Needs PostgreSQL and Redis on
-127.0.0.1; each run uses its own schema and channel prefix and stops by itself.
+The same load — by default 200 clients in one document, 20 typists at 5 ops/s;
+``--clients 2000 --docs 200 --typists 200`` for many documents — against one
+``tandem serve`` and against three nodes sharing PostgreSQL and Redis (clients
+spread round-robin over the nodes), interleaved in the same run. With three
+nodes each document has one owner (the node its first client joined) and the
+others forward to it. Prints p50/p99 submit→delivery latency, lost
+deliveries, server CPU (summed over the nodes), commit conflicts between nodes
+and fenced commits, then the median p99 of each and their ratio. ``--busy``
+keeps one core busy with a spinning process throughout. Needs PostgreSQL and
+Redis on 127.0.0.1; each run uses its own schema and channel prefix and stops
+by itself.
 """
 
 from __future__ import annotations
@@ -72,11 +77,14 @@ def start_nodes(count: int, tag: str, workdir: Path) -> list[tuple[subprocess.Po
     return nodes
 
 
-def conflicts(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(
-        float(m) for m in re.findall(r"^tandem_commit_conflicts_total\{[^}]*\} (\S+)$", text, re.M)
-    )
+def metric(port: int, name: str) -> float:
+    """The sum of every sample of the metric ``name`` on the node at ``port`` (nan: no answer)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    except httpx.HTTPError:
+        return float("nan")
+    pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
+    return sum(float(m) for m in re.findall(pattern, text, re.M))
 
 
 def drop_schema(tag: str) -> None:
@@ -94,7 +102,7 @@ def drop_schema(tag: str) -> None:
     asyncio.run(drop())
 
 
-def run(count: int, duration: float) -> dict[str, Any]:
+def run(count: int, duration: float, clients: int, typists: int, docs: int) -> dict[str, Any]:
     import jwt
 
     tag = uuid.uuid4().hex[:8]
@@ -120,9 +128,11 @@ def run(count: int, duration: float) -> dict[str, Any]:
                 "--token",
                 token,
                 "--clients",
-                "200",
+                str(clients),
                 "--typists",
-                "20",
+                str(typists),
+                "--docs",
+                str(docs),
                 "--rate",
                 "5",
                 "--duration",
@@ -135,12 +145,20 @@ def run(count: int, duration: float) -> dict[str, Any]:
         )
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         result["nodes"] = count
-        result["conflicts"] = sum(conflicts(port) for _, port in nodes)
+        result["conflicts"] = sum(
+            metric(port, "tandem_commit_conflicts_total") for _, port in nodes
+        )
+        result["fenced"] = sum(metric(port, "tandem_fenced_commits_total") for _, port in nodes)
+        result["owned"] = [metric(port, "tandem_owned_documents") for _, port in nodes]
         return result
     finally:
         for process, _ in nodes:
             process.terminate()
-            process.wait(10)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
         drop_schema(tag)
 
@@ -149,25 +167,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--typists", type=int, default=20)
+    parser.add_argument("--docs", type=int, default=1)
+    parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     args = parser.parse_args()
     if not (LOADGEN.parent / "node_modules").is_dir():
         subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund"], cwd=LOADGEN.parent, check=True
         )
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    print(
+        f"{args.clients} clients, {args.typists} typists, {args.docs} document(s)"
+        f"{', one core busy' if args.busy else ''}"
+    )
     print(
         f"{'nodes':>5} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>9} {'lost':>5} "
-        f"{'cpu s':>6} {'conflicts':>9}"
+        f"{'cpu s':>6} {'conflicts':>9} {'fenced':>6}  owned"
     )
     p99s: dict[int, list[float]] = {1: [], 3: []}
-    for _ in range(args.repeat):
-        for count in (1, 3):
-            r = run(count, args.duration)
-            p99s[count].append(r["p99"])
-            print(
-                f"{count:>5} {r['p50']:8.1f} {r['p99']:8.1f} {r['delivered']:>9} {r['lost']:>5} "
-                f"{r.get('serverCpu') or 0:6.2f} {int(r['conflicts']):>9}",
-                flush=True,
-            )
+    try:
+        for _ in range(args.repeat):
+            for count in (1, 3):
+                r = run(count, args.duration, args.clients, args.typists, args.docs)
+                if r.get("p99") is None:
+                    print(f"{count:>5} nothing measured: {r}", flush=True)
+                    continue
+                p99s[count].append(r["p99"])
+                print(
+                    f"{count:>5} {r['p50']:8.1f} {r['p99']:8.1f} {r['delivered']:>9} "
+                    f"{r['lost']:>5} {r.get('serverCpu') or 0:6.2f} {r['conflicts']:>9.0f} "
+                    f"{r['fenced']:>6.0f}  {r['owned']}",
+                    flush=True,
+                )
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
     one, three = statistics.median(p99s[1]), statistics.median(p99s[3])
     print(f"median p99: 1 node {one:.1f} ms, 3 nodes {three:.1f} ms (ratio {three / one:.2f})")
 

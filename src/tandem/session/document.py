@@ -515,8 +515,10 @@ class DocumentSession:
             if record.crdt is not None and pending.submission.yjs_update is None:
                 # Stored and published: an OT op's update need not stay in memory.
                 self.sequencer.forget_crdt(record.version)
-        if record.version - self.last_snapshot >= self.settings.snapshot_every:
-            self._snapshot()
+        if record.version - self.last_snapshot >= self.settings.snapshot_every and (
+            pending is not None or self.host.owners is None
+        ):
+            self._snapshot()  # by the node that committed it (with leases, the owner)
 
     def acknowledged(self, pending: Pending) -> None:
         if pending.submission.received:

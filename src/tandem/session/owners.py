@@ -375,6 +375,9 @@ class Owners:
                 continue
             answer = future.result()
             if not answer.not_owner:
+                # It answered, so it held the lease a moment ago: ask the store again
+                # only if a later answer is late, not before every forward.
+                self._owners[doc] = (owner, time.monotonic() + self._check_every)
                 return answer
             self._owners.pop(doc, None)
             sent_to = None
