@@ -1,9 +1,10 @@
 """Propagation latency on one node vs three nodes: ``python -m bench.cluster``.
 
 The same load — by default 200 clients in one document, 20 typists at 5 ops/s;
-``--clients 2000 --docs 200 --typists 200`` for many documents — against one
-``tandem serve`` and against three nodes sharing PostgreSQL and Redis (clients
-spread round-robin over the nodes), interleaved in the same run. With three
+``--clients 2000 --docs 200 --typists 1`` for many documents (``--typists`` is
+per document) — against one ``tandem serve`` and against three nodes sharing
+PostgreSQL and Redis (clients spread round-robin over the nodes), interleaved
+in the same run. With three
 nodes each document has one owner (the node its first client joined) and the
 others forward to it. Prints p50/p99 submit→delivery latency, lost
 deliveries, server CPU (summed over the nodes), commit conflicts between nodes
@@ -168,7 +169,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--typists", type=int, default=20)
+    parser.add_argument("--typists", type=int, default=20, help="typists per document")
     parser.add_argument("--docs", type=int, default=1)
     parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     args = parser.parse_args()
@@ -178,7 +179,7 @@ def main() -> None:
         )
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     print(
-        f"{args.clients} clients, {args.typists} typists, {args.docs} document(s)"
+        f"{args.clients} clients, {args.typists} typist(s) per document, {args.docs} document(s)"
         f"{', one core busy' if args.busy else ''}"
     )
     print(

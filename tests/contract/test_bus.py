@@ -186,6 +186,20 @@ async def test_resubscribe_after_unsubscribe(cluster: Cluster) -> None:
     assert await again.wait_for(1) == [b"x"]
 
 
+async def test_publish_many_keeps_order_across_channels(
+    redis_nodes: Callable[..., Awaitable[RedisBus]],
+) -> None:
+    """``RedisBus.publish_many`` (one pipeline) delivers like as many ``publish`` calls."""
+    a, b = await redis_nodes(), await redis_nodes()
+    here, there = await subscribe(a, "doc"), await subscribe(b, "doc")
+    other = await subscribe(b, "node:x")
+    sent = [str(i).encode() for i in range(300)]
+    await a.publish_many([("doc" if i % 3 else "node:x", m) for i, m in enumerate(sent)])
+    assert await here.wait_for(200) == [m for i, m in enumerate(sent) if i % 3]
+    assert await there.wait_for(200) == [m for i, m in enumerate(sent) if i % 3]
+    assert await other.wait_for(100) == [m for i, m in enumerate(sent) if not i % 3]
+
+
 @HANDLER_KINDS
 async def test_per_publisher_order(cluster: Cluster, asynchronous: bool) -> None:
     a, b = await cluster(2)

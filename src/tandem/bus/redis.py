@@ -171,6 +171,26 @@ class RedisBus:
             self._publish_failing = False
             logger.info("bus: publishing to Redis works again")
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        """``publish`` each ``(channel, message)`` in order, in one round trip (a pipeline)."""
+        self._check_open("publish")
+        assert self._client is not None
+        for channel, message in messages:
+            self._fanout.deliver(channel, message)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for channel, message in messages:
+                pipe.publish(self._key(channel), self._origin + message)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            if not self._publish_failing:
+                self._publish_failing = True
+                logger.warning("bus: publishing to Redis failed (%s); dropping messages", exc)
+            return
+        if self._publish_failing:
+            self._publish_failing = False
+            logger.info("bus: publishing to Redis works again")
+
     async def subscribe(self, channel: str, handler: Handler) -> Subscription:
         """Deliver every later message on ``channel`` to ``handler`` until unsubscribed."""
         self._check_open("subscribe")
