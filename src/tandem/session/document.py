@@ -32,6 +32,7 @@ their own modules, so none of them imports this one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -58,6 +59,9 @@ from tandem.storage.base import Snapshot, Store
 from tandem.storage.incarnations import LEGACY, Incarnation
 
 __all__ = ["DocumentSession", "SessionHost"]
+
+#: Where a submit is sequenced (here, or forwarded: ``session/owners.py``), at debug level.
+_owners_log = logging.getLogger("tandem.owners")
 
 
 class SessionHost(Protocol):
@@ -338,6 +342,8 @@ class DocumentSession:
             and await owners.forward(self, member, submission)
         ):
             return  # another node owns the document and sequenced it
+        if owners is not None and _owners_log.isEnabledFor(logging.DEBUG):
+            _owners_log.debug("%s: sequencing a submit of %s here", self.node, self.doc)
         if self.authorization.active:  # one decision at a time: the hook sees the head
             async with self.authorization.turn:
                 await self._sequence(member, submission)
