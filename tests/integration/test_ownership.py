@@ -10,7 +10,9 @@ keystroke present exactly once and every client converged:
   document over, the stale owner's queued commit is fenced (counted), and
   what it had sequenced is forwarded to the new owner, none of it lost;
 * every node SIGTERMed and restarted in turn (a rolling restart);
-* Redis SIGKILLed and restarted (a private ``redis-server`` for this test).
+* Redis SIGKILLed and restarted (a private ``redis-server`` for this test);
+* and, without load, a Yjs update and a REST post made on the other nodes are
+  forwarded to the owner and reach every client.
 
 The lease TTL is 2 s here (``harness.SHORT_LEASE``).
 """
@@ -24,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -253,3 +255,49 @@ def test_redis_killed_and_restarted_under_load(tmp_path: Path) -> None:
                     await close_all(clients)
 
             run(scenario())
+
+
+def test_yjs_updates_and_rest_posts_on_other_nodes_reach_the_owner(
+    cluster: list[ServerProcess],
+) -> None:
+    """A Yjs client on node 1 and a REST post on node 2 are forwarded to node 0, the owner."""
+    import httpx
+
+    from .yclient import YClient
+
+    async def scenario() -> None:
+        owner = TandemClient(urls(cluster, 0), token("otto"))
+        try:
+            handle = await owner.join("mixed", timeout=10)
+            handle.insert(0, "ot ")
+            await handle.synced(10)
+            y = YClient(4711)
+            await y.connect(f"{cluster[1].ws_url}/yjs/mixed?token={token('yuki')}")
+            await asyncio.wait_for(y.synced.wait(), 10)
+            y.insert(len(y.plain()), "yjs ")
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"{cluster[2].url}/api/docs/mixed/ops",
+                    json={"type": "insert", "pos": 0, "text": "rest ", "client": "r1", "seq": 1},
+                    headers={"Authorization": f"Bearer {token('rita')}"},
+                    timeout=30,
+                )
+            assert response.status_code == 200, response.text
+            deadline = time.monotonic() + 20
+            while sorted(handle.text.split()) != ["ot", "rest", "yjs"]:
+                assert time.monotonic() < deadline, handle.text
+                await asyncio.sleep(0.05)
+            await asyncio.wait_for(_until(lambda: y.plain() == handle.text), 20)
+            await y.disconnect()
+            assert metric(cluster[0], "tandem_owned_documents") == 1
+            assert metric(cluster[1], "tandem_forward_seconds_count") >= 1
+            assert metric(cluster[2], "tandem_forward_seconds_count") >= 1
+        finally:
+            await owner.close()
+
+    run(scenario())
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.05)
