@@ -152,7 +152,7 @@ class Connection:
         "_queued",
         "_largest",
         "_room",
-        "_tracked",
+        "_track_at",
         "_limit",
         "_scheduled",
         "_closing",
@@ -189,8 +189,9 @@ class Connection:
         self._largest = 0
         #: ``max_connection_bytes``: what may be held beyond the largest message.
         self._room = settings.max_connection_bytes
-        #: Reported to the server's ``Budget`` (holding more than ``TRACKED_BYTES``).
-        self._tracked = False
+        #: What the socket's buffer must reach after a write to be reported to the
+        #: server's ``Budget``: ``TRACKED_BYTES``, or 0 (every write) while it holds more.
+        self._track_at = TRACKED_BYTES
         self._limit = settings.send_queue_frames
         self._scheduled = False
         self._closing: tuple[int, str] | None = None
@@ -258,23 +259,25 @@ class Connection:
         if self._closing is not None:
             return
         queue = self._queue
-        if len(queue) >= self._limit:
-            self.shed()
-            return
-        queue.append(message)
         size = len(message)
         if size > self._largest:
             self._largest = size
-        if len(queue) == 1:
-            # The first message since the last flush (a broadcast's usual case, once per
-            # member): it is at most the largest and room is never negative, so it is never
-            # over the budget; only its size is kept.
-            self._queued = size
-        else:
-            self._queued += size
-            if self._queued > self._room + self._largest:
+        if queue:
+            if len(queue) >= self._limit:
                 self.shed()
                 return
+            queue.append(message)
+            queued = self._queued = self._queued + size
+            if queued > self._room + self._largest:
+                self.shed()
+                return
+        else:
+            # The first message since the last flush (a broadcast's usual case, once per
+            # member): the frame limit is at least 1, and one message is at most the
+            # largest while room is never negative, so neither bound can fail; only its
+            # size is kept (``_queued`` is not reset by ``flush``: this sets it).
+            queue.append(message)
+            self._queued = size
         if not self._scheduled:  # _schedule, inlined: this runs once per delivery
             self._scheduled = True
             _flusher.schedule(self)
@@ -296,13 +299,12 @@ class Connection:
             return
         wire = self.wire
         if not wire.writable():
-            self._hold(self._queued + wire.buffered())
+            self._hold((self._queued if self._queue else 0) + wire.buffered())
             wire.drain(self)
             return
         messages = self._queue
         if messages:
-            self._queue = []
-            self._queued = 0
+            self._queue = []  # ``_queued`` is stale until the next send sets it
             key = id(messages[0]) if len(messages) == 1 else tuple(map(id, messages))
             known = None if frames is None else frames.get(key)
             if known is None:
@@ -310,7 +312,7 @@ class Connection:
                 if frames is not None:
                     frames[key] = known
             buffered = wire.write(known[1])
-            if buffered >= TRACKED_BYTES or self._tracked:
+            if buffered >= self._track_at:
                 self._hold(buffered)
         if self._closing is not None:
             self.closed = True
@@ -320,7 +322,7 @@ class Connection:
         """Report ``held`` bytes to the server's budget; over this connection's: shed."""
         if self._closing is not None:
             return
-        self._tracked = held >= TRACKED_BYTES
+        self._track_at = 0 if held >= TRACKED_BYTES else TRACKED_BYTES
         budget = self.tandem.admission.budget
         if budget.over(held, self._largest):
             self.shed()

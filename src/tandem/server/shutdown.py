@@ -56,8 +56,9 @@ class GracefulShutdown:
         self.connections: set[Closable] = set()
         #: Messages being handled right now (each may sequence an op).
         self._handling = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: Made by the drain when it must wait for ``_handling`` to reach 0 (not an
+        #: event cleared and set around every message: this runs once per message).
+        self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- what connections report ---------------------------------------------------------
@@ -71,11 +72,10 @@ class GracefulShutdown:
     def started_handling(self) -> None:
         """A message is being handled: the drain waits for ``finished_handling``."""
         self._handling += 1
-        self._idle.clear()
 
     def finished_handling(self) -> None:
         self._handling -= 1
-        if not self._handling:
+        if not self._handling and self._idle is not None:
             self._idle.set()
 
     # -- the drain -------------------------------------------------------------------------
@@ -109,6 +109,8 @@ class GracefulShutdown:
         log.info("shutdown: %d connection(s) closed with 1012", len(self.connections))
 
     async def _settle(self) -> None:
-        await self._idle.wait()
+        if self._handling:  # new messages are not handled once draining
+            self._idle = asyncio.Event()
+            await self._idle.wait()
         sessions = list(self.tandem.documents.sessions.values())
         await asyncio.gather(*(session.stored() for session in sessions))

@@ -333,7 +333,7 @@ class DocumentSession:
         """
         if member.permission != "write":
             raise ReadOnly(f"read-only access to {self.doc!r}: edits are refused")
-        if not after_conflict:
+        if not after_conflict and self.replication.rebasing:  # no coroutine per op otherwise
             await self.rebased()
         owners = self.host.owners
         if (

@@ -82,6 +82,11 @@ class Replication:
         if session.replicated:
             session.publish(encode_op(session.node, record))
 
+    @property
+    def rebasing(self) -> bool:
+        """A rebase is under way: ``rebased`` would wait."""
+        return self._rebasing is not None
+
     async def rebased(self) -> None:
         """Return once no rebase is under way."""
         while self._rebasing is not None:
