@@ -42,6 +42,23 @@ class TokenBucket:
             return True
         return False
 
+    def spend(self, now: float, cost: float) -> float:
+        """Spend ``cost`` tokens even past zero (a debt); the seconds until one message
+        may pass again (0: at once).
+
+        For work whose cost is known only once done (a reply's size): the caller
+        waits that long before it reads its client's next message, so a
+        connection's expensive requests are slowed down, not refused.
+        """
+        if not self.rate or cost <= 0:
+            return 0.0
+        self.take(now, 0.0)  # refill up to now
+        self.tokens -= cost
+        if self.tokens >= 1.0:
+            return 0.0
+        # A millisecond more, so that the next take() after the wait finds a whole token.
+        return (1.0 - self.tokens) / self.rate + 0.001
+
 
 class ConnectionCounter:
     """Counts open connections per user and per IP against their caps (0: no cap).

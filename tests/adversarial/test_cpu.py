@@ -12,6 +12,7 @@ stay within 2x (with a 5 ms floor: below that, the machine's noise decides).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import statistics
 import subprocess
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from tests.integration.harness import RawClient, ServerProcess, token
+
+from tandem.merge import yproto
 
 from .conftest import latencies, p90
 
@@ -82,3 +86,58 @@ async def test_syncstep2_spam_does_not_stall_another_document(
     assert p90(during) <= limit, f"p90 {p90(during) * 1e3:.1f} ms > {limit * 1e3:.1f} ms"
     if slow:
         assert statistics.quantiles(during, n=100)[-1] < 0.1  # p99 under 100 ms
+
+
+async def test_repeated_syncstep1_is_slowed_to_its_cost(server: ServerProcess) -> None:
+    """A SyncStep1 costs its answer's size (one message of the rate limit per 16 KiB),
+    and repeating it is answered from the replica's cache: a reader that asks for a
+    400 KB document back to back, and reads every answer, gets at most
+    ``(burst + rate × t) / 25`` of them, slowed (not closed); an honest client of
+    another document stays within 2x. Pre-fix: 200 answers a second, 10 ms each."""
+    answer = httpx.post(
+        f"{server.url}/api/docs/big/ops",
+        json={"type": "insert", "pos": 0, "text": "tandem " * 57_000},
+        headers={"Authorization": f"Bearer {token('writer')}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    honest = await RawClient.connect(server, f"token={token('alice')}&doc=other")
+    await honest.expect("snapshot")
+    ids = itertools.count()
+
+    async def ping() -> None:
+        await honest.send({"type": "ping", "id": next(ids)})
+        await honest.expect("pong")
+
+    before = await latencies(ping, 1.5)
+    url = f"{server.ws_url}/yjs/big?token={token('mallory', {'big': 'read'})}"
+    seconds, answers, size = 3.0, 0, 0
+    async with websockets.connect(url, max_size=None) as ws:
+        # 32 requests in flight, one more for each answer: as fast as it is answered.
+        for _ in range(32):
+            await ws.send(yproto.sync_step1(b"\x00"))
+        during_task = asyncio.create_task(latencies(ping, seconds))
+        deadline = asyncio.get_running_loop().time() + seconds
+        with contextlib.suppress(TimeoutError):
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                frame = await asyncio.wait_for(ws.recv(), left)
+                assert isinstance(frame, bytes)
+                message = yproto.parse(frame)
+                if message.kind == yproto.SYNC and message.sub == yproto.SYNC_STEP2:
+                    answers += 1
+                    size = len(message.payload)
+                    await ws.send(yproto.sync_step1(b"\x00"))
+        assert ws.close_code is None  # slowed, not refused
+        during = await during_task
+    await honest.close()
+    cost = size / (16 << 10)
+    bound = (400 + 200 * seconds) / cost + 1
+    print(
+        f"SyncStep1 x as many as taken, {seconds:.0f} s: {answers} answers of {size} bytes"
+        f" (bound {bound:.0f}); ping p90 {p90(during) * 1e3:.1f} ms"
+        f" (before {p90(before) * 1e3:.1f} ms)"
+    )
+    assert size > 350_000
+    assert answers <= bound
+    limit = 2 * max(p90(before), 0.005)
+    assert p90(during) <= limit, f"p90 {p90(during) * 1e3:.1f} ms > {limit * 1e3:.1f} ms"

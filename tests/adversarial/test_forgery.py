@@ -30,6 +30,8 @@ from tests.integration.yclient import YClient
 from tandem.merge import hocuspocus as hp
 from tandem.merge import yproto
 
+from .conftest import metric, start_server
+
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,3 +155,29 @@ def _text(server: ServerProcess, doc: str) -> str:
         timeout=10,
     )
     return str(answer.json()["text"])
+
+
+async def test_client_id_bindings_outlive_the_document_being_unloaded(tmp_path: Path) -> None:
+    """Bob's client id stays his after everyone left and the document was unloaded:
+    a Yjs client keeps its id across reconnects, so a forger must not get it meanwhile."""
+    server = start_server(tmp_path, document_idle_unload="0.5")
+    try:
+        bob = YClient(BOB)
+        await bob.connect(_url(server, "kept", "bob"))
+        await asyncio.wait_for(bob.synced.wait(), 10)
+        bob.insert(0, "bob was here. ")
+        await until(lambda: "bob was here" in _text(server, "kept"))
+        await bob.disconnect()
+        await until(lambda: metric(server, "tandem_open_documents") == 0, timeout=15)
+
+        mallory = YClient(MALLORY)
+        await mallory.connect(_url(server, "kept", "mallory"))
+        await asyncio.wait_for(mallory.synced.wait(), 10)
+        forged = forge_with_pycrdt(mallory.doc.get_update(), BOB, "EVIL ")
+        assert mallory.ws is not None
+        await mallory.ws.send(yproto.sync_update(forged))
+        await until(lambda: mallory.closed is not None)
+        assert mallory.closed is not None and mallory.closed[0] == 4403
+        assert _text(server, "kept") == "bob was here. "
+    finally:
+        server.stop()

@@ -15,7 +15,9 @@ whether a client may come in and how fast it may talk:
   count too; ``Slot.identify(user)`` adds the per-user cap once the token is
   verified; ``Slot.release`` gives both back (idempotent);
 * **rate** — ``bucket()``: the per-connection token bucket every endpoint meters
-  its messages with (``messages_per_second``, ``message_burst``);
+  its messages with (``messages_per_second``, ``message_burst``); a new
+  connection from an address starts with what its last one left
+  (``bucket_closed``), so reconnecting buys no fresh burst;
 * **memory** — ``budget``: what every connection holds for its client that the
   client has not read yet (queued frames, and the socket's send buffer), in
   bytes, against ``max_connection_bytes`` each and ``max_held_bytes`` for the
@@ -168,6 +170,9 @@ class Holder(Protocol):
         """Drop the client as a slow consumer (the server is over its budget)."""
 
 
+#: Addresses whose last connection's rate bucket is remembered (``Admission.bucket``).
+LEFT_ADDRESSES = 10_000
+
 #: Below this, a connection's backlog is not a slow client's: not tracked at all.
 TRACKED_BYTES = 64 << 10
 
@@ -248,6 +253,8 @@ class Admission:
             max(settings.max_connections_per_ip // 2, 1) if settings.max_connections_per_ip else 0
         )
         self._warned = False
+        #: Buckets of closed connections not yet refilled: address -> (tokens, when).
+        self._left: dict[str, tuple[float, float]] = {}
 
     def abort(self, peer: tuple[str, int] | None) -> bool:
         """Cut the socket of ``peer`` (an ASGI scope's ``client``) now; False: not known."""
@@ -313,9 +320,37 @@ class Admission:
         slot.identify(principal.user)
         return principal, client, doc
 
-    def bucket(self, now: float) -> TokenBucket:
-        """The message-rate bucket of one connection (every endpoint's)."""
-        return TokenBucket(self.settings.messages_per_second, self.settings.message_burst, now)
+    def bucket(self, now: float, ip: str | None = None) -> TokenBucket:
+        """The message-rate bucket of one connection (every endpoint's).
+
+        With ``ip``, a connection from an address whose last connection closed
+        with its bucket not yet refilled (``bucket_closed``) starts where that one
+        left off: reconnecting does not buy a fresh burst, nor wipe out a debt
+        (``TokenBucket.spend``). Without, or once refilled, it starts full.
+        """
+        bucket = TokenBucket(self.settings.messages_per_second, self.settings.message_burst, now)
+        left = self._left.pop(ip, None) if ip is not None else None
+        if left is not None:
+            bucket.tokens, bucket.stamp = left
+        return bucket
+
+    def bucket_closed(self, ip: str, bucket: TokenBucket, now: float) -> None:
+        """A connection from ``ip`` is over: remember its bucket until it would have refilled."""
+        if not bucket.rate:
+            return
+        bucket.take(now, 0.0)  # refilled up to now
+        if bucket.tokens >= bucket.burst:
+            return
+        left = self._left
+        known = left.get(ip)
+        if known is None or known[0] > bucket.tokens:
+            left[ip] = (bucket.tokens, now)
+        if len(left) > LEFT_ADDRESSES:  # forget those refilled by now, oldest first
+            for address, (tokens, stamp) in list(left.items()):
+                if tokens + (now - stamp) * bucket.rate >= bucket.burst:
+                    del left[address]
+            while len(left) > LEFT_ADDRESSES:
+                del left[next(iter(left))]
 
     def close_code(self, error: TandemError) -> int:
         """The close code for a refused socket (and the refusal counted in the metrics)."""

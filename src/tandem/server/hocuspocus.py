@@ -80,7 +80,8 @@ from tandem.merge.updates import DeleteSet, delete_set, holds_update
 from tandem.protocol import encode, error_message, validate_doc_id
 from tandem.server.admission import Slot, enter_socket
 from tandem.server.sessions import LiveSession
-from tandem.server.yjs import Outbox, YjsLink, binary_frames, rate_limited
+from tandem.server.yjs import YjsLink
+from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited
 
 if TYPE_CHECKING:
     from tandem.server.context import Context
@@ -98,13 +99,17 @@ TOLD_KEYS = 16
 #: Each replica's delete set, for the version it was read at: a reader's SyncStep2
 #: is checked against it in time proportional to the message, not the document
 #: (the document is read once per version, however many readers ask).
-_DELETED: weakref.WeakKeyDictionary[Replica, tuple[int, DeleteSet]] = weakref.WeakKeyDictionary()
+_DELETED: weakref.WeakKeyDictionary[Replica, tuple[int, tuple[dict[int, int], DeleteSet]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _deleted(replica: Replica) -> DeleteSet:
+def _deleted(replica: Replica) -> tuple[dict[int, int], DeleteSet]:
+    """The replica's state vector and delete set, read once per version."""
     cached = _DELETED.get(replica)
     if cached is None or cached[0] != replica.version:
-        cached = (replica.version, delete_set(replica.state()))
+        known = (_decode_sv(replica.state_vector()), delete_set(replica.state()))
+        cached = (replica.version, known)
         _DELETED[replica] = cached
     return cached[1]
 
@@ -146,9 +151,7 @@ class HocuspocusLink(YjsLink):
         replica = self.host.replica if self.host is not None else None
         if message.sub == yproto.SYNC_STEP2 and replica is not None:
             try:
-                applied = holds_update(
-                    _decode_sv(replica.state_vector()), _deleted(replica), message.payload
-                )
+                applied = holds_update(*_deleted(replica), message.payload)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise yproto.ProtocolError(f"malformed Yjs update: {exc}") from None
         self._status(applied)
@@ -245,6 +248,8 @@ class HocuspocusSocket:
         self.ip = slot.ip or ""
         #: The socket's place in the caps; counted for the first user that authenticates.
         self.slot = slot
+        #: What its documents' answers cost the rate limit beyond one message each.
+        self.owed = 0.0
 
     def push(self, frame: bytes) -> None:
         self.outbox.push(frame)
@@ -298,6 +303,8 @@ class HocuspocusSocket:
             return
         try:
             await link.handle(inner)
+            self.owed += link.owed
+            link.owed = 0.0
         except yproto.ProtocolError as exc:
             self.tandem.metrics.error("ERR_BAD_MESSAGE")
             self.drop(link, f"malformed frame: {exc}"[:120])
@@ -396,13 +403,19 @@ async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
             socket.outbox.close(4408, "no document authenticated in time")
 
     timer = asyncio.get_running_loop().call_later(tandem.settings.auth_deadline, deadline)
+    bucket = tandem.admission.bucket(time.monotonic(), socket.ip)
     try:
-        bucket = tandem.admission.bucket(time.monotonic())
         async for frame in binary_frames(websocket, writer):
             if not bucket.take(time.monotonic()):
                 rate_limited(tandem, socket.outbox)
                 break
+            if frame is None:
+                continue
             await socket.receive(frame)
+            owed, socket.owed = socket.owed, 0.0
+            pause = bucket.spend(time.monotonic(), owed)
+            if pause:
+                await asyncio.sleep(pause)  # not reading meanwhile: the client waits
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
@@ -410,6 +423,7 @@ async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
         socket.outbox.close(4400, f"malformed frame: {exc}"[:120])
     finally:
         timer.cancel()
+        tandem.admission.bucket_closed(socket.ip, bucket, time.monotonic())
         socket.close_all()
         tandem.metrics.connection_closed("hocuspocus")
         socket.outbox.close(1000, "bye")

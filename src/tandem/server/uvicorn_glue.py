@@ -93,9 +93,10 @@ class CollabServer:
             other = WebSocketsSansIOProtocol(
                 config=config, server_state=server_state, app_state=app_state
             )
-            other.connection_made(transport)
-            other.data_received(head)
-            return other
+            metered = MeteredInput(other, transport)
+            other.connection_made(metered.gate)  # type: ignore[arg-type]
+            metered.data_received(head)
+            return metered
 
         return Host(
             tandem=self.tandem,
@@ -112,6 +113,123 @@ class CollabServer:
             parser_failed=parser_failed,
             unmask=apply_mask,
         )
+
+
+#: Bytes of input handed to uvicorn's protocol at a time (one event-loop turn each).
+INPUT_SLICE = 8 << 10
+#: Input parsed once the app has closed a socket (its client's close reply, and
+#: what it had in flight); past it the socket is no longer read.
+AFTER_CLOSE = 4 << 10
+
+
+class _Gate:
+    """The transport as uvicorn's ``WebSocketsSansIOProtocol`` sees it.
+
+    Everything is the real transport's, except reading: uvicorn pauses it when
+    it has queued a message for the app and resumes it when the app has taken
+    them all; the gate records that for ``MeteredInput``, which decides when
+    the real socket is read.
+    """
+
+    def __init__(self, transport: asyncio.Transport, resumed: Any) -> None:
+        self._transport = transport
+        self._resumed = resumed
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        self._resumed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class MeteredInput(asyncio.Protocol):
+    """Backpressure for ``/yjs`` and ``/hocuspocus``: input is read only as the app takes it.
+
+    uvicorn's sans-I/O protocol parses everything a read brings (up to 256 KiB,
+    thousands of small frames) into its receive queue at once, however busy the
+    handler is, and pauses reading only after that. Here a read is handed over
+    ``INPUT_SLICE`` bytes per event-loop turn, and only while uvicorn's queue is
+    empty; meanwhile the socket is not read, so what a connection holds of its
+    client's input is one read, one slice's messages and one partial frame
+    (docs/security.md, "Resource model"). Once the app has closed the socket
+    (``close_sent``), uvicorn still parses whatever arrives while it waits for the
+    close reply (up to ``close_timeout``), only to discard it: past
+    ``AFTER_CLOSE`` bytes the socket is not read any more, and uvicorn's close
+    timer ends it (the client has our close frame either way).
+    """
+
+    def __init__(self, inner: WebSocketsSansIOProtocol, transport: asyncio.Transport) -> None:
+        self.inner = inner
+        self.transport = transport
+        self.gate = _Gate(transport, self._resumed)
+        self._pending = b""
+        self._at = 0
+        self._reading = True
+        self._scheduled = False
+        self._after_close = 0
+        self._stopped = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner.close_sent:
+            self._after_close += len(data)
+            if self._after_close > AFTER_CLOSE:
+                # Not worth parsing: no more reading; uvicorn's close timer ends it.
+                self._stopped = True
+                self._pending, self._at = b"", 0
+                if self._reading and not self.transport.is_closing():
+                    self._reading = False
+                    self.transport.pause_reading()
+                return
+        if self._at < len(self._pending):
+            self._pending = self._pending[self._at :] + data
+        else:
+            self._pending = data
+        self._at = 0
+        self._feed()
+
+    def _resumed(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._feed)
+
+    def _feed(self) -> None:
+        self._scheduled = False
+        if self._at < len(self._pending) and not self.gate.paused:
+            chunk = self._pending[self._at : self._at + INPUT_SLICE]
+            self._at += len(chunk)
+            self.inner.data_received(chunk)
+            if self._at < len(self._pending) and not self.gate.paused:
+                self._resumed()  # the next slice on the next turn
+        if self._at >= len(self._pending):
+            self._pending, self._at = b"", 0
+        reading = not self.gate.paused and not self._pending and not self._stopped
+        if reading != self._reading and not self.transport.is_closing():
+            self._reading = reading
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pending = b""
+        self.inner.connection_lost(exc)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
 
 
 def release_http_protocol(protocol: object) -> None:

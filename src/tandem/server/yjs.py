@@ -36,30 +36,30 @@ import logging
 import secrets
 import time
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tandem.auth import Principal
-from tandem.errors import Forbidden, RateLimited, Rejected, TandemError, TokenExpired
+from tandem.errors import Forbidden, Rejected, TandemError, TokenExpired
 from tandem.limits import TokenBucket
 from tandem.merge import yproto
-from tandem.merge.replica import ReplicaError
+from tandem.merge.replica import Replica, ReplicaError
 from tandem.merge.updates import new_struct_clients
 from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
-from tandem.server.admission import TRACKED_BYTES, enter_with_token
+from tandem.server.admission import enter_with_token
 from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
+from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited
 from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
 from tandem.session.incarnation import check_yjs_frame
 from tandem.session.yjs import ReplicaRefused
 
 if TYPE_CHECKING:
-    from tandem.merge.replica import Replica
     from tandem.metrics import Metrics
     from tandem.server.context import Context
     from tandem.session.yjs import ReplicaHost
@@ -72,15 +72,66 @@ log = logging.getLogger("tandem.yjs")
 AWARENESS_CLIENTS = 4
 #: Yjs client ids one user may create items under, per document.
 CLIENT_IDS_PER_USER = 64
+#: A SyncStep2 answer costs one message of the rate limit per this many bytes: a
+#: connection is slowed to ``messages_per_second`` × 16 KiB of answers a second.
+SYNC_BYTES_PER_MESSAGE = 16 << 10
+#: Answers of at least this size are kept per replica version (``_diff``).
+CACHED_DIFF_BYTES = 16 << 10
+#: Different state vectors whose answers one replica version keeps.
+CACHED_DIFFS = 4
 
-#: Per document (its replica host): Yjs client id -> the user who first used it.
-_OWNERS: weakref.WeakKeyDictionary[ReplicaHost, dict[int, str]] = weakref.WeakKeyDictionary()
+#: Per replica: its version and, for a few state vectors, the SyncStep2 answer at it.
+_DIFFS: weakref.WeakKeyDictionary[Replica, tuple[int, dict[bytes, bytes]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _owners(host: ReplicaHost) -> dict[int, str]:
-    owners = _OWNERS.get(host)
+def _diff(replica: Replica, state_vector: bytes) -> bytes:
+    """``replica.diff(state_vector)``, computed once per version for large answers.
+
+    Every joiner of a document asks for the same answer (an empty state vector,
+    or the one its last visit left); a client repeating SyncStep1 costs a
+    lookup, not a walk of the whole document.
+    """
+    cached = _DIFFS.get(replica)
+    if cached is None or cached[0] != replica.version:
+        cached = (replica.version, {})
+        _DIFFS[replica] = cached
+    answers = cached[1]
+    diff = answers.get(state_vector)
+    if diff is None:
+        diff = replica.diff(state_vector)
+        if len(diff) >= CACHED_DIFF_BYTES:
+            if len(answers) >= CACHED_DIFFS:
+                del answers[next(iter(answers))]
+            answers[state_vector] = diff
+    return diff
+
+
+#: Documents whose Yjs client-id bindings are kept (least recently joined dropped first).
+BOUND_DOCUMENTS = 10_000
+
+#: Per server (its document manager), per document id: Yjs client id -> the user who
+#: first used it. Keyed by the document's id, not its open session, so the bindings
+#: outlive the document's unloading (30 s after its last client): a Yjs client keeps
+#: its client id across reconnects, and a forger must not get it in between.
+_OWNERS: weakref.WeakKeyDictionary[object, OrderedDict[str, dict[int, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _owners(server: object, doc: str) -> dict[int, str]:
+    """The client-id bindings of ``doc`` on ``server`` (created empty, kept LRU)."""
+    documents = _OWNERS.get(server)
+    if documents is None:
+        documents = _OWNERS[server] = OrderedDict()
+    owners = documents.get(doc)
     if owners is None:
-        owners = _OWNERS[host] = {}
+        owners = documents[doc] = {}
+        while len(documents) > BOUND_DOCUMENTS:
+            documents.popitem(last=False)
+    else:
+        documents.move_to_end(doc)
     return owners
 
 
@@ -90,104 +141,6 @@ def _decode_sv(data: bytes) -> dict[int, int]:
 
 
 _EMPTY_AWARENESS = yproto.awareness_message(yproto.encode_awareness([]))
-
-
-class Outbox:
-    """One socket's outbound frames: bounded, written by one task, with a keep-alive.
-
-    ``push`` never blocks. Past ``send_queue_frames`` queued frames, or past
-    ``max_connection_bytes`` queued beyond the largest frame (the server's
-    ``Budget``, which may also shed the heaviest outboxes first), the client is
-    a slow consumer: what is queued is dropped, the socket closes with 4408
-    (``ERR_SLOW_CONSUMER``), and is cut after ``slow_consumer_grace`` if that
-    close cannot go out. ``close`` drops what is queued (unless ``flush``: then
-    it goes out first) and ends the writer with that close frame.
-    """
-
-    def __init__(self, websocket: WebSocket, tandem: Context, keepalive: bytes) -> None:
-        settings = tandem.settings
-        self.websocket = websocket
-        self.tandem = tandem
-        self._queue: deque[bytes] = deque()
-        self._limit = settings.send_queue_frames
-        self._keepalive = keepalive
-        self._every = settings.yjs_keepalive
-        self._ready = asyncio.Event()
-        #: Bytes queued, and the largest frame queued yet.
-        self._queued = 0
-        self._largest = 0
-        self.closing: tuple[int, str] | None = None
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def push(self, frame: bytes) -> None:
-        if self.closing is not None:
-            return
-        if len(self._queue) >= self._limit:
-            self.shed()
-            return
-        size = len(frame)
-        self._largest = max(self._largest, size)
-        self._queued += size
-        self._queue.append(frame)
-        self._ready.set()
-        if self._queued >= TRACKED_BYTES:
-            budget = self.tandem.admission.budget
-            if budget.over(self._queued, self._largest):
-                self.shed()
-            else:
-                budget.hold(self, self._queued)
-
-    def shed(self) -> None:
-        """Drop the client as a slow consumer (see the class docstring)."""
-        if self.closing is not None:
-            return
-        self.tandem.metrics.slow_consumer()
-        self.tandem.metrics.error("ERR_SLOW_CONSUMER")
-        self.close(4408, "ERR_SLOW_CONSUMER")
-        peer = self.websocket.client
-        address = (peer.host, peer.port) if peer is not None else None
-        asyncio.get_running_loop().call_later(
-            self.tandem.settings.slow_consumer_grace, self.tandem.admission.abort, address
-        )
-
-    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
-        if self.closing is None:
-            self.closing = (code, reason)
-            if not flush:
-                self._queue.clear()
-                self._queued = 0
-                self.tandem.admission.budget.release(self)
-            self._ready.set()
-
-    async def writer(self) -> None:
-        try:
-            await self._write()
-        finally:
-            self.tandem.admission.budget.release(self)
-
-    async def _write(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._ready.wait(), self._every)
-            except TimeoutError:
-                self._queue.append(self._keepalive)
-            self._ready.clear()
-            while self._queue:
-                frame = self._queue.popleft()
-                self._queued -= len(frame)
-                await self.websocket.send_bytes(frame)
-            if self._queued < TRACKED_BYTES:
-                self.tandem.admission.budget.release(self)
-            if self.closing is not None:
-                code, reason = self.closing
-                with contextlib.suppress(Exception):
-                    await self.websocket.close(code, reason)
-                return
 
 
 class YjsLink:
@@ -224,6 +177,16 @@ class YjsLink:
         self.stored_wait = 5.0
         #: The server's metrics, once joined (merges counted by outcome).
         self.metrics: Metrics | None = None
+        #: The document's Yjs client-id bindings, once joined (``_owners``).
+        self.owners: dict[int, str] = {}
+        #: Messages of the rate limit the answers sent since ``settle`` cost beyond one.
+        self.owed = 0.0
+
+    def settle(self, bucket: TokenBucket, now: float) -> float:
+        """Charge what the last frame's answers cost to ``bucket``; the seconds the
+        connection waits before its next frame is read (``TokenBucket.spend``)."""
+        owed, self.owed = self.owed, 0.0
+        return bucket.spend(now, owed)
 
     def __hash__(self) -> int:
         return id(self)
@@ -263,9 +226,10 @@ class YjsLink:
         state vector does not decode (``/yjs`` closes 4400, ``/hocuspocus`` that document)."""
         try:
             _decode_sv(state_vector)
-            diff = replica.diff(state_vector)
+            diff = _diff(replica, state_vector)
         except (ValueError, IndexError, ReplicaError) as exc:
             raise yproto.ProtocolError(f"undecodable state vector: {exc}") from None
+        self.owed += len(diff) / SYNC_BYTES_PER_MESSAGE
         self.send_bytes(yproto.sync_step2(diff))
 
     # -- the shared per-document logic --------------------------------------------
@@ -287,6 +251,7 @@ class YjsLink:
         self.stored_wait = tandem.settings.yjs_stored_wait
         self.presence_interval = tandem.settings.presence_interval
         self.session = session
+        self.owners = _owners(tandem.documents, doc)
         self.metrics = tandem.documents.metrics
         self.member = Member(self, permission)
         session.add_member(self.member)
@@ -371,7 +336,9 @@ class YjsLink:
                 else:
                     metrics.merge("yjs", "ok")
         elif message.kind == yproto.AWARENESS:
-            entries = self._admissible(host, yproto.decode_awareness(message.payload))
+            if not self._awareness_allowed(message.payload):
+                return
+            entries = self._admissible(yproto.decode_awareness(message.payload))
             if not entries:
                 return
             self.awareness_clients.update(entry.client for entry in entries)
@@ -397,14 +364,12 @@ class YjsLink:
     def _claim(self, replica: Replica, update: bytes) -> None:
         """Bind the client ids ``update`` creates items under to this user; ``Forbidden``
         (nothing applied) if one belongs to another user of this document."""
-        host = self.host
-        assert host is not None, "join first"
         state = _decode_sv(replica.state_vector())
         try:
             clients = new_struct_clients(update, state)
         except (ValueError, UnicodeDecodeError) as exc:
             raise yproto.ProtocolError(f"malformed Yjs update: {exc}") from None
-        owners = _owners(host)
+        owners = self.owners
         for client in clients:
             self._bind(owners, client)
 
@@ -422,19 +387,24 @@ class YjsLink:
             raise Forbidden(f"at most {CLIENT_IDS_PER_USER} Yjs client ids per user and document")
         owners[client] = self.user
 
-    def _admissible(
-        self, host: ReplicaHost, entries: list[yproto.AwarenessEntry]
-    ) -> list[yproto.AwarenessEntry]:
-        """The awareness entries this client may set: its own client ids (at most
-        ``AWARENESS_CLIENTS``), each state within ``MAX_STATE_BYTES``, at most
-        ``awareness_per_second`` frames a second; the rest is dropped."""
+    def _awareness_allowed(self, payload: bytes) -> bool:
+        """May this awareness frame be decoded at all? At most one frame per
+        ``presence_interval`` (a burst of two seconds' worth), and at most
+        ``AWARENESS_CLIENTS`` entries: the rest is dropped unread, so a flood
+        of frames or of entries costs a counter, not a JSON parse per entry."""
         now = time.monotonic()
         if self._awareness_bucket is None:
             rate = 1.0 / max(self.presence_interval, 0.001)
             self._awareness_bucket = TokenBucket(rate, int(2 * rate) + 1, now)
         if not self._awareness_bucket.take(now):
-            return []
-        owners = _owners(host)
+            return False
+        return yproto.Decoder(payload).var_uint() <= AWARENESS_CLIENTS
+
+    def _admissible(self, entries: list[yproto.AwarenessEntry]) -> list[yproto.AwarenessEntry]:
+        """The awareness entries this client may set: its own client ids (at most
+        ``AWARENESS_CLIENTS``), each state within ``MAX_STATE_BYTES``; the rest is
+        dropped."""
+        owners = self.owners
         kept = []
         for entry in entries:
             if entry.state is not None and len(orjson.dumps(entry.state)) > MAX_STATE_BYTES:
@@ -483,30 +453,6 @@ class YjsConnection(YjsLink):
 
     async def writer(self) -> None:
         await self.outbox.writer()
-
-
-def rate_limited(tandem: Context, outbox: Outbox) -> None:
-    """Over the message rate (``messages_per_second``): the socket closes with 4429.
-
-    A Yjs client cannot be told to slow down and keep its socket: a dropped update
-    would leave it believing the server has it. It reconnects and syncs again.
-    """
-    tandem.metrics.error(RateLimited.code)
-    outbox.close(4429, RateLimited.code)
-
-
-async def binary_frames(websocket: WebSocket, writer: asyncio.Task[None]) -> AsyncIterator[bytes]:
-    """The binary frames a Yjs client sends, until it disconnects or ``writer`` ends.
-
-    Text frames are skipped: y-websocket and the Hocuspocus provider send none.
-    """
-    while not writer.done():
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        frame = message.get("bytes")
-        if frame is not None:
-            yield frame
 
 
 async def serve_yjs(websocket: WebSocket, tandem: Context, doc: str) -> None:
@@ -558,9 +504,9 @@ async def _run_yjs(
     expired = TokenExpired("your token has expired; reconnect with a fresh one")
     left = principal.seconds_left(time.time())
     expiry = deadlines.add(left, lambda: end(expired)) if left < 1e9 else None
+    bucket = tandem.admission.bucket(time.monotonic(), ip)
     try:
         await connection.join(tandem, doc, permission)
-        bucket = tandem.admission.bucket(time.monotonic())
         async for frame in binary_frames(websocket, writer):
             if not bucket.take(time.monotonic()):
                 rate_limited(tandem, connection.outbox)
@@ -568,7 +514,12 @@ async def _run_yjs(
             if principal.seconds_left(time.time()) <= 0:
                 end(expired)
                 break
+            if frame is None:
+                continue
             await connection.handle(frame)
+            pause = connection.settle(bucket, time.monotonic())
+            if pause:
+                await asyncio.sleep(pause)  # not reading meanwhile: the client waits
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
@@ -586,6 +537,7 @@ async def _run_yjs(
         if expiry is not None:
             expiry.cancel()
         tandem.sessions.remove(live)
+        tandem.admission.bucket_closed(ip, bucket, time.monotonic())
         connection.leave()
         tandem.metrics.connection_closed("yjs")
         connection.close(1000, "bye")
