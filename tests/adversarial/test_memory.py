@@ -78,7 +78,7 @@ def test_a_reader_that_rejoins_and_never_reads_is_dropped_within_budget(
             grown = peak_rss(pid_of(server), 4.0) - before
             print(f"collab rejoin x300, {len(mutes)} attacker(s): grew {grown / MIB:.1f} MiB")
             assert grown < GROWTH * len(mutes), f"grew {grown / MIB:.0f} MiB"
-            assert all(mute.gone(within=10) for mute in mutes)
+            assert all(mute.cut(within=10) for mute in mutes)
             for mute in mutes:
                 mute.close()
         assert metric(server, "tandem_slow_consumers_total") > before_drops
@@ -99,7 +99,7 @@ def test_a_yjs_reader_that_floods_syncstep1_and_never_reads_is_dropped(
             )
             print(f"yjs SyncStep1 x300: grew {grown / MIB:.1f} MiB")
             assert grown < GROWTH, f"grew {grown / MIB:.0f} MiB"
-            assert mute.gone(within=10)
+            assert mute.cut(within=10)
             mute.close()
         assert metric(server, "tandem_slow_consumers_total") >= 1
     finally:
@@ -112,14 +112,20 @@ def test_unauthenticated_hocuspocus_frames_hold_nothing_per_routing_key(tmp_path
         mute = Mute(server.port, "/hocuspocus")
         before = rss(pid_of(server))
         body = yproto.sync_step1(b"\x00")
-        # 20,000 frames, each for a new routing key of 1 KB, none authenticated.
-        for i in range(20_000):
-            mute.send(hp.wrap(f"{i:06d}" + "k" * 1000, body), text=False)
+        # 20,000 frames, each for a new routing key of 1 KB, none authenticated. Past
+        # the message rate the server closes the socket (4429) and stops reading it:
+        # the rest may not be taken, and the socket may be reset.
+        sent = 0
+        with contextlib.suppress(OSError):
+            for i in range(20_000):
+                mute.send(hp.wrap(f"{i:06d}" + "k" * 1000, body), text=False)
+                sent += 1
         grown = peak_rss(pid_of(server), 2.0) - before
-        print(f"hocuspocus 20,000 unauthenticated keys: grew {grown / MIB:.1f} MiB")
+        mute.close()
+        print(f"hocuspocus {sent} unauthenticated keys: grew {grown / MIB:.1f} MiB")
+        assert sent >= 400  # the burst at least
         # Pre-fix each key was remembered: 20 MB of keys, plus their sets' overhead.
         assert grown < 12 * MIB, f"grew {grown / MIB:.0f} MiB"
-        mute.close()
     finally:
         server.stop()
 

@@ -17,7 +17,8 @@ whether a client may come in and how fast it may talk:
 * **rate** — ``bucket()``: the per-connection token bucket every endpoint meters
   its messages with (``messages_per_second``, ``message_burst``); a new
   connection from an address starts with what its last one left
-  (``bucket_closed``), so reconnecting buys no fresh burst;
+  (``bucket_closed``), so reconnecting buys no fresh burst, and is refused
+  (``enter``) while that is less than one message;
 * **memory** — ``budget``: what every connection holds for its client that the
   client has not read yet (queued frames, and the socket's send buffer), in
   bytes, against ``max_connection_bytes`` each and ``max_held_bytes`` for the
@@ -36,15 +37,18 @@ endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import secrets
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from tandem.auth import Principal, extract_token
-from tandem.errors import AuthError, Forbidden, TandemError
+from tandem.errors import AuthError, Forbidden, LimitExceeded, TandemError
 from tandem.limits import ConnectionCounter, TokenBucket
 from tandem.protocol import validate_client_id, validate_doc_id
 
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Admission",
+    "cut",
     "Budget",
     "Holder",
     "Slot",
@@ -72,6 +77,26 @@ Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class Abortable(Protocol):
     def abort(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: object = None) -> object: ...
+
+
+#: SO_LINGER on, 0 s: closing the socket resets the connection and drops what it holds.
+_RESET = struct.pack("ii", 1, 0)
+
+
+def cut(transport: Abortable) -> None:
+    """Abort ``transport`` with a reset, so the kernel does not keep its unsent bytes.
+
+    A plain abort closes the descriptor, but the kernel still holds what the
+    client never read (megabytes, for a slow consumer) and keeps trying to
+    deliver it and the FIN behind it (``FIN-WAIT-1``) for minutes. With
+    ``SO_LINGER`` at 0 the close sends a reset and frees it at once.
+    """
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)  # type: ignore[attr-defined]
+    transport.abort()
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -261,7 +286,7 @@ class Admission:
         transport = self.transports.get(peer) if peer is not None else None
         if transport is None:
             return False
-        transport.abort()
+        cut(transport)
         return True
 
     def client_address(
@@ -288,7 +313,16 @@ class Admission:
             self.metrics.auth_time(time.perf_counter() - started)
 
     def enter(self, ip: str) -> Slot:
-        """A slot in the per-address cap for a socket just accepted; ``LimitExceeded`` if full."""
+        """A slot in the per-address cap for a socket just accepted; ``LimitExceeded`` if full,
+        or if the address's last connection left its rate bucket empty and it has not
+        refilled one message yet (a reconnect loop costs a refusal, not a token check
+        and a join per round)."""
+        left = self._left.get(ip)
+        rate = self.settings.messages_per_second
+        if left is not None and rate and left[0] + (time.monotonic() - left[1]) * rate < 1:
+            raise LimitExceeded(
+                "this address reconnects faster than its message rate allows; wait and retry"
+            )
         self.connections.acquire_ip(ip)
         crowded = self._crowd and self.connections.ips[ip] >= self._crowd
         if crowded and not self.trusted_proxies and not self._warned:

@@ -51,7 +51,7 @@ from tandem.auth import extract_token
 from tandem.errors import TandemError
 from tandem.frames import next_frame
 from tandem.protocol import encode, error_message
-from tandem.server.admission import Slot
+from tandem.server.admission import Slot, cut
 from tandem.server.collab import Connection
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.eager import run_eagerly
@@ -526,7 +526,7 @@ class CollabProtocol(asyncio.Protocol):
         """Nothing to do: ``resume_writing`` wakes the connection."""
 
     def abort(self) -> None:
-        self.transport.abort()
+        cut(self.transport)  # a reset: the kernel does not keep what the client never read
 
     def _send_pending(self, ws: ServerProtocol) -> None:
         data = ws.data_to_send()
