@@ -43,21 +43,28 @@ class TokenBucket:
         return False
 
     def spend(self, now: float, cost: float) -> float:
-        """Spend ``cost`` tokens even past zero (a debt); the seconds until one message
-        may pass again (0: at once).
+        """Spend ``cost`` tokens even past zero (a debt); the seconds to wait before
+        the next message (0: none).
 
         For work whose cost is known only once done (a reply's size): the caller
         waits that long before it reads its client's next message, so a
-        connection's expensive requests are slowed down, not refused.
+        connection's expensive requests are slowed down, not refused. A cost
+        under one message is not charged (the message itself was): a flood of
+        cheap requests still finds the bucket empty and is refused.
         """
-        if not self.rate or cost <= 0:
+        if not self.rate or cost < 1.0:
             return 0.0
         self.take(now, 0.0)  # refill up to now
         self.tokens -= cost
-        if self.tokens >= 1.0:
+        return self.wait(now)
+
+    def wait(self, now: float) -> float:
+        """Seconds until one message may pass (0: now), a millisecond more: a timer
+        may fire a little early, and the caller asks again."""
+        if not self.rate:
             return 0.0
-        # A millisecond more, so that the next take() after the wait finds a whole token.
-        return (1.0 - self.tokens) / self.rate + 0.001
+        self.take(now, 0.0)
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate + 0.001
 
 
 class ConnectionCounter:

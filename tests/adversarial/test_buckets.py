@@ -3,9 +3,10 @@
 * ``TokenBucket.spend``: work whose cost is known once done (a SyncStep2's size)
   goes into debt, and the connection waits until a whole message is available
   again: slowed, not refused.
-* ``Admission.bucket(now, ip)``: a new connection from an address starts where its
-  last one's bucket left off, so reconnecting buys no fresh burst; while that is
-  less than one message, the address is refused before anything else (4429).
+* ``Admission.bucket(now, ip)``: after a connection was closed for exceeding the
+  rate, the next from its address starts where that one's bucket left off (no
+  debt), so reconnecting buys no fresh burst; while that is less than one
+  message, the address is refused before anything else (4429).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def test_spending_past_zero_is_a_wait_not_a_refusal() -> None:
     assert not bucket.take(0.0)
     assert bucket.take(wait)  # after the wait: one whole message
     assert TokenBucket(0, 0, now=0.0).spend(0.0, 1e9) == 0.0  # no rate: no limit
+    # Under one message is not charged: a flood of cheap requests is not made to
+    # wait, its next message finds the bucket empty and it is closed.
+    assert bucket.spend(wait, 0.5) == 0.0
+    assert not bucket.take(wait)
 
 
 def test_a_reconnection_inherits_what_the_last_connection_left() -> None:
@@ -63,7 +68,8 @@ def test_a_reconnection_inherits_what_the_last_connection_left() -> None:
 def test_an_address_whose_bucket_is_empty_is_refused_until_one_message_refills() -> None:
     admission = _admission()
     bucket = admission.bucket(time.monotonic(), "198.51.100.7")
-    bucket.spend(time.monotonic(), 1000)  # deep in debt: ~3 s to refill
+    while bucket.take(time.monotonic()):
+        pass  # over the rate: the connection is closed with 4429
     admission.bucket_closed("198.51.100.7", bucket, time.monotonic())
     with pytest.raises(LimitExceeded) as refused:
         admission.enter("198.51.100.7")

@@ -223,6 +223,7 @@ async def test_a_slow_reader_is_dropped_and_does_not_slow_the_others(tmp_path: P
         # shared machine one stall decides a p99, so a failing comparison is measured again
         # (at most three times) while the slow reader is still connected and not reading.
         attempts = 0
+        flooded = time.monotonic()
         for _attempt in range(3):
             attempts += 1
             base: list[float] = []
@@ -247,13 +248,14 @@ async def test_a_slow_reader_is_dropped_and_does_not_slow_the_others(tmp_path: P
         # reader on top.
         assert growth_mib < attempts * 300 * SIZE * 2 / (1 << 20) + 5
         # When it reads again: what fitted in the buffers, then the error and 4408 —
-        # unless measuring again took longer than the grace a dropped reader gets to
-        # take its close, after which the server cuts the socket.
+        # unless measuring took longer than the grace a dropped reader gets to take its
+        # close (slow_consumer_grace, 2 s), after which the server resets the socket
+        # (and the kernel drops what it never read).
         slow.sock.settimeout(10)
         try:
             messages, code = await asyncio.to_thread(slow.read_until_close)
         except ConnectionError:
-            assert attempts > 1, "cut before the grace for its close frame had passed"
+            assert time.monotonic() - flooded > 2.0, "cut before the grace had passed"
         else:
             assert code == 4408
             assert messages[-1]["code"] == "ERR_SLOW_CONSUMER"

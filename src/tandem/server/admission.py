@@ -15,10 +15,10 @@ whether a client may come in and how fast it may talk:
   count too; ``Slot.identify(user)`` adds the per-user cap once the token is
   verified; ``Slot.release`` gives both back (idempotent);
 * **rate** — ``bucket()``: the per-connection token bucket every endpoint meters
-  its messages with (``messages_per_second``, ``message_burst``); a new
-  connection from an address starts with what its last one left
-  (``bucket_closed``), so reconnecting buys no fresh burst, and is refused
-  (``enter``) while that is less than one message;
+  its messages with (``messages_per_second``, ``message_burst``); after a
+  connection is closed for exceeding it, the next from its address starts with
+  what it left (``bucket_closed``): reconnecting buys no fresh burst, and is
+  refused (``enter``) while that is less than one message;
 * **memory** — ``budget``: what every connection holds for its client that the
   client has not read yet (queued frames, and the socket's send buffer), in
   bytes, against ``max_connection_bytes`` each and ``max_held_bytes`` for the
@@ -314,9 +314,10 @@ class Admission:
 
     def enter(self, ip: str) -> Slot:
         """A slot in the per-address cap for a socket just accepted; ``LimitExceeded`` if full,
-        or if the address's last connection left its rate bucket empty and it has not
-        refilled one message yet (a reconnect loop costs a refusal, not a token check
-        and a join per round)."""
+        or if a connection from the address was just closed for exceeding the message
+        rate and not one message has refilled since (a tight reconnect loop costs a
+        refusal, not a token check and a join per round; 1/``messages_per_second``
+        at most, so neighbours behind one address are hardly affected)."""
         left = self._left.get(ip)
         rate = self.settings.messages_per_second
         if left is not None and rate and left[0] + (time.monotonic() - left[1]) * rate < 1:
@@ -357,10 +358,10 @@ class Admission:
     def bucket(self, now: float, ip: str | None = None) -> TokenBucket:
         """The message-rate bucket of one connection (every endpoint's).
 
-        With ``ip``, a connection from an address whose last connection closed
-        with its bucket not yet refilled (``bucket_closed``) starts where that one
-        left off: reconnecting does not buy a fresh burst, nor wipe out a debt
-        (``TokenBucket.spend``). Without, or once refilled, it starts full.
+        With ``ip``: a connection from an address whose last connection was closed
+        for exceeding the rate (``bucket_closed``) starts where that one left off,
+        not with a full burst, so a reconnect loop gets no more messages than the
+        rate. Otherwise it starts full.
         """
         bucket = TokenBucket(self.settings.messages_per_second, self.settings.message_burst, now)
         left = self._left.pop(ip, None) if ip is not None else None
@@ -369,16 +370,18 @@ class Admission:
         return bucket
 
     def bucket_closed(self, ip: str, bucket: TokenBucket, now: float) -> None:
-        """A connection from ``ip`` is over: remember its bucket until it would have refilled."""
+        """A connection from ``ip`` was closed for exceeding the message rate: remember
+        its bucket (no debt: at least empty) until it would have refilled."""
         if not bucket.rate:
             return
         bucket.take(now, 0.0)  # refilled up to now
-        if bucket.tokens >= bucket.burst:
+        tokens = max(bucket.tokens, 0.0)
+        if tokens >= bucket.burst:
             return
         left = self._left
         known = left.get(ip)
-        if known is None or known[0] > bucket.tokens:
-            left[ip] = (bucket.tokens, now)
+        if known is None or known[0] > tokens:
+            left[ip] = (tokens, now)
         if len(left) > LEFT_ADDRESSES:  # forget those refilled by now, oldest first
             for address, (tokens, stamp) in list(left.items()):
                 if tokens + (now - stamp) * bucket.rate >= bucket.burst:

@@ -55,7 +55,6 @@ Owns the socket and the envelope's bookkeeping; the Yjs decisions are
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -81,7 +80,7 @@ from tandem.protocol import encode, error_message, validate_doc_id
 from tandem.server.admission import Slot, enter_socket
 from tandem.server.sessions import LiveSession
 from tandem.server.yjs import YjsLink
-from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited
+from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited, settle
 
 if TYPE_CHECKING:
     from tandem.server.context import Context
@@ -408,14 +407,14 @@ async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
         async for frame in binary_frames(websocket, writer):
             if not bucket.take(time.monotonic()):
                 rate_limited(tandem, socket.outbox)
+                tandem.admission.bucket_closed(socket.ip, bucket, time.monotonic())
                 break
             if frame is None:
                 continue
             await socket.receive(frame)
             owed, socket.owed = socket.owed, 0.0
-            pause = bucket.spend(time.monotonic(), owed)
-            if pause:
-                await asyncio.sleep(pause)  # not reading meanwhile: the client waits
+            if owed:
+                await settle(bucket, owed)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
@@ -423,9 +422,7 @@ async def _run_socket(socket: HocuspocusSocket, websocket: WebSocket) -> None:
         socket.outbox.close(4400, f"malformed frame: {exc}"[:120])
     finally:
         timer.cancel()
-        tandem.admission.bucket_closed(socket.ip, bucket, time.monotonic())
         socket.close_all()
         tandem.metrics.connection_closed("hocuspocus")
         socket.outbox.close(1000, "bye")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, tandem.settings.slow_consumer_grace)
+        await socket.outbox.finish(writer)

@@ -53,7 +53,7 @@ from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
 from tandem.server.admission import enter_with_token
 from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
-from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited
+from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited, settle
 from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
 from tandem.session.incarnation import check_yjs_frame
@@ -179,14 +179,9 @@ class YjsLink:
         self.metrics: Metrics | None = None
         #: The document's Yjs client-id bindings, once joined (``_owners``).
         self.owners: dict[int, str] = {}
-        #: Messages of the rate limit the answers sent since ``settle`` cost beyond one.
+        #: Messages of the rate limit the answers since the last frame cost beyond one
+        #: (the endpoint charges them: ``yjs_socket.settle``).
         self.owed = 0.0
-
-    def settle(self, bucket: TokenBucket, now: float) -> float:
-        """Charge what the last frame's answers cost to ``bucket``; the seconds the
-        connection waits before its next frame is read (``TokenBucket.spend``)."""
-        owed, self.owed = self.owed, 0.0
-        return bucket.spend(now, owed)
 
     def __hash__(self) -> int:
         return id(self)
@@ -510,6 +505,7 @@ async def _run_yjs(
         async for frame in binary_frames(websocket, writer):
             if not bucket.take(time.monotonic()):
                 rate_limited(tandem, connection.outbox)
+                tandem.admission.bucket_closed(ip, bucket, time.monotonic())
                 break
             if principal.seconds_left(time.time()) <= 0:
                 end(expired)
@@ -517,9 +513,9 @@ async def _run_yjs(
             if frame is None:
                 continue
             await connection.handle(frame)
-            pause = connection.settle(bucket, time.monotonic())
-            if pause:
-                await asyncio.sleep(pause)  # not reading meanwhile: the client waits
+            owed, connection.owed = connection.owed, 0.0
+            if owed:
+                await settle(bucket, owed)
     except (WebSocketDisconnect, RuntimeError):
         pass
     except yproto.ProtocolError as exc:
@@ -537,9 +533,7 @@ async def _run_yjs(
         if expiry is not None:
             expiry.cancel()
         tandem.sessions.remove(live)
-        tandem.admission.bucket_closed(ip, bucket, time.monotonic())
         connection.leave()
         tandem.metrics.connection_closed("yjs")
         connection.close(1000, "bye")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, tandem.settings.slow_consumer_grace)
+        await connection.outbox.finish(writer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING
 from starlette.websockets import WebSocket
 
 from tandem.errors import RateLimited
+from tandem.limits import TokenBucket
 from tandem.server.admission import TRACKED_BYTES
 
 if TYPE_CHECKING:
     from tandem.server.context import Context
 
-__all__ = ["Outbox", "binary_frames", "rate_limited"]
+__all__ = ["Outbox", "binary_frames", "rate_limited", "settle"]
 
 
 class Outbox:
@@ -81,11 +83,24 @@ class Outbox:
         self.tandem.metrics.slow_consumer()
         self.tandem.metrics.error("ERR_SLOW_CONSUMER")
         self.close(4408, "ERR_SLOW_CONSUMER")
+        asyncio.get_running_loop().call_later(self.tandem.settings.slow_consumer_grace, self.cut)
+
+    def cut(self) -> None:
+        """Reset the socket now (``Admission.abort``): nothing more goes out."""
         peer = self.websocket.client
-        address = (peer.host, peer.port) if peer is not None else None
-        asyncio.get_running_loop().call_later(
-            self.tandem.settings.slow_consumer_grace, self.tandem.admission.abort, address
-        )
+        self.tandem.admission.abort((peer.host, peer.port) if peer is not None else None)
+
+    async def finish(self, writer: asyncio.Task[None]) -> None:
+        """The connection is over: give ``writer`` ``slow_consumer_grace`` to send what
+        is left and the close, then cut the socket. A client that sends without
+        reading while the server waits to write to it (reading is paused meanwhile:
+        backpressure) would otherwise hold the socket until one of them gives up."""
+        try:
+            await asyncio.wait_for(writer, self.tandem.settings.slow_consumer_grace)
+        except TimeoutError:
+            self.cut()
+        except Exception:  # noqa: BLE001 - the writer's own failure: the socket is gone
+            pass
 
     def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         if self.closing is None:
@@ -146,3 +161,13 @@ async def binary_frames(
         if message["type"] == "websocket.disconnect":
             return
         yield message.get("bytes")
+
+
+async def settle(bucket: TokenBucket, owed: float) -> None:
+    """Charge ``owed`` messages (what the last frame's answers cost beyond one) to
+    ``bucket`` and wait, reading nothing, until it holds a whole message again:
+    the client is slowed, not refused (``TokenBucket.spend``)."""
+    pause = bucket.spend(time.monotonic(), owed)
+    while pause:
+        await asyncio.sleep(pause)
+        pause = bucket.wait(time.monotonic())
