@@ -28,6 +28,7 @@ import logging
 import os
 import random
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -160,16 +161,7 @@ class RedisBus:
         self._check_open("publish")
         assert self._client is not None
         self._fanout.deliver(channel, message)
-        try:
-            await self._client.publish(self._key(channel), self._origin + message)
-        except (RedisError, OSError) as exc:
-            if not self._publish_failing:
-                self._publish_failing = True
-                logger.warning("bus: publishing to Redis failed (%s); dropping messages", exc)
-            return
-        if self._publish_failing:
-            self._publish_failing = False
-            logger.info("bus: publishing to Redis works again")
+        await self._to_redis(self._client.publish(self._key(channel), self._origin + message))
 
     async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
         """``publish`` each ``(channel, message)`` in order, in one round trip (a pipeline)."""
@@ -177,11 +169,15 @@ class RedisBus:
         assert self._client is not None
         for channel, message in messages:
             self._fanout.deliver(channel, message)
+        pipe = self._client.pipeline(transaction=False)
+        for channel, message in messages:
+            pipe.publish(self._key(channel), self._origin + message)
+        await self._to_redis(pipe.execute())
+
+    async def _to_redis(self, sending: Awaitable[object]) -> None:
+        """Await one publish (or pipeline) to Redis; a failure drops it and is logged once."""
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for channel, message in messages:
-                pipe.publish(self._key(channel), self._origin + message)
-            await pipe.execute()
+            await sending
         except (RedisError, OSError) as exc:
             if not self._publish_failing:
                 self._publish_failing = True
