@@ -295,7 +295,7 @@ async def test_rejections_of_ops_forwarded_to_the_owner_node(tmp_path: Path) -> 
         await until(lambda: any(f.kind == 2 and b"locked" in f.payload for f in y.frames))
         await until(lambda: y.plain() == TITLE + " body", timeout=10)
         # A Hocuspocus provider on a node that does not own it: the reason, and the
-        # server's text. (No SyncStatus: forwarded Hocuspocus writes get none yet.)
+        # server's text, and the write's SyncStatus once its revert is stored.
         provider = HPClient()
         await provider.connect(f"{nodes[1].ws_url}/hocuspocus")
         entry = await provider.open(doc, token("bob"), 5151)
@@ -304,6 +304,7 @@ async def test_rejections_of_ops_forwarded_to_the_owner_node(tmp_path: Path) -> 
         await until(lambda: bool(entry.stateless), timeout=10)
         assert json.loads(entry.stateless[0])["rejection"]["code"] == "locked"
         await until(lambda: entry.plain() == TITLE + " body", timeout=10)
+        await until(lambda: entry.unsynced == 0, timeout=10)
         await provider.close()
         await ada.send(
             {"type": "op", "v": version, "seq": 2, "op": [{"retain": 10}, {"insert": "!"}]}

@@ -301,3 +301,48 @@ def test_yjs_updates_and_rest_posts_on_other_nodes_reach_the_owner(
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.05)
+
+
+def test_hocuspocus_write_on_a_node_that_does_not_own_the_document_is_acknowledged(
+    cluster: list[ServerProcess],
+) -> None:
+    """A Hocuspocus provider on node 1 writes to a document node 0 owns: the write is
+    forwarded, and node 1 answers it with SyncStatus(1) once the owner committed it
+    (the provider's unsynced count goes back to 0); so is a resent update, which
+    changes nothing."""
+    from tandem.merge import hocuspocus as hp
+    from tandem.merge import yproto
+
+    from .hpclient import HPClient
+
+    async def scenario() -> None:
+        owner = TandemClient(urls(cluster, 0), token("otto"))
+        provider = HPClient()
+        try:
+            handle = await owner.join("hp-forwarded", timeout=10)
+            handle.insert(0, "ot")
+            await handle.synced(10)
+            await provider.connect(f"{cluster[1].ws_url}/hocuspocus")
+            entry = await provider.open("hp-forwarded", token("hana"), 5252)
+            await asyncio.wait_for(_until(lambda: entry.synced and entry.unsynced == 0), 10)
+            before = entry.doc.get_state()
+            provider.insert("hp-forwarded", 2, " hp")
+            assert entry.unsynced == 1
+            await asyncio.wait_for(_until(lambda: entry.unsynced == 0), 10)
+            assert entry.statuses[-1] is True
+            assert metric(cluster[1], "tandem_forward_seconds_count") >= 1
+            await asyncio.wait_for(_until(lambda: handle.text == "ot hp"), 10)
+            # The same update again: it changes nothing, and is acknowledged too.
+            entry.unsynced += 1
+            await provider.send(
+                hp.wrap("hp-forwarded", yproto.sync_update(entry.doc.get_update(before)))
+            )
+            await asyncio.wait_for(_until(lambda: entry.unsynced == 0), 10)
+            assert entry.statuses[-1] is True and entry.plain() == "ot hp"
+            assert metric(cluster[0], "tandem_owned_documents") == 1
+            assert metric(cluster[1], "tandem_owned_documents") == 0
+        finally:
+            await provider.close()
+            await owner.close()
+
+    run(scenario())

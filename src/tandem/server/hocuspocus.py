@@ -25,7 +25,8 @@ Per routing key (document name, or ``name\\0sessionId``) the socket holds a
 * **SyncStatus.** The provider counts unsynced changes and decrements on
   SyncStatus(1). Each SyncStep2/Update is answered with SyncStatus(1) only
   once the change is stored (or, when it changed nothing, once everything
-  merged before it is stored); a read-only client's Update gets SyncStatus(0),
+  merged before it is stored; on a node that does not own the document, once
+  the owner stored it and this node heard so); a read-only client's Update gets SyncStatus(0),
   its SyncStep2 SyncStatus(1) when it brings nothing new (Hocuspocus' rule,
   so a reader is not left "unsynced"). An update with missing dependencies
   gets SyncStatus(0) and a SyncStep1 (the client resends). A write that could
@@ -182,7 +183,7 @@ class HocuspocusLink(YjsLink):
             if version < 0:
                 self._status(False)
                 self.socket.outbox.close(1011, "ERR_STORAGE")
-            elif self.session is not None and self.session.synced_version < head:
+            elif self.session is not None and not self.session.delivery.is_synced(head):
                 self._deferred.append(head)
             else:
                 self._status(True)
@@ -193,8 +194,7 @@ class HocuspocusLink(YjsLink):
     def _release_deferred(self) -> None:
         session = self.session
         if self._deferred and session is not None:
-            durable = session.synced_version
-            waiting = [version for version in self._deferred if version > durable]
+            waiting = [v for v in self._deferred if not session.delivery.is_synced(v)]
             for _ in range(len(self._deferred) - len(waiting)):
                 self._status(True)
             self._deferred = waiting

@@ -245,7 +245,7 @@ class Delivery:
         self._acknowledge_synced()
 
     def _acknowledge_synced(self) -> None:
-        ready = [p for p in self.unsynced if self._is_synced(p.version)]
+        ready = [p for p in self.unsynced if self.is_synced(p.version)]
         ready.sort(key=_version_of)
         for pending in ready:
             # Out of the list before its ack: releasing what its author was held from
@@ -391,9 +391,9 @@ class Delivery:
 
     # -- the rules ----------------------------------------------------------------
 
-    def _is_synced(self, version: int) -> bool:
-        # Once nothing committed here awaits a sync, a version above ``synced_version``
-        # is one another node committed (and synced there): synced too.
+    def is_synced(self, version: int) -> bool:
+        """Is ``version`` durable? Once nothing committed here awaits a sync, a version
+        above ``synced_version`` is one another node committed (and synced there)."""
         return version <= self.synced_version or self.committed_here <= self.synced_version
 
     def _ack_when_synced(self, pending: Pending) -> None:
@@ -406,7 +406,7 @@ class Delivery:
             # A merge's reply describes the document as committed now, where its
             # catch-up ends: build it now, send it once synced.
             pending.reply = answer(pending)
-        if self._is_synced(pending.version):
+        if self.is_synced(pending.version):
             self._acknowledge(pending)
         else:
             self.unsynced.append(pending)

@@ -84,7 +84,11 @@ class Forwarded:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The owner's answer: ``version`` (acknowledged), an error, or ``not_owner``."""
+    """The owner's answer: ``version`` (acknowledged), an error, or ``not_owner``.
+
+    Both a version and an error: a Yjs update the ``authorize`` hook rejected,
+    committed as ``version`` with its revert after it (acknowledged, and refused).
+    """
 
     id: int
     version: int | None = None
@@ -122,6 +126,8 @@ def encode_answer(answer: Answer) -> bytes:
         payload["message"] = answer.error.message
         if answer.error.extra:
             payload["details"] = answer.error.extra
+        if answer.version is not None:
+            payload["version"] = answer.version
     else:
         payload["version"] = answer.version
     return orjson.dumps(payload)
@@ -151,6 +157,6 @@ def decode(data: bytes) -> Forwarded | Answer | None:
             return Answer(payload["id"], not_owner=True)
         if "code" in payload:
             error = OwnerRefused(payload["code"], payload["message"], payload.get("details"))
-            return Answer(payload["id"], error=error)
+            return Answer(payload["id"], payload.get("version"), error)
         return Answer(payload["id"], version=payload["version"])
     return None

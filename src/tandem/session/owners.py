@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import orjson
 
 from tandem.bus.base import Bus, Subscription
-from tandem.errors import StorageError, TandemError
+from tandem.errors import Rejected, StorageError, TandemError
 from tandem.metrics import Metrics
 from tandem.records import OpRecord
 from tandem.session.delivery import Delivery, Member, Pending, Submission
@@ -313,16 +313,18 @@ class Owners:
             session.forward_settled()
             return False
         self._metrics.forward_latency(time.perf_counter() - started)
-        if answer.error is not None:
+        if answer.version is None:
+            assert answer.error is not None
             delivery.withdrawn(pending)
             session.forward_settled()
             raise answer.error.local()
-        assert answer.version is not None
         delivery.answered(pending, answer.version)
         if pending in delivery.forwarded:
             # Committed there, not seen here yet: the bus brings it, or the store will.
             self._host.background(self._catch_up_to(session, answer.version))
         session.forward_settled()
+        if answer.error is not None:  # a rejected Yjs update: committed, then reverted
+            raise answer.error.local()
         return True
 
     async def _request(
@@ -419,10 +421,13 @@ class Owners:
         if not session.delivery.members:
             session.idle_since = time.monotonic()  # forwarded traffic keeps it loaded
         peer = _RemotePeer(request.client, request.user, request.name)
+        #: A rejected Yjs update is committed, its revert after it (``authorize.py``):
+        #: the rejection is raised before the commit, and answered with its version.
+        rejected: list[OwnerRefused] = []
 
         def done(version: int) -> None:
             if version >= 0:
-                reply(Answer(request.id, version=version))
+                reply(Answer(request.id, version, rejected[0] if rejected else None))
             else:
                 error = peer.error or OwnerRefused("ERR_STORAGE", "the op was not stored")
                 reply(Answer(request.id, error=error))
@@ -442,6 +447,9 @@ class Owners:
             await session.sequence(Member(peer, "write"), submission)
         except TandemError as error:
             refused = OwnerRefused(error.code, error.message, error.details())
+            if isinstance(error, Rejected) and request.yjs_update is not None:
+                rejected.append(refused)  # ``done`` answers once it is stored
+                return
             reply(Answer(request.id, error=refused))
         except Exception:  # noqa: BLE001 - a bug must not leave the sender waiting
             log.exception("internal error sequencing a forwarded submit")
