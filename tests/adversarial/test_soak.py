@@ -8,17 +8,19 @@ round trip back to back, and the server's resident memory (``VmRSS`` from
 ``/proc``) is sampled every half second.
 
 * **Memory stays flat.** After a warm-up (the first quarter of the run, at
-  least 2 s: the allocator's arenas and the caches fill), the median RSS of
+  least 5 s: the allocator's arenas and the caches fill), the median RSS of
   the last third of the run may exceed the median of the first third after
   warm-up by at most ``FLAT`` (16 MiB), and the peak stays under
   ``PEAK`` (the baseline plus the server-wide held-bytes budget, 256 MiB, plus
   the attackers' per-connection budgets in flight). A leak of a few KB per
   attack round shows as a ramp that fails the first bound within minutes.
-* **The honest client stays fast.** Its 90th percentile stays within 2x of what
-  it was before the attack (5 ms floor), and, in the long mode, its 99th
-  percentile under 100 ms.
+* **The honest client stays fast.** After the same warm-up (the attackers' first
+  connections load the document's Yjs replica and fill the caches: a one-off
+  cost, not the attack's), its 90th percentile stays within 2x of what it was
+  before the attack (5 ms floor), and, in the long mode, its 99th percentile
+  under 100 ms.
 
-Duration: ``TANDEM_SOAK_SECONDS`` when set; else 180 s with ``--slow`` and 8 s
+Duration: ``TANDEM_SOAK_SECONDS`` when set; else 180 s with ``--slow`` and 15 s
 in the ordinary run (so CI checks the harness and the short-term bounds in
 seconds). ``TANDEM_SOAK_ATTACKERS`` (default 2) is how many of each kind,
 ``TANDEM_SOAK_KINDS`` (comma-separated; default all) which kinds.
@@ -56,7 +58,7 @@ def _duration(slow: bool) -> float:
     configured = os.environ.get("TANDEM_SOAK_SECONDS")
     if configured:
         return float(configured)
-    return 180.0 if slow else 8.0
+    return 180.0 if slow else 15.0
 
 
 def _big_document(server: ServerProcess) -> None:
@@ -77,6 +79,7 @@ def _windows(samples: list[tuple[float, int]], warmup: float, end: float) -> tup
     return int(statistics.median(first)), int(statistics.median(last))
 
 
+@pytest.mark.timeout(max(180.0, float(os.environ.get("TANDEM_SOAK_SECONDS") or 0)) + 180)
 async def test_every_attack_at_once_keeps_memory_flat_and_the_honest_client_fast(
     tmp_path: Path, slow: bool
 ) -> None:
@@ -121,8 +124,11 @@ async def test_every_attack_at_once_keeps_memory_flat_and_the_honest_client_fast
         samples: list[tuple[float, int]] = []
         during: list[float] = []
         next_sample = started
+        warmup = max(5.0, seconds / 4)
         while time.monotonic() - started < seconds:
-            during.append(await ping())
+            rtt = await ping()
+            if time.monotonic() - started >= warmup:
+                during.append(rtt)
             if time.monotonic() >= next_sample:
                 samples.append((time.monotonic() - started, rss(pid)))
                 next_sample += 0.5
@@ -134,7 +140,6 @@ async def test_every_attack_at_once_keeps_memory_flat_and_the_honest_client_fast
     finally:
         server.stop()
 
-    warmup = max(2.0, seconds / 4)
     first, last = _windows(samples, warmup, seconds)
     peak = max(value for _, value in samples)
     p99 = statistics.quantiles(during, n=100)[-1]
