@@ -34,7 +34,7 @@ import pytest
 from tandem.client import DocumentHandle, TandemClient
 
 from .harness import SHORT_LEASE, ServerProcess, free_port, metric, three_nodes, token
-from .test_python_client import ALPHABET, converged, type_into
+from .test_python_client import converged, type_into
 
 pytestmark = [pytest.mark.integration]
 
@@ -53,11 +53,29 @@ def run(coroutine: object) -> None:
     asyncio.run(main())
 
 
+#: One-character keys, each typed at most once, so that the final text shows any
+#: keystroke lost or duplicated: the CJK ideographs (Extension A, the unified block,
+#: Extension B), about 70,000. Six typists at one key per ~50 ms use 120 a second,
+#: so a scenario runs out of time (``run``: 150 s) long before it runs out of keys.
+KEYS = [
+    chr(c)
+    for start, end in ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x20000, 0x2A6DF))
+    for c in range(start, end + 1)
+]
+
+
+def distinct_keys(seed: int) -> Iterator[str]:
+    """Every key of ``KEYS`` once, in an order of its own per ``seed``."""
+    keys = list(KEYS)
+    random.Random(seed).shuffle(keys)
+    return iter(keys)
+
+
 async def typing_crowd(
     nodes: list[ServerProcess], doc: str, seed: int
-) -> tuple[list[TandemClient], list[DocumentHandle], list[str]]:
+) -> tuple[list[TandemClient], list[DocumentHandle], Iterator[str]]:
     """Six clients, two per node, joined to ``doc`` (node 0's first: it owns ``doc``),
-    and 200 distinct keys for each to type."""
+    and the distinct keys they type (as many as the scenario lasts for)."""
     clients = [
         TandemClient(
             urls(nodes, i % 3), token(f"c{seed}-{i}"), initial_backoff=0.02, max_backoff=0.5
@@ -65,26 +83,24 @@ async def typing_crowd(
         for i in range(6)
     ]
     handles = [await client.join(doc, timeout=10) for client in clients]
-    keys = random.Random(seed).sample(ALPHABET, 6 * 200)
-    return clients, handles, keys
+    return clients, handles, distinct_keys(seed)
 
 
 async def type_until(
-    handles: list[DocumentHandle], keys: list[str], pause: float, stop: asyncio.Event
+    handles: list[DocumentHandle], keys: Iterator[str], pause: float, stop: asyncio.Event
 ) -> list[str]:
-    """Each handle types its share of ``keys``, one every ``pause`` s, until ``stop``;
+    """Each handle types the next key of ``keys``, one every ``pause`` s, until ``stop``
+    (however long the scenario takes: a slow machine restarts nodes slowly);
     returns the keys typed."""
     typed: list[str] = []
 
     async def typist(i: int) -> None:
         rng = random.Random(i)
-        for key in keys[i :: len(handles)]:
-            if stop.is_set():
-                return
+        while not stop.is_set():
+            key = next(keys)
             await type_into(handles[i], rng, [key])
             typed.append(key)
             await asyncio.sleep(pause)
-        raise AssertionError("ran out of keys before the scenario ended")
 
     await asyncio.gather(*(typist(i) for i in range(len(handles))))
     return typed
