@@ -110,6 +110,36 @@ async def test_a_paused_owner_stops_at_its_deadline_and_its_commit_is_fenced(
     await b.store.commit([op("d", 1)], fence={"d": taken.epoch})
 
 
+async def test_a_takeover_that_waited_behind_a_paused_commit_gets_a_live_lease(
+    nodes: list[Node],
+) -> None:
+    """The owner paused mid-commit holds its lease row (``FOR SHARE``, as the fenced
+    commit takes it) past the TTL; the other node's acquire waits for the row, and the
+    lease it is granted then, counted from the statement's start, is already over. The
+    keeper asks again and comes back with a lease it may use."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    a, b = nodes
+    old = (await a.keeper.acquire("d")).epoch
+    await a.keeper.stop()  # paused, with its commit's transaction open:
+    conn = await asyncpg.connect(a.store.dsn, server_settings={"search_path": a.store.schema})
+    try:
+        paused_commit = conn.transaction()
+        await paused_commit.start()
+        await conn.fetch("SELECT epoch FROM document_leases WHERE doc = 'd' FOR SHARE")
+        await asyncio.sleep(TIMING.ttl + 0.1)  # the lease expired: b asks for it
+        taking = asyncio.ensure_future(b.keeper.acquire("d"))
+        await asyncio.sleep(TIMING.ttl + 0.1)  # and waits for the row, for longer than a TTL
+        assert not taking.done()
+        await paused_commit.commit()  # SIGCONT: the commit finishes
+        taken = await taking
+    finally:
+        await conn.close()
+    assert taken.owner == "node-b" and taken.epoch > old
+    assert b.keeper.fence("d") == taken.epoch
+    assert b.lost == []
+
+
 async def test_a_fenced_commit_of_a_held_lease_reports_the_loss_once(nodes: list[Node]) -> None:
     a, b = nodes
     old = (await a.keeper.acquire("d")).epoch

@@ -31,6 +31,9 @@ __all__ = ["LeaseKeeper"]
 
 log = logging.getLogger("tandem.lease")
 
+#: Acquisitions tried in a row when each grant is over on arrival (see ``_acquire``).
+_ACQUIRE_ATTEMPTS = 3
+
 
 class LeaseKeeper:
     """Holds, renews and releases this node's document leases (see the module docstring)."""
@@ -106,17 +109,25 @@ class LeaseKeeper:
         epoch = self.fence(doc)
         if epoch is not None:
             return LeaseState(doc, self.node, epoch, ownership.deadline - self._clock())
-        sent = ownership.start_acquire(self._clock())
-        try:
-            state = await self._leases.acquire(doc, self.node, self._timing.ttl)
-        except BaseException:
-            ownership.held_elsewhere()
-            raise
-        if state.owner != self.node:
-            ownership.held_elsewhere()
-            self._forget(doc)
-            return state
-        ownership.acquired(state.epoch, state.remaining, sent)
+        for _ in range(_ACQUIRE_ATTEMPTS):
+            sent = ownership.start_acquire(self._clock())
+            try:
+                state = await self._leases.acquire(doc, self.node, self._timing.ttl)
+            except BaseException:
+                ownership.held_elsewhere()
+                raise
+            if state.owner != self.node:
+                ownership.held_elsewhere()
+                self._forget(doc)
+                return state
+            ownership.acquired(state.epoch, state.remaining, sent)
+            if ownership.may_sequence(self._clock()):
+                break
+            # Granted, but over by the time the answer came: the statement waited for
+            # the lease row, locked by the owner's commit in flight (a paused process
+            # holds it until it resumes), longer than the TTL, which counts from the
+            # statement's start. An expired lease is granted again at once.
+            log.info("lease of %s (epoch %d) was over on arrival; asking again", doc, state.epoch)
         self._owned[doc] = ownership
         self._metrics.lease_change("acquired")
         self._changed()

@@ -265,6 +265,10 @@ class Owners:
         if state.owner != self.node:
             return self._seen(state)
         await self._take_over(session, state.epoch)
+        if not self.owns(doc):
+            # The lease was over on arrival, or lost while reading up: sequencing here
+            # would commit under no epoch of this node's. The client resends.
+            raise StorageError(f"could not take {doc!r} over; resubmit the op")
         return self.node, float("inf")
 
     async def _take_over(self, session: ForwardingSession, epoch: int) -> None:
