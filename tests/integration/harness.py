@@ -308,7 +308,8 @@ def three_nodes(data: Path, env: dict[str, str] | None = None) -> Iterator[list[
 
     ``env`` adds settings for every node (a ``TANDEM_REDIS_URL`` replaces the
     shared Redis). Skips (fails under CI=true) without PostgreSQL and Redis;
-    stops every node and drops the schema afterwards.
+    stops every node and drops the schema afterwards. When the body raises, each
+    node's log (warnings and up) is printed, so the failure shows why.
     """
     require_services("postgres", "redis")
     tag = uuid.uuid4().hex[:10]
@@ -316,11 +317,18 @@ def three_nodes(data: Path, env: dict[str, str] | None = None) -> Iterator[list[
     nodes = [
         ServerProcess(data / f"n{i}", env={**common, "TANDEM_NODE_ID": f"n{i}"}) for i in range(3)
     ]
+    failed = False
     try:
         for node in nodes:
             node.start()
         yield nodes
+    except BaseException:
+        failed = True
+        raise
     finally:
         for node in nodes:
             node.stop()
+        if failed:
+            for i, node in enumerate(nodes):
+                print(f"--- node n{i} log (last 8000 characters) ---\n{node.output[-8000:]}")
         drop_schema(tag)
