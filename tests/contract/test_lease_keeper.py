@@ -178,28 +178,3 @@ async def test_failing_renewals_are_counted_and_the_lease_lapses_at_its_deadline
     assert a.lost == ["d"]
     assert not a.metric('tandem_lease_renew_failures_total{node="node-a"} 0.0')
     assert a.metric('tandem_lease_owner_changes_total{change="lost",node="node-a"} 1.0')
-
-
-async def test_a_commit_frozen_mid_transaction_does_not_hold_the_lease_row(
-    nodes: list[Node],
-) -> None:
-    """The store's connections end a transaction left idle (its process frozen), so a
-    takeover does not wait for the frozen owner to resume: its lock goes with it."""
-    a, b = nodes
-    old = (await a.keeper.acquire("d")).epoch
-    await a.keeper.stop()
-    frozen = PostgresStore(a.store.dsn, schema=a.store.schema, idle_in_transaction_timeout=0.5)
-    await frozen.open()
-    try:
-        async with frozen.pool.acquire() as conn:
-            transaction = conn.transaction()
-            await transaction.start()
-            await conn.fetch("SELECT epoch FROM document_leases WHERE doc = 'd' FOR SHARE")
-            await asyncio.sleep(TIMING.ttl + 0.1)  # frozen past the lease, and past 0.5 s idle
-            taken = await asyncio.wait_for(b.keeper.acquire("d"), 1.0)  # no wait for the row
-            assert taken.owner == "node-b" and taken.epoch > old
-            assert b.keeper.fence("d") == taken.epoch
-            with pytest.raises(Exception):  # noqa: B017 - the server ended the session
-                await conn.fetch("SELECT 1")
-    finally:
-        await frozen.close()

@@ -22,13 +22,6 @@ The ``(doc, version)`` primary key and the ``(doc, client_id, seq)`` unique
 index stay the last line of defence: a writer that somehow skipped the lock
 gets ``ConflictError`` from them, never a gap or a duplicate.
 
-Every pool connection sets ``idle_in_transaction_session_timeout``
-(``IDLE_IN_TRANSACTION_TIMEOUT``): a process frozen in the middle of a
-transaction (SIGSTOP, a frozen VM, a partition) would otherwise hold its row
-locks — a commit's lease row among them, which a takeover waits for — until
-TCP gives up. The server ends such a session instead and rolls it back; none
-of Tandem's transactions waits on its client between statements.
-
 ``schema`` (optional) names the PostgreSQL schema to use, created if missing;
 the pool pins it with ``search_path``. Tests use a throwaway schema per test;
 a deployment can host several Tandems in one database.
@@ -55,9 +48,6 @@ __all__ = ["PostgresStore"]
 
 #: Key of the advisory lock that serialises migrations across processes ("tandem" in ASCII).
 MIGRATION_LOCK = 0x74616E64656D
-#: Seconds a pool connection may sit idle inside a transaction before the server
-#: ends it (module docstring).
-IDLE_IN_TRANSACTION_TIMEOUT = 5.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -117,13 +107,7 @@ class PostgresStore:
     """A ``Store`` in PostgreSQL at ``dsn`` (``postgresql://…``)."""
 
     def __init__(
-        self,
-        dsn: str,
-        *,
-        schema: str | None = None,
-        min_size: int = 1,
-        max_size: int = 10,
-        idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
+        self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must be a plain SQL identifier, got {schema!r}")
@@ -131,7 +115,6 @@ class PostgresStore:
         self.schema = schema
         self._min_size = min_size
         self._max_size = max_size
-        self._idle_in_transaction = idle_in_transaction_timeout
         self._pool: asyncpg.Pool | None = None
         #: Names of the migrations the last ``open`` applied (empty when up to date).
         self.applied_on_open: tuple[str, ...] = ()
@@ -143,7 +126,6 @@ class PostgresStore:
         if self._pool is not None:
             return
         settings = {"search_path": f'"{self.schema}"'} if self.schema else {}
-        settings["idle_in_transaction_session_timeout"] = f"{self._idle_in_transaction * 1000:.0f}"
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
