@@ -185,6 +185,7 @@ def test_owner_paused_past_its_lease_is_fenced_and_loses_nothing(tmp_path: Path)
                 stop.set()
                 typed = await typing
                 await finish(handles, typed)
+                print(f"\nowners paused until one had a commit fenced: {len(paused)}")
                 seen = ownership_metrics(nodes, paused)
                 assert sum(metric(node, "tandem_fenced_commits_total") for node in paused) >= 1, (
                     seen
