@@ -48,6 +48,7 @@ __all__ = [
     "merged_message",
     "op_message",
     "parse",
+    "snapshot_content",
     "snapshot_message",
     "validate_client_id",
     "validate_doc_id",
@@ -317,10 +318,16 @@ def _incarnation(data: Mapping[str, Any]) -> str | None:
     return value
 
 
+def snapshot_content(content: Delta) -> orjson.Fragment:
+    """A snapshot's content as JSON, encoded once: every snapshot message built with
+    it copies the text instead of encoding the document again."""
+    return orjson.Fragment(orjson.dumps(content.to_json()))
+
+
 def snapshot_message(
     doc: str,
     version: int,
-    content: Delta,
+    content: Delta | orjson.Fragment,
     presence: list[dict[str, Any]],
     permission: str,
     last_seq: int | None = None,
@@ -330,7 +337,7 @@ def snapshot_message(
         "type": "snapshot",
         "doc": doc,
         "v": version,
-        "content": content.to_json(),
+        "content": content if isinstance(content, orjson.Fragment) else content.to_json(),
         "presence": presence,
         "permission": permission,
         "last_seq": last_seq,

@@ -141,3 +141,64 @@ async def test_repeated_syncstep1_is_slowed_to_its_cost(server: ServerProcess) -
     assert answers <= bound
     limit = 2 * max(p90(before), 0.005)
     assert p90(during) <= limit, f"p90 {p90(during) * 1e3:.1f} ms > {limit * 1e3:.1f} ms"
+
+
+async def test_repeated_rejoin_is_slowed_to_its_cost(server: ServerProcess) -> None:
+    """A ``/collab`` join costs its reply's size (one message of the rate limit per
+    16 KiB), and the snapshot is encoded once per version: a reader that rejoins a
+    400 KB document back to back, and reads every snapshot, gets at most
+    ``(burst + rate × t) / 25`` of them, slowed (not closed, nothing refused); an
+    honest client of another document stays within 2x. Pre-fix: every join was
+    answered (burst + rate × t of them), each one encoding the whole document."""
+    answer = httpx.post(
+        f"{server.url}/api/docs/big/ops",
+        json={"type": "insert", "pos": 0, "text": "tandem " * 57_000},
+        headers={"Authorization": f"Bearer {token('writer')}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    honest = await RawClient.connect(server, f"token={token('alice')}&doc=other")
+    await honest.expect("snapshot")
+    ids = itertools.count()
+
+    async def ping() -> None:
+        await honest.send({"type": "ping", "id": next(ids)})
+        await honest.expect("pong")
+
+    before = await latencies(ping, 1.5)
+    url = f"{server.ws_url}/collab?doc=big&token={token('mallory', {'big': 'read'})}"
+    join = '{"type":"join","doc":"big"}'
+    seconds, answers, size, refused = 3.0, 0, 0, 0
+    async with websockets.connect(url, max_size=None) as ws:
+        # 8 joins in flight, one more for each snapshot: as fast as it is answered
+        # (not more: 3.2 MB unread is within its budget, it is not a slow consumer).
+        for _ in range(8):
+            await ws.send(join)
+        during_task = asyncio.create_task(latencies(ping, seconds))
+        deadline = asyncio.get_running_loop().time() + seconds
+        with contextlib.suppress(TimeoutError):
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                frame = await asyncio.wait_for(ws.recv(), left)
+                assert isinstance(frame, str)
+                refused += frame.count('"type":"error"')
+                snapshots = frame.count('{"type":"snapshot"')  # not parsed: 400 KB each
+                if snapshots:
+                    answers += snapshots
+                    size = len(frame) // snapshots
+                    for _ in range(snapshots):
+                        await ws.send(join)
+        assert ws.close_code is None  # slowed, not refused
+        during = await during_task
+    await honest.close()
+    cost = size / (16 << 10)
+    bound = (400 + 200 * seconds) / cost + 1
+    print(
+        f"join x as many as taken, {seconds:.0f} s: {answers} snapshots of {size} bytes"
+        f" (bound {bound:.0f}); ping p90 {p90(during) * 1e3:.1f} ms"
+        f" (before {p90(before) * 1e3:.1f} ms)"
+    )
+    assert size > 350_000
+    assert answers <= bound
+    assert refused == 0  # waited for, not dropped as over the rate
+    limit = 2 * max(p90(before), 0.005)
+    assert p90(during) <= limit, f"p90 {p90(during) * 1e3:.1f} ms > {limit * 1e3:.1f} ms"

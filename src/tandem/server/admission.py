@@ -18,7 +18,8 @@ whether a client may come in and how fast it may talk:
   its messages with (``messages_per_second``, ``message_burst``); after a
   connection is closed for exceeding it, the next from its address starts with
   what it left (``bucket_closed``): reconnecting buys no fresh burst, and is
-  refused (``enter``) while that is less than one message;
+  refused (``enter``) while that is less than one message; an answer that costs
+  the document's size is charged by ``settle``, which makes its connection wait;
 * **memory** — ``budget``: what every connection holds for its client that the
   client has not read yet (queued frames, and the socket's send buffer), in
   bytes, against ``max_connection_bytes`` each and ``max_held_bytes`` for the
@@ -37,6 +38,7 @@ endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -68,6 +70,7 @@ __all__ = [
     "enter_with_token",
     "forwarded_client",
     "peer_address",
+    "settle",
 ]
 
 log = logging.getLogger("tandem.admission")
@@ -449,3 +452,13 @@ async def enter_with_token(
         slot.release()
         raise
     return slot, token
+
+
+async def settle(bucket: TokenBucket, owed: float) -> None:
+    """Charge ``owed`` messages (what the last frame's answers cost beyond one) to
+    ``bucket`` and wait, reading nothing, until it holds a whole message again:
+    the client is slowed, not refused (``TokenBucket.spend``)."""
+    pause = bucket.spend(time.monotonic(), owed)
+    while pause:
+        await asyncio.sleep(pause)
+        pause = bucket.wait(time.monotonic())

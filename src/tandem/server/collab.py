@@ -57,6 +57,7 @@ from tandem.protocol import (
 from tandem.server.admission import (
     TRACKED_BYTES,
     Slot,
+    settle,
 )
 from tandem.server.deadlines import Deadline, deadlines
 from tandem.server.sessions import LiveSession
@@ -69,6 +70,11 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Wire", "text_frame"]
 
 log = logging.getLogger("tandem.collab")
+
+#: A join's reply (a snapshot, or a catch-up) costs one message of the rate limit
+#: per this many bytes, as a ``/yjs`` SyncStep2 does: a connection rejoining a large
+#: document is slowed to ``messages_per_second`` × 16 KiB of replies a second.
+JOIN_BYTES_PER_MESSAGE = 16 << 10
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -390,6 +396,7 @@ class Connection:
         shutdown = tandem.shutdown
         shutdown.started_handling()
         where: dict[str, Any] = {}
+        owed = 0.0
         try:
             if not self._bucket.take(time.monotonic()):
                 raise RateLimited("too many messages; slow down (the message was dropped)")
@@ -424,7 +431,7 @@ class Connection:
                 )
             elif isinstance(message, Join):
                 where = {"ref": message.ref, "doc": message.doc}
-                await self.join(message)
+                owed = await self.join(message) / JOIN_BYTES_PER_MESSAGE
             elif isinstance(message, Leave):
                 where = {"ref": message.ref, "doc": message.doc}
                 left = self.documents.pop(message.doc, None)
@@ -445,6 +452,10 @@ class Connection:
             self.reply_error(TandemError("internal error; the message was not applied"), **where)
         finally:
             shutdown.finished_handling()
+        if owed:
+            # Charged once sent, outside the drain's wait: the connection waits, its
+            # later frames unread (the transport pauses reading while a handler runs).
+            await settle(self._bucket, owed)
 
     async def _merge(self, session: DocumentSession, member: Member, message: Merge) -> None:
         """An offline merge, counted by outcome (``tandem_merges_total``, operations.md)."""
@@ -471,7 +482,8 @@ class Connection:
             raise NotJoined(f"not joined to document {doc!r}; send a join first")
         return session
 
-    async def join(self, message: Join) -> None:
+    async def join(self, message: Join) -> int:
+        """Join ``message.doc``; the size of the reply (what it cost to send)."""
         doc = message.doc
         self.principal.require_read(doc)
         if doc in self.documents:
@@ -483,7 +495,7 @@ class Connection:
         permission = "write" if self.principal.can_write(doc) else "read"
         session = await self.tandem.documents.open(doc)
         self.documents[doc] = session
-        await session.join(
+        return await session.join(
             self, permission, message.version, message.fingerprint, message.incarnation
         )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -17,8 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.websockets import WebSocket
 
 from tandem.errors import RateLimited
-from tandem.limits import TokenBucket
-from tandem.server.admission import TRACKED_BYTES
+from tandem.server.admission import TRACKED_BYTES, settle
 
 if TYPE_CHECKING:
     from tandem.server.context import Context
@@ -161,13 +159,3 @@ async def binary_frames(
         if message["type"] == "websocket.disconnect":
             return
         yield message.get("bytes")
-
-
-async def settle(bucket: TokenBucket, owed: float) -> None:
-    """Charge ``owed`` messages (what the last frame's answers cost beyond one) to
-    ``bucket`` and wait, reading nothing, until it holds a whole message again:
-    the client is slowed, not refused (``TokenBucket.spend``)."""
-    pause = bucket.spend(time.monotonic(), owed)
-    while pause:
-        await asyncio.sleep(pause)
-        pause = bucket.wait(time.monotonic())

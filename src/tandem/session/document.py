@@ -37,12 +37,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+import orjson
+
 from tandem.bus.base import Subscription
 from tandem.errors import HistoryUnavailable, NotJoined, ReadOnly, TandemError
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
-from tandem.protocol import catchup_message, encode, snapshot_message
+from tandem.protocol import catchup_message, encode, snapshot_content, snapshot_message
 from tandem.records import OpRecord
 from tandem.sequencer import Commit, HistoryGap, Sequencer
 from tandem.session.authorize import Authorization, AuthorizeCheck
@@ -59,6 +61,9 @@ from tandem.storage.base import Snapshot, Store
 from tandem.storage.incarnations import LEGACY, Incarnation
 
 __all__ = ["DocumentSession", "SessionHost"]
+
+#: Documents of at least this many characters keep their encoded snapshot content.
+CACHED_CONTENT_CHARS = 16 << 10
 
 #: Where a submit is sequenced (here, or forwarded: ``session/owners.py``), at debug level.
 _owners_log = logging.getLogger("tandem.owners")
@@ -111,6 +116,8 @@ class DocumentSession:
         self.delivery = Delivery(doc, version, self)
         self.committed_document = document
         self.last_snapshot = version
+        #: The head's snapshot content, encoded, and the (version, incarnation) it is of.
+        self._content: tuple[tuple[int, str], orjson.Fragment] | None = None
         #: Which history ``version`` counts in (set by the manager on load).
         self.incarnation: Incarnation = LEGACY
         self.subscription: Subscription | None = None
@@ -171,8 +178,9 @@ class DocumentSession:
         version: int | None,
         fingerprint: str | None = None,
         incarnation: str | None = None,
-    ) -> None:
-        """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up).
+    ) -> int:
+        """Add ``peer`` and send it a snapshot, or the ops since ``version`` (catch-up);
+        the reply's size, which is what the join cost (the caller charges it).
 
         A ``version`` of another ``incarnation`` (a restore, a recreated
         document) gets a snapshot (``session/incarnation.py``). With
@@ -204,7 +212,7 @@ class DocumentSession:
             message = snapshot_message(
                 self.doc,
                 self.committed_version,
-                self.committed_document.to_delta(),
+                self._snapshot_content(),
                 presence,
                 permission,
                 last_seq,
@@ -221,7 +229,20 @@ class DocumentSession:
                 last_seq,
                 self.incarnation.id,
             )
-        self.add_member(member, encode(message))
+        reply = encode(message)
+        self.add_member(member, reply)
+        return len(reply)
+
+    def _snapshot_content(self) -> Delta | orjson.Fragment:
+        """The head's content, encoded once per version: joiners share it, and a client
+        rejoining in a loop costs a copy of the text, not an encoding of the document.
+        Under ``CACHED_CONTENT_CHARS``, encoding costs less than keeping a copy."""
+        if len(self.committed_document) < CACHED_CONTENT_CHARS:
+            return self.committed_document.to_delta()
+        key = (self.committed_version, self.incarnation.id)
+        if self._content is None or self._content[0] != key:
+            self._content = (key, snapshot_content(self.committed_document.to_delta()))
+        return self._content[1]
 
     async def _same_history(self, version: int, fingerprint: str) -> bool:
         if version == self.committed_version:
