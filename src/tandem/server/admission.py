@@ -454,6 +454,12 @@ async def enter_with_token(
     return slot, token
 
 
+#: An answer whose cost grows with the document (a ``/yjs`` SyncStep2, a ``/collab``
+#: join's snapshot or catch-up) costs one message of the rate limit per this many
+#: bytes: a connection is slowed to ``messages_per_second`` × 16 KiB of them a second.
+ANSWER_BYTES_PER_MESSAGE = 16 << 10
+
+
 async def settle(bucket: TokenBucket, owed: float) -> None:
     """Charge ``owed`` messages (what the last frame's answers cost beyond one) to
     ``bucket`` and wait, reading nothing, until it holds a whole message again:

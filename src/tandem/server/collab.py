@@ -55,6 +55,7 @@ from tandem.protocol import (
     parse,
 )
 from tandem.server.admission import (
+    ANSWER_BYTES_PER_MESSAGE,
     TRACKED_BYTES,
     Slot,
     settle,
@@ -70,11 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Wire", "text_frame"]
 
 log = logging.getLogger("tandem.collab")
-
-#: A join's reply (a snapshot, or a catch-up) costs one message of the rate limit
-#: per this many bytes, as a ``/yjs`` SyncStep2 does: a connection rejoining a large
-#: document is slowed to ``messages_per_second`` × 16 KiB of replies a second.
-JOIN_BYTES_PER_MESSAGE = 16 << 10
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -431,7 +427,7 @@ class Connection:
                 )
             elif isinstance(message, Join):
                 where = {"ref": message.ref, "doc": message.doc}
-                owed = await self.join(message) / JOIN_BYTES_PER_MESSAGE
+                owed = await self.join(message) / ANSWER_BYTES_PER_MESSAGE
             elif isinstance(message, Leave):
                 where = {"ref": message.ref, "doc": message.doc}
                 left = self.documents.pop(message.doc, None)

@@ -50,7 +50,7 @@ from tandem.merge import yproto
 from tandem.merge.replica import Replica, ReplicaError
 from tandem.merge.updates import new_struct_clients
 from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
-from tandem.server.admission import enter_with_token
+from tandem.server.admission import ANSWER_BYTES_PER_MESSAGE, enter_with_token
 from tandem.server.deadlines import deadlines
 from tandem.server.sessions import LiveSession
 from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited, settle
@@ -72,9 +72,6 @@ log = logging.getLogger("tandem.yjs")
 AWARENESS_CLIENTS = 4
 #: Yjs client ids one user may create items under, per document.
 CLIENT_IDS_PER_USER = 64
-#: A SyncStep2 answer costs one message of the rate limit per this many bytes: a
-#: connection is slowed to ``messages_per_second`` × 16 KiB of answers a second.
-SYNC_BYTES_PER_MESSAGE = 16 << 10
 #: Answers of at least this size are kept per replica version (``_diff``).
 CACHED_DIFF_BYTES = 16 << 10
 #: Different state vectors whose answers one replica version keeps.
@@ -180,7 +177,7 @@ class YjsLink:
         #: The document's Yjs client-id bindings, once joined (``_owners``).
         self.owners: dict[int, str] = {}
         #: Messages of the rate limit the answers since the last frame cost beyond one
-        #: (the endpoint charges them: ``yjs_socket.settle``).
+        #: (the endpoint charges them: ``admission.settle``).
         self.owed = 0.0
 
     def __hash__(self) -> int:
@@ -224,7 +221,7 @@ class YjsLink:
             diff = _diff(replica, state_vector)
         except (ValueError, IndexError, ReplicaError) as exc:
             raise yproto.ProtocolError(f"undecodable state vector: {exc}") from None
-        self.owed += len(diff) / SYNC_BYTES_PER_MESSAGE
+        self.owed += len(diff) / ANSWER_BYTES_PER_MESSAGE
         self.send_bytes(yproto.sync_step2(diff))
 
     # -- the shared per-document logic --------------------------------------------
