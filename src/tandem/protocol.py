@@ -195,8 +195,8 @@ def parse_message(
             validate_doc_id(data.get("doc")),
             _version(data),
             ref,
-            _fingerprint(data),
-            _incarnation(data),
+            _short_string(data, "h"),
+            _short_string(data, "i"),
         )
     if kind == "leave":
         return Leave(validate_doc_id(data.get("doc")), ref)
@@ -300,21 +300,13 @@ def hello_message(client: str, user: str, name: str, expires: float | None) -> d
     }
 
 
-def _fingerprint(data: Mapping[str, Any]) -> str | None:
-    value = data.get("h")
+def _short_string(data: Mapping[str, Any], key: str) -> str | None:
+    """``data[key]``, absent or a string of at most 64 characters (``h``, ``i``)."""
+    value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 64:
-        raise ProtocolError("'h' must be a string of at most 64 characters")
-    return value
-
-
-def _incarnation(data: Mapping[str, Any]) -> str | None:
-    value = data.get("i")
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise ProtocolError("'i' must be a string of at most 64 characters")
+        raise ProtocolError(f"'{key}' must be a string of at most 64 characters")
     return value
 
 
@@ -338,13 +330,8 @@ def snapshot_message(
         "doc": doc,
         "v": version,
         "content": content if isinstance(content, orjson.Fragment) else content.to_json(),
-        "presence": presence,
-        "permission": permission,
-        "last_seq": last_seq,
     }
-    if incarnation:
-        message["i"] = incarnation
-    return message
+    return _join_reply(message, presence, permission, last_seq, incarnation)
 
 
 def op_message(record: OpRecord) -> dict[str, Any]:
@@ -386,10 +373,22 @@ def catchup_message(
             }
             for record in records
         ],
-        "presence": presence,
-        "permission": permission,
-        "last_seq": last_seq,
     }
+    return _join_reply(message, presence, permission, last_seq, incarnation)
+
+
+def _join_reply(
+    message: dict[str, Any],
+    presence: list[dict[str, Any]],
+    permission: str,
+    last_seq: int | None,
+    incarnation: str,
+) -> dict[str, Any]:
+    """What a snapshot and a catch-up both end with: who is here, what the client may
+    do, its last sequenced seq, and the incarnation the versions belong to."""
+    message["presence"] = presence
+    message["permission"] = permission
+    message["last_seq"] = last_seq
     if incarnation:
         message["i"] = incarnation
     return message
