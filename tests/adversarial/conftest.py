@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.integration.harness import ServerProcess
+from tests.integration.harness import RawClient, ServerProcess, token
 
 MIB = 1 << 20
 #: Linux's TCP_ESTABLISHED, the first byte of ``TCP_INFO``.
@@ -86,6 +89,63 @@ async def latencies(probe: Callable[[], Awaitable[None]], seconds: float) -> lis
 
 def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1]
+
+
+def assert_within_twice(before: list[float], during: list[float]) -> None:
+    """The honest client's p90 during an attack is within 2x of before it (with a
+    5 ms floor, below which a loaded machine's scheduling is the noise)."""
+    limit = 2 * max(p90(before), 0.005)
+    assert p90(during) <= limit, f"p90 {p90(during) * 1e3:.1f} ms > {limit * 1e3:.1f} ms"
+
+
+async def honest_client(
+    server: ServerProcess, doc: str
+) -> tuple[RawClient, Callable[[], Awaitable[None]]]:
+    """Alice, joined to ``doc`` on ``/collab``, and a probe: one ping and its pong."""
+    honest = await RawClient.connect(server, f"token={token('alice')}&doc={doc}")
+    await honest.expect("snapshot")
+    ids = itertools.count()
+
+    async def ping() -> None:
+        await honest.send({"type": "ping", "id": next(ids)})
+        await honest.expect("pong")
+
+    return honest, ping
+
+
+def write_big_document(server: ServerProcess, doc: str = "big") -> None:
+    """Give ``doc`` about 400 KB of text, through REST as a writer."""
+    answer = httpx.post(
+        f"{server.url}/api/docs/{doc}/ops",
+        json={"type": "insert", "pos": 0, "text": "tandem " * 57_000},
+        headers={"Authorization": f"Bearer {token('writer')}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def spawn_attackers(
+    server: ServerProcess, seconds: float, kinds: Iterable[tuple[str, int]]
+) -> list[subprocess.Popen[str]]:
+    """One ``tests.adversarial.attackers`` process per ``(kind, n)``, each attacking
+    for ``seconds`` and printing its counts as JSON when done."""
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.adversarial.attackers",
+                kind,
+                str(server.port),
+                str(seconds),
+                str(n),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for kind, n in kinds
+    ]
 
 
 class Mute:

@@ -19,12 +19,11 @@ import contextlib
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 from tests.integration.harness import token
 from tests.integration.hpclient import auth_frame
 
-from .conftest import MIB, Mute, peak_rss, pid_of, rss, start_server
+from .conftest import MIB, Mute, peak_rss, pid_of, rss, start_server, write_big_document
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,13 +41,7 @@ def _empty_frames(count: int) -> bytes:
 def test_a_busy_connection_does_not_parse_its_whole_input_ahead(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     try:
-        answer = httpx.post(
-            f"{server.url}/api/docs/big/ops",
-            json={"type": "insert", "pos": 0, "text": "tandem " * 57_000},
-            headers={"Authorization": f"Bearer {token('writer')}"},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.text
+        write_big_document(server)
         pid = pid_of(server)
         auth = auth_frame("big", token("mallory", {"big": "read"}))
         mutes = [Mute(server.port, "/hocuspocus") for _ in range(SOCKETS)]
