@@ -110,16 +110,7 @@ async def test_repeated_syncstep1_is_slowed_to_its_cost(server: ServerProcess) -
         assert ws.close_code is None  # slowed, not refused
         during = await during_task
     await honest.close()
-    cost = size / (16 << 10)
-    bound = (400 + 200 * seconds) / cost + 1
-    print(
-        f"SyncStep1 x as many as taken, {seconds:.0f} s: {answers} answers of {size} bytes"
-        f" (bound {bound:.0f}); ping p90 {p90(during) * 1e3:.1f} ms"
-        f" (before {p90(before) * 1e3:.1f} ms)"
-    )
-    assert size > 350_000
-    assert answers <= bound
-    assert_within_twice(before, during)
+    _assert_slowed_to_cost("SyncStep1", seconds, answers, size, before, during)
 
 
 async def test_repeated_rejoin_is_slowed_to_its_cost(server: ServerProcess) -> None:
@@ -157,14 +148,23 @@ async def test_repeated_rejoin_is_slowed_to_its_cost(server: ServerProcess) -> N
         assert ws.close_code is None  # slowed, not refused
         during = await during_task
     await honest.close()
+    assert refused == 0  # waited for, not dropped as over the rate
+    _assert_slowed_to_cost("join", seconds, answers, size, before, during)
+
+
+def _assert_slowed_to_cost(
+    what: str, seconds: float, answers: int, size: int, before: list[float], during: list[float]
+) -> None:
+    """``answers`` replies of ``size`` bytes in ``seconds``: at most what the rate bucket
+    (burst 400, 200 a second) pays for at one message per 16 KiB; the honest client
+    within 2x."""
     cost = size / (16 << 10)
     bound = (400 + 200 * seconds) / cost + 1
     print(
-        f"join x as many as taken, {seconds:.0f} s: {answers} snapshots of {size} bytes"
+        f"{what} x as many as taken, {seconds:.0f} s: {answers} answers of {size} bytes"
         f" (bound {bound:.0f}); ping p90 {p90(during) * 1e3:.1f} ms"
         f" (before {p90(before) * 1e3:.1f} ms)"
     )
     assert size > 350_000
     assert answers <= bound
-    assert refused == 0  # waited for, not dropped as over the rate
     assert_within_twice(before, during)
