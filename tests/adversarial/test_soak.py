@@ -20,9 +20,10 @@ round trip back to back, and the server's resident memory (``VmRSS`` from
   before the attack (5 ms floor), and, in the long mode, its 99th percentile
   under 100 ms.
 
-Duration: ``TANDEM_SOAK_SECONDS`` when set; else 180 s with ``--slow`` and 15 s
-in the ordinary run (so CI checks the harness and the short-term bounds in
-seconds). ``TANDEM_SOAK_ATTACKERS`` (default 2) is how many of each kind,
+Runs only with ``--slow``: each attack also has its own test in the ordinary run,
+and a 15 s soak was too short for its flatness check (16.7 MiB of warm-up growth
+against 16 once on a quiet machine). Duration: ``TANDEM_SOAK_SECONDS`` when set,
+else 180 s. ``TANDEM_SOAK_ATTACKERS`` (default 2) is how many of each kind,
 ``TANDEM_SOAK_KINDS`` (comma-separated; default all) which kinds.
 """
 
@@ -59,11 +60,9 @@ FLAT = 16 * MIB
 HELD = 256 * MIB
 
 
-def _duration(slow: bool) -> float:
+def _duration() -> float:
     configured = os.environ.get("TANDEM_SOAK_SECONDS")
-    if configured:
-        return float(configured)
-    return 180.0 if slow else 15.0
+    return float(configured) if configured else 180.0
 
 
 def _windows(samples: list[tuple[float, int]], warmup: float, end: float) -> tuple[int, int]:
@@ -74,11 +73,12 @@ def _windows(samples: list[tuple[float, int]], warmup: float, end: float) -> tup
     return int(statistics.median(first)), int(statistics.median(last))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(max(180.0, float(os.environ.get("TANDEM_SOAK_SECONDS") or 0)) + 180)
 async def test_every_attack_at_once_keeps_memory_flat_and_the_honest_client_fast(
-    tmp_path: Path, slow: bool
+    tmp_path: Path,
 ) -> None:
-    seconds = _duration(slow)
+    seconds = _duration()
     per_kind = int(os.environ.get("TANDEM_SOAK_ATTACKERS", "2"))
     kinds = os.environ.get("TANDEM_SOAK_KINDS", ",".join(KINDS)).split(",")
     server = start_server(tmp_path, handshake_timeout="2")
@@ -139,5 +139,4 @@ async def test_every_attack_at_once_keeps_memory_flat_and_the_honest_client_fast
     assert last - first <= FLAT, f"RSS grew {(last - first) / MIB:.1f} MiB after warm-up"
     assert peak - baseline <= HELD, f"peak {(peak - baseline) / MIB:.0f} MiB over the baseline"
     assert_within_twice(before, during)
-    if slow:
-        assert p99 < 0.1, f"p99 {p99 * 1e3:.1f} ms"
+    assert p99 < 0.1, f"p99 {p99 * 1e3:.1f} ms"
