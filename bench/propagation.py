@@ -111,6 +111,19 @@ def per_k(r: dict[str, Any]) -> float | None:
     return cpu / r["delivered"] * 1000 if cpu is not None and r.get("delivered") else None
 
 
+def slowest(result: dict[str, Any]) -> str:
+    """What the run's slowest deliveries were (the generator's ``tail``), in a few words."""
+    tail = result.get("tail")
+    if not tail:
+        return ""
+    to = "a typist" if tail["maxToTypist"] else "a reader"
+    return (
+        f"  max: seq {tail['maxSeq']} sent at +{tail['maxSentAt']:.0f} ms, to {to};"
+        f" slowest 0.1%: {tail['slowestTypistShare']:.0%} to typists,"
+        f" {tail['slowestFirstOpsShare']:.0%} first ops"
+    )
+
+
 def med(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -363,7 +376,8 @@ def compare(args: argparse.Namespace) -> None:
                         f"  ack p50 {fmt(r['ackP50'])} p99 {fmt(r['ackP99'])} ms"
                         if r.get("ackP50")
                         else ""
-                    ),
+                    )
+                    + slowest(r),
                     file=sys.stderr,
                     flush=True,
                 )

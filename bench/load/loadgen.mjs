@@ -14,6 +14,9 @@
 // seconds and reports the server's RSS growth per connection instead. --announce
 // writes "typing" and "drained" to stderr as the measured phase starts and ends
 // (bench/profile_path.py profiles the server between the two).
+// Its "tail" says what the slowest deliveries were: the max's op (seq, sent how many ms
+// into the typing, to a typist or a reader), and of the slowest 0.1 %, the share that
+// reached typists and the share that were typists' first two ops.
 // Prints one JSON object on stdout. Connects only to --url (127.0.0.1 in every
 // scenario we run) and stops by itself.
 import { readFileSync } from 'node:fs';
@@ -56,6 +59,12 @@ const announce = args.announce === 'true'; // say "typing" / "drained" on stderr
 const maxOps = Math.ceil((duration / 1000) * rate) + 2;
 const sentAt = new Map(); // author index -> Float64Array of send times by seq (1-based)
 const latencies = [];
+// Per delivery, beside its latency: its op's seq, whether it reached a typist, and when
+// its op was sent (ms into the typing phase): what the slowest deliveries were.
+const deliverySeqs = [];
+const toTypists = [];
+const sentAts = [];
+let typingStart = 0;
 const ackLatencies = []; // author's send -> its ack, where the protocol has acks
 let delivered = 0;
 let duplicates = 0;
@@ -73,7 +82,13 @@ function deliver(c, author, seq) {
   if (c.seen.has(key)) { duplicates++; return; }
   c.seen.add(key);
   const t = times[seq];
-  if (t > 0) { latencies.push(performance.now() - t); delivered++; }
+  if (t > 0) {
+    latencies.push(performance.now() - t);
+    deliverySeqs.push(seq);
+    toTypists.push(c.typist === true);
+    sentAts.push(t - typingStart);
+    delivered++;
+  }
 }
 
 function cpuSeconds() {
@@ -338,6 +353,7 @@ async function main() {
   sampleRss();
   const rssTimer = setInterval(sampleRss, 250);
   const start = performance.now();
+  typingStart = start;
   let ops = 0;
   // Each typist keeps a fixed cadence (no drift), typists staggered evenly.
   await Promise.all(writers.map(async ([c, members], w) => {
@@ -362,6 +378,7 @@ async function main() {
   clearInterval(rssTimer);
   const cpuEnd = cpuSeconds();
   const gen = process.cpuUsage(gen0);
+  const tail = slowest();
   latencies.sort((a, b) => a - b);
   ackLatencies.sort((a, b) => a - b);
   const quantile = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] : null);
@@ -375,9 +392,36 @@ async function main() {
     serverRss: peakRss || null,
     generatorCpu: (gen.user + gen.system) / 1e6,
     measuredSeconds: (performance.now() - start) / 1000,
-    errors, closedEarly,
+    errors, closedEarly, tail,
   }));
   for (const c of sockets) c.ws.terminate();
+}
+
+/** The slowest deliveries: the max's op (seq, sent how long into typing, to a typist or
+ *  not), and of the slowest 0.1 %, the share that reached typists and the share that
+ *  were a typist's first two ops (a warm-up). */
+function slowest() {
+  const n = latencies.length;
+  if (!n) return null;
+  let worst = 0;
+  for (let i = 1; i < n; i++) if (latencies[i] > latencies[worst]) worst = i;
+  const cut = [...latencies].sort((a, b) => b - a)[Math.min(n - 1, Math.floor(n / 1000))];
+  let count = 0;
+  let typists = 0;
+  let firstOps = 0;
+  for (let i = 0; i < n; i++) {
+    if (latencies[i] < cut) continue;
+    count++;
+    if (toTypists[i]) typists++;
+    if (deliverySeqs[i] <= 2) firstOps++;
+  }
+  return {
+    maxSeq: deliverySeqs[worst],
+    maxSentAt: Math.round(sentAts[worst]),
+    maxToTypist: toTypists[worst],
+    slowestTypistShare: typists / count,
+    slowestFirstOpsShare: firstOps / count,
+  };
 }
 
 main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

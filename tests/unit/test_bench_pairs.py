@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from bench.pairs import lower_in, median, parse_variant
+from bench.propagation import slowest
 
 
 def test_a_variant_is_a_name_and_environment_variables() -> None:
@@ -31,3 +32,18 @@ def test_rounds_count_only_where_both_were_measured() -> None:
     assert lower_in([1.0, None, 3.0], [0.5, 0.1, None]) == (1, 1)
     assert median([None, 3.0, 1.0, 2.0]) == 2.0
     assert median([None]) is None
+
+
+def test_a_run_says_what_its_slowest_deliveries_were() -> None:
+    tail = {
+        "maxSeq": 2,
+        "maxSentAt": 405.4,
+        "maxToTypist": True,
+        "slowestTypistShare": 0.9,
+        "slowestFirstOpsShare": 0.25,
+    }
+    line = slowest({"tail": tail})
+    assert "seq 2 sent at +405 ms, to a typist" in line
+    assert "90% to typists, 25% first ops" in line
+    assert "to a reader" in slowest({"tail": {**tail, "maxToTypist": False}})
+    assert slowest({}) == "" and slowest({"tail": None}) == ""
