@@ -121,6 +121,12 @@ def slowest(result: dict[str, Any]) -> str:
         f"  max: seq {tail['maxSeq']} sent at +{tail['maxSentAt']:.0f} ms, to {to};"
         f" slowest 0.1%: {tail['slowestTypistShare']:.0%} to typists,"
         f" {tail['slowestFirstOpsShare']:.0%} first ops"
+        + (
+            f"; to readers only: p99 {tail['readerP99']:.1f} p99.9 {tail['readerP999']:.1f}"
+            f" max {tail['readerMax']:.1f} ms"
+            if tail.get("readerMax") is not None
+            else ""
+        )
     )
 
 

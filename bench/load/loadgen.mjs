@@ -16,7 +16,8 @@
 // (bench/profile_path.py profiles the server between the two).
 // Its "tail" says what the slowest deliveries were: the max's op (seq, sent how many ms
 // into the typing, to a typist or a reader), and of the slowest 0.1 %, the share that
-// reached typists and the share that were typists' first two ops.
+// reached typists and the share that were typists' first two ops; and p99, p99.9 and
+// max of the deliveries to readers alone.
 // Prints one JSON object on stdout. Connects only to --url (127.0.0.1 in every
 // scenario we run) and stops by itself.
 import { readFileSync } from 'node:fs';
@@ -409,18 +410,27 @@ function slowest() {
   let count = 0;
   let typists = 0;
   let firstOps = 0;
+  const readers = [];
   for (let i = 0; i < n; i++) {
+    if (!toTypists[i]) readers.push(latencies[i]);
     if (latencies[i] < cut) continue;
     count++;
     if (toTypists[i]) typists++;
     if (deliverySeqs[i] <= 2) firstOps++;
   }
+  readers.sort((a, b) => a - b);
+  const at = (p) => (readers.length ? readers[Math.min(readers.length - 1, Math.floor(p * readers.length))] : null);
   return {
     maxSeq: deliverySeqs[worst],
     maxSentAt: Math.round(sentAts[worst]),
     maxToTypist: toTypists[worst],
     slowestTypistShare: typists / count,
     slowestFirstOpsShare: firstOps / count,
+    // The same run's deliveries to readers only (clients that never type): what a
+    // server that holds a typist's deliveries behind its own ack costs typists alone.
+    readerP99: at(0.99),
+    readerP999: at(0.999),
+    readerMax: readers.length ? readers[readers.length - 1] : null,
   };
 }
 

@@ -46,4 +46,7 @@ def test_a_run_says_what_its_slowest_deliveries_were() -> None:
     assert "seq 2 sent at +405 ms, to a typist" in line
     assert "90% to typists, 25% first ops" in line
     assert "to a reader" in slowest({"tail": {**tail, "maxToTypist": False}})
+    assert "readers only" not in line
+    readers = {**tail, "readerP99": 5.04, "readerP999": 9.0, "readerMax": 12.34}
+    assert "to readers only: p99 5.0 p99.9 9.0 max 12.3 ms" in slowest({"tail": readers})
     assert slowest({}) == "" and slowest({"tail": None}) == ""
