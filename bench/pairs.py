@@ -22,7 +22,8 @@ server, ``TANDEM_*`` settings or ``PYTHONPATH`` pointing at another checkout's
     python -m bench.pairs --a "5ms=TANDEM_SYNC_DELAY:0.005" --b "20ms=TANDEM_SYNC_DELAY:0.02"
     python -m bench.pairs --server tandem-memory --scenario 10000c-1000d --scale 0.3 ...
 
-``--server`` picks the store (``tandem``: SQLite, the default; ``tandem-memory``);
+``--server`` picks the store (``tandem``: SQLite, the default; ``tandem-memory``;
+``tandem-pg``: PostgreSQL, a throwaway schema per run);
 ``--scale`` shrinks the scenario as ``python -m bench --scale`` does.
 
 Every run contacts only 127.0.0.1 and stops by itself.
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", type=parse_variant, required=True, help="NAME=VAR:VALUE;…")
     parser.add_argument("--b", type=parse_variant, required=True, help="NAME=VAR:VALUE;…")
-    parser.add_argument("--server", default="tandem", choices=["tandem", "tandem-memory"])
+    parser.add_argument(
+        "--server", default="tandem", choices=["tandem", "tandem-memory", "tandem-pg"]
+    )
     parser.add_argument("--scenario", default="2000c-200d", choices=propagation.SCENARIOS)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the scenario")
     parser.add_argument("--rounds", type=int, default=5)

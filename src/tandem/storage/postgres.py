@@ -1,35 +1,50 @@
 """``PostgresStore``: the backend for several nodes (asyncpg, one pool).
 
-One ``append`` is one transaction of four round trips:
+A commit (``append``, ``commit``) is one round trip: one call of the
+``tandem_commit`` function (migration 0009) on one of the store's own commit
+connections, in the statement's implicit transaction. The function
 
-1. ``BEGIN``;
-2. lock every document's head row, creating missing ones, in document-id
+1. with a fence (the owner of documents under a lease, ``storage/leases.py``),
+   share-locks the documents' lease rows and checks their epochs; a stale one
+   rolls everything back and the store raises ``FencedError``;
+2. locks every document's head row, creating missing ones, in document-id
    order (``INSERT … ON CONFLICT DO UPDATE … RETURNING head``: the conflict
    arm row-locks the newest committed version, so a second writer — another
-   task, pool or process — blocks here until the first commits, then reads the
-   new head). Sorting is what keeps two multi-document batches from deadlocking;
-3. check the heads (``batch.check_heads``, pure) and, if they continue every
-   log, insert all ops and advance all heads in one statement over arrays;
-4. ``COMMIT`` — durable when it returns under the server's
-   ``synchronous_commit`` (``on`` by default; an operator who lowers it trades
-   away the ack-after-durable guarantee).
+   task, connection or process — blocks here until the first commits, then
+   reads the new head). Sorting is what keeps two multi-document batches from
+   deadlocking. If a batch does not continue every log it rolls back, and the
+   store raises the same ``ConflictError`` as every backend
+   (``batch.check_heads``, pure, on the heads the function found);
+3. inserts all ops and advances all heads in one statement each, over arrays.
 
-A fenced ``commit`` (the owner of documents under a lease, ``storage/leases.py``)
-adds one round trip before step 2: share-lock the documents' lease rows and
-check their epochs; a stale one rolls everything back with ``FencedError``.
+The commit is durable when the call returns under the server's
+``synchronous_commit`` (``on`` by default; an operator who lowers it trades
+away the ack-after-durable guarantee). The same steps as a client-side
+transaction were five round trips (``BEGIN``, lock, insert, ``COMMIT`` and the
+pool's reset of the connection on release; six fenced): each one a wake-up of
+a backend and of the event loop, which on a busy machine is where a commit's
+latency went (docs/performance.md, issue 26).
+
+The commit connections are the store's own, not the pool's (whose release
+costs a reset round trip): an idle one is reused, a new one opened when all are
+busy, and one that failed is closed. Up to ``COMMIT_CONNECTIONS`` commits may
+run at once (the group committer keeps each document in one at a time).
 
 The ``(doc, version)`` primary key and the ``(doc, client_id, seq)`` unique
 index stay the last line of defence: a writer that somehow skipped the lock
 gets ``ConflictError`` from them, never a gap or a duplicate.
 
 ``schema`` (optional) names the PostgreSQL schema to use, created if missing;
-the pool pins it with ``search_path``. Tests use a throwaway schema per test;
-a deployment can host several Tandems in one database.
+the pool and the commit connections pin it with ``search_path``. Tests use a
+throwaway schema per test; a deployment can host several Tandems in one
+database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -76,29 +91,12 @@ def _in_a_task(
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-_LOCK_HEADS = """
-INSERT INTO documents (doc, head, updated)
-SELECT doc, 0, $2 FROM unnest($1::text[]) AS doc ORDER BY doc
-ON CONFLICT (doc) DO UPDATE SET head = documents.head
-RETURNING doc, head
-"""
-
-_COMMIT_OPS = """
-WITH inserted AS (
-    INSERT INTO ops (doc, version, op, client_id, seq, "user", time, crdt)
-    SELECT * FROM unnest(
-        $1::text[], $2::bigint[], $3::json[], $4::text[], $5::bigint[], $6::text[], $7::float8[],
-        $11::bytea[]
-    )
-)
-UPDATE documents AS d SET head = u.head, updated = u.updated
-FROM unnest($8::text[], $9::bigint[], $10::float8[]) AS u(doc, head, updated)
-WHERE d.doc = u.doc
-"""
-
-_LEASE_EPOCHS = """
-SELECT doc, epoch FROM document_leases WHERE doc = ANY($1::text[]) ORDER BY doc FOR SHARE
-"""
+_COMMIT = "SELECT tandem_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+#: SQLSTATEs ``tandem_commit`` raises: a stale lease epoch, a batch that does not continue a log.
+_FENCED = "TD001"
+_NOT_AT_HEAD = "TD002"
+#: Most commits in flight at once, each on a connection of its own.
+COMMIT_CONNECTIONS = 4
 
 _OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
 
@@ -116,6 +114,12 @@ class PostgresStore:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        #: The ``search_path`` every connection is opened with (the schema's).
+        self._settings: dict[str, str] = {}
+        #: Commit connections not in use (``_commit_connection``).
+        self._idle: list[asyncpg.Connection] = []
+        #: Commit connections in use.
+        self._busy: set[asyncpg.Connection] = set()
         #: Names of the migrations the last ``open`` applied (empty when up to date).
         self.applied_on_open: tuple[str, ...] = ()
 
@@ -126,6 +130,7 @@ class PostgresStore:
         if self._pool is not None:
             return
         settings = {"search_path": f'"{self.schema}"'} if self.schema else {}
+        self._settings = settings
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
@@ -146,15 +151,22 @@ class PostgresStore:
     async def close(self) -> None:
         """Close the pool (waiting for connections in use). Idempotent."""
         pool, self._pool = self._pool, None
+        connections, self._idle = [*self._idle, *self._busy], []
+        self._busy = set()
+        for conn in connections:
+            with contextlib.suppress(Exception):  # closing: a broken one is dropped all the same
+                await conn.close(timeout=10)
         if pool is not None:
             await pool.close()
 
     # -- Store ----------------------------------------------------------------
 
+    @_in_a_task
     async def append(self, records: Sequence[OpRecord]) -> None:
         """Commit ``records`` in one transaction (see the module docstring)."""
         await self._append(records, None)
 
+    @_in_a_task
     async def commit(
         self, records: Sequence[OpRecord], fence: Mapping[str, int] | None = None
     ) -> asyncio.Future[None] | None:
@@ -174,36 +186,83 @@ class PostgresStore:
         if not runs:
             return
         ops = [record for run in runs for record in run.records]
-        encoded = [encode_delta(record.op).decode() for record in ops]
         docs = [run.doc for run in runs]
-        pool = self._require_pool()
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                if fence is not None:
-                    await _check_fence(conn, docs, fence)
-                rows = await conn.fetch(_LOCK_HEADS, docs, min(run.updated for run in runs))
-                check_heads(runs, {row["doc"]: row["head"] for row in rows})
-                await conn.execute(
-                    _COMMIT_OPS,
-                    [r.doc for r in ops],
-                    [r.version for r in ops],
-                    encoded,
-                    [r.client_id for r in ops],
-                    [r.seq for r in ops],
-                    [r.user for r in ops],
-                    [r.time for r in ops],
-                    docs,
-                    [run.last for run in runs],
-                    [run.updated for run in runs],
-                    [r.crdt for r in ops],
+        fenced_docs: list[str] | None = None
+        epochs: list[int] | None = None
+        if fence is not None:
+            missing = [doc for doc in docs if doc not in fence]
+            if missing:
+                raise ValueError(
+                    f"a fenced commit needs an epoch for every document; none for {missing}"
                 )
+            fenced_docs = sorted(fence)
+            epochs = [fence[doc] for doc in fenced_docs]
+        args = (
+            docs,
+            [run.first for run in runs],
+            [run.last for run in runs],
+            [run.updated for run in runs],
+            min(run.updated for run in runs),
+            fenced_docs,
+            epochs,
+            [r.doc for r in ops],
+            [r.version for r in ops],
+            [encode_delta(r.op).decode() for r in ops],
+            [r.client_id for r in ops],
+            [r.seq for r in ops],
+            [r.user for r in ops],
+            [r.time for r in ops],
+            [r.crdt for r in ops],
+        )
+        try:
+            conn = await self._commit_connection()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        healthy = False
+        try:
+            await conn.execute(_COMMIT, *args)
+            healthy = True
         except asyncpg.UniqueViolationError as exc:
+            healthy = True
             what = "a (client_id, seq) was already committed"
             if exc.constraint_name != "ops_client_seq":
                 what = "conflict"
             raise ConflictError(f"{what}: {exc.detail or exc}") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except asyncpg.PostgresError as exc:
+            healthy = True  # the server refused the call; the connection is fine
+            if exc.sqlstate == _FENCED:
+                assert fence is not None
+                stale = stale_epochs(fence, _found(exc))
+                raise FencedError(
+                    f"the lease of {', '.join(stale)} is held at a newer epoch", docs=stale
+                ) from exc
+            if exc.sqlstate == _NOT_AT_HEAD:
+                check_heads(runs, _found(exc))  # raises the ConflictError every backend raises
             raise StorageError(f"PostgreSQL error: {exc}") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"PostgreSQL error: {exc}") from exc
+        finally:
+            self._release(conn, healthy)
+
+    async def _commit_connection(self) -> asyncpg.Connection:
+        """An idle commit connection, or a new one when all are in use."""
+        self._require_pool()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                self._busy.add(conn)
+                return conn
+        conn = await asyncpg.connect(self.dsn, server_settings=self._settings)
+        self._busy.add(conn)
+        return conn
+
+    def _release(self, conn: asyncpg.Connection, healthy: bool) -> None:
+        """Give ``conn`` back, or close it when its state is unknown (a failure, a cancel)."""
+        self._busy.discard(conn)
+        if healthy and self._pool is not None and len(self._idle) < COMMIT_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            conn.terminate()
 
     @_in_a_task
     async def load(self, doc: str) -> LoadedDocument:
@@ -322,19 +381,10 @@ class PostgresStore:
         return self._pool
 
 
-async def _check_fence(conn: asyncpg.Connection, docs: list[str], fence: Mapping[str, int]) -> None:
-    """Raise ``FencedError`` unless every one of ``docs`` is held at its ``fence`` epoch.
-
-    ``FOR SHARE`` makes a concurrent acquisition (an ``UPDATE`` of the row) wait
-    for this transaction, so an epoch checked here stays current until commit.
-    """
-    missing = [doc for doc in docs if doc not in fence]
-    if missing:
-        raise ValueError(f"a fenced commit needs an epoch for every document; none for {missing}")
-    rows = await conn.fetch(_LEASE_EPOCHS, sorted(fence))
-    stale = stale_epochs(fence, {row["doc"]: row["epoch"] for row in rows})
-    if stale:
-        raise FencedError(f"the lease of {', '.join(stale)} is held at a newer epoch", docs=stale)
+def _found(exc: asyncpg.PostgresError) -> dict[str, int]:
+    """The epochs or heads ``tandem_commit`` found, from its error's DETAIL."""
+    found = json.loads(exc.detail or "{}")
+    return dict(zip(found.get("docs") or [], found.get("values") or [], strict=True))
 
 
 async def _get_ops(
