@@ -27,8 +27,9 @@ latency went (docs/performance.md, issue 26).
 
 The commit connections are the store's own, not the pool's (whose release
 costs a reset round trip): an idle one is reused, a new one opened when all are
-busy, and one that failed is closed. Up to ``COMMIT_CONNECTIONS`` commits may
-run at once (the group committer keeps each document in one at a time).
+busy (the group committer runs one commit at a time; an ``append`` from
+elsewhere may run beside it), and one that failed or was cancelled is closed.
+At most ``COMMIT_CONNECTIONS`` idle ones are kept.
 
 The ``(doc, version)`` primary key and the ``(doc, client_id, seq)`` unique
 index stay the last line of defence: a writer that somehow skipped the lock
@@ -95,7 +96,7 @@ _COMMIT = "SELECT tandem_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $1
 #: SQLSTATEs ``tandem_commit`` raises: a stale lease epoch, a batch that does not continue a log.
 _FENCED = "TD001"
 _NOT_AT_HEAD = "TD002"
-#: Most commits in flight at once, each on a connection of its own.
+#: Most idle commit connections kept open.
 COMMIT_CONNECTIONS = 4
 
 _OP_COLUMNS = 'version, op, client_id, seq, "user", time, crdt'
