@@ -22,7 +22,7 @@ from tandem import Settings
 from tandem.client import TandemClient
 from tandem.merge import yproto
 from tandem.server.app import Tandem
-from tandem.session.yjs import build_replica
+from tandem.session.stored_replica import build_replica
 
 from .harness import until
 from .test_mixed_sessions import serving

@@ -29,6 +29,7 @@ Pure: must not import asyncio, storage, bus or network code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -41,11 +42,12 @@ from tandem.merge.translate import (
     delta_from_event,
     normalize_attributes,
 )
-from tandem.merge.updates import clock_ends, missing_dependency
+from tandem.merge.updates import clock_ends, holds_formats, missing_dependency
 from tandem.merge.yproto import ProtocolError
 from tandem.ot.compose import compose
 from tandem.ot.delta import Delta, Insert
 from tandem.ot.document import Document
+from tandem.records import OpRecord
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -54,6 +56,9 @@ __all__ = [
     "ReplicaError",
     "SERVER_CLIENT_ID",
     "TEXT_NAME",
+    "carries_formats",
+    "replay_record",
+    "update_formats",
 ]
 
 #: The Yjs client id of every change the server makes (OT ops, seeding).
@@ -64,6 +69,25 @@ TEXT_NAME: Final = "content"
 EMPTY_UPDATE: Final = b"\x00\x00"
 
 T = TypeVar("T")
+
+#: Bytes that may start a struct with a ``ContentFormat`` (info byte ``& 0x1F == 6``).
+#: An update with none of them holds no formatting item (no need to decode it).
+_MAYBE_FORMAT: Final = re.compile(rb"[\x06\x26\x46\x66\x86\xa6\xc6\xe6]")
+
+
+def carries_formats(delta: Delta) -> bool:
+    """Does any component of ``delta`` set attributes?"""
+    return any(getattr(component, "attributes", None) for component in delta.ops)
+
+
+def update_formats(update: bytes) -> bool:
+    """Does the v1 ``update`` insert a formatting item? (True when it does not decode.)"""
+    if _MAYBE_FORMAT.search(update) is None:
+        return False
+    try:
+        return holds_formats(update)
+    except (ValueError, UnicodeDecodeError):
+        return True
 
 
 class ReplicaError(Exception):
@@ -107,8 +131,15 @@ class Replica:
         # Text events are observed only while merging a Yjs update (``merge``):
         # pycrdt builds an event object for every transaction a subscriber is
         # attached to, ~5% of the loop's time per committed op when always on.
+        #: Has this Y.Doc never held a formatting item? Then applying a delta
+        #: without attributes is deterministic: an insert inherits no formatting,
+        #: so Yrs writes no format items (whose order, for an insert negating
+        #: several inherited attributes, follows hash-map iteration). Such an op
+        #: needs no stored update to replay identically (see ``ReplicaHost.stamp``).
+        self.format_free = True
         if state:
             _guard(lambda: self.doc.apply_update(state))
+            self.format_free = not update_formats(state)
         #: The plain text, kept in Python to convert offsets without asking Yrs.
         self.plain = PlainText(str(self.text))
 
@@ -144,6 +175,8 @@ class Replica:
 
         self.plain = _guard(run)
         self.version = version
+        if self.format_free and carries_formats(delta):
+            self.format_free = False
         return self._update
 
     def merge(self, update: bytes) -> tuple[Delta, bytes]:
@@ -197,6 +230,8 @@ class Replica:
             text = apply_to_text(text, step)
             delta = compose(delta, step) if delta.ops else step
         self.plain = PlainText(text)
+        if self.format_free and update_formats(self._update):
+            self.format_free = False
         return delta, self._update
 
     def replay(self, update: bytes, version: int, op: Delta | None = None) -> None:
@@ -215,6 +250,8 @@ class Replica:
             self.merge(update)
             self.version = version
             return
+        if self.format_free and (carries_formats(op) or update_formats(update)):
+            self.format_free = False
 
         def run() -> None:
             with self.doc.transaction(origin="replay"):
@@ -280,3 +317,14 @@ def _decode_state_vector(data: bytes) -> dict[int, int]:
         return {}
     count = values[0]
     return {values[1 + 2 * i]: values[2 + 2 * i] for i in range(count)}
+
+
+def replay_record(replica: Replica, record: OpRecord) -> bytes:
+    """Apply a committed op: its stored update (the same items), else its delta.
+
+    Returns the update applied.
+    """
+    if record.crdt is not None:
+        replica.replay(record.crdt, record.version, record.op)
+        return record.crdt
+    return replica.apply(record.op, record.version)

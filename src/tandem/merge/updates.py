@@ -8,6 +8,8 @@ the v1 encoding itself:
 * ``clock_ends`` — per client, the clock right after its last struct (or the
   last id its delete set deletes); after a merge, a replica whose state vector
   is below one of these holds pending structs or deletes;
+* ``holds_formats`` — does the update insert a formatting item (the replica
+  tracks whether it has ever held one: see ``Replica.format_free``);
 * ``missing_dependency`` — checked *before* a merge: the first id a receiver
   with a given state vector lacks to integrate the whole update (a gap in a
   client's clocks, an origin, right origin or parent it has never seen, a
@@ -34,6 +36,7 @@ __all__ = [
     "DeleteSet",
     "clock_ends",
     "delete_set",
+    "holds_formats",
     "holds_update",
     "missing_dependency",
     "new_struct_clients",
@@ -98,6 +101,8 @@ class _Update:
     structs: dict[int, list[_Struct]]
     #: The delete set as (client, start, end) ranges.
     deletes: list[tuple[int, int, int]]
+    #: Does any struct carry formatting (a ``ContentFormat`` item)?
+    formats: bool = False
 
 
 def _utf16_units(text: str) -> int:
@@ -144,6 +149,7 @@ def _content_length(reader: _Reader, ref: int) -> int:
 def _read(update: bytes) -> _Update:
     reader = _Reader(update)
     structs: dict[int, list[_Struct]] = {}
+    formats = False
     for _ in range(reader.uint()):
         count = reader.uint()
         client = reader.uint()
@@ -170,6 +176,7 @@ def _read(update: bytes) -> _Update:
                 if info & 0x20:
                     reader.string()
             size = _content_length(reader, ref)
+            formats = formats or ref == 6
             found.append(_Struct(clock, clock + size, tuple(refers)))
             clock += size
     deletes: list[tuple[int, int, int]] = []
@@ -178,7 +185,7 @@ def _read(update: bytes) -> _Update:
         for _ in range(reader.uint()):
             start = reader.uint()
             deletes.append((client, start, start + reader.uint()))
-    return _Update(structs, deletes)
+    return _Update(structs, deletes, formats)
 
 
 def clock_ends(update: bytes) -> dict[int, int]:
@@ -196,6 +203,11 @@ def clock_ends(update: bytes) -> dict[int, int]:
     for client, _, end in read.deletes:
         ends[client] = max(ends.get(client, 0), end)
     return ends
+
+
+def holds_formats(update: bytes) -> bool:
+    """Does ``update`` (v1) insert any formatting item (a Yjs ``ContentFormat``)?"""
+    return _read(update).formats
 
 
 def missing_dependency(update: bytes, state: Mapping[int, int]) -> tuple[int, int] | None:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from tandem.errors import StaleIncarnation
 from tandem.merge.updates import clock_ends
 from tandem.merge.yproto import SYNC_STEP1, Decoder, Message
-from tandem.session.yjs import replica_clients
+from tandem.session.stored_replica import replica_clients
 from tandem.storage.base import LoadedDocument
 from tandem.storage.incarnations import LEGACY, Incarnation, IncarnationStore, new_incarnation
 

@@ -36,12 +36,14 @@ not import the server, network code or the session's other modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol
 
 from tandem.errors import ReadOnly, TandemError
+from tandem.merge.backlog import Backlog
 from tandem.merge.cursors import index_of, relative_position
 from tandem.merge.replica import (
     EMPTY_UPDATE,
@@ -49,27 +51,27 @@ from tandem.merge.replica import (
     Replica,
     ReplicaError,
     UpdateRefused,
+    carries_formats,
+    replay_record,
 )
 from tandem.merge.updates import clock_ends
 from tandem.merge.yproto import AwarenessEntry, decode_awareness, encode_awareness, sync_update
 from tandem.ot.cursor import transform_selection
 from tandem.ot.delta import Delta
-from tandem.ot.document import Document
 from tandem.protocol import Cursor
 from tandem.records import OpRecord
 from tandem.sequencer import Sequencer
 from tandem.session.delivery import Member, Submission
 from tandem.session.presence import PresenceFanout
+from tandem.session.stored_replica import build_replica
 from tandem.storage.base import LoadedDocument, Store
-from tandem.storage.incarnations import LEGACY, Incarnation
+from tandem.storage.incarnations import Incarnation
 
 __all__ = [
     "ReplicaHost",
     "ReplicaRefused",
     "ReplicaSession",
     "YjsPeer",
-    "build_replica",
-    "replica_clients",
 ]
 
 log = logging.getLogger("tandem.session.yjs")
@@ -123,69 +125,6 @@ class ReplicaRefused(TandemError):
     code = "ERR_INVALID_OP"
 
 
-def build_replica(loaded: LoadedDocument, incarnation: Incarnation = LEGACY) -> Replica:
-    """The replica at ``loaded.version``: stored CRDT state, else seeded, then the ops.
-
-    In an incarnation whose replica was seeded from the text at ``yjs_from``
-    (a restored, imported or renewed document), a snapshot up to that version
-    may hold the old history's items: the text at ``yjs_from`` is seeded afresh by
-    the incarnation's own Yjs client id (deterministic, so every node and
-    every restart builds the same items), and only the ops after it replayed.
-    """
-    snapshot = loaded.snapshot
-    client = incarnation.yjs_client
-    base = snapshot.version if snapshot is not None else 0
-    # A snapshot at ``yjs_from`` may still be the old history's (taken before the
-    # renewal); the new incarnation's own one there is the seeded state anyway.
-    if incarnation.yjs_from > 0 and incarnation.yjs_from >= base:
-        document = Document(snapshot.content) if snapshot is not None else Document()
-        for record in loaded.ops:
-            if record.version <= incarnation.yjs_from:
-                document = document.apply(record.op)
-        replica = Replica.seeded(document, incarnation.yjs_from, client)
-    elif snapshot is not None and snapshot.crdt:
-        replica = Replica(snapshot.crdt, snapshot.version, client)
-    elif snapshot is not None:
-        replica = Replica.seeded(snapshot.content, snapshot.version, client)
-    else:
-        replica = Replica(client_id=client)
-    for record in loaded.ops:
-        if record.version > replica.version:
-            _replay(replica, record)
-    return replica
-
-
-def replica_clients(loaded: LoadedDocument) -> frozenset[int]:
-    """The Yjs client ids whose items the stored replica of ``loaded`` holds.
-
-    Read from the stored updates (the snapshot's CRDT state and every op's
-    update) without building the replica; ``SERVER_CLIENT_ID`` always, as a
-    replica seeded from text or applying an op without an update writes with it
-    (before incarnations, the only id it wrote with).
-    """
-    clients = {SERVER_CLIENT_ID}
-    updates = [loaded.snapshot.crdt] if loaded.snapshot is not None else []
-    updates += [record.crdt for record in loaded.ops]
-    for update in updates:
-        if update:
-            try:
-                clients.update(clock_ends(update))
-            except (ValueError, UnicodeDecodeError):  # unreadable: what replays would refuse
-                log.warning("%s: a stored Yjs update does not decode", loaded.doc)
-    return frozenset(clients)
-
-
-def _replay(replica: Replica, op: OpRecord) -> bytes:
-    """Apply a committed op: its stored update (the same items), else its delta.
-
-    Returns the update applied.
-    """
-    if op.crdt is not None:
-        replica.replay(op.crdt, op.version, op.op)
-        return op.crdt
-    return replica.apply(op.op, op.version)
-
-
 class ReplicaHost:
     """One document's replica and Yjs peers (see the module docstring)."""
 
@@ -198,6 +137,13 @@ class ReplicaHost:
         self._catching_up: set[YjsPeer] = set()
         #: Updates of ops applied to the replica before they were committed.
         self._early: dict[int, bytes] = {}
+        #: Committed ops not applied yet: no Yjs peer here reads the replica.
+        self.backlog = Backlog()
+        #: Does a stored update (an op's, committed since this session loaded) name
+        #: the replica's Yjs client id? Until one does, every op is stamped:
+        #: a renewed incarnation retires the client ids the stored updates name
+        #: (``replica_clients``), and a Yjs client may hold items of this one.
+        self._named = False
         self._ready = asyncio.Event()
         self._rebuilding = False
         #: Yjs awareness by Yjs client id (states of connected Yjs clients only).
@@ -208,15 +154,55 @@ class ReplicaHost:
     # -- lifecycle ------------------------------------------------------------
 
     def load(self, loaded: LoadedDocument) -> None:
+        self.backlog.clear()
+        self._named = self.session.incarnation.yjs_client == SERVER_CLIENT_ID
         self.replica = build_replica(loaded, self.session.incarnation)
         self._catch_up_committed()
         self._ready.set()
 
     async def ready(self) -> Replica:
-        while self.replica is None:
-            self._ready.clear()
-            await self._ready.wait()
-        return self.replica
+        """The replica at the committed version (or past it), once built."""
+        while True:
+            while self.replica is None:
+                self._ready.clear()
+                await self._ready.wait()
+            replica = self._catch_up()
+            if replica is not None:
+                return replica
+
+    def _catch_up(self) -> Replica | None:
+        """Apply the backlog (no await); None when that failed and a rebuild began."""
+        replica = self.replica
+        if replica is None or not self.backlog:
+            return replica
+        try:
+            self.backlog.apply_to(replica)
+        except (ReplicaError, TandemError) as exc:
+            log.error("replica of %s failed catching up: %s", self.session.doc, exc)
+            self._rebuild()
+            return None
+        return replica
+
+    def _deferrable(self, replica: Replica, entry: OpRecord) -> bool:
+        """May ``entry`` be stored without its Yjs update, applied only when needed?
+
+        Only while no Yjs peer is here, and only if applying its delta is
+        deterministic: it sets no attributes and the replica, with everything
+        before it, has never held a formatting item (``Replica.format_free``);
+        and only once a stored update names the replica's Yjs client id
+        (``_named``), so a renewed incarnation still retires it.
+        Every node and every restart then applies the same delta to the same
+        items and makes the same ones (the op log replays to the same replica).
+        Ops sequenced but not committed yet were either applied (stamped) or
+        deferred under this very rule, so the replica's head is format-free too.
+        """
+        return (
+            not self.peers
+            and self._named
+            and replica.format_free
+            and self.backlog.format_free
+            and not carries_formats(entry.op)
+        )
 
     def _catch_up_committed(self) -> None:
         """Apply committed entries the replica has not seen (no await: consistent)."""
@@ -227,7 +213,7 @@ class ReplicaHost:
             for entry in session.sequencer.entries_since(replica.version):
                 if entry.version > session.committed_version:
                     break
-                _replay(replica, entry)
+                replay_record(replica, entry)
 
     def stamp(self, entry: OpRecord) -> bytes | None:
         """Apply the just-committed head ``entry`` now; its Yjs update, to store with it.
@@ -243,11 +229,15 @@ class ReplicaHost:
         replica = self.replica
         if replica is None or replica.version >= entry.version:
             return None
+        if self._deferrable(replica, entry):
+            return None  # applied when committed or needed (``committed``)
+        if self._catch_up() is None:
+            return None
         try:
             for earlier in self.session.sequencer.entries_since(replica.version):
                 if earlier.version >= entry.version:
                     break
-                self._early[earlier.version] = _replay(replica, earlier)
+                self._early[earlier.version] = replay_record(replica, earlier)
             update = replica.apply(entry.op, entry.version)
         except (ReplicaError, TandemError) as exc:
             log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
@@ -266,6 +256,7 @@ class ReplicaHost:
 
     def _rebuild(self) -> None:
         self.replica = None
+        self.backlog.clear()
         if not self._rebuilding:
             self._rebuilding = True
             self.session.background(self._load_again())
@@ -293,7 +284,7 @@ class ReplicaHost:
                         if not records or records[0].version != replica.version + 1:
                             raise ReplicaError(f"the store lacks v{replica.version + 1}")
                         for record in records:
-                            _replay(replica, record)
+                            replay_record(replica, record)
                 except Exception as exc:  # noqa: BLE001 - retry: Yjs submits wait meanwhile
                     log.warning("rebuilding the replica of %s failed: %s", doc, exc)
                     await asyncio.sleep(0.5)
@@ -328,6 +319,7 @@ class ReplicaHost:
         """
         self.peers.add(peer)
         self._catching_up.add(peer)
+        self._catch_up()  # with a peer here every op is applied as it commits
 
     def caught_up(self, peer: YjsPeer) -> None:
         """The peer was just sent a SyncStep2 of the replica: Updates follow from now on."""
@@ -350,12 +342,21 @@ class ReplicaHost:
         replica = self.replica
         if replica is None:
             return  # being rebuilt; the rebuild catches up to the committed version
+        if not self._named and entry.crdt is not None:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                self._named = replica.client_id in clock_ends(entry.crdt)
         update = self._early.pop(entry.version, None)
         if update is None:
             if replica.version >= entry.version:
                 return
+            if not self.peers and not self.backlog.full:
+                self.backlog.push(entry)  # nobody here reads it yet: applied when needed
+                return
+            replica = self._catch_up()
+            if replica is None:
+                return
             try:
-                update = _replay(replica, entry)
+                update = replay_record(replica, entry)
             except ReplicaError as exc:
                 log.error("replica of %s failed at v%d: %s", self.session.doc, entry.version, exc)
                 self._rebuild()
@@ -365,7 +366,7 @@ class ReplicaHost:
 
     def snapshot_state(self) -> bytes | None:
         """The CRDT state at the committed version, or None when the replica is elsewhere."""
-        replica = self.replica
+        replica = self._catch_up()
         if replica is None or replica.version != self.session.committed_version:
             return None
         return replica.state()
@@ -528,11 +529,12 @@ class ReplicaHost:
         None when it changes nothing. Called by ``sequence`` with no await since
         ``ready()``, so the merge happens exactly at the head.
         """
-        replica = self.replica
-        assert replica is not None, "await ready() first"
+        replica = self._catch_up()
+        if replica is None:
+            raise ReplicaRefused("the document's replica is being rebuilt; send it again")
         try:
             for entry in self.session.sequencer.entries_since(replica.version):
-                self._early[entry.version] = _replay(replica, entry)
+                self._early[entry.version] = replay_record(replica, entry)
             delta, effective = replica.merge(update)
         except UpdateRefused as exc:
             raise ReplicaRefused(str(exc)) from None  # nothing changed: no rebuild
