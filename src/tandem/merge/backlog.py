@@ -3,11 +3,12 @@
 The replica (``tandem.merge.replica``) is a deterministic function of (initial
 state, op log). While nothing on this node reads it — no Yjs client of the
 document is connected here — applying each committed op to it as it commits
-buys nothing: the ops wait here, in version order, and are applied exactly as
-they would have been (the same calls, one transaction per op, in the same
-order) when something needs the replica: a Yjs client joining, a Yjs update
-to merge, a snapshot of the CRDT state, an op that must be stamped with the
-update it makes. The result is the very replica eager application builds.
+buys nothing: the ops wait here, in version order, and are applied as they
+would have been (the same calls, in the same order, in one Yrs transaction:
+``Replica.replay_all``) when something needs the replica: a Yjs client
+joining, a Yjs update to merge, a snapshot of the CRDT state, an op that must
+be stamped with the update it makes. The result holds the very items eager
+application makes.
 
 The backlog is bounded (``limit``): the host applies it once it is full, so a
 document nobody reads costs at most ``limit`` records of memory.
@@ -23,13 +24,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from tandem.merge.replica import (
-    Replica,
-    ReplicaError,
-    carries_formats,
-    replay_record,
-    update_formats,
-)
+from tandem.merge.replica import Replica, carries_formats, update_formats
 from tandem.records import OpRecord
 
 __all__ = ["BACKLOG_LIMIT", "Backlog"]
@@ -73,10 +68,7 @@ class Backlog:
         """
         records, self.records = self.records, []
         self.format_free = True
-        for record in records:
-            if record.version != replica.version + 1:
-                raise ReplicaError(f"the backlog holds v{record.version} after v{replica.version}")
-            replay_record(replica, record)
+        replica.replay_all(records)
 
     def clear(self) -> None:
         self.records = []

@@ -30,7 +30,7 @@ Pure: must not import asyncio, storage, bus or network code.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from pycrdt import Doc, Text, TextEvent, TransactionEvent
@@ -127,6 +127,8 @@ class Replica:
         self.version = version
         self._update = EMPTY_UPDATE
         self._events: list[list[dict[str, Any]]] = []
+        #: The origin of the one transaction ``replay_all`` applies ops in.
+        self._origin: str | None = None
         self.doc.observe(self._on_transaction)
         # Text events are observed only while merging a Yjs update (``merge``):
         # pycrdt builds an event object for every transaction a subscriber is
@@ -170,7 +172,7 @@ class Replica:
         old = self.plain
 
         def run() -> PlainText:
-            with self.doc.transaction(origin="tandem"):
+            with self.doc.transaction(origin=self._origin or "tandem"):
                 return apply_delta(self.text, None, old, delta)
 
         self.plain = _guard(run)
@@ -254,7 +256,7 @@ class Replica:
             self.format_free = False
 
         def run() -> None:
-            with self.doc.transaction(origin="replay"):
+            with self.doc.transaction(origin=self._origin or "replay"):
                 self.doc.apply_update(update)
 
         _guard(run)
@@ -263,6 +265,32 @@ class Replica:
         except ValueError as exc:  # the op does not fit: this replica is not what it logged
             raise ReplicaError(f"replayed op v{version} does not fit the replica: {exc}") from None
         self.version = version
+
+    def replay_all(self, records: Sequence[OpRecord]) -> None:
+        """Apply committed ops (the next versions, in order) in one Yrs transaction.
+
+        The same items as ``replay_record`` one op per transaction (a property
+        test compares the states: ``tests/unit/merge/test_backlog.py``), for
+        less: Yrs commits, cleans up and notifies once. An op without its
+        update is applied from its delta; with one, its update is replayed.
+        """
+        if not records:
+            return
+
+        def run() -> None:
+            self._origin = "catch-up"
+            try:
+                with self.doc.transaction(origin="catch-up"):
+                    for record in records:
+                        if record.version != self.version + 1:
+                            raise ReplicaError(
+                                f"v{record.version} does not follow the replica's v{self.version}"
+                            )
+                        replay_record(self, record)
+            finally:
+                self._origin = None
+
+        _guard(run)
 
     def advance(self, version: int) -> None:
         """Record that the last merge became ``version``."""

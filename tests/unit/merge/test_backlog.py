@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
+from tests.integration.ystructs import canonical
 
 from tandem.merge.backlog import Backlog
-from tandem.merge.replica import Replica, ReplicaError, replay_record
+from tandem.merge.replica import Replica, ReplicaError, carries_formats, replay_record
 from tandem.merge.updates import holds_formats
 from tandem.ot.delta import Delta
 from tandem.records import OpRecord
@@ -117,3 +118,69 @@ def test_a_backlog_with_a_gap_is_refused() -> None:
     with pytest.raises(ReplicaError):
         backlog.apply_to(Replica())
     assert not backlog
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> list[OpRecord]:
+    """Committed records as a real log holds them: OT ops with their update (any
+    formatting) or without it (no attributes, on a format-free replica), and Yjs
+    updates from another client (inserts, formats, deletes) with their delta."""
+    author = Replica(client_id=5)
+    foreign: Doc[object] = Doc(client_id=77)
+    ftext = foreign.get("content", type=Text)
+    records: list[OpRecord] = []
+    for version in range(1, draw(st.integers(1, 25)) + 1):
+        length = len(author.plain)
+        kind = draw(st.sampled_from(["insert", "insert", "delete", "format", "yjs"]))
+        if kind == "yjs":
+            foreign.apply_update(author.diff(foreign.get_state()))
+            before = foreign.get_state()
+            size = len(str(ftext).encode())
+            step = draw(st.sampled_from(["insert", "format", "delete"]))
+            if step == "insert" or size == 0:
+                ftext.insert(size if draw(st.booleans()) else 0, "yé", {"italic": True})
+            elif step == "format":
+                ftext.format(0, size, {"bold": True, "underline": True})
+            else:
+                del ftext[0 : len(str(ftext)[0].encode())]
+            delta, effective = author.merge(foreign.get_update(before))
+            author.advance(version)
+            records.append(_record(version, delta, effective))
+            continue
+        if kind == "delete" and length:
+            at = draw(st.integers(0, length - 1))
+            op = Delta().retain(at).delete(1).chop()
+        elif kind == "format" and length:
+            at = draw(st.integers(0, length - 1))
+            style = draw(st.sampled_from([{"bold": True}, {"bold": None, "italic": True}]))
+            op = Delta().retain(at).retain(1, style).chop()
+        else:
+            at = draw(st.integers(0, length))
+            style = draw(st.sampled_from([None, None, {"bold": True}, {"bold": True, "x": 1}]))
+            op = Delta().retain(at).insert("ab😀", style).chop()
+        deferrable = author.format_free and not carries_formats(op)
+        update = author.apply(op, version)
+        stored = None if deferrable and draw(st.booleans()) else update
+        records.append(_record(version, op, stored))
+    return records
+
+
+@settings(max_examples=200, deadline=None)
+@given(_histories(), st.data())
+def test_one_transaction_for_a_backlog_makes_the_items_of_one_per_op(
+    records: list[OpRecord], data: st.DataObject
+) -> None:
+    eager = Replica(client_id=5)
+    for record in records:
+        replay_record(eager, record)
+    batched = Replica(client_id=5)
+    points = st.integers(1, len(records) - 1) if len(records) > 1 else st.nothing()
+    cuts = sorted(data.draw(st.sets(points)))
+    start = 0
+    for cut in [*cuts, len(records)]:
+        batched.replay_all(records[start:cut])
+        start = cut
+    assert batched.version == eager.version == len(records)
+    assert canonical(batched.state()) == canonical(eager.state())
+    assert batched.plain == eager.plain and batched.content() == eager.content()
+    assert batched.format_free == eager.format_free
