@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +13,7 @@ from tests.integration.ystructs import canonical
 from tandem.merge.backlog import Backlog
 from tandem.merge.replica import Replica, ReplicaError, carries_formats, replay_record
 from tandem.merge.updates import holds_formats
-from tandem.ot.delta import Delta
+from tandem.ot.delta import Attributes, Delta
 from tandem.records import OpRecord
 
 
@@ -73,7 +75,7 @@ def test_format_freedom_is_read_from_states_updates_and_merges() -> None:
     assert not Replica(formatted.state(), 2).format_free
     assert Replica(plain.state(), 1).format_free
 
-    client = Doc(client_id=99)
+    client: Doc[Any] = Doc(client_id=99)
     text = client.get("content", type=Text)
     with client.transaction():
         text.insert(0, "xy")
@@ -126,7 +128,7 @@ def _histories(draw: st.DrawFn) -> list[OpRecord]:
     formatting) or without it (no attributes, on a format-free replica), and Yjs
     updates from another client (inserts, formats, deletes) with their delta."""
     author = Replica(client_id=5)
-    foreign: Doc[object] = Doc(client_id=77)
+    foreign: Doc[Any] = Doc(client_id=77)
     ftext = foreign.get("content", type=Text)
     records: list[OpRecord] = []
     for version in range(1, draw(st.integers(1, 25)) + 1):
@@ -152,11 +154,12 @@ def _histories(draw: st.DrawFn) -> list[OpRecord]:
             op = Delta().retain(at).delete(1).chop()
         elif kind == "format" and length:
             at = draw(st.integers(0, length - 1))
-            style = draw(st.sampled_from([{"bold": True}, {"bold": None, "italic": True}]))
-            op = Delta().retain(at).retain(1, style).chop()
+            styles: list[Attributes] = [{"bold": True}, {"bold": None, "italic": True}]
+            op = Delta().retain(at).retain(1, draw(st.sampled_from(styles))).chop()
         else:
             at = draw(st.integers(0, length))
-            style = draw(st.sampled_from([None, None, {"bold": True}, {"bold": True, "x": 1}]))
+            inserts: list[Attributes | None] = [None, None, {"bold": True}, {"bold": True, "x": 1}]
+            style = draw(st.sampled_from(inserts))
             op = Delta().retain(at).insert("ab😀", style).chop()
         deferrable = author.format_free and not carries_formats(op)
         update = author.apply(op, version)
