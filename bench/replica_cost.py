@@ -3,8 +3,11 @@
 Run: ``.venv/bin/python -m bench.replica_cost``. Applies random single-keystroke
 ops (inserts, deletes, some formatting) to a document of N characters through
 ``Replica.apply`` (what ``DocumentSession._advance`` does per op) and through the OT
-``Document.apply`` for comparison; measures the replica's RSS growth per
-document by opening 200 replicas of 10,000 characters.
+``Document.apply`` for comparison; the same ops applied later, a backlog of
+100 at a time in one Yrs transaction (``Backlog.apply_to``: what a replica
+nobody reads costs, caught up at every snapshot); measures the replica's RSS
+growth per document by opening 200 replicas of 10,000 characters, and the
+memory a full backlog of plain keystroke ops holds.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import random
 import resource
 import statistics
 import time
+import tracemalloc
 
+from tandem.merge.backlog import BACKLOG_LIMIT, Backlog
 from tandem.merge.replica import Replica
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
+from tandem.records import OpRecord
 
 
 def _ops(rng: random.Random, length: int, count: int) -> list[Delta]:
@@ -33,6 +39,43 @@ def _ops(rng: random.Random, length: int, count: int) -> list[Delta]:
         else:
             ops.append(Delta().retain(at).retain(1, {"bold": True}))
     return ops
+
+
+def _records(ops: list[Delta]) -> list[OpRecord]:
+    return [
+        OpRecord("d", version, op, "c1@u1", version, "u1", 0.0, None)
+        for version, op in enumerate(ops, 1)
+    ]
+
+
+def per_op_lazy(size: int, count: int = 3000, seed: int = 1, batch: int = 100) -> float:
+    """The same ops as ``per_op``, applied ``batch`` at a time from a backlog."""
+    rng = random.Random(seed)
+    base = "".join(rng.choice("abcdefgh ") for _ in range(size))
+    records = _records(_ops(rng, size, count))
+    replica = Replica.seeded(Delta().insert(base), 0)
+    backlog = Backlog(limit=batch)
+    started = time.perf_counter()
+    for record in records:
+        backlog.push(record)
+        if backlog.full:
+            backlog.apply_to(replica)
+    backlog.apply_to(replica)
+    return (time.perf_counter() - started) / count
+
+
+def backlog_kib(limit: int = BACKLOG_LIMIT) -> float:
+    """The memory a full backlog of single-keystroke OT ops (stored without update) holds."""
+    rng = random.Random(1)
+    ops = [Delta().retain(rng.randrange(10_000)).insert("x") for _ in range(limit)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    backlog = Backlog(limit=limit)
+    for record in _records(ops):
+        backlog.push(record)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return (after - before) / 1024
 
 
 def per_op(size: int, count: int = 3000, seed: int = 1) -> tuple[float, float]:
@@ -76,10 +119,13 @@ def main() -> None:
         runs = [per_op(size, seed=seed) for seed in (1, 2, 3)]
         crdt = statistics.median(r[0] for r in runs)
         ot = statistics.median(r[1] for r in runs)
+        lazy = statistics.median(per_op_lazy(size, seed=seed) for seed in (1, 2, 3))
         print(
-            f"  {size:>6} chars: replica {crdt * 1e6:7.1f} µs/op   OT apply {ot * 1e6:7.1f} µs/op"
+            f"  {size:>6} chars: replica {crdt * 1e6:7.1f} µs/op   "
+            f"from a backlog of 100 {lazy * 1e6:7.1f} µs/op   OT apply {ot * 1e6:7.1f} µs/op"
         )
     print(f"replica memory per open document (10,000 chars): {memory_per_doc():.0f} KiB")
+    print(f"a full backlog ({BACKLOG_LIMIT} keystroke ops): {backlog_kib():.0f} KiB")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """The CRDT replica: a pycrdt ``Doc`` whose text always equals the OT document.
 
-Every committed op is applied to the replica in version order. An op made by
-an OT client becomes Yrs changes authored by the fixed ``SERVER_CLIENT_ID``;
-an op that came from a Yjs client is replayed as the very Yjs update that
-produced it (the *effective* update, as observed when it was merged). That
-makes the replica a deterministic function of (initial state, op log):
+Every committed op is applied to the replica in version order (at once, or
+later with the ops before it: ``tandem.merge.backlog``). An op made by an OT
+client becomes Yrs changes authored by the replica's client id and is stored
+with the update that made (or, where re-applying its delta is deterministic —
+no attributes, a replica that never held formatting, ``format_free`` — may be
+stored without); an op that came from a Yjs client is replayed as the very Yjs
+update that produced it (the *effective* update, as observed when it was
+merged). That makes the replica a deterministic function of (initial state,
+op log):
 
 * after a restart, loading the CRDT state stored in the newest snapshot and
   replaying the ops after it rebuilds byte-identical items — the Y.Doc is never

@@ -7,15 +7,21 @@ few hooks there:
 * ``load(loaded)`` when the document opens: the replica is rebuilt from the
   CRDT state of the newest snapshot plus the ops after it (never re-seeded
   from text when a state exists; see ``tandem.merge.replica``);
+* ``stamp(record)`` when an OT op is sequenced: applied now, its Yjs update is
+  stored with it — unless no Yjs peer is here and its delta replays
+  deterministically (``_deferrable``): then it is stored without one;
 * ``committed(record)`` from the session's ``advanced``, in version order, for
-  local and other nodes' ops alike: the op is applied to the replica (unless it
-  already was) and its Yjs update is sent to every Yjs peer — the author of a
-  Yjs write included: that echo is its acknowledgement, sent only once
-  committed (on SQLite its fsync may follow);
+  local and other nodes' ops alike. With Yjs peers here, the op is applied to
+  the replica (unless it already was) and its Yjs update is sent to every Yjs
+  peer — the author of a Yjs write included: that echo is its
+  acknowledgement, sent only once committed (on SQLite its fsync may follow).
+  With none, the op joins the ``backlog`` (``tandem.merge.backlog``), applied
+  in one Yrs transaction when something reads the replica (``ready``, a peer
+  joining, a merge, a stamp, a snapshot) or once the backlog is full;
 * ``rolled_back()`` when the session forgets uncommitted ops: a replica that
   had applied some is rebuilt from the store — from the stored CRDT state and
-  the update stored with every op, never from deltas, so item ids stay those
-  the Yjs peers hold;
+  the update stored with every op (never from deltas but those of ops stored
+  without one), so item ids stay those the Yjs peers hold;
 * ``snapshot_state()`` for snapshots: the CRDT state at the committed version.
 
 ``submit(member, update)`` hands a Yjs update to the session's one
