@@ -227,10 +227,11 @@ class ReplicaHost:
         Called by the session right after the sequencer committed an OT op
         and before its record goes to the committer, so every op is stored
         with the exact update it made and replays (restart, other nodes)
-        rebuild identical items. Returns None when the replica is being
-        rebuilt or fails; that op is then stored without an update and
-        replayed from its delta (deterministic except for inserts negating
-        several inherited attributes).
+        rebuild identical items. Returns None when the op is deferred
+        (``_deferrable``: its delta replays deterministically), or when the
+        replica is being rebuilt or fails; that op is then stored without an
+        update and replayed from its delta (deterministic except for inserts
+        negating several inherited attributes, which a deferred op never is).
         """
         replica = self.replica
         if replica is None or replica.version >= entry.version:
