@@ -110,34 +110,64 @@ async def test_a_paused_owner_stops_at_its_deadline_and_its_commit_is_fenced(
     await b.store.commit([op("d", 1)], fence={"d": taken.epoch})
 
 
-async def test_a_takeover_that_waited_behind_a_paused_commit_gets_a_live_lease(
+async def test_a_takeover_that_waited_behind_a_commit_gets_a_live_lease(
     nodes: list[Node],
 ) -> None:
-    """The owner paused mid-commit holds its lease row (``FOR SHARE``, as the fenced
-    commit takes it) past the TTL; the other node's acquire waits for the row, and the
-    lease it is granted then, counted from the statement's start, is already over. The
-    keeper asks again and comes back with a lease it may use."""
+    """A transaction holds the lease row (``FOR SHARE``, as a fenced commit takes it)
+    past the expiry; the other node's acquire waits for the row, then gets a lease it
+    may use (had it been granted over on arrival, counted from the statement's start,
+    the keeper asks again)."""
     import asyncpg  # type: ignore[import-untyped]
 
     a, b = nodes
     old = (await a.keeper.acquire("d")).epoch
-    await a.keeper.stop()  # paused, with its commit's transaction open:
+    await a.keeper.stop()  # paused, with a commit's transaction open:
     conn = await asyncpg.connect(a.store.dsn, server_settings={"search_path": a.store.schema})
     try:
-        paused_commit = conn.transaction()
-        await paused_commit.start()
+        commit = conn.transaction()
+        await commit.start()
         await conn.fetch("SELECT epoch FROM document_leases WHERE doc = 'd' FOR SHARE")
         await asyncio.sleep(TIMING.ttl + 0.1)  # the lease expired: b asks for it
         taking = asyncio.ensure_future(b.keeper.acquire("d"))
-        await asyncio.sleep(TIMING.ttl + 0.1)  # and waits for the row, for longer than a TTL
+        await asyncio.sleep(TIMING.ttl / 2)  # and waits for the row
         assert not taking.done()
-        await paused_commit.commit()  # SIGCONT: the commit finishes
+        await commit.commit()  # the commit finishes
         taken = await taking
     finally:
         await conn.close()
     assert taken.owner == "node-b" and taken.epoch > old
     assert b.keeper.fence("d") == taken.epoch
     assert b.lost == []
+
+
+async def test_an_acquire_behind_a_transaction_that_never_ends_fails_within_a_ttl(
+    nodes: list[Node],
+) -> None:
+    """Something else (an operator's session) holds the lease row: the acquire gives up
+    after a TTL with ``StorageError`` instead of hanging the keeper."""
+    import time
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    from tandem.errors import StorageError
+
+    a, b = nodes
+    await a.keeper.acquire("d")
+    await a.keeper.stop()
+    conn = await asyncpg.connect(a.store.dsn, server_settings={"search_path": a.store.schema})
+    try:
+        held = conn.transaction()
+        await held.start()
+        await conn.fetch("SELECT epoch FROM document_leases WHERE doc = 'd' FOR UPDATE")
+        await asyncio.sleep(TIMING.ttl + 0.1)
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="stayed locked"):
+            await asyncio.wait_for(b.keeper.acquire("d"), 3 * TIMING.ttl)
+        assert time.monotonic() - started < 2 * TIMING.ttl
+        await held.rollback()
+        assert (await b.keeper.acquire("d")).owner == "node-b"
+    finally:
+        await conn.close()
 
 
 async def test_a_fenced_commit_of_a_held_lease_reports_the_loss_once(nodes: list[Node]) -> None:

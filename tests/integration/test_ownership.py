@@ -6,10 +6,13 @@ keystroke present exactly once and every client converged:
 
 * the owner SIGKILLed: a client of another node is acknowledged again within
   the lease TTL + 1 s (printed with ``pytest -s``);
-* the owner SIGSTOPped past its lease, then SIGCONT (the next owner too, until
-  a pause catches a commit queued): another node took the
-  document over, the stale owner's queued commit is fenced (counted), and
-  what it had sequenced is forwarded to the new owner, none of it lost;
+* the owner SIGSTOPped past its lease with a commit queued, then SIGCONT (twice,
+  the second time the node that took over): another node took the document
+  over, the stale owner's queued commit is fenced (counted), and what it had
+  sequenced is forwarded to the new owner, none of it lost;
+* the owner SIGSTOPped while its commit holds its lease row: the server
+  finishes the commit alone, and another node takes over while the owner is
+  still stopped;
 * every node SIGTERMed and restarted in turn (a rolling restart);
 * Redis SIGKILLed and restarted (a private ``redis-server`` for this test);
 * and, without load, a Yjs update and a REST post made on the other nodes are
@@ -88,16 +91,23 @@ async def typing_crowd(
 
 
 async def type_until(
-    handles: list[DocumentHandle], keys: Iterator[str], pause: float, stop: asyncio.Event
+    handles: list[DocumentHandle],
+    keys: Iterator[str],
+    pause: float,
+    stop: asyncio.Event,
+    allowed: asyncio.Event | None = None,
 ) -> list[str]:
     """Each handle types the next key of ``keys``, one every ``pause`` s, until ``stop``
-    (however long the scenario takes: a slow machine restarts nodes slowly);
-    returns the keys typed."""
+    (however long the scenario takes: a slow machine restarts nodes slowly), and
+    only while ``allowed`` is set, if given; returns the keys typed."""
     typed: list[str] = []
 
     async def typist(i: int) -> None:
         rng = random.Random(i)
         while not stop.is_set():
+            if allowed is not None and not allowed.is_set():
+                await allowed.wait()
+                continue
             key = next(keys)
             await type_into(handles[i], rng, [key])
             typed.append(key)
@@ -155,55 +165,90 @@ def test_owner_killed_under_load_first_ack_within_ttl(cluster: list[ServerProces
 
 
 def test_owner_paused_past_its_lease_is_fenced_and_loses_nothing(tmp_path: Path) -> None:
-    # Commits wait 0.3 s to gather a batch, so an owner is mostly paused with one
-    # queued. A pause that lands on a commit in flight (the commit holds the lease
-    # row, so it completes, legitimately, before the lease can be taken) or between
-    # batches leaves the stale owner nothing to commit; then the next owner is
-    # paused, up to eight times (each resumed owner then logs "its local deadline
-    # passed" and no fenced commit; the count of pauses is printed).
-    with three_nodes(tmp_path, {"TANDEM_COMMIT_MAX_DELAY": "0.3"}) as nodes:
+    # Only a commit decided before the pause and written after it can be fenced: an
+    # owner that resumes past its local deadline forwards whatever arrives next. So
+    # each round makes the owner hold exactly that. The crowd stops and settles (the
+    # owner's committer is idle), a probe on the owner's node types a key and pings:
+    # the pong comes after the op is sequenced and queued (a connection's messages
+    # are handled in order), and the committer, woken by it, waits
+    # TANDEM_COMMIT_MAX_DELAY (1 s) before writing it; the owner is SIGSTOPped at
+    # the pong, with that commit queued. The crowd types on during the pause (the
+    # other nodes take the document over); after SIGCONT the queued commit must be
+    # fenced, counted, and its op sequenced again by the new owner, once.
+    with three_nodes(tmp_path, {"TANDEM_COMMIT_MAX_DELAY": "1.0"}) as nodes:
 
         async def scenario() -> None:
             clients, handles, keys = await typing_crowd(nodes, "pause", 2)
+            probes: list[TandemClient] = []
+            probe_handles: list[DocumentHandle] = []
+            probe_keys: list[str] = []
             try:
+                typing_allowed = asyncio.Event()
+                typing_allowed.set()
                 stop = asyncio.Event()
-                typing = asyncio.create_task(type_until(handles, keys, 0.05, stop))
+                typing = asyncio.create_task(type_until(handles, keys, 0.05, stop, typing_allowed))
                 paused: list[ServerProcess] = []
-                for _ in range(8):
+                for round_ in range(2):
                     await asyncio.sleep(1.0)
+                    typing_allowed.clear()
+                    await asyncio.gather(*(h.synced(30) for h in [*handles, *probe_handles]))
                     owner = await the_owner(nodes)
+                    fenced_before = await asyncio.to_thread(
+                        metric, owner, "tandem_fenced_commits_total"
+                    )
+                    probe = TandemClient(
+                        urls(nodes, nodes.index(owner)), token(f"probe{round_}"), max_backoff=0.5
+                    )
+                    probes.append(probe)
+                    probe_handle = await probe.join("pause", timeout=10)
+                    probe_handles.append(probe_handle)
+                    key = next(keys)
+                    probe_keys.append(key)
+                    probe_handle.insert(0, key)
+                    await probe.ping(5)  # the op is queued for commit on the owner now
                     process = owner.process
                     assert process is not None
                     process.send_signal(signal.SIGSTOP)
+                    paused.append(owner)
+                    typing_allowed.set()
                     await asyncio.sleep(TTL * 2)  # well past its lease: another node takes over
                     process.send_signal(signal.SIGCONT)
-                    paused.append(owner)
-                    await asyncio.sleep(1.0)
-                    if metric(owner, "tandem_fenced_commits_total") >= 1:
-                        break
+                    fenced = await wait_for_metric(
+                        owner, "tandem_fenced_commits_total", fenced_before + 1, 10
+                    )
+                    assert fenced >= fenced_before + 1, ownership_metrics(nodes, paused)
                 stop.set()
                 typed = await typing
-                await finish(handles, typed)
-                print(f"\nowners paused until one had a commit fenced: {len(paused)}")
+                await finish([*handles, *probe_handles], [*typed, *probe_keys])
                 seen = ownership_metrics(nodes, paused)
-                assert sum(metric(node, "tandem_fenced_commits_total") for node in paused) >= 1, (
-                    seen
-                )
                 assert metric(paused[-1], "tandem_owned_documents") == 0, seen
                 assert sum(metric(node, "tandem_owned_documents") for node in nodes) == 1, seen
                 conflicts = sum(metric(node, "tandem_commit_conflicts_total") for node in nodes)
                 assert conflicts == 0, seen
             finally:
-                await close_all(clients)
+                await close_all([*clients, *probes])
 
         run(scenario())
+
+
+async def wait_for_metric(node: ServerProcess, name: str, at_least: float, timeout: float) -> float:
+    """``name`` on ``node`` once it reaches ``at_least``, or its value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(metric, node, name)
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
 
 
 async def the_owner(nodes: list[ServerProcess], timeout: float = 10) -> ServerProcess:
     """The one node that owns the document (a hand-over may be under way: wait for it)."""
     deadline = time.monotonic() + timeout
     while True:
-        owners = [node for node in nodes if metric(node, "tandem_owned_documents") == 1]
+        owned = await asyncio.gather(
+            *(asyncio.to_thread(metric, node, "tandem_owned_documents") for node in nodes)
+        )
+        owners = [node for node, count in zip(nodes, owned, strict=True) if count == 1]
         if len(owners) == 1:
             return owners[0]
         assert time.monotonic() < deadline, f"{len(owners)} nodes own the document"
@@ -222,6 +267,69 @@ def ownership_metrics(nodes: list[ServerProcess], paused: list[ServerProcess]) -
     for i, node in enumerate(nodes):
         lines.append(f"n{i}: " + ", ".join(f"{name}={metric(node, name)}" for name in names))
     return "\n".join(lines)
+
+
+def test_owner_frozen_inside_its_commit_does_not_hold_the_takeover(
+    cluster: list[ServerProcess],
+) -> None:
+    """The owner is SIGSTOPped while its commit waits inside the database, holding its
+    lease row (``FOR SHARE``): the test holds the document's head row, then lets go.
+    The commit is one statement, which the server finishes without the frozen node,
+    so another node takes the document over within the TTL + 1 s while the owner is
+    still stopped (with a commit of several round trips, it waited for the SIGCONT);
+    every op is kept once."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn, _, query = cluster[0].env["TANDEM_DATABASE_URL"].partition("?")
+    schema = query.removeprefix("schema=")
+
+    async def scenario() -> None:
+        frozen = TandemClient(urls(cluster, 0), token("fred"), initial_backoff=0.02)
+        other = TandemClient(urls(cluster, 1), token("olga"), initial_backoff=0.02)
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        process = cluster[0].process
+        assert process is not None
+        stopped = False
+        try:
+            handle = await frozen.join("frozen", timeout=10)  # node 0 owns it
+            handle.insert(0, "a")
+            await handle.synced(10)
+            other_handle = await other.join("frozen", timeout=10)
+            # Hold the document's head row, so that the owner's next commit stops in
+            # the middle of its transaction, after it share-locked the lease row.
+            holding = conn.transaction()
+            await holding.start()
+            await conn.execute("SELECT head FROM documents WHERE doc = 'frozen' FOR UPDATE")
+            handle.insert(1, "b")
+            deadline = time.monotonic() + 10
+            while not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            ):
+                assert time.monotonic() < deadline, "the owner's commit never waited"
+                await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGSTOP)
+            stopped = True
+            paused_at = time.perf_counter()
+            await holding.rollback()  # the frozen node's commit goes on without it
+            other_handle.insert(0, "c")
+            with contextlib.suppress(TimeoutError):
+                await other_handle.synced(TTL + 5)
+            first_ack = time.perf_counter() - paused_at
+            print(f"\nowner frozen mid-commit: first ack on another node {first_ack:.2f}s")
+            assert not other_handle.pending and first_ack <= TTL + 1, first_ack
+            process.send_signal(signal.SIGCONT)
+            stopped = False
+            await finish([handle, other_handle], ["a", "b", "c"])
+            assert metric(cluster[0], "tandem_owned_documents") == 0
+            assert sum(metric(node, "tandem_commit_conflicts_total") for node in cluster) == 0
+        finally:
+            if stopped:
+                process.send_signal(signal.SIGCONT)
+            await conn.close()
+            await close_all([frozen, other])
+
+    run(scenario())
 
 
 def test_rolling_restart_under_load_loses_nothing(cluster: list[ServerProcess]) -> None:

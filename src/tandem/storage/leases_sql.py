@@ -1,13 +1,20 @@
 """``PostgresLeases``: document leases in the ``document_leases`` table.
 
-Each method is one statement (``acquire`` two, in one transaction), and every
-expiry is ``now() + ttl`` on the database server; the ``remaining`` seconds
-each returns are measured on that same clock. An acquisition draws its epoch
-from the ``document_lease_epochs`` sequence while it holds the row lock, so
-one document's epochs strictly grow and no epoch is ever issued twice — not
-even after the row is deleted with its document (``storage/document_admin.py``).
-The contract and its rules are in ``storage/leases.py``; the commit's epoch
-check is in ``storage/postgres.py``.
+Each method is one statement, in its own implicit transaction, so no lease
+row stays locked across a round trip to the node: a node frozen (SIGSTOP, a
+frozen VM) between two of its statements holds no lease row, and neither does
+a frozen owner's commit (one call of ``tandem_commit``, ``storage/postgres.py``).
+An acquisition that finds the lease held reads the holder with a second
+statement. Every expiry is ``now() + ttl`` on the database server; the
+``remaining`` seconds each returns are measured on that same clock. An
+acquisition waits for the row's lock (a commit in flight share-locks it) at
+most ``ttl`` seconds, then fails with ``StorageError`` instead of hanging behind
+a transaction that never ends (an operator's open session). An acquisition
+draws its epoch from the ``document_lease_epochs`` sequence while it holds the
+row lock, so one document's epochs strictly grow and no epoch is ever issued
+twice — not even after the row is deleted with its document
+(``storage/document_admin.py``). The contract and its rules are in
+``storage/leases.py``; the commit's epoch check is in ``storage/postgres.py``.
 """
 
 from __future__ import annotations
@@ -59,10 +66,14 @@ class PostgresLeases:
     async def acquire(self, doc: str, node: str, ttl: float) -> LeaseState:
         _check_ttl(ttl)
         try:
-            async with self._store.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(_ACQUIRE, doc, node, ttl)
+            async with self._store.pool.acquire() as conn:
+                row = await conn.fetchrow(_ACQUIRE, doc, node, ttl, timeout=ttl)
                 if row is None:
                     row = await conn.fetchrow(_HOLDER, doc)
+        except TimeoutError as exc:
+            raise StorageError(
+                f"the lease row of {doc!r} stayed locked for {ttl:g} s; see the runbook"
+            ) from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
         return _state(row)
