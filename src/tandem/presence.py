@@ -150,9 +150,14 @@ class PresenceTable:
 
         The author's own caret is pushed along by its insert (side ``"right"``);
         everyone else's stays before an insert made exactly at it (``"left"``).
-        Each entry's version becomes ``version`` (default: its version + 1).
+        Each entry's version becomes ``version`` (default: its version + 1). An
+        entry already at ``version`` or later is left alone: its cursor was set
+        after ``op`` (another node's relayed presence can arrive before the op it
+        was expressed after, from the owner), and moving it again would misplace it.
         """
         for entry in self._entries.values():
+            if version is not None and entry.version >= version:
+                continue
             cursor = entry.cursor
             if cursor is not None:
                 side: Side = "right" if entry.client == author_client else "left"

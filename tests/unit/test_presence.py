@@ -139,6 +139,18 @@ def test_transform_advances_versions_and_keeps_none_cursors() -> None:
     assert cursor_of(table, "a") == Cursor(3)
 
 
+def test_a_cursor_set_after_an_op_is_not_moved_by_it_again() -> None:
+    """Another node relayed a cursor at version 5 before this node applied op 5 (the
+    owner's op and another node's presence come by different publishers)."""
+    table = PresenceTable()
+    table.update("a", "u-a", "A", Cursor(4), None, 0.0, version=5, length=10)
+    table.transform(Delta().insert("xy"), "b", version=5)  # already reflected
+    assert cursor_of(table, "a") == Cursor(4)
+    table.transform(Delta().insert("xy"), "b", version=6)  # a later op moves it
+    assert cursor_of(table, "a") == Cursor(6)
+    assert [e["v"] for e in table.snapshot()] == [6]
+
+
 def test_transform_does_not_make_an_entry_pending() -> None:
     table = table_with("a", cursor=Cursor(1))
     table.mark_sent("a", 0.0)
@@ -321,3 +333,43 @@ def test_table_cursors_agree_with_transform_position(
     assert selection.length >= 0
     for cursor in (caret, selection):
         assert cursor.index >= 0 and cursor.index + cursor.length <= new_length
+
+
+# -- another node's presence (session/presence.py) -------------------------------
+
+
+def test_a_relayed_cursor_behind_this_nodes_head_is_moved_up_to_it() -> None:
+    """Presence relayed at version 1 arrives after this node applied op 2 (from the
+    owner): the cursor is moved through op 2 and told to local members at version 2."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    from tandem.records import OpRecord
+    from tandem.session.presence import PresenceFanout
+
+    op2 = OpRecord("d", 2, Delta().insert("ab"), "other@u", 1, "u", 0.0)
+    told: list[bytes] = []
+    session = SimpleNamespace(
+        doc="d",
+        sequencer=SimpleNamespace(entries_since=lambda v: [op2] if v < 2 else []),
+        delivery=SimpleNamespace(committed_version=2, broadcast=lambda m, **_: told.append(m)),
+    )
+    fanout = PresenceFanout(session)  # type: ignore[arg-type]
+    wire = {
+        "type": "presence",
+        "doc": "d",
+        "client": "c",
+        "user": "u",
+        "name": "",
+        "v": 1,
+        "cursor": {"index": 3, "length": 0},
+        "state": {},
+    }
+    fanout.remote(wire)
+    assert orjson.loads(told[-1])["cursor"] == {"index": 5, "length": 0}
+    assert orjson.loads(told[-1])["v"] == 2
+    assert fanout.remote_table.snapshot()[0]["cursor"] == {"index": 5, "length": 0}
+    # The same cursor relayed at version 2 (after op 2) is kept as it is.
+    fanout.remote({**wire, "v": 2})
+    assert orjson.loads(told[-1])["cursor"] == {"index": 3, "length": 0}

@@ -90,15 +90,11 @@ class PresenceFanout:
             index, length = cursor.index, cursor.length
             if base_version is not None and base_version < head:
                 try:
-                    records = session.sequencer.entries_since(base_version)
+                    index, length = self._to_head(
+                        index, length, base_version, head, public_client(member.key)
+                    )
                 except HistoryGap:
                     raise HistoryUnavailable("presence is too far behind; re-join") from None
-                own = public_client(member.key)
-                for record in records:
-                    if record.version > head:
-                        break
-                    side: Side = "right" if public_client(record.client_id) == own else "left"
-                    index, length = transform_selection(index, length, record.op, side)
             elif base_version is not None and base_version > head:
                 raise HistoryUnavailable(
                     f"presence version {base_version} is ahead of the document ({head})"
@@ -115,6 +111,18 @@ class PresenceFanout:
             version=head,
         )
         self._flush(now)
+
+    def _to_head(
+        self, index: int, length: int, version: int, head: int, own: str
+    ) -> tuple[int, int]:
+        """A selection at ``version`` moved through the committed ops up to ``head``
+        (``own``: the public client whose caret its own inserts push along)."""
+        for record in self.session.sequencer.entries_since(version):
+            if record.version > head:
+                break
+            side: Side = "right" if public_client(record.client_id) == own else "left"
+            index, length = transform_selection(index, length, record.op, side)
+        return index, length
 
     def touch(self, peer: Peer, now: float) -> None:
         self.local.touch(peer.client, now)
@@ -165,19 +173,39 @@ class PresenceFanout:
             session.publish(encode_presence(session.node, wire))
 
     def remote(self, wire: dict[str, Any]) -> None:
-        """Another node's presence message: remember it and tell the local members."""
+        """Another node's presence message: remember it and tell the local members.
+
+        Its cursor is at the version the other node had (``v``). Ops come from the
+        document's owner and presence from the client's node, so either may arrive
+        first: a cursor behind this node's head is moved up to it here (its ops are
+        in the sequencer's window), and one ahead is left alone by the ops it already
+        reflects when they arrive (``PresenceTable.transform``).
+        """
         if wire.get("left"):
             self.remote_table.remove(wire["client"])
         else:
             cursor = wire.get("cursor")
+            version = wire.get("v", 0)
+            selection = Cursor(cursor["index"], cursor["length"]) if cursor else None
+            head = self.session.delivery.committed_version
+            if selection is not None and version < head:
+                try:
+                    index, length = self._to_head(
+                        selection.index, selection.length, version, head, wire["client"]
+                    )
+                except HistoryGap:
+                    pass  # too far behind to move: shown where it was sent
+                else:
+                    selection, version = Cursor(index, length), head
+                    wire = {**wire, "v": head, "cursor": {"index": index, "length": length}}
             self.remote_table.update(
                 wire["client"],
                 wire["user"],
                 wire.get("name", ""),
-                Cursor(cursor["index"], cursor["length"]) if cursor else None,
+                selection,
                 wire.get("state") or {},
                 time.monotonic(),
-                version=wire.get("v", 0),
+                version=version,
                 length=_BIG,
             )
         self.session.delivery.broadcast(encode(wire))
