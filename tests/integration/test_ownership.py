@@ -13,6 +13,9 @@ keystroke present exactly once and every client converged:
 * the owner SIGSTOPped while its commit holds its lease row: the server
   finishes the commit alone, and another node takes over while the owner is
   still stopped;
+* a client of a node that does not own the document sends a long offline
+  branch (``merge``): forwarded, answered once, every node's clients converge;
+  and the same with the owner SIGKILLed the moment the merge goes out;
 * every node SIGTERMed and restarted in turn (a rolling restart);
 * Redis SIGKILLed and restarted (a private ``redis-server`` for this test);
 * and, without load, a Yjs update and a REST post made on the other nodes are
@@ -32,10 +35,11 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tandem.client import DocumentHandle, TandemClient
+from tandem.client import DocumentHandle, Status, TandemClient
 
 from .harness import SHORT_LEASE, ServerProcess, free_port, metric, three_nodes, token
 from .test_python_client import converged, type_into
@@ -330,6 +334,84 @@ def test_owner_frozen_inside_its_commit_does_not_hold_the_takeover(
             await close_all([frozen, other])
 
     run(scenario())
+
+
+async def offline_branch_merged_on_another_node(
+    cluster: list[ServerProcess], doc: str, kill_owner_at_merge: bool
+) -> None:
+    """A client of node 1 (node 0 owns ``doc``) goes offline, types a long branch while a
+    client of node 0 types too, and comes back: its one ``merge`` is forwarded to the
+    owner and answered once (``merged`` received once), and every node's clients end
+    with every key exactly once. ``kill_owner_at_merge``: node 0 is SIGKILLed the moment
+    the merge goes out, so it is sequenced by whichever node takes the lease over."""
+    from .test_python_client import ALPHABET
+    from .test_python_client_merge import OFFLINE_KEYS, ONLINE_KEYS, Gate, scatter, spy
+
+    gate = Gate(token("away"))
+    here = TandemClient(urls(cluster, 0), token("here"), initial_backoff=0.02, max_backoff=0.5)
+    # Only node 1: a client given several nodes may come back on another.
+    away = TandemClient([f"{cluster[1].ws_url}/collab"], gate, initial_backoff=0.01)
+    watcher = TandemClient(urls(cluster, 2), token("watcher"), initial_backoff=0.02)
+    keys = iter(random.Random(doc).sample(ALPHABET, 2 * (OFFLINE_KEYS + ONLINE_KEYS) + 50))
+    typed: list[str] = []
+
+    def take(count: int) -> list[str]:
+        chunk = [next(keys) for _ in range(count)]
+        typed.extend(chunk)
+        return chunk
+
+    try:
+        b = await here.join(doc, timeout=10)  # node 0 owns the document
+        a = await away.join(doc, timeout=10)
+        w = await watcher.join(doc, timeout=10)
+        b.insert(0, "".join(take(40)))
+        await converged([a, b, w])
+        gate.open.clear()
+        await away.disconnect()
+        rng = random.Random(1)
+        await scatter(a, rng, take(OFFLINE_KEYS))
+        await scatter(b, rng, take(ONLINE_KEYS), each_synced=True)
+        assert not a.live and a.merges == 0
+        merged: list[int] = []
+
+        def on_send(message: Any) -> bool:
+            if message["type"] == "merge" and kill_owner_at_merge and not merged:
+                merged.append(-1)
+                cluster[0].kill()
+            return True
+
+        def on_receive(message: Any) -> bool:
+            if message.get("type") == "merged":
+                merged.append(message["seq"])
+            return True
+
+        sent = spy(away, on_send, on_receive)
+        forwards_before = metric(cluster[1], "tandem_forward_seconds_count")
+        gate.open.set()
+        deadline = time.monotonic() + 60
+        while not a.merges or a.state.status is Status.MERGING:
+            assert time.monotonic() < deadline, "the merge did not finish"
+            await asyncio.sleep(0.01)
+        await finish([a, b, w], typed)
+        assert a.merges == 1 and sent.count("merge") >= 1
+        assert [seq for seq in merged if seq >= 0] == [merged[-1]], merged  # one reply
+        if not kill_owner_at_merge:
+            assert sent.count("merge") == 1
+            assert metric(cluster[1], "tandem_forward_seconds_count") > forwards_before
+            assert metric(cluster[0], "tandem_owned_documents") == 1
+            assert metric(cluster[1], "tandem_owned_documents") == 0
+    finally:
+        await close_all([here, away, watcher])
+
+
+def test_offline_merge_on_a_node_that_does_not_own_the_document(
+    cluster: list[ServerProcess],
+) -> None:
+    run(offline_branch_merged_on_another_node(cluster, "merge-forwarded", False))
+
+
+def test_offline_merge_forwarded_while_the_owner_dies(cluster: list[ServerProcess]) -> None:
+    run(offline_branch_merged_on_another_node(cluster, "merge-failover", True))
 
 
 def test_rolling_restart_under_load_loses_nothing(cluster: list[ServerProcess]) -> None:
