@@ -4,9 +4,11 @@ The protocol cuts whole data frames at the start of a read itself
 (``tandem.frames``) and hands the rest to websockets' parser from a
 frame boundary (which ``uvicorn_glue.at_frame_start`` finds). Here
 hypothesis builds streams of masked frames — text and binary messages, whole
-or fragmented, small and with 16-bit lengths, pings in between — cuts them
-into reads at random places, and checks that the protocol hands on the same
-messages in the same order and answers every ping.
+or fragmented, small and with 16-bit lengths, pings and pongs in between
+(a masked 4-byte pong, the answer to our keepalive ping, is also cut by the
+protocol itself) — cuts them into reads at random places, and checks that the
+protocol hands on the same messages in the same order, answers every ping
+and sees every pong's payload.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ class _Reader(CollabProtocol):
         self._other = None
         self._fragments = None
         self.messages: list[str | bytes] = []
+        self.pongs: list[bytes] = []
 
     def _on_message(self, message: str | bytes) -> None:
         self.messages.append(message)
+
+    def _on_pong(self, payload: Any) -> None:
+        self.pongs.append(bytes(payload))
 
 
 def _frame(
@@ -116,17 +122,22 @@ _binary = _size.flatmap(lambda n: st.binary(min_size=n, max_size=n))
 
 
 @st.composite
-def _streams(draw: st.DrawFn) -> tuple[list[bytes], list[str | bytes], int]:
-    """Reads of a client's byte stream, the messages it carries, and its pings."""
+def _streams(draw: st.DrawFn) -> tuple[list[bytes], list[str | bytes], int, list[bytes]]:
+    """Reads of a client's byte stream, the messages it carries, its pings and its pongs."""
     frames: list[bytes] = []
     expected: list[str | bytes] = []
     pings = 0
+    pongs: list[bytes] = []
     for _ in range(draw(st.integers(1, 6))):
         is_text = draw(st.booleans())
         payload = draw(_text if is_text else _binary)
         if draw(st.booleans()):
             frames.append(_frame(Opcode.PING, b"p", draw(_masks)))
             pings += 1
+        if draw(st.booleans()):  # mostly 4 bytes, the size of our pings' payloads
+            pong = draw(st.one_of(st.binary(min_size=4, max_size=4), st.binary(max_size=8)))
+            frames.append(_frame(Opcode.PONG, pong, draw(_masks)))
+            pongs.append(pong)
         parts = draw(st.sampled_from([1, 1, 2, 3]))
         cuts = sorted(
             draw(st.lists(st.integers(0, len(payload)), min_size=parts - 1, max_size=parts - 1))
@@ -143,17 +154,19 @@ def _streams(draw: st.DrawFn) -> tuple[list[bytes], list[str | bytes], int]:
     places = st.one_of(st.integers(1, max(1, len(stream) - 1)), near_ends)
     cuts = sorted({c for c in draw(st.lists(places, max_size=6)) if 0 < c < len(stream)})
     reads = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    return [read for read in reads if read], expected, pings
+    return [read for read in reads if read], expected, pings, pongs
 
 
 def _split(
     payload: bytes, *at: int, opcode: Opcode = Opcode.TEXT, mask: bytes = b"\x5a\xa5\x0f\xf0"
-) -> tuple[list[bytes], list[str | bytes], int]:
+) -> tuple[list[bytes], list[str | bytes], int, list[bytes]]:
     """One frame of ``payload`` cut at ``at`` (negative: from its end)."""
     frame = _frame(opcode, payload, mask)
     cuts = sorted(a % len(frame) for a in at)
     reads = [frame[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
-    return reads, [payload.decode() if opcode is Opcode.TEXT else payload], 0
+    if opcode is Opcode.PONG:
+        return reads, [], 0, [payload]
+    return reads, [payload.decode() if opcode is Opcode.TEXT else payload], 0, []
 
 
 @given(_streams())
@@ -166,15 +179,18 @@ def _split(
 # payload is not a frame, even when it looks like one (here, unmasked by a zero mask).
 @example(_split(_frame(Opcode.TEXT, b"inner"), 6, opcode=Opcode.BINARY, mask=bytes(4)))
 @example(_split(_frame(Opcode.TEXT, b"y" * 130), 8, opcode=Opcode.BINARY, mask=bytes(4)))
+@example(_split(b"pong", 9, opcode=Opcode.PONG))  # a 4-byte pong one byte short
+@example(_split(b"pong", 1, opcode=Opcode.PONG))
 def test_messages_come_out_whole_and_in_order_however_the_reads_split(
-    stream: tuple[list[bytes], list[str | bytes], int],
+    stream: tuple[list[bytes], list[str | bytes], int, list[bytes]],
 ) -> None:
-    reads, expected, pings = stream
+    reads, expected, pings, pongs = stream
     reader = _Reader()
     for read in reads:
         reader.data_received(read)
     assert reader.messages == expected
     assert _pongs(reader.transport.written) == pings
+    assert reader.pongs == pongs
     assert not reader.transport.closed
 
 

@@ -18,8 +18,9 @@ control frames, size limits, closing) is the ``websockets`` library's sans-I/O
 fresh one in the OPEN state for the frames, so the request and its headers
 are not kept. One exception, for speed: the whole, unfragmented data frames a
 read starts with (a typical message) are cut (``tandem.frames``) and
-unmasked here, and the parser gets the rest of the read from a frame boundary.
-Keepalive pings and their deadlines use the shared ``deadlines`` heap.
+unmasked here, and so is a masked 4-byte pong (the answer to our keepalive ping);
+the parser gets the rest of the read from a frame boundary. Keepalive pings and
+their deadlines use the shared ``deadlines`` heap.
 
 Messages from one client are handled in order: ``handle`` runs at once
 (``tandem.server.eager``), and usually finishes without suspending (an op is
@@ -67,6 +68,9 @@ OPEN = State.OPEN
 #: The log uvicorn's WebSocket protocols write their request lines to.
 access_log = logging.getLogger("uvicorn.error")
 _frames_log = logging.getLogger("tandem.collab.frames")
+#: A final pong frame's first byte, and the second of a masked one with 4 payload bytes.
+_PONG = 0x8A
+_MASKED_4 = 0x84
 
 
 @dataclass(slots=True, frozen=True)
@@ -348,7 +352,16 @@ class CollabProtocol(asyncio.Protocol):
             return 0
         limit, unmask = host.max_size, host.unmask
         at, end = 0, len(data)
-        while at < end and (frame := next_frame(data, at, limit)) is not None:
+        while at < end:
+            if data[at] == _PONG and end - at >= 10 and data[at + 1] == _MASKED_4:
+                # The answer to our keepalive ping (a masked pong of its 4 bytes): at
+                # 10,000 sockets, 500 a second, each ~20 µs less than through the parser.
+                self._on_pong(unmask(data[at + 6 : at + 10], data[at + 2 : at + 6]))
+                at += 10
+                continue
+            frame = next_frame(data, at, limit)
+            if frame is None:
+                break
             text, start, at = frame
             self._on_data(text, unmask(data[start:at], data[start - 4 : start]))
             if ws.state is not OPEN:  # refused, closing: the parser takes it from here
@@ -374,7 +387,7 @@ class CollabProtocol(asyncio.Protocol):
             elif opcode is Opcode.PING:
                 self._send_pending(ws)  # websockets queued the pong
             elif opcode is Opcode.PONG:
-                self._on_pong(frame)
+                self._on_pong(frame.data)
             elif opcode is Opcode.CLOSE:
                 self._send_pending(ws)  # our echo, if we had not closed first
                 self.transport.close()
@@ -478,8 +491,8 @@ class CollabProtocol(asyncio.Protocol):
         else:
             self._start_keepalive()
 
-    def _on_pong(self, frame: Frame) -> None:
-        if self._ping_payload is None or bytes(frame.data) != self._ping_payload:
+    def _on_pong(self, payload: Buffer) -> None:
+        if self._ping_payload is None or bytes(payload) != self._ping_payload:
             return
         self._stop_keepalive()
         self._start_keepalive()
