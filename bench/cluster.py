@@ -8,7 +8,9 @@ in the same run. With three
 nodes each document has one owner (the node its first client joined) and the
 others forward to it. Prints p50/p99 submit→delivery latency, lost
 deliveries, server CPU (summed over the nodes), commit conflicts between nodes
-and fenced commits, then the median p99 of each and their ratio. ``--busy``
+and fenced commits, the machine's one-minute load average when the run ended
+(the machine may be shared: a number means little without it), then the
+median p99 of each and their ratio. ``--busy``
 keeps one core busy with a spinning process throughout. Needs PostgreSQL and
 Redis on 127.0.0.1; each run uses its own schema and channel prefix and stops
 by itself.
@@ -184,7 +186,7 @@ def main() -> None:
     )
     print(
         f"{'nodes':>5} {'p50 ms':>8} {'p99 ms':>8} {'delivered':>9} {'lost':>5} "
-        f"{'cpu s':>6} {'conflicts':>9} {'fenced':>6}  owned"
+        f"{'cpu s':>6} {'conflicts':>9} {'fenced':>6} {'load':>5}  owned"
     )
     p99s: dict[int, list[float]] = {1: [], 3: []}
     try:
@@ -198,7 +200,7 @@ def main() -> None:
                 print(
                     f"{count:>5} {r['p50']:8.1f} {r['p99']:8.1f} {r['delivered']:>9} "
                     f"{r['lost']:>5} {r.get('serverCpu') or 0:6.2f} {r['conflicts']:>9.0f} "
-                    f"{r['fenced']:>6.0f}  {r['owned']}",
+                    f"{r['fenced']:>6.0f} {os.getloadavg()[0]:5.1f}  {r['owned']}",
                     flush=True,
                 )
     finally:
