@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from tandem.client import DocumentHandle, TandemClient
 
-from .harness import ServerProcess, metric, three_nodes, token
+from .harness import RawClient, ServerProcess, doc_ops, metric, three_nodes, token
 from .test_python_client import ALPHABET, converged, type_into
 
 pytestmark = [pytest.mark.integration]
@@ -115,5 +116,39 @@ def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerPro
         finally:
             for client in clients:
                 await client.close()
+
+    run(scenario())
+
+
+def test_a_forwarded_op_does_not_hold_up_its_connection(cluster: list[ServerProcess]) -> None:
+    """A node forwarding a client's op goes on with that connection's next messages
+    while the owner has not answered (a paused owner here, well within its lease);
+    the ack comes once the owner answers, and the op is committed once."""
+
+    async def scenario() -> None:
+        owner, forwarder = cluster[0], cluster[1]
+        a = await RawClient.connect(owner, f"token={token('a')}&doc=hold&client=aaa")
+        await a.expect("snapshot")
+        await a.send({"type": "op", "doc": "hold", "v": 0, "seq": 1, "op": [{"insert": "a"}]})
+        await a.expect("ack", seq=1)  # node 0 claimed the document: it owns it
+        b = await RawClient.connect(forwarder, f"token={token('b')}&doc=hold&client=bbb")
+        await b.expect("snapshot")
+        process = owner.process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        try:
+            await b.send({"type": "op", "doc": "hold", "v": 1, "seq": 1, "op": [{"insert": "b"}]})
+            await b.send({"type": "ping", "id": "after-op"})
+            # Answered while the owner cannot have answered the forwarded op.
+            await b.expect("pong", timeout=1.0, id="after-op")
+            assert not [m for m in b.inbox if m.get("type") == "ack"]
+        finally:
+            process.send_signal(signal.SIGCONT)
+        ack = await b.expect("ack", timeout=10, seq=1)
+        assert ack["v"] == 2
+        ops = await doc_ops(forwarder, "hold")
+        assert [(o["client"], o["seq"]) for o in ops] == [("aaa", 1), ("bbb", 1)]
+        await a.close()
+        await b.close()
 
     run(scenario())

@@ -10,9 +10,11 @@ fence=…)``). ``Owners`` is this node's side of it:
   it: if the lease was free it owns the document from the state it loaded.
 * **Forwarding.** A node that does not own a document sends each submission
   of its clients to the owner's node channel on the bus
-  (``session/forwards.py``) and waits for the answer, its author held by the
-  delivery core (``Delivery.forwarding``) so that the ack comes in its place
-  among the versions it hears. Committed ops still reach every node over the
+  (``session/forwards.py``), its author held by the delivery core
+  (``Delivery.forwarding``) until the answer, so that the ack comes in its
+  place among the versions it hears. A ``/collab`` op's connection does not
+  wait for the answer (it is settled in the background); REST posts, merges
+  and Yjs updates do. Committed ops still reach every node over the
   document channel (``session/replication.py``); an answer naming a version
   this node has not seen makes it read the store after a moment.
 * **Failover.** An answer that does not come within ``lease_renew_interval``
@@ -138,6 +140,45 @@ class _RemotePeer:
                 self.error = OwnerRefused(decoded["code"], decoded["message"])
 
 
+class _Request:
+    """One forwarded submission on its way to the owner, until answered."""
+
+    __slots__ = (
+        "future",
+        "give_up",
+        "id",
+        "message",
+        "owner",
+        "resendable",
+        "sent_to",
+        "started",
+        "until",
+    )
+
+    def __init__(self, id: int, message: bytes, resendable: bool, give_up: float) -> None:
+        self.id = id
+        self.message = message
+        #: May go to the same owner again (a seq or a Yjs update: recognised as a copy).
+        self.resendable = resendable
+        self.give_up = give_up
+        self.started = time.perf_counter()
+        self.future: asyncio.Future[Answer] | None = None
+        #: The owner it was last sent to (None: send it), and the owner as last asked.
+        self.sent_to: str | None = None
+        self.owner = ""
+        self.until = 0.0
+
+
+def _answered_later(submission: Submission) -> bool:
+    """Is ``submission`` a ``/collab`` op, whose author hears its answer from the delivery core?"""
+    return (
+        submission.done is None
+        and submission.answer is None
+        and submission.yjs_update is None
+        and submission.op is not None
+    )
+
+
 class Owners:
     """This node's document leases, and forwarding to other owners (module docstring)."""
 
@@ -190,6 +231,10 @@ class Owners:
 
     async def close(self) -> None:
         await self.hand_off()
+        # No answer will be heard any more: what waits for one stops (its op is not
+        # acknowledged; the client resends it where it reconnects).
+        for future in self._waiting.values():
+            future.cancel()
         if self._subscription is not None:
             await self._subscription.unsubscribe()
             self._subscription = None
@@ -296,51 +341,98 @@ class Owners:
     ) -> bool:
         """Have the owner sequence ``submission``; False if this node owns the document now.
 
-        Returns once the owner answered: the ack follows when the version it
-        names is committed here. A refusal is raised, as if decided here.
+        A ``/collab`` op (no ``done`` callback, no merge reply, no Yjs update)
+        returns once it is sent: its author hears the ack (or the refusal)
+        through the delivery core when the owner's answer comes, so the
+        connection goes on to its next message meanwhile, as on the owner,
+        instead of waiting a bus round trip and the owner's commit per op.
+        Anything else returns once the owner answered (a refusal is raised, as
+        if decided here); its ack follows when the version it names is
+        committed here.
         """
         delivery = session.delivery
         pending = Pending(0, member, submission)
         delivery.forwarding(pending)
-        started = time.perf_counter()
-        request = next(self._ids)
+        request = self._new_request(session, member, submission)
         try:
-            answer = await self._request(session, request, member, submission)
+            if _answered_later(submission):
+                if not await self._send(session, request):
+                    return self._taken_over(session, pending, request)
+                self._host.background(self._answer_later(session, pending, request))
+                return True
+            answer = await self._request(session, request)
         except BaseException:
+            self._waiting.pop(request.id, None)
             delivery.withdrawn(pending)
             session.forward_settled()
             raise
-        finally:
-            self._waiting.pop(request, None)
-        if answer is None:  # this node took the document over: sequence it here
-            delivery.withdrawn(pending)
-            session.forward_settled()
-            return False
-        self._metrics.forward_latency(time.perf_counter() - started)
-        if answer.version is None:
-            assert answer.error is not None
-            delivery.withdrawn(pending)
-            session.forward_settled()
+        if answer is None:
+            return self._taken_over(session, pending, request)
+        self._waiting.pop(request.id, None)
+        self._answered(session, pending, request, answer)
+        if answer.error is not None:  # refused, or a rejected Yjs update committed and reverted
             raise answer.error.local()
+        return True
+
+    async def _answer_later(
+        self, session: ForwardingSession, pending: Pending, request: _Request
+    ) -> None:
+        """Wait for the answer to a ``/collab`` op sent by ``forward``, and settle it."""
+        delivery = session.delivery
+        assert pending.author is not None
+        try:
+            answer = await self._request(session, request)
+        except TandemError as error:
+            answer = Answer(request.id, error=OwnerRefused(error.code, error.message))
+        except BaseException:
+            self._waiting.pop(request.id, None)
+            delivery.withdrawn(pending)
+            session.forward_settled()
+            raise
+        if answer is None:  # this node took the document over: sequence it here
+            self._taken_over(session, pending, request)
+            try:
+                await session.sequence(pending.author, pending.submission)
+            except TandemError as error:
+                delivery.refuse(pending, error)
+            return
+        self._waiting.pop(request.id, None)
+        self._answered(session, pending, request, answer)
+        if answer.error is not None:
+            delivery.refuse(pending, answer.error.local())
+
+    def _taken_over(self, session: ForwardingSession, pending: Pending, request: _Request) -> bool:
+        self._waiting.pop(request.id, None)
+        session.delivery.withdrawn(pending)
+        session.forward_settled()
+        return False
+
+    def _answered(
+        self, session: ForwardingSession, pending: Pending, request: _Request, answer: Answer
+    ) -> None:
+        """The owner answered ``pending``: ack it once its version is here, or withdraw it."""
+        delivery = session.delivery
+        self._metrics.forward_latency(time.perf_counter() - request.started)
+        if answer.version is None:
+            delivery.withdrawn(pending)
+            session.forward_settled()
+            return
         delivery.answered(pending, answer.version)
         if pending in delivery.forwarded:
             # Committed there, not seen here yet: the bus brings it, or the store will.
             self._host.background(self._catch_up_to(session, answer.version))
         session.forward_settled()
-        if answer.error is not None:  # a rejected Yjs update: committed, then reverted
-            raise answer.error.local()
-        return True
 
-    async def _request(
-        self, session: ForwardingSession, request: int, member: Member, submission: Submission
-    ) -> Answer | None:
-        doc = session.doc
+    def _new_request(
+        self, session: ForwardingSession, member: Member, submission: Submission
+    ) -> _Request:
         peer = member.peer
+        request_id = next(self._ids)
         message = encode_submit(
             Forwarded(
-                request,
+                request_id,
                 self.node,
-                doc,
+                session.doc,
                 peer.client,
                 peer.user,
                 peer.name,
@@ -350,24 +442,37 @@ class Owners:
                 submission.yjs_update,
             )
         )
-        loop = asyncio.get_running_loop()
-        give_up = time.monotonic() + self._give_up
-        sent_to: str | None = None
         resendable = submission.seq is not None or submission.yjs_update is not None
-        future: asyncio.Future[Answer] = loop.create_future()
-        self._waiting[request] = future
+        request = _Request(request_id, message, resendable, time.monotonic() + self._give_up)
+        request.future = self._waiting[request.id] = asyncio.get_running_loop().create_future()
+        return request
+
+    async def _send(self, session: ForwardingSession, request: _Request) -> bool:
+        """Send ``request`` to the document's owner unless it had it; False: we own it now."""
+        doc = session.doc
+        if time.monotonic() > request.give_up:
+            raise StorageError(f"the owner of {doc!r} did not answer; resubmit the op")
+        owner, until = await self._owner_of(session)
+        if owner == self.node:
+            return False
+        if owner != request.sent_to:
+            # At most once, like everything on the bus: no answer means send again.
+            self._host.publish_to(node_channel(owner), request.message)
+            request.sent_to = owner
+            log.debug("%s: forwarded a submit of %s to %s", self.node, doc, owner)
+        request.owner, request.until = owner, until
+        return True
+
+    async def _request(self, session: ForwardingSession, request: _Request) -> Answer | None:
+        """Wait for the answer to ``request``, sending it again as the owner changes;
+        None: this node owns the document now."""
+        doc = session.doc
         while True:
-            if time.monotonic() > give_up:
-                raise StorageError(f"the owner of {doc!r} did not answer; resubmit the op")
-            owner, until = await self._owner_of(session)
-            if owner == self.node:
+            if request.sent_to is None and not await self._send(session, request):
                 return None
-            if owner != sent_to:
-                # At most once, like everything on the bus: no answer means send again.
-                self._host.publish_to(node_channel(owner), message)
-                sent_to = owner
-                log.debug("%s: forwarded a submit of %s to %s", self.node, doc, owner)
-            wait = max(0.01, min(self._check_every, until - time.monotonic() + 0.02))
+            future = request.future
+            assert future is not None
+            wait = max(0.01, min(self._check_every, request.until - time.monotonic() + 0.02))
             # asyncio.wait, not wait_for: this may run outside a task (server/eager.py).
             await asyncio.wait((future,), timeout=wait)
             if not future.done():
@@ -376,20 +481,24 @@ class Owners:
                 # can recognise as a copy (a seq, or a Yjs update, which merges once):
                 # the bus may have lost it. An op without a seq goes once per owner.
                 self._owners.pop(doc, None)
-                if resendable:
-                    sent_to = None
+                if not await self._send_again(session, request):
+                    return None
                 continue
             answer = future.result()
             if not answer.not_owner:
                 # It answered, so it held the lease a moment ago: ask the store again
                 # only if a later answer is late, not before every forward.
-                self._owners[doc] = (owner, time.monotonic() + self._check_every)
+                self._owners[doc] = (request.owner, time.monotonic() + self._check_every)
                 return answer
             self._owners.pop(doc, None)
-            sent_to = None
-            future = loop.create_future()
-            self._waiting[request] = future
+            request.sent_to = None
+            request.future = self._waiting[request.id] = asyncio.get_running_loop().create_future()
             await asyncio.sleep(_NOT_OWNER_PAUSE)
+
+    async def _send_again(self, session: ForwardingSession, request: _Request) -> bool:
+        if request.resendable:
+            request.sent_to = None
+        return await self._send(session, request)
 
     async def _catch_up_to(self, session: ForwardingSession, version: int) -> None:
         for _ in range(20):
