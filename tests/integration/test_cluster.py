@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tandem.client import DocumentHandle, TandemClient
+from tandem.session.owners import MAX_UNANSWERED
 
 from .harness import RawClient, ServerProcess, doc_ops, metric, three_nodes, token
 from .test_python_client import ALPHABET, converged, type_into
@@ -120,35 +121,59 @@ def test_sigkill_of_a_busy_node_loses_no_acknowledged_op(cluster: list[ServerPro
     run(scenario())
 
 
-def test_a_forwarded_op_does_not_hold_up_its_connection(cluster: list[ServerProcess]) -> None:
+def test_a_forwarded_op_does_not_hold_up_its_connection(tmp_path: Path) -> None:
     """A node forwarding a client's op goes on with that connection's next messages
-    while the owner has not answered (a paused owner here, well within its lease);
-    the ack comes once the owner answers, and the op is committed once."""
+    while the owner has not answered (a paused owner here, well within its lease),
+    up to ``MAX_UNANSWERED`` ops; one more waits for its answer, holding the
+    connection. The acks come once the owner answers, each op committed once."""
 
-    async def scenario() -> None:
-        owner, forwarder = cluster[0], cluster[1]
+    async def scenario(owner: ServerProcess, forwarder: ServerProcess) -> None:
         a = await RawClient.connect(owner, f"token={token('a')}&doc=hold&client=aaa")
-        await a.expect("snapshot")
-        await a.send({"type": "op", "doc": "hold", "v": 0, "seq": 1, "op": [{"insert": "a"}]})
-        await a.expect("ack", seq=1)  # node 0 claimed the document: it owns it
         b = await RawClient.connect(forwarder, f"token={token('b')}&doc=hold&client=bbb")
-        await b.expect("snapshot")
-        process = owner.process
-        assert process is not None
-        process.send_signal(signal.SIGSTOP)
         try:
-            await b.send({"type": "op", "doc": "hold", "v": 1, "seq": 1, "op": [{"insert": "b"}]})
-            await b.send({"type": "ping", "id": "after-op"})
-            # Answered while the owner cannot have answered the forwarded op.
-            await b.expect("pong", timeout=1.0, id="after-op")
-            assert not [m for m in b.inbox if m.get("type") == "ack"]
+            await a.expect("snapshot")
+            await a.send({"type": "op", "doc": "hold", "v": 0, "seq": 1, "op": [{"insert": "a"}]})
+            await a.expect("ack", seq=1)  # node 0 claimed the document: it owns it
+            await b.expect("snapshot")
+            await held_while_the_owner_is_paused(owner, b)
+            acks: list[int] = []
+            pong = False
+            while not pong or len(acks) < MAX_UNANSWERED + 1:
+                message = await b.next(timeout=10)
+                if message.get("type") == "ack":
+                    acks.append(message["seq"])
+                pong = pong or message == {"type": "pong", "id": "held"}
+            assert sorted(acks) == list(range(1, MAX_UNANSWERED + 2))
+            ops = await doc_ops(forwarder, "hold")
+            assert [(o["client"], o["seq"]) for o in ops] == [("aaa", 1)] + [
+                ("bbb", seq) for seq in range(1, MAX_UNANSWERED + 2)
+            ]
         finally:
-            process.send_signal(signal.SIGCONT)
-        ack = await b.expect("ack", timeout=10, seq=1)
-        assert ack["v"] == 2
-        ops = await doc_ops(forwarder, "hold")
-        assert [(o["client"], o["seq"]) for o in ops] == [("aaa", 1), ("bbb", 1)]
-        await a.close()
-        await b.close()
+            await a.close()
+            await b.close()
 
-    run(scenario())
+    # A lease far longer than the pause: nobody takes the document over meanwhile.
+    lease = {"TANDEM_LEASE_TTL": "15", "TANDEM_LEASE_RENEW_INTERVAL": "1"}
+    with three_nodes(tmp_path, lease) as nodes:
+        run(scenario(nodes[0], nodes[1]))
+
+
+async def held_while_the_owner_is_paused(owner: ServerProcess, b: RawClient) -> None:
+    process = owner.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        await b.send({"type": "op", "doc": "hold", "v": 1, "seq": 1, "op": [{"insert": "b"}]})
+        await b.send({"type": "ping", "id": "after-op"})
+        # Answered while the owner cannot have answered the forwarded op.
+        await b.expect("pong", timeout=3.0, id="after-op")
+        assert not [m for m in b.inbox if m.get("type") == "ack"]
+        # MAX_UNANSWERED unanswered ops in all, then one more: that one waits.
+        for seq in range(2, MAX_UNANSWERED + 2):
+            op = {"type": "op", "doc": "hold", "v": 1, "seq": seq, "op": [{"insert": "b"}]}
+            await b.send(op)
+        await b.send({"type": "ping", "id": "held"})
+        with pytest.raises(TimeoutError):
+            await b.expect("pong", timeout=1.0, id="held")
+    finally:
+        process.send_signal(signal.SIGCONT)

@@ -76,6 +76,10 @@ _NOT_OWNER_PAUSE = 0.05
 #: Seconds an answer may name a version the bus has not brought before this node
 #: reads the store for it.
 _CATCH_UP_AFTER = 0.3
+#: Forwarded ``/collab`` ops of one member that may wait for their answers while
+#: its connection goes on; the next one waits for its own answer (backpressure:
+#: a client cannot pile up work at the owner without bound).
+MAX_UNANSWERED = 8
 
 
 class Replicating(Protocol):
@@ -167,6 +171,13 @@ class _Request:
         self.sent_to: str | None = None
         self.owner = ""
         self.until = 0.0
+
+
+def _unanswered(delivery: Delivery, member: Member) -> int:
+    """How many of ``member``'s forwarded submissions await their answers."""
+    return sum(
+        1 for pending in delivery.forwarded if pending.author is member and not pending.version
+    )
 
 
 def _answered_later(submission: Submission) -> bool:
@@ -342,10 +353,11 @@ class Owners:
         """Have the owner sequence ``submission``; False if this node owns the document now.
 
         A ``/collab`` op (no ``done`` callback, no merge reply, no Yjs update)
-        returns once it is sent: its author hears the ack (or the refusal)
-        through the delivery core when the owner's answer comes, so the
-        connection goes on to its next message meanwhile, as on the owner,
-        instead of waiting a bus round trip and the owner's commit per op.
+        returns once it is sent, up to ``MAX_UNANSWERED`` of a member's at a
+        time: its author hears the ack (or the refusal) through the delivery
+        core when the owner's answer comes, so the connection goes on to its
+        next message meanwhile, as on the owner, instead of waiting a bus
+        round trip and the owner's commit per op.
         Anything else returns once the owner answered (a refusal is raised, as
         if decided here); its ack follows when the version it names is
         committed here.
@@ -355,7 +367,7 @@ class Owners:
         delivery.forwarding(pending)
         request = self._new_request(session, member, submission)
         try:
-            if _answered_later(submission):
+            if _answered_later(submission) and _unanswered(delivery, member) <= MAX_UNANSWERED:
                 if not await self._send(session, request):
                     return self._taken_over(session, pending, request)
                 self._host.background(self._answer_later(session, pending, request))
