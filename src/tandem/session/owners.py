@@ -581,7 +581,6 @@ class Owners:
             reply(Answer(request.id, error=OwnerRefused("ERR_INTERNAL", "internal error")))
 
     def _answer(self, request: Forwarded, answer: Answer) -> None:
-        # Through the ordered publisher, like the op it acknowledges: in the same
-        # pipeline as other payloads, no task per answer, and the forwarder hears
-        # the op before its answer (so it acks at once, without a catch-up).
-        self._host.publish_to(node_channel(request.origin), encode_answer(answer))
+        self._host.background(
+            self._bus.publish(node_channel(request.origin), encode_answer(answer))
+        )
