@@ -392,8 +392,8 @@ class Metrics:
         """This node ``acquired``, ``released``, ``lost`` or was ``fenced`` from a lease."""
         self._lease_changes.labels(self.node, change).inc()
 
-    def lease_renew_failed(self) -> None:
-        self._renew_failures.inc()
+    def lease_renew_failed(self, leases: int = 1) -> None:
+        self._renew_failures.inc(leases)
 
     def fenced_commit(self) -> None:
         self._fenced.inc()

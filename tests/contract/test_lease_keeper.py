@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -208,3 +209,26 @@ async def test_failing_renewals_are_counted_and_the_lease_lapses_at_its_deadline
     assert a.lost == ["d"]
     assert not a.metric('tandem_lease_renew_failures_total{node="node-a"} 0.0')
     assert a.metric('tandem_lease_owner_changes_total{change="lost",node="node-a"} 1.0')
+
+
+async def test_every_lease_of_a_node_renews_in_one_statement(nodes: list[Node]) -> None:
+    """Leases taken at different moments fall into step: after the first renewals,
+    each round renews all of them in one ``renew_many``, not a statement each."""
+    a, _ = nodes
+    calls: list[int] = []
+    real = a.keeper._leases.renew_many
+
+    async def counted(held: Any, node: str, ttl: float) -> Any:
+        calls.append(len(held))
+        return await real(held, node, ttl)
+
+    a.keeper._leases.renew_many = counted  # type: ignore[method-assign]
+    docs = [f"d{i}" for i in range(40)]
+    for doc in docs:
+        await a.keeper.acquire(doc)
+        await asyncio.sleep(TIMING.renew_every / len(docs))  # acquired over an interval
+    await asyncio.sleep(4 * TIMING.renew_every)
+    assert all(a.keeper.fence(doc) is not None for doc in docs)
+    assert calls[-1] == len(docs) and calls[-2] == len(docs), calls
+    # About 5 intervals since the first lease: a statement or two each, not 40.
+    assert len(calls) <= 10, calls

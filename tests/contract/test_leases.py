@@ -160,6 +160,26 @@ async def test_renew_extends_only_a_live_lease_of_its_epoch(make_store: MakeStor
         await a.acquire("d", "node-a", 0)
 
 
+@postgres_only
+async def test_renew_many_extends_exactly_the_live_leases_of_their_epochs(
+    make_store: MakeStore,
+) -> None:
+    _, a, _, b = await two_nodes(make_store)
+    live = (await a.acquire("live", "node-a", 1)).epoch
+    wrong = (await a.acquire("wrong", "node-a", 1)).epoch
+    theirs = (await b.acquire("theirs", "node-b", 30)).epoch
+    short = (await a.acquire("short", "node-a", 0.2)).epoch
+    released = (await a.acquire("released", "node-a", 30)).epoch
+    assert await a.release("released", "node-a", released)
+    await asyncio.sleep(0.3)  # "short" expired: never revived
+    held = [("live", live), ("wrong", wrong + 1000), ("theirs", theirs)]
+    held += [("short", short), ("released", released), ("nowhere", 1)]
+    renewed = await a.renew_many(held, "node-a", 30)
+    assert list(renewed) == ["live"]
+    assert renewed["live"].epoch == live and 29 < renewed["live"].remaining <= 30
+    assert await a.renew_many([], "node-a", 30) == {}
+
+
 @pytest.mark.parametrize("store_backend", ["memory", "sqlite"])
 async def test_one_process_stores_have_no_leases_and_refuse_a_fence(store: Store) -> None:
     assert open_leases(store) is None

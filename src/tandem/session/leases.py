@@ -2,11 +2,11 @@
 
 ``LeaseKeeper`` is the async shell around the pure ``session/ownership.py``:
 it keeps one ``Ownership`` per document it asked for, runs one background task
-that sleeps until the next renew or deadline, renews every due lease in
-parallel, and tells ``on_lost(doc)`` — once — when a lease is gone: the store
-refused a renew, the local deadline passed (a renew kept failing, or the
-process was paused), or a commit was fenced. The caller then stops
-sequencing that document and moves its clients on.
+that sleeps until the next renew or deadline, renews every due lease in one
+statement (``Leases.renew_many``), and tells ``on_lost(doc)`` — once — when a
+lease is gone: the store refused a renew, the local deadline passed (a renew
+kept failing, or the process was paused), or a commit was fenced. The caller
+then stops sequencing that document and moves its clients on.
 
 ``fence(doc)`` gives the epoch to pass to ``Store.commit(…, fence=…)``, or None
 when this node may not sequence ``doc`` now. Times are ``clock()`` readings
@@ -170,9 +170,12 @@ class LeaseKeeper:
                 if not ownership.may_sequence(now):
                     self._metrics.lease_change("lost")
                     self._lose(doc, "its local deadline passed")
-            due = [doc for doc, ownership in self._owned.items() if ownership.renew_due(now)]
-            if due:
-                await asyncio.gather(*(self._renew(doc) for doc in due))
+            if any(ownership.renew_due(now) for ownership in self._owned.values()):
+                # With the leases due within half an interval, so that every lease
+                # this node holds soon renews at the same moments, in one statement.
+                early = self._timing.renew_every / 2
+                due = [doc for doc, o in self._owned.items() if o.renew_due(now, early)]
+                await self._renew(due)
                 continue
             wakeups = [w for o in self._owned.values() if (w := o.next_wakeup(now)) is not None]
             self._wakeup.clear()
@@ -180,35 +183,47 @@ class LeaseKeeper:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def _renew(self, doc: str) -> None:
-        ownership = self._owned.get(doc)
+    async def _renew(self, due: list[str]) -> None:
+        """Renew every lease of ``due`` in one statement (``Leases.renew_many``)."""
         now = self._clock()
-        if ownership is None or not ownership.may_sequence(now):
-            # Released, or past the deadline since the renew was due (the process was
-            # paused in between): the loop reports it lost, nothing to renew.
+        sent: dict[str, tuple[Ownership, int]] = {}
+        for doc in due:
+            ownership = self._owned.get(doc)
+            if ownership is None or not ownership.may_sequence(now):
+                # Released, or past the deadline since the renew was due (the process
+                # was paused in between): the loop reports it lost, nothing to renew.
+                continue
+            epoch = ownership.epoch
+            assert epoch is not None
+            ownership.start_renew(now)
+            sent[doc] = (ownership, epoch)
+        if not sent:
             return
-        epoch = ownership.epoch
-        assert epoch is not None
-        sent = ownership.start_renew(now)
+        held = [(doc, epoch) for doc, (_, epoch) in sent.items()]
         try:
-            # A renew slower than the interval counts as failed; the deadline still holds.
-            state = await asyncio.wait_for(
-                self._leases.renew(doc, self.node, epoch, self._timing.ttl),
+            # A renew slower than the interval counts as failed; the deadlines still hold.
+            renewed = await asyncio.wait_for(
+                self._leases.renew_many(held, self.node, self._timing.ttl),
                 self._timing.renew_every,
             )
-        except Exception as exc:  # noqa: BLE001 - any failure: keep the lease to its deadline
-            ownership.renew_failed()
-            self._metrics.lease_renew_failed()
-            log.warning("renewing the lease of %s failed (kept until its deadline): %s", doc, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure: keep the leases to their deadlines
+            for ownership, _ in sent.values():
+                ownership.renew_failed()
+            self._metrics.lease_renew_failed(len(sent))
+            log.warning(
+                "renewing %d leases failed (kept until their deadlines): %s", len(sent), exc
+            )
             return
-        if self._owned.get(doc) is not ownership:
-            return  # released or lost meanwhile
-        if state is None:
-            ownership.lost(epoch)
-            self._metrics.lease_change("lost")
-            self._lose(doc, "the store refused to renew it")
-        else:
-            ownership.renewed(state.epoch, state.remaining, sent)
+        for doc, (ownership, epoch) in sent.items():
+            if self._owned.get(doc) is not ownership:
+                continue  # released or lost meanwhile
+            state = renewed.get(doc)
+            if state is None:
+                ownership.lost(epoch)
+                self._metrics.lease_change("lost")
+                self._lose(doc, "the store refused to renew it")
+            else:
+                ownership.renewed(state.epoch, state.remaining, now)
 
     # -- helpers ------------------------------------------------------------------
 

@@ -122,12 +122,16 @@ class Ownership:
         """Whether this node may decide (sequence) an op at ``now``."""
         return self.phase is Phase.OWNED and now < self._deadline
 
-    def renew_due(self, now: float) -> bool:
-        """Whether a renew should be sent at ``now`` (owned, none in flight, interval passed)."""
+    def renew_due(self, now: float, early: float = 0.0) -> bool:
+        """Whether a renew should be sent at ``now`` (owned, none in flight, interval passed).
+
+        ``early``: also if the interval passes within that many seconds (a renew
+        sent with others that are due: renewing early only extends the deadline).
+        """
         return (
             self.may_sequence(now)
             and not self._renewing
-            and now >= self._last_renew + self._timing.renew_every
+            and now + early >= self._last_renew + self._timing.renew_every
         )
 
     def next_wakeup(self, now: float) -> float | None:

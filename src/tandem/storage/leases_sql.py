@@ -19,6 +19,8 @@ twice — not even after the row is deleted with its document
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg  # type: ignore[import-untyped]
 
 from tandem.errors import StorageError
@@ -49,6 +51,13 @@ _RENEW = f"""
 UPDATE document_leases SET expires = now() + make_interval(secs => $4)
 WHERE doc = $1 AND owner = $2 AND epoch = $3 AND expires > now()
 RETURNING doc, owner, epoch, {_REMAINING}
+"""
+
+_RENEW_MANY = f"""
+UPDATE document_leases AS l SET expires = now() + make_interval(secs => $4)
+FROM unnest($1::text[], $2::bigint[]) AS held(doc, epoch)
+WHERE l.doc = held.doc AND l.epoch = held.epoch AND l.owner = $3 AND l.expires > now()
+RETURNING l.doc, l.owner, l.epoch, {_REMAINING.replace("expires", "l.expires")}
 """
 
 _RELEASE = """
@@ -82,6 +91,18 @@ class PostgresLeases:
         _check_ttl(ttl)
         row = await self._run("fetchrow", _RENEW, doc, node, epoch, ttl)
         return None if row is None else _state(row)
+
+    async def renew_many(
+        self, held: Sequence[tuple[str, int]], node: str, ttl: float
+    ) -> dict[str, LeaseState]:
+        _check_ttl(ttl)
+        if not held:
+            return {}
+        docs = [doc for doc, _ in held]
+        epochs = [epoch for _, epoch in held]
+        rows = await self._run("fetch", _RENEW_MANY, docs, epochs, node, ttl)
+        assert isinstance(rows, list)
+        return {row["doc"]: _state(row) for row in rows}
 
     async def release(self, doc: str, node: str, epoch: int) -> bool:
         status = await self._run("execute", _RELEASE, doc, node, epoch)
