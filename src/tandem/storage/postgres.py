@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -61,6 +62,8 @@ from tandem.storage.leases import stale_epochs
 from tandem.storage.schema import load_migrations, pending
 
 __all__ = ["PostgresStore"]
+
+log = logging.getLogger("tandem.storage.postgres")
 
 #: Key of the advisory lock that serialises migrations across processes ("tandem" in ASCII).
 MIGRATION_LOCK = 0x74616E64656D
@@ -148,6 +151,7 @@ class PostgresStore:
             await pool.close()
             raise
         self._pool = pool
+        await self._warm_commit_connection()
 
     async def close(self) -> None:
         """Close the pool (waiting for connections in use). Idempotent."""
@@ -242,6 +246,23 @@ class PostgresStore:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
         except (OSError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
+        finally:
+            self._release(conn, healthy)
+
+    async def _warm_commit_connection(self) -> None:
+        """Open the first commit connection now, its statement prepared and its function
+        compiled (an empty commit writes nothing), so the first op does not wait for that."""
+        try:
+            conn = await self._commit_connection()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self.close()
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        healthy = False
+        try:
+            await conn.execute(_COMMIT, [], [], [], [], 0.0, None, None, *[[]] * 8)
+            healthy = True
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("PostgreSQL: warming the commit connection failed: %s", exc)
         finally:
             self._release(conn, healthy)
 
