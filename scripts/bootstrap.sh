@@ -20,11 +20,13 @@ fi
     "remove .venv and run again (PYTHON=/path/to/python3.11+ to choose one)"
 check_node
 stamp=.venv/.tandem-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
-  touch "$stamp"
-fi
+pip_install() {
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[test]"
+    touch "$stamp"
+  fi
+}
 
 npm_install() {
   # npm packages of one folder, reinstalled only when its package.json changed.
@@ -36,11 +38,16 @@ npm_install() {
   fi
 }
 
+# The Python packages and the npm folders install at the same time (a fresh
+# clone waits for the longest, not for their sum); any failure stops here.
 # The demo page serves Quill and the JS client from client/node_modules.
-npm_install client
+installs=()
+pip_install & installs+=($!)
+npm_install client & installs+=($!)
+[ "${1:-}" != "--test" ] || { npm_install tests/differential/js & installs+=($!); }
+for pid in "${installs[@]}"; do wait "$pid"; done
 
 if [ "${1:-}" = "--test" ]; then
-  npm_install tests/differential/js
   # Headless Chromium for the browser tests (Debian's package; Playwright's own
   # browser download does not work offline) and promtool (Debian's prometheus
   # package) for the alert rules' test. Installed here only as root with apt-get
