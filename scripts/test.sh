@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: Python (unit, property, contract, integration,
-# differential) and the JS client's Node and browser tests. Extra arguments go
-# to pytest (e.g. scripts/test.sh --slow -k transform).
+# differential, adversarial) and the JS client's Node and browser tests, in
+# two phases (README, "Development"):
+#   1. every test not marked `alone`, in two pytest-xdist workers (whole files
+#      per worker), while the JS client's tests run beside them;
+#   2. the tests marked `alone` (they measure time or memory), one at a time
+#      with nothing else running.
+# Extra arguments go to both pytest phases (e.g. scripts/test.sh --slow -k transform).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
@@ -14,9 +19,32 @@ if [ -z "${TANDEM_SKIP_BROWSER:-}" ] && [ -z "$(find_chromium)" ]; then
   for line in "${CHROMIUM_HELP[@]}"; do echo "  $line" >&2; done
   exit 1
 fi
+
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# pytest exits 5 when a phase selected no test (say, -k matched only the other phase).
+pytest_phase() {
+  local code=0
+  .venv/bin/python -m pytest "$@" || code=$?
+  [ "$code" = 5 ] || [ "$code" = 0 ] || status=$code
+}
+
+# Phase 1: the JS client's tests in the background, their output kept until they end.
+js_pid=""
 if [ -f client/package.json ] && [ -z "${TANDEM_SKIP_JS:-}" ]; then
-  (cd client && PATH="$PWD/../.venv/bin:$PATH" npm test) || status=$?
+  js_log=$(mktemp)
+  trap 'rm -f "$js_log"' EXIT
+  (cd client && PATH="$PWD/../.venv/bin:$PATH" npm test) >"$js_log" 2>&1 &
+  js_pid=$!
 fi
+pytest_phase -n 2 --dist loadfile --phase=shared "$@"
+if [ -n "$js_pid" ]; then
+  js_code=0
+  wait "$js_pid" || js_code=$?
+  echo "== JS client tests (client/: npm test) =="
+  cat "$js_log"
+  [ "$js_code" = 0 ] || status=$js_code
+fi
+
+# Phase 2: the tests that measure time or memory, with nothing beside them.
+pytest_phase --phase=alone "$@"
 exit $status

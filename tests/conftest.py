@@ -1,11 +1,20 @@
-"""Shared pytest configuration: the --slow flag and hypothesis profiles."""
+"""Shared pytest configuration: the --slow flag, the --phase flag and hypothesis profiles.
+
+``--phase`` splits the suite for ``scripts/test.sh`` (README, "Development"): tests
+marked ``alone`` measure time (latency within 2x, start-up and exit deadlines,
+memory peaks under attack) and must not share the CPU with the rest of the
+suite; ``--phase=shared`` runs every other test (several at once, pytest-xdist),
+``--phase=alone`` only those. Without ``--phase`` every test runs.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tests.property.seeds import FRESH_SEEDS_BASE
 
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -16,16 +25,40 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 
 
+#: The order of the shared phase, by folder: the slowest files first.
+_FOLDER_ORDER = {"integration": 0, "property": 1, "differential": 2, "contract": 3}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="run long tests and big hypothesis runs")
+    parser.addoption(
+        "--phase",
+        choices=("shared", "alone"),
+        help="shared: only tests not marked alone; alone: only those (default: all tests)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     slow = config.getoption("--slow")
+    # pytest-xdist's workers start after this and inherit it: they draw the same fresh seeds.
+    os.environ.setdefault(FRESH_SEEDS_BASE, str(secrets.randbits(64)))
     settings.load_profile("slow" if slow else os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    phase = config.getoption("--phase")
+    if phase is not None:
+        wanted = phase == "alone"
+        keep = [item for item in items if ("alone" in item.keywords) == wanted]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(
+                items=[item for item in items if ("alone" in item.keywords) != wanted]
+            )
+            items[:] = keep
+    if phase == "shared":
+        # pytest-xdist hands out whole files in this order: the long ones first, the
+        # many short unit files last, where they fill the gaps (both workers end together).
+        items.sort(key=lambda item: _FOLDER_ORDER.get(item.path.parent.name, len(_FOLDER_ORDER)))
     if config.getoption("--slow"):
         return
     skip = pytest.mark.skip(reason="long test: run with --slow")

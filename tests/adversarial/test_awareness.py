@@ -43,7 +43,7 @@ from .conftest import (
     start_server,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 #: What the server may grow by during the flood (pre-fix: ~140 MiB).
 GROWTH = 24 * MIB

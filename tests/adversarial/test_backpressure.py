@@ -25,7 +25,7 @@ from tests.integration.hpclient import auth_frame
 
 from .conftest import MIB, Mute, peak_rss, pid_of, rss, start_server, write_big_document
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 SOCKETS = 20
 #: What 20 busy sockets' input may make the server grow by (measured: 6.7 MiB;

@@ -27,7 +27,7 @@ from tandem.merge import yproto
 
 from .conftest import assert_within_twice, honest_client, latencies, p90, write_big_document
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from tandem.merge import yproto
 
 from .conftest import metric, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 ROOT = Path(__file__).resolve().parents[2]
 BOB, MALLORY = 1111, 2222

@@ -23,7 +23,7 @@ from tandem.merge import yproto
 
 from .conftest import MIB, Mute, metric, peak_rss, pid_of, rss, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 #: A document big enough that each snapshot or SyncStep2 is ~400 KB.
 BIG = "x" * 100 + "tandem " * 57_000

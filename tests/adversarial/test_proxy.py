@@ -21,7 +21,7 @@ from tests.integration.harness import token
 
 from .conftest import start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 ADDRESSES = [f"127.0.1.{i}" for i in range(1, 7)]
 

@@ -24,7 +24,7 @@ from tandem.merge import yproto
 
 from .conftest import MIB, peak_rss, pid_of, rss, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 
 def test_rest_refuses_an_unauthenticated_body_without_reading_it(server: ServerProcess) -> None:

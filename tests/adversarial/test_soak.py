@@ -51,7 +51,7 @@ from .conftest import (
     write_big_document,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.alone]
 
 KINDS = ("syncstep2", "syncstep1", "rejoin", "awareness", "hp-awareness", "unauth", "halfopen")
 #: How far the later RSS may drift above the earlier one after warm-up.

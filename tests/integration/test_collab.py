@@ -306,6 +306,7 @@ async def test_presence_is_broadcast_transformed_and_cleared(server: ServerProce
     await late.close()
 
 
+@pytest.mark.alone
 async def test_serve_starts_fast_and_prints_a_working_token(tmp_path: Path) -> None:
     """A fresh data directory: healthy in under 2 s, and the printed token works.
 

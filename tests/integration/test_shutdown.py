@@ -29,7 +29,7 @@ from tandem.server.shutdown import CLOSE_GRACE
 
 from .harness import ServerProcess, doc_state, token
 
-pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.alone]
 
 CLIENTS = 20
 DOCS = 5

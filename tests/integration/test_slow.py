@@ -31,7 +31,7 @@ import pytest
 
 from .harness import RawClient, ServerProcess, doc_state, token
 
-pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")
