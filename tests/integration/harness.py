@@ -102,7 +102,9 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
-        raise TimeoutError("server did not become healthy")
+        # Not left running: the fixture that called start() has no process to stop yet.
+        self.kill()
+        raise TimeoutError(f"server did not become healthy in {timeout} s:\n{self.output}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flushing."""
