@@ -25,10 +25,6 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, deadline=None)
 
 
-#: The order of the shared phase, by folder: the slowest files first.
-_FOLDER_ORDER = {"integration": 0, "property": 1, "differential": 2, "contract": 3}
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="run long tests and big hypothesis runs")
     parser.addoption(
@@ -55,10 +51,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 items=[item for item in items if ("alone" in item.keywords) != wanted]
             )
             items[:] = keep
-    if phase == "shared":
-        # pytest-xdist hands out whole files in this order: the long ones first, the
-        # many short unit files last, where they fill the gaps (both workers end together).
-        items.sort(key=lambda item: _FOLDER_ORDER.get(item.path.parent.name, len(_FOLDER_ORDER)))
     if config.getoption("--slow"):
         return
     skip = pytest.mark.skip(reason="long test: run with --slow")
