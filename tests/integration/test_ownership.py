@@ -344,34 +344,22 @@ async def offline_branch_merged_on_another_node(
     owner and answered once (``merged`` received once), and every node's clients end
     with every key exactly once. ``kill_owner_at_merge``: node 0 is SIGKILLed the moment
     the merge goes out, so it is sequenced by whichever node takes the lease over."""
-    from .test_python_client import ALPHABET
-    from .test_python_client_merge import OFFLINE_KEYS, ONLINE_KEYS, Gate, scatter, spy
+    from .test_python_client_merge import Gate, Keys, diverge, spy
 
     gate = Gate(token("away"))
     here = TandemClient(urls(cluster, 0), token("here"), initial_backoff=0.02, max_backoff=0.5)
     # Only node 1: a client given several nodes may come back on another.
     away = TandemClient([f"{cluster[1].ws_url}/collab"], gate, initial_backoff=0.01)
     watcher = TandemClient(urls(cluster, 2), token("watcher"), initial_backoff=0.02)
-    keys = iter(random.Random(doc).sample(ALPHABET, 2 * (OFFLINE_KEYS + ONLINE_KEYS) + 50))
-    typed: list[str] = []
-
-    def take(count: int) -> list[str]:
-        chunk = [next(keys) for _ in range(count)]
-        typed.extend(chunk)
-        return chunk
+    keys = Keys(doc, spare=50)
 
     try:
         b = await here.join(doc, timeout=10)  # node 0 owns the document
         a = await away.join(doc, timeout=10)
         w = await watcher.join(doc, timeout=10)
-        b.insert(0, "".join(take(40)))
+        b.insert(0, "".join(keys.take(40)))
         await converged([a, b, w])
-        gate.open.clear()
-        await away.disconnect()
-        rng = random.Random(1)
-        await scatter(a, rng, take(OFFLINE_KEYS))
-        await scatter(b, rng, take(ONLINE_KEYS), each_synced=True)
-        assert not a.live and a.merges == 0
+        await diverge(gate, away, a, b, keys)
         merged: list[int] = []
 
         def on_send(message: Any) -> bool:
@@ -392,7 +380,7 @@ async def offline_branch_merged_on_another_node(
         while not a.merges or a.state.status is Status.MERGING:
             assert time.monotonic() < deadline, "the merge did not finish"
             await asyncio.sleep(0.01)
-        await finish([a, b, w], typed)
+        await finish([a, b, w], keys.typed)
         assert a.merges == 1 and sent.count("merge") >= 1
         assert [seq for seq in merged if seq >= 0] == [merged[-1]], merged  # one reply
         if not kill_owner_at_merge:

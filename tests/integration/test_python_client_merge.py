@@ -32,6 +32,21 @@ OFFLINE_KEYS = 60
 ONLINE_KEYS = 60
 
 
+class Keys:
+    """Distinct single-character keys for one scene, drawn in a seeded order; ``typed``
+    lists every key taken, so the test can check each ends up in the text exactly once."""
+
+    def __init__(self, doc: str, spare: int) -> None:
+        sample = random.Random(doc).sample(ALPHABET, 2 * (OFFLINE_KEYS + ONLINE_KEYS) + spare)
+        self._keys = iter(sample)
+        self.typed: list[str] = []
+
+    def take(self, count: int) -> list[str]:
+        chunk = [next(self._keys) for _ in range(count)]
+        self.typed.extend(chunk)
+        return chunk
+
+
 class Gate:
     """A token function that blocks reconnects while ``closed``: the client stays offline."""
 
@@ -80,6 +95,20 @@ async def scatter(
             await asyncio.sleep(0)
 
 
+async def diverge(
+    gate: Gate, away: TandemClient, a: DocumentHandle, b: DocumentHandle, keys: Keys
+) -> random.Random:
+    """``away`` (``a``'s client) goes offline and ``a`` types ``OFFLINE_KEYS`` there,
+    while ``b`` types ``ONLINE_KEYS`` live, each synced; returns the scene's rng."""
+    gate.open.clear()
+    await away.disconnect()
+    rng = random.Random(1)
+    await scatter(a, rng, keys.take(OFFLINE_KEYS))
+    await scatter(b, rng, keys.take(ONLINE_KEYS), each_synced=True)
+    assert not a.live and a.merges == 0
+    return rng
+
+
 async def server_text(server: Server, doc: str) -> str:
     """The document as a fresh client's snapshot shows it."""
     async with TandemClient(server.url, server.token) as fresh:
@@ -96,13 +125,8 @@ async def offline_then_back(
     gate = Gate(server.token)
     away = TandemClient(server.url, gate, initial_backoff=0.01)
     here = TandemClient(server.url, server.token)
-    keys = iter(random.Random(doc).sample(ALPHABET, 2 * (OFFLINE_KEYS + ONLINE_KEYS) + 500))
-    typed: list[str] = []
-
-    def take(count: int) -> list[str]:
-        chunk = [next(keys) for _ in range(count)]
-        typed.extend(chunk)
-        return chunk
+    keys = Keys(doc, spare=500)
+    typed, take = keys.typed, keys.take
 
     try:
         a = await away.join(doc, timeout=10)
@@ -110,12 +134,7 @@ async def offline_then_back(
         a.insert(0, "".join(take(40)))
         await converged([a, b])
 
-        gate.open.clear()
-        await away.disconnect()
-        rng = random.Random(1)
-        await scatter(a, rng, take(OFFLINE_KEYS))
-        await scatter(b, rng, take(ONLINE_KEYS), each_synced=True)
-        assert not a.live and a.merges == 0
+        rng = await diverge(gate, away, a, b, keys)
 
         sent = spy(
             away,

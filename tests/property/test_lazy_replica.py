@@ -28,13 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 from tests.integration.ystructs import canonical
+from tests.property.yjs_link import FrameLink
 
 from tandem.merge import yproto
 from tandem.merge.replica import SERVER_CLIENT_ID, Replica, carries_formats, replay_record
 from tandem.merge.updates import clock_ends
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
-from tandem.server.yjs import YjsLink
 from tandem.session.manager import DocumentManager
 from tandem.session.stored_replica import build_replica
 from tandem.settings import Settings
@@ -69,22 +69,11 @@ class Recorder:
         del message
 
 
-class Link(YjsLink):
-    """The server's Yjs link, its frames kept for a pycrdt client."""
-
-    def __init__(self) -> None:
-        super().__init__("u2", "u2")
-        self.frames: list[yproto.Message] = []
-
-    def send_bytes(self, frame: bytes) -> None:
-        self.frames.append(yproto.parse(frame))
-
-
 class YjsClient:
     def __init__(self, index: int) -> None:
         self.doc: Doc[Any] = Doc(client_id=1000 + index)
         self.text = self.doc.get("content", type=Text)
-        self.link: Link | None = None
+        self.link: FrameLink | None = None
 
     def take(self) -> None:
         """Apply what the server sent (SyncStep2s and Updates)."""
@@ -141,7 +130,7 @@ async def _run(actions: list[tuple[str, int, int]], seed: int) -> None:
                 await session.submit(member, op.chop(), session.sequencer.version, seq)
             elif kind == "join" and clients[a].link is None:
                 client = clients[a]
-                client.link = Link()
+                client.link = FrameLink()
                 await client.link.join(tandem, DOC, "write")
                 await sync(client)
             elif kind == "yjs" and clients[a].link is not None:
@@ -192,7 +181,7 @@ async def _run(actions: list[tuple[str, int, int]], seed: int) -> None:
         # Every Yjs client, back, converges without duplicates.
         for client in clients:
             if client.link is None:
-                client.link = Link()
+                client.link = FrameLink()
                 await client.link.join(tandem, DOC, "write")
             client.take()
             await client.link.handle(yproto.sync_update(client.doc.get_update()))

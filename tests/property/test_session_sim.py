@@ -79,6 +79,7 @@ from typing import Any
 import orjson
 import pytest
 from pycrdt import Doc, Text
+from tests.property.yjs_link import FrameLink
 
 from tandem.authorization import AuthorizeRequest
 from tandem.client.carryover import carry_over
@@ -90,7 +91,6 @@ from tandem.ot import Delta, Document
 from tandem.ot.delta import Insert
 from tandem.protocol import Join, Leave, Presence, Submit, encode, error_message, parse
 from tandem.records import OpRecord
-from tandem.server.yjs import YjsLink
 from tandem.session import document as document_module
 from tandem.session import manager as manager_module
 from tandem.session import offline as offline_module
@@ -1188,17 +1188,9 @@ def test_a_sync_step2_waits_until_what_it_carries_is_stored() -> None:
     """Else a crash could lose items a Yjs client already has, and the server would
     reuse their ids for other text: that client could never converge again."""
 
-    class Link(YjsLink):
-        def __init__(self) -> None:
-            super().__init__("u2", "u2")
-            self.frames: list[yproto.Message] = []
-
-        def send_bytes(self, frame: bytes) -> None:
-            self.frames.append(yproto.parse(frame))
-
     async def scenario() -> None:
         store, session = await _gated_session()
-        link = Link()
+        link = FrameLink()
         tandem = SimpleNamespace(
             documents=session.host, metrics=session.host.metrics, settings=session.settings
         )
