@@ -12,7 +12,8 @@ sockets are ``tandem.server.collab_transport.CollabProtocol``, to which
   ``(config, server_state, app_state)``, and calls ``shutdown()`` on each of
   ``ServerState.connections`` and waits for ``.tasks`` when it stops;
   ``ServerState.default_headers``; ``WebSocketsSansIOProtocol`` (the protocol
-  other WebSocket paths are handed to); the ``parser`` attribute of its
+  other WebSocket paths are handed to) and its ``close_timeout`` attribute
+  (set from ``Settings.close_timeout``); the ``parser`` attribute of its
   httptools protocol (``release_http_protocol``); ``HttpToolsProtocol``'s
   ``connection_made``, ``on_headers_complete`` and ``connection_lost`` (the
   handshake deadline); ``Server.handle_exit`` (``serve``'s second-signal exit).
@@ -93,6 +94,8 @@ class CollabServer:
             other = WebSocketsSansIOProtocol(
                 config=config, server_state=server_state, app_state=app_state
             )
+            # uvicorn fixes its close timer at 10 s; Tandem's setting governs every path.
+            other.close_timeout = self.tandem.settings.close_timeout
             metered = MeteredInput(other, transport)
             other.connection_made(metered.gate)  # type: ignore[arg-type]
             metered.data_received(head)
