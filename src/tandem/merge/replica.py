@@ -284,7 +284,7 @@ class Replica:
         def run() -> None:
             self._origin = "catch-up"
             try:
-                with self.doc.transaction(origin="catch-up"):
+                with self.doc.transaction(origin=self._origin):
                     for record in records:
                         if record.version != self.version + 1:
                             raise ReplicaError(

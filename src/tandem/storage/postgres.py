@@ -219,10 +219,7 @@ class PostgresStore:
             [r.time for r in ops],
             [r.crdt for r in ops],
         )
-        try:
-            conn = await self._commit_connection()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        conn = await self._commit_connection()
         healthy = False
         try:
             await conn.execute(_COMMIT, *args)
@@ -254,9 +251,9 @@ class PostgresStore:
         compiled (an empty commit writes nothing), so the first op does not wait for that."""
         try:
             conn = await self._commit_connection()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except StorageError:
             await self.close()
-            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise
         healthy = False
         try:
             await conn.execute(_COMMIT, [], [], [], [], 0.0, None, None, *[[]] * 8)
@@ -267,14 +264,18 @@ class PostgresStore:
             self._release(conn, healthy)
 
     async def _commit_connection(self) -> asyncpg.Connection:
-        """An idle commit connection, or a new one when all are in use."""
+        """An idle commit connection, or a new one when all are in use (``StorageError``
+        when it cannot be opened)."""
         self._require_pool()
         while self._idle:
             conn = self._idle.pop()
             if not conn.is_closed():
                 self._busy.add(conn)
                 return conn
-        conn = await asyncpg.connect(self.dsn, server_settings=self._settings)
+        try:
+            conn = await asyncpg.connect(self.dsn, server_settings=self._settings)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._busy.add(conn)
         return conn
 
