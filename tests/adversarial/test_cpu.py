@@ -16,12 +16,14 @@ import contextlib
 import statistics
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 from tests.integration.harness import ServerProcess, token
+from websockets.asyncio.client import ClientConnection
 
 from tandem.merge import yproto
 
@@ -92,23 +94,22 @@ async def test_repeated_syncstep1_is_slowed_to_its_cost(server: ServerProcess) -
     before = await latencies(ping, 1.5)
     url = f"{server.ws_url}/yjs/big?token={token('mallory', {'big': 'read'})}"
     seconds, answers, size = 3.0, 0, 0
+
+    def answered(frame: str | bytes) -> int:
+        nonlocal answers, size
+        assert isinstance(frame, bytes)
+        message = yproto.parse(frame)
+        if message.kind == yproto.SYNC and message.sub == yproto.SYNC_STEP2:
+            answers += 1
+            size = len(message.payload)
+            return 1
+        return 0
+
     async with websockets.connect(url, max_size=None) as ws:
         # 32 requests in flight, one more for each answer: as fast as it is answered.
-        for _ in range(32):
-            await ws.send(yproto.sync_step1(b"\x00"))
-        during_task = asyncio.create_task(latencies(ping, seconds))
-        deadline = asyncio.get_running_loop().time() + seconds
-        with contextlib.suppress(TimeoutError):
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                frame = await asyncio.wait_for(ws.recv(), left)
-                assert isinstance(frame, bytes)
-                message = yproto.parse(frame)
-                if message.kind == yproto.SYNC and message.sub == yproto.SYNC_STEP2:
-                    answers += 1
-                    size = len(message.payload)
-                    await ws.send(yproto.sync_step1(b"\x00"))
+        request = yproto.sync_step1(b"\x00")
+        during = await _ask_as_fast_as_answered(ws, request, 32, answered, ping, seconds)
         assert ws.close_code is None  # slowed, not refused
-        during = await during_task
     await honest.close()
     _assert_slowed_to_cost("SyncStep1", seconds, answers, size, before, during)
 
@@ -127,29 +128,48 @@ async def test_repeated_rejoin_is_slowed_to_its_cost(server: ServerProcess) -> N
     url = f"{server.ws_url}/collab?doc=big&token={token('mallory', {'big': 'read'})}"
     join = '{"type":"join","doc":"big"}'
     seconds, answers, size, refused = 3.0, 0, 0, 0
+
+    def answered(frame: str | bytes) -> int:
+        nonlocal answers, size, refused
+        assert isinstance(frame, str)
+        refused += frame.count('"type":"error"')
+        snapshots = frame.count('{"type":"snapshot"')  # not parsed: 400 KB each
+        if snapshots:
+            answers += snapshots
+            size = len(frame) // snapshots
+        return snapshots
+
     async with websockets.connect(url, max_size=None) as ws:
         # 8 joins in flight, one more for each snapshot: as fast as it is answered
         # (not more: 3.2 MB unread is within its budget, it is not a slow consumer).
-        for _ in range(8):
-            await ws.send(join)
-        during_task = asyncio.create_task(latencies(ping, seconds))
-        deadline = asyncio.get_running_loop().time() + seconds
-        with contextlib.suppress(TimeoutError):
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                frame = await asyncio.wait_for(ws.recv(), left)
-                assert isinstance(frame, str)
-                refused += frame.count('"type":"error"')
-                snapshots = frame.count('{"type":"snapshot"')  # not parsed: 400 KB each
-                if snapshots:
-                    answers += snapshots
-                    size = len(frame) // snapshots
-                    for _ in range(snapshots):
-                        await ws.send(join)
+        during = await _ask_as_fast_as_answered(ws, join, 8, answered, ping, seconds)
         assert ws.close_code is None  # slowed, not refused
-        during = await during_task
     await honest.close()
     assert refused == 0  # waited for, not dropped as over the rate
     _assert_slowed_to_cost("join", seconds, answers, size, before, during)
+
+
+async def _ask_as_fast_as_answered(
+    ws: ClientConnection,
+    request: str | bytes,
+    in_flight: int,
+    answered: Callable[[str | bytes], int],
+    ping: Callable[[], Awaitable[None]],
+    seconds: float,
+) -> list[float]:
+    """Keep ``in_flight`` ``request``s outstanding for ``seconds``, sending one more for
+    each answer (``answered(frame)`` counts a frame's); the honest client's ping
+    latencies meanwhile."""
+    for _ in range(in_flight):
+        await ws.send(request)
+    during = asyncio.create_task(latencies(ping, seconds))
+    deadline = asyncio.get_running_loop().time() + seconds
+    with contextlib.suppress(TimeoutError):
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            frame = await asyncio.wait_for(ws.recv(), left)
+            for _ in range(answered(frame)):
+                await ws.send(request)
+    return await during
 
 
 def _assert_slowed_to_cost(

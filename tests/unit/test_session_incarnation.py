@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from pycrdt import Doc, Text
+from tests.unit.recording_peer import Peer
 
 from tandem.errors import StaleIncarnation
 from tandem.merge import yproto
@@ -35,15 +36,6 @@ DOC = "incarnate"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Peer:
-    def __init__(self, client: str) -> None:
-        self.client, self.user, self.name = client, "ada", "Ada"
-        self.sent: list[dict[str, Any]] = []
-
-    def send(self, message: str) -> None:
-        self.sent.append(orjson.loads(message))
 
 
 @pytest.fixture
@@ -69,7 +61,7 @@ async def opened(store: MemoryStore) -> tuple[DocumentManager, Any]:
 async def answer(session: Any, version: int | None, incarnation: str | None) -> dict[str, Any]:
     peer = Peer(f"p{len(session.members)}")
     await session.join(peer, "write", version, incarnation=incarnation)
-    return peer.sent[0]
+    return orjson.loads(peer.sent[0])
 
 
 async def test_a_version_of_another_incarnation_gets_a_snapshot(store: MemoryStore) -> None:

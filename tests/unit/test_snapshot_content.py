@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.unit.recording_peer import Peer
 
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
@@ -29,15 +30,6 @@ TEXT = "tandem " * (CACHED_CONTENT_CHARS // 7 + 1)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Peer:
-    def __init__(self, client: str) -> None:
-        self.client, self.user, self.name = client, "ada", "Ada"
-        self.sent: list[str] = []
-
-    def send(self, message: str) -> None:
-        self.sent.append(message)
 
 
 @pytest.fixture
