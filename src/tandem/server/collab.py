@@ -215,7 +215,7 @@ class Connection:
         self.tandem.metrics.connection_opened("collab")
         principal = self.principal
         live = LiveSession(
-            "collab", principal, self.ip, time.time(), self.joined_documents, self.reply_error
+            "collab", principal, self.ip, time.time(), self.joined_documents, self.end_session
         )
         self.tandem.sessions.add(live)
         self.tandem.shutdown.opened(self)
@@ -242,6 +242,18 @@ class Connection:
         if self.slot is not None:
             self.slot.release()
         self.tandem.metrics.connection_closed("collab")
+
+    def end_session(self, error: TandemError) -> None:
+        """``LiveSession.end``: ``error`` as its reply, then close, whatever the error.
+
+        A revocation, a deleted document or an administrator ends the connection:
+        with the error's close code, or 4403 (access ended) for one that would
+        otherwise leave it open (``ERR_FORBIDDEN`` from ``DELETE
+        /api/admin/sessions/{id}``), as ``/yjs`` and ``/hocuspocus`` do.
+        """
+        self.tandem.metrics.error(error.code)
+        self.send(encode(error_message(error)))
+        self.close(error.close_code or 4403, error.code)
 
     def joined_documents(self) -> list[str]:
         return list(self.documents)
