@@ -97,3 +97,18 @@ def test_the_worked_example_messages_have_the_servers_fields() -> None:
     for message in messages:
         if message["type"] in shapes:
             assert set(message) == shapes[message["type"]], message
+
+
+def _storage_bullet(name: str) -> str:
+    section = OPERATIONS.split("## Storage", 1)[1].split("\n## ", 1)[0]
+    return next(b for b in section.split("\n- ") if b.startswith(f"**{name}**"))
+
+
+def test_every_table_the_migrations_create_is_in_operations_md() -> None:
+    migrations = ROOT / "src" / "tandem" / "storage" / "migrations"
+    for dialect, bullet in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        text = _storage_bullet(bullet)
+        sql = "\n".join(p.read_text() for p in sorted((migrations / dialect).glob("*.sql")))
+        tables = set(re.findall(r"CREATE TABLE (\w+)", sql)) | {"schema_migrations"}
+        missing = sorted(t for t in tables if f"`{t}`" not in text)
+        assert not missing, (dialect, missing)
