@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from tandem.cli import build_parser
+from tandem.errors import TandemError
 from tandem.ot.delta import Delta
 from tandem.protocol import ack_message, op_message, snapshot_message
 from tandem.records import OpRecord
@@ -112,3 +113,33 @@ def test_every_table_the_migrations_create_is_in_operations_md() -> None:
         tables = set(re.findall(r"CREATE TABLE (\w+)", sql)) | {"schema_migrations"}
         missing = sorted(t for t in tables if f"`{t}`" not in text)
         assert not missing, (dialect, missing)
+
+
+def _error_classes() -> list[type[TandemError]]:
+    import tandem.errors as errors
+
+    return [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.TandemError)
+    ]
+
+
+def test_the_error_tables_close_codes_are_the_codes() -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `(ERR_[A-Z_]+)` \|.*\| ([^|]+) \|$", protocol, re.MULTILINE)
+    }
+    for cls in _error_classes():
+        if cls.code not in rows:
+            continue  # never sent (ERR_DOCUMENT, ERR_CONFLICT, ERR_FENCED): said in prose
+        said = rows[cls.code]
+        if cls.close_code is None:
+            assert "stays open" in said or said == "—", (cls.__name__, said)
+        else:
+            assert f"closed with {cls.close_code}" in said, (cls.__name__, said)
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    errors_section = architecture.split("## Errors", 1)[1]
+    for code in {c.close_code for c in _error_classes() if c.close_code is not None}:
+        assert str(code) in errors_section, code
