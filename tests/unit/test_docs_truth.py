@@ -143,3 +143,23 @@ def test_the_error_tables_close_codes_are_the_codes() -> None:
     errors_section = architecture.split("## Errors", 1)[1]
     for code in {c.close_code for c in _error_classes() if c.close_code is not None}:
         assert str(code) in errors_section, code
+
+
+def _settings_row(name: str) -> str:
+    found = re.search(rf"^\| `{name}` \|.*$", OPERATIONS, re.MULTILINE)
+    assert found, name
+    return found.group(0)
+
+
+def test_every_settings_row_says_what_zero_does() -> None:
+    from tandem.settings import _MINIMUM, NO_LIMIT_AT_ZERO
+
+    for name, (least, _why) in _MINIMUM.items():
+        row = _settings_row(name)
+        above_zero = "Above 0" in row or "Longer than" in row  # presence_timeout
+        said = f"At least {least:g}" in row or (least < 1 and above_zero)
+        assert said and "refused" in row, (name, least)
+    intro = OPERATIONS.split("## Configuration", 1)[1].split("| setting |", 1)[0]
+    for name in NO_LIMIT_AT_ZERO:
+        assert re.search(r"no (rate )?limit", _settings_row(name)), name
+        assert f"`{name}`" in intro, name
