@@ -30,11 +30,13 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands: Any) -> None:
-    docs = commands.add_parser("docs", help="list, show, delete, copy or rename documents")
+    docs = commands.add_parser(
+        "docs", help="list, show, delete, copy, rename, export, import or renew documents"
+    )
     docs.add_argument("--url", help="the server (default http://HOST:PORT from the settings)")
     docs.add_argument("--token", help="an admin token (default: $TANDEM_ADMIN_TOKEN, or minted)")
     docs.add_argument("--data", type=Path, help="data directory (dev secret, SQLite database)")
-    docs.add_argument("--database", help="export/import: sqlite:///PATH or postgresql://...")
+    docs.add_argument("--database", help="export/import/renew: sqlite:///PATH or postgresql://...")
     actions = docs.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="documents with version, last activity, clients")
     listing.add_argument("--prefix", default="", help="only ids starting with this")

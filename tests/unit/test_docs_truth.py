@@ -163,3 +163,13 @@ def test_every_settings_row_says_what_zero_does() -> None:
     for name in NO_LIMIT_AT_ZERO:
         assert re.search(r"no (rate )?limit", _settings_row(name)), name
         assert f"`{name}`" in intro, name
+
+
+def test_the_docs_commands_help_names_every_action() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summary = next(c.help for c in commands._choices_actions if c.dest == "docs")
+    docs = commands.choices["docs"]
+    actions = next(a for a in docs._actions if isinstance(a, argparse._SubParsersAction))
+    for name in actions.choices:
+        assert summary is not None and name in summary, name
