@@ -36,3 +36,18 @@ def test_every_error_code_is_in_protocol_md() -> None:
     }
     missing = sorted(code for code in codes if not re.search(rf"`{code}`", text))
     assert not missing, missing
+
+
+def test_every_metric_in_operations_md_is_exported(tmp_path: Path) -> None:
+    text = (DOCS / "operations.md").read_text()
+    table = text.split("`GET /metrics`", 1)[1].split("\n\n", 2)[1]
+    metrics = Metrics("n")
+    database = tmp_path / "tandem.db"
+    database.write_bytes(b"")
+    metrics.watch_disk(tmp_path, database)
+    exported = set()
+    for metric in metrics.registry.collect():
+        suffix = "_total" if metric.type == "counter" else ""
+        exported.add(metric.name + suffix)
+    documented = set(re.findall(r"`(tandem_[a-z_]+)", table))
+    assert documented and documented <= exported, sorted(documented - exported)
