@@ -40,6 +40,9 @@ def add_parser(commands: Any) -> None:
     actions = docs.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="documents with version, last activity, clients")
     listing.add_argument("--prefix", default="", help="only ids starting with this")
+    listing.add_argument(
+        "--limit", type=int, default=1000, help="at most this many, in id order (default 1000)"
+    )
     actions.add_parser("show", help="one document in detail").add_argument("doc")
     delete = actions.add_parser("delete", help="delete a document (a tombstone stays)")
     delete.add_argument("doc")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     action = args.action
     with httpx.Client(headers=headers, timeout=30) as http:
         if action == "list":
-            response = http.get(f"{url}/docs", params={"prefix": args.prefix})
+            response = http.get(f"{url}/docs", params={"prefix": args.prefix, "limit": args.limit})
         elif action == "show":
             response = http.get(f"{url}/docs/{args.doc}")
         elif action == "delete":
