@@ -46,8 +46,11 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         log_level: str = "warning",
         args: tuple[str, ...] = (),
+        module: str = "tandem",
     ) -> None:
         self.data_dir = data_dir
+        #: The module ``python -m`` runs (``tandem``, or a wrapper that serves it).
+        self.module = module
         self.log_level = log_level
         self.args = args
         self.port = free_port()
@@ -76,7 +79,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "tandem",
+                self.module,
                 "serve",
                 "--port",
                 str(self.port),

@@ -64,3 +64,23 @@ async def test_a_failing_callback_does_not_stop_the_others() -> None:
     heap.add(0.0, fail)
     heap.add(0.0, done.set)
     await done.wait()
+
+
+async def test_a_deadline_with_a_subject_calls_the_function_with_it() -> None:
+    heap = Deadlines()
+    done = asyncio.Event()
+    seen: list[object] = []
+
+    class Owner:
+        def due(self) -> None:
+            seen.append(self)
+            done.set()
+
+    owner = Owner()
+    deadline = heap.add(0.0, Owner.due, owner)
+    assert deadline.subject is owner
+    await done.wait()
+    assert seen == [owner] and deadline.callback is None and deadline.subject is None
+    cancelled = heap.add(3600, Owner.due, Owner())
+    cancelled.cancel()  # lets go of the subject too
+    assert cancelled.callback is None and cancelled.subject is None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tandem.auth import Principal
@@ -128,7 +129,7 @@ class _Flusher:
         dirty, self._dirty = self._dirty, []
         # key: the id of the message, or the ids of the messages in order -> (the
         # messages, kept alive so no id is reused, and the frame)
-        frames: dict[Any, tuple[list[str], bytes]] = {}
+        frames: dict[Any, tuple[Sequence[str], bytes]] = {}
         for connection in dirty:
             connection.flush(frames)
 
@@ -184,8 +185,9 @@ class Connection:
         self.documents: dict[str, DocumentSession] = {}
         #: The close frame went out, or the peer is gone: stop reading.
         self.closed = False
-        #: Messages not yet sent (a list: it is always taken whole).
-        self._queue: list[str] = []
+        #: Messages not yet sent (a list: it is always taken whole), or ``()`` when
+        #: none: an idle connection keeps no list for the garbage collector to walk.
+        self._queue: list[str] | tuple[()] = ()
         #: Bytes in ``_queue``, and the largest message queued or written yet.
         self._queued = 0
         self._largest = 0
@@ -214,9 +216,7 @@ class Connection:
         """Count the connection, say hello, and watch the token's expiry."""
         self.tandem.metrics.connection_opened("collab")
         principal = self.principal
-        live = LiveSession(
-            "collab", principal, self.ip, time.time(), self.joined_documents, self.end_session
-        )
+        live = LiveSession("collab", principal, self.ip, time.time(), self)
         self.tandem.sessions.add(live)
         self.tandem.shutdown.opened(self)
         self.session_id = live.id
@@ -226,7 +226,7 @@ class Connection:
             left = principal.expires - time.time()
             warning = self.tandem.settings.token_expiry_warning
             if left > warning:
-                self._expiry = deadlines.add(left - warning, self._token_expiring)
+                self._expiry = deadlines.add(left - warning, Connection._token_expiring, self)
             else:
                 self._token_expiring()
 
@@ -261,7 +261,9 @@ class Connection:
     def _token_expiring(self) -> None:
         expires = self.principal.expires or 0.0
         self.send(encode({"type": "token_expiring", "expires": int(expires)}))
-        self._expiry = deadlines.add(max(expires - time.time(), 0.0), self._token_expired)
+        self._expiry = deadlines.add(
+            max(expires - time.time(), 0.0), Connection._token_expired, self
+        )
 
     def _token_expired(self) -> None:
         self._expiry = None
@@ -290,7 +292,7 @@ class Connection:
             # member): the frame limit is at least 1, and one message is at most the
             # largest while room is never negative, so neither bound can fail; only its
             # size is kept (``_queued`` is not reset by ``flush``: this sets it).
-            queue.append(message)
+            self._queue = [message]
             self._queued = size
         if not self._scheduled:  # _schedule, inlined: this runs once per delivery
             self._scheduled = True
@@ -306,7 +308,7 @@ class Connection:
         if self._queue or self._closing is not None:
             self._schedule()
 
-    def flush(self, frames: dict[Any, tuple[list[str], bytes]] | None = None) -> None:
+    def flush(self, frames: dict[Any, tuple[Sequence[str], bytes]] | None = None) -> None:
         """Send what is queued (and the close, if asked) if the wire is writable."""
         self._scheduled = False
         if self.closed:
@@ -318,7 +320,7 @@ class Connection:
             return
         messages = self._queue
         if messages:
-            self._queue = []  # ``_queued`` is stale until the next send sets it
+            self._queue = ()  # ``_queued`` is stale until the next send sets it
             key = id(messages[0]) if len(messages) == 1 else tuple(map(id, messages))
             known = None if frames is None else frames.get(key)
             if known is None:
@@ -355,9 +357,9 @@ class Connection:
         self._queued = 0
         self.close(error.close_code or 4408, "slow consumer")
 
-    def take(self) -> list[str]:
+    def take(self) -> Sequence[str]:
         """Everything queued, for a wire that sends it itself; the queue is emptied."""
-        messages, self._queue = self._queue, []
+        messages, self._queue = self._queue, ()
         self._queued = 0
         return messages
 

@@ -16,10 +16,16 @@ The WebSocket protocol itself (handshake checks, frame parsing, masking,
 control frames, size limits, closing) is the ``websockets`` library's sans-I/O
 ``ServerProtocol``, through its public API: one for the handshake, then a
 fresh one in the OPEN state for the frames, so the request and its headers
-are not kept. One exception, for speed: the whole, unfragmented data frames a
-read starts with (a typical message) are cut (``tandem.frames``) and
-unmasked here, and so is a masked 4-byte pong (the answer to our keepalive ping);
-the parser gets the rest of the read from a frame boundary. Keepalive pings and
+are not kept. That one is made only when a read needs the parser and dropped
+once the parser is back between frames with nothing pending, so an idle socket
+holds none: a parser is nine objects the garbage collector tracks (itself,
+three generators, three lists, its reader and id), and every full collection
+walks them (docs/performance.md, "The full collection a long-running server
+still pays"). One exception, for speed: the whole, unfragmented data frames a
+read starts with (a typical message) are cut (``tandem.frames``) and unmasked
+here, and so is a masked 4-byte pong (the answer to our keepalive ping); the
+parser gets the rest of the read from a frame boundary. The keepalive ping (4
+bytes, unmasked) is framed here too. Keepalive pings and
 their deadlines use the shared ``deadlines`` heap.
 
 Messages from one client are handled in order: ``handle`` runs at once
@@ -71,6 +77,8 @@ _frames_log = logging.getLogger("tandem.collab.frames")
 #: A final pong frame's first byte, and the second of a masked one with 4 payload bytes.
 _PONG = 0x8A
 _MASKED_4 = 0x84
+#: A final ping frame's first two bytes, unmasked (a server's), with 4 payload bytes.
+_PING_4 = b"\x89\x04"
 
 
 @dataclass(slots=True, frozen=True)
@@ -129,8 +137,9 @@ class CollabProtocol(asyncio.Protocol):
         self._host = host
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.connection: Connection | None = None
-        #: The handshake's protocol, then (``/collab``) a fresh one for the frames.
-        self._ws = ServerProtocol(max_size=host.max_size, logger=_frames_log)
+        #: The handshake's protocol, then (``/collab``) one in the OPEN state for the
+        #: frames, or None while a fresh one would do (``_parser``).
+        self._ws: ServerProtocol | None = ServerProtocol(max_size=host.max_size, logger=_frames_log)
         #: The bytes of the request, kept until we know whose it is.
         self._head: bytearray | None = bytearray()
         #: uvicorn's protocol, when the socket is not ours.
@@ -162,15 +171,14 @@ class CollabProtocol(asyncio.Protocol):
         if self._other is not None:
             self._other.data_received(data)
             return
-        ws = self._ws
         if self._head is not None:
-            ws.receive_data(data)
+            self._parser().receive_data(data)
             self._head += data
             self._on_request()
             return
         taken = self._take_frames(data)
         if taken < len(data):
-            ws.receive_data(data[taken:] if taken else data)
+            self._parser().receive_data(data[taken:] if taken else data)
             self._on_frames()
 
     def eof_received(self) -> None:
@@ -219,7 +227,7 @@ class CollabProtocol(asyncio.Protocol):
     # -- the handshake ------------------------------------------------------------------------
 
     def _on_request(self) -> None:
-        handshake = self._ws
+        handshake = self._parser()
         for event in handshake.events_received():
             if isinstance(event, Request):
                 self._on_handshake(handshake, event)
@@ -277,7 +285,7 @@ class CollabProtocol(asyncio.Protocol):
         handshake.send_response(response)
         self._send_pending(handshake)
         self._log_request(client, request.path, "[accepted]")
-        self._ws = ServerProtocol(state=OPEN, max_size=self._host.max_size, logger=_frames_log)
+        self._ws = None  # the frames' parser, made when a read needs it
         # Admission finishes at once unless the identity provider's keys must be
         # fetched first; frames that arrive meanwhile wait in the backlog.
         self._busy = True
@@ -299,7 +307,7 @@ class CollabProtocol(asyncio.Protocol):
         except TandemError as error:
             if slot is not None:
                 slot.release()
-            self._ws.send_text(encode(error_message(error)).encode())
+            self._parser().send_text(encode(error_message(error)).encode())
             self.send_close(admission.close_code(error), error.code)
             return
         if self._lost:
@@ -340,6 +348,20 @@ class CollabProtocol(asyncio.Protocol):
 
     # -- frames ---------------------------------------------------------------------------------
 
+    def _parser(self) -> ServerProtocol:
+        """The socket's websockets protocol: once OPEN, a fresh one if none is kept."""
+        ws = self._ws
+        if ws is None:
+            ws = self._ws = ServerProtocol(
+                state=OPEN, max_size=self._host.max_size, logger=_frames_log
+            )
+        return ws
+
+    def _open(self) -> bool:
+        """Is the WebSocket OPEN (no close sent or received, the parser not failed)?"""
+        ws = self._ws
+        return ws is None or ws.state is OPEN
+
     def _take_frames(self, data: bytes) -> int:
         """Handle the whole, unfragmented data frames ``data`` starts with (``tandem.frames``);
         the bytes taken. websockets' parser gets the rest, from a frame boundary.
@@ -348,7 +370,7 @@ class CollabProtocol(asyncio.Protocol):
         """
         ws = self._ws
         host = self._host
-        if ws.state is not OPEN or not host.at_frame_start(ws):
+        if ws is not None and (ws.state is not OPEN or not host.at_frame_start(ws)):
             return 0
         limit, unmask = host.max_size, host.unmask
         at, end = 0, len(data)
@@ -364,12 +386,13 @@ class CollabProtocol(asyncio.Protocol):
                 break
             text, start, at = frame
             self._on_data(text, unmask(data[start:at], data[start - 4 : start]))
-            if ws.state is not OPEN:  # refused, closing: the parser takes it from here
-                break
+            ws = self._ws
+            if ws is not None and ws.state is not OPEN:  # refused, closing: the parser
+                break  # takes it from here
         return at
 
     def _on_frames(self) -> None:
-        ws = self._ws
+        ws = self._parser()
         for frame in cast(list[Frame], ws.events_received()):  # only frames once OPEN
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
@@ -395,6 +418,10 @@ class CollabProtocol(asyncio.Protocol):
         if self._host.parser_failed(ws):  # websockets failed the connection (1002, 1009, ...)
             self._send_pending(ws)
             self.transport.close()
+        elif ws.state is OPEN and self._host.at_frame_start(ws) and self._ws is ws:
+            # Between frames, its events taken: a fresh one would do, when needed.
+            self._send_pending(ws)
+            self._ws = None
 
     def _on_data(self, text: bool, data: Buffer) -> None:
         if not text:
@@ -403,8 +430,9 @@ class CollabProtocol(asyncio.Protocol):
         try:
             message = bytes(data).decode()
         except UnicodeDecodeError:
-            self._ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
-            self._send_pending(self._ws)
+            ws = self._parser()
+            ws.fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+            self._send_pending(ws)
             self.transport.close()
             return
         self._on_message(message)
@@ -468,7 +496,7 @@ class CollabProtocol(asyncio.Protocol):
     def _start_keepalive(self) -> None:
         interval = self._host.ping_interval
         if interval:
-            self._ping = deadlines.add(interval, self._send_ping)
+            self._ping = deadlines.add(interval, CollabProtocol._send_ping, self)
 
     def _stop_keepalive(self) -> None:
         if self._ping is not None:
@@ -478,16 +506,19 @@ class CollabProtocol(asyncio.Protocol):
 
     def _send_ping(self) -> None:
         self._ping = None
-        ws = self._ws
-        if ws.state is not OPEN or self.transport.is_closing():
+        if not self._open() or self.transport.is_closing():
             return
         # A random payload names this ping: a stale or unsolicited pong is ignored.
         self._ping_payload = payload = struct.pack("!I", random.getrandbits(32))
-        ws.send_ping(payload)
-        self._send_pending(ws)
+        if self._ws is None and not _frames_log.isEnabledFor(logging.DEBUG):
+            self.transport.write(_PING_4 + payload)  # what the parser would write
+        else:  # through the parser, which logs frames at DEBUG
+            ws = self._parser()
+            ws.send_ping(payload)
+            self._send_pending(ws)
         timeout = self._host.ping_timeout
         if timeout is not None:
-            self._ping = deadlines.add(timeout, self._ping_timed_out)
+            self._ping = deadlines.add(timeout, CollabProtocol._ping_timed_out, self)
         else:
             self._start_keepalive()
 
@@ -500,9 +531,9 @@ class CollabProtocol(asyncio.Protocol):
     def _ping_timed_out(self) -> None:
         self._ping = None
         self._ping_payload = None
-        ws = self._ws
-        if ws.state is not OPEN or self.transport.is_closing():
+        if not self._open() or self.transport.is_closing():
             return
+        ws = self._parser()
         ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
         self._send_pending(ws)
         self.transport.close()
@@ -521,9 +552,9 @@ class CollabProtocol(asyncio.Protocol):
         return self.transport.get_write_buffer_size()
 
     def send_close(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if ws.state is not OPEN or self.transport.is_closing():
+        if not self._open() or self.transport.is_closing():
             return
+        ws = self._parser()
         ws.send_close(code, reason)
         self._send_pending(ws)
         # Keep reading, to see the client's reply; cut the socket if it never comes.

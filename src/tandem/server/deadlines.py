@@ -7,6 +7,12 @@ earliest. A cancelled deadline drops its callback at once (so nothing it refers
 to stays alive) and leaves the heap when it reaches the top, or when cancelled
 ones outnumber the live ones.
 
+A deadline on an object's method can name the function and the object
+(``add(delay, Class.method, obj)``) instead of a bound method: one object the
+garbage collector tracks less per deadline, and a server keeps two for every
+idle socket (docs/performance.md, "The full collection a long-running server
+still pays").
+
 Must not import FastAPI, Starlette or uvicorn.
 """
 
@@ -16,20 +22,27 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 __all__ = ["Deadline", "Deadlines", "deadlines"]
 
 log = logging.getLogger("tandem.deadlines")
 
+T = TypeVar("T")
+
 
 class Deadline:
-    """A callback due at ``when`` (event-loop time); ``cancel`` forgets it."""
+    """``callback(subject)`` (``callback()`` without one) due at ``when`` (event-loop time);
+    ``cancel`` forgets both."""
 
-    __slots__ = ("when", "callback", "_owner")
+    __slots__ = ("when", "callback", "subject", "_owner")
 
-    def __init__(self, when: float, callback: Callable[[], None], owner: Deadlines) -> None:
+    def __init__(
+        self, when: float, callback: Callable[..., None], subject: object, owner: Deadlines
+    ) -> None:
         self.when = when
-        self.callback: Callable[[], None] | None = callback
+        self.callback: Callable[..., None] | None = callback
+        self.subject = subject
         self._owner = owner
 
     def __lt__(self, other: Deadline) -> bool:
@@ -37,7 +50,7 @@ class Deadline:
 
     def cancel(self) -> None:
         if self.callback is not None:
-            self.callback = None
+            self.callback = self.subject = None
             self._owner.cancelled += 1
 
 
@@ -52,14 +65,21 @@ class Deadlines:
         #: Cancelled deadlines still in the heap.
         self.cancelled = 0
 
-    def add(self, delay: float, callback: Callable[[], None]) -> Deadline:
-        """Call ``callback`` (on the running loop) in ``delay`` seconds."""
+    @overload
+    def add(self, delay: float, callback: Callable[[], None]) -> Deadline: ...
+
+    @overload
+    def add(self, delay: float, callback: Callable[[T], None], subject: T) -> Deadline: ...
+
+    def add(self, delay: float, callback: Callable[..., None], subject: Any = None) -> Deadline:
+        """Call ``callback`` (on the running loop) in ``delay`` seconds: with ``subject``
+        as its argument, if one is given (not None)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new loop (tests): the old one's deadlines died with it
             self._heap.clear()
             self.cancelled = 0
             self._loop, self._timer, self._armed_at = loop, None, float("inf")
-        deadline = Deadline(loop.time() + delay, callback, self)
+        deadline = Deadline(loop.time() + delay, callback, subject, self)
         heapq.heappush(self._heap, deadline)
         if deadline.when < self._armed_at:
             self._arm(deadline.when)
@@ -86,13 +106,16 @@ class Deadlines:
         now = self._loop.time()
         while heap and heap[0].when <= now:
             deadline = heapq.heappop(heap)
-            callback = deadline.callback
+            callback, subject = deadline.callback, deadline.subject
             if callback is None:
                 self.cancelled -= 1
                 continue
-            deadline.callback = None
+            deadline.callback = deadline.subject = None
             try:
-                callback()
+                if subject is None:
+                    callback()
+                else:
+                    callback(subject)
             except Exception:  # noqa: BLE001 - one failing callback must not stop the rest
                 log.exception("deadline callback failed")
         if heap:

@@ -79,7 +79,7 @@ from tandem.merge.replica import Replica
 from tandem.merge.updates import DeleteSet, delete_set, holds_update
 from tandem.protocol import encode, error_message, validate_doc_id
 from tandem.server.admission import Slot, enter_socket
-from tandem.server.sessions import LiveSession
+from tandem.server.sessions import LiveSession, OneDocument
 from tandem.server.yjs import YjsLink
 from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited, settle
 
@@ -362,9 +362,8 @@ class HocuspocusSocket:
             return
         link = HocuspocusLink(self, key, principal)
         self.links[key] = link
-        session = LiveSession(
-            "hocuspocus", principal, self.ip, now, lambda: [doc], lambda e: self.revoke(link, e)
-        )
+        ending = OneDocument(doc, lambda e: self.revoke(link, e))
+        session = LiveSession("hocuspocus", principal, self.ip, now, ending)
         link.live = session
         self.tandem.sessions.add(session)
         self._told.discard(key)

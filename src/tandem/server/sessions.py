@@ -4,6 +4,11 @@
 when a client is admitted and remove it when the client goes. Revocations
 (``server/revocations.py``) walk it to close the sockets they cover, and the
 admin API lists and disconnects sessions through it.
+
+A session asks its ``owner`` (a ``/collab`` ``Connection`` itself) for its
+documents and to end it, rather than keeping two callables: bound methods are
+two objects per connection the garbage collector tracks (docs/performance.md,
+"The full collection a long-running server still pays").
 """
 
 from __future__ import annotations
@@ -11,11 +16,36 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tandem.auth import Principal
 from tandem.errors import TandemError
 
-__all__ = ["LiveSession", "SessionRegistry"]
+__all__ = ["LiveSession", "OneDocument", "SessionOwner", "SessionRegistry"]
+
+
+class SessionOwner(Protocol):
+    """What a live session's socket answers."""
+
+    def joined_documents(self) -> list[str]:
+        """The documents it has joined now."""
+
+    def end_session(self, error: TandemError) -> None:
+        """Tell the client ``error`` (clearly, in its protocol) and close the socket."""
+
+
+@dataclass(frozen=True, slots=True)
+class OneDocument:
+    """The owner of a session of one document (``/yjs``, a Hocuspocus document)."""
+
+    doc: str
+    ending: Callable[[TandemError], None]
+
+    def joined_documents(self) -> list[str]:
+        return [self.doc]
+
+    def end_session(self, error: TandemError) -> None:
+        self.ending(error)
 
 
 @dataclass(eq=False, slots=True)
@@ -26,11 +56,16 @@ class LiveSession:
     principal: Principal
     ip: str
     started: float
-    #: The documents it has joined now.
-    docs: Callable[[], list[str]]
-    #: Tell the client ``error`` (clearly, in its protocol) and close the socket.
-    end: Callable[[TandemError], None]
+    owner: SessionOwner
     id: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def docs(self) -> list[str]:
+        """The documents it has joined now."""
+        return self.owner.joined_documents()
+
+    def end(self, error: TandemError) -> None:
+        """Tell the client ``error`` (clearly, in its protocol) and close the socket."""
+        self.owner.end_session(error)
 
     def describe(self) -> dict[str, object]:
         return {

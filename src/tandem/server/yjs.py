@@ -52,7 +52,7 @@ from tandem.merge.updates import new_struct_clients
 from tandem.protocol import MAX_STATE_BYTES, validate_doc_id
 from tandem.server.admission import ANSWER_BYTES_PER_MESSAGE, enter_with_token
 from tandem.server.deadlines import deadlines
-from tandem.server.sessions import LiveSession
+from tandem.server.sessions import LiveSession, OneDocument
 from tandem.server.yjs_socket import Outbox, binary_frames, rate_limited, settle
 from tandem.session.delivery import Member
 from tandem.session.document import DocumentSession
@@ -490,7 +490,7 @@ async def _run_yjs(
         connection.send_bytes(yproto.auth_denied(f"{error.code}: {error.message}"))
         connection.outbox.close(error.close_code or 4403, error.code, flush=True)
 
-    live = LiveSession("yjs", principal, ip, time.time(), lambda: [doc], end)
+    live = LiveSession("yjs", principal, ip, time.time(), OneDocument(doc, end))
     tandem.sessions.add(live)
     # The token's expiry holds while connected, as on /collab: close 4401 when it lapses.
     expired = TokenExpired("your token has expired; reconnect with a fresh one")
