@@ -445,10 +445,13 @@ async def test_redis_subscribe_while_disconnected_takes_effect_on_reconnect(
     publisher = await redis_nodes()
     admin = Redis.from_url(REDIS_URL)
     try:
-        # Before any subscription the connection is not yet in pub/sub mode.
+        # Before any subscription the connection is not yet in pub/sub mode. Kill
+        # both of the victim's connections (pub/sub and publish).
         clients = await admin.client_list()
-        (old_id,) = {str(c["id"]) for c in clients if c.get("name") == name}
-        await admin.client_kill_filter(_id=old_id)
+        old_ids = {str(c["id"]) for c in clients if c.get("name") == name}
+        assert len(old_ids) == 2
+        for old_id in old_ids:
+            await admin.client_kill_filter(_id=old_id)
     finally:
         await admin.aclose()
     inbox = await subscribe(victim, "doc")  # may land while the reader reconnects

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -337,3 +338,43 @@ def three_nodes(data: Path, env: dict[str, str] | None = None) -> Iterator[list[
             for i, node in enumerate(nodes):
                 print(f"--- node n{i} log (last 8000 characters) ---\n{node.output[-8000:]}")
         drop_schema(tag)
+
+
+class RedisServer:
+    """A ``redis-server`` of this test's own, on its own port, that it may kill."""
+
+    def __init__(self, *args: str) -> None:
+        import pytest
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("CI=true and no redis-server on PATH", pytrace=False)
+            pytest.skip("no redis-server on PATH")
+        self.binary = binary
+        self.port = free_port()
+        self.args = list(args)  # more redis-server options (``--requirepass``, ...)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", *self.args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None

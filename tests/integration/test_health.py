@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -31,46 +26,17 @@ import pytest
 from tandem.client import TandemClient
 from tandem.server.health import readiness
 
-from .harness import POSTGRES_URL, ServerProcess, drop_schema, free_port, require_services, token
+from .harness import (
+    POSTGRES_URL,
+    RedisServer,
+    ServerProcess,
+    drop_schema,
+    free_port,
+    require_services,
+    token,
+)
 
 pytestmark = [pytest.mark.integration]
-
-
-class RedisServer:
-    """A ``redis-server`` of this test's own, on its own port, that it may kill."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("CI=true and no redis-server on PATH", pytrace=False)
-            pytest.skip("no redis-server on PATH")
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
 
 
 class Sampler:
