@@ -18,7 +18,7 @@ import ipaddress
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -100,7 +100,7 @@ async def test_an_idle_read_times_out_with_none(wire: Wire) -> None:
 
 
 @pytest.fixture
-def server() -> AsyncIterator[RedisServer]:
+def server() -> Iterator[RedisServer]:
     redis = RedisServer()
     redis.start()
     yield redis

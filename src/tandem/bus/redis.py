@@ -263,14 +263,16 @@ class RedisBus:
             error = next((r for r in replies if isinstance(r, Exception)), None)
             if error is not None:
                 raise RedisError(str(error))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # a bug must not silently end this node's publishing
             if wire is not None:
                 # Its replies are out of step with what was sent: start over.
                 self._publish_wire = None
                 await _drop(wire.conn)
-            if not self._publish_failing:
-                self._publish_failing = True
+            if not isinstance(exc, RedisError | OSError | TimeoutError):
+                logger.exception("bus: Redis publisher failed; dropping messages")
+            elif not self._publish_failing:
                 logger.warning("bus: publishing to Redis failed (%s); dropping messages", exc)
+            self._publish_failing = True
             return
         if self._publish_failing:
             self._publish_failing = False
