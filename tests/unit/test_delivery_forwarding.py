@@ -4,7 +4,8 @@ The author's submission went to the owner node; its op comes back as another
 node's op (``remote``) and the owner's answer arrives before or after it. In
 every order the author hears the versions before its op, then its ack (never
 its own op), then the versions after it — what its client's state machine
-needs — and exactly one ack.
+needs — and exactly one ack. Every test runs twice: with the op applied as it
+arrives (``remote``) and relayed, framed, to be applied later (``relay``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from tandem.errors import ReadOnly
 from tandem.ot.delta import Delta
 from tandem.ot.document import Document
+from tandem.protocol import encode, op_message
 from tandem.records import OpRecord
 from tandem.session.delivery import Delivery, Member, Pending, Submission
 
@@ -48,8 +50,20 @@ def record(version: int, client: str, seq: int | None, user: str = "u") -> OpRec
     return OpRecord("d", version, Delta().insert("x"), f"{client}@{user}", seq, user, 0.0)
 
 
+_WAY = ["remote"]
+
+
+@pytest.fixture(autouse=True, params=["remote", "relay"])
+def _way(request: pytest.FixtureRequest) -> None:
+    _WAY[0] = request.param
+
+
 def remote(delivery: Delivery, rec: OpRecord) -> None:
-    delivery.remote(rec, Document())
+    if _WAY[0] == "relay":
+        assert delivery.relayable
+        delivery.relay(rec.version, rec.client_id, rec.seq, encode(op_message(rec)))
+    else:
+        delivery.remote(rec, Document())
 
 
 #: The bus brings versions 1, 2 (the author's), 3 in order; the owner's answer anywhere.
@@ -135,3 +149,23 @@ def test_the_owners_error_is_what_the_author_would_have_heard() -> None:
     answer = decode(encode_answer(Answer(3, error=OwnerRefused("ERR_READ_ONLY", "no"))))
     assert isinstance(answer, Answer) and answer.error is not None
     assert (answer.error.code, answer.error.message) == (ReadOnly.code, "no")
+
+
+def test_ops_wait_unapplied_only_while_nothing_here_needs_the_document() -> None:
+    """``relayable``: not while a decision of this node's awaits its commit or its
+    sync, nor while a forwarded merge's reply (built from the document) is owed."""
+    delivery = Delivery("d", 0, Listener())
+    assert delivery.relayable
+    author = Member(Peer("a"), "write")
+    delivery.decided(Pending(1, author, Submission(seq=1), record(1, "a", 1), Document()))
+    assert not delivery.relayable  # in the outbox
+    delivery.committed(1, synced=False)
+    assert not delivery.relayable  # committed here, not synced
+    delivery.synced(1)
+    assert delivery.relayable
+    merge = Pending(0, author, Submission(seq=2, answer=lambda pending: "{}"))
+    delivery.forwarding(merge)
+    assert not delivery.relayable
+    delivery.withdrawn(merge)
+    delivery.forwarding(Pending(0, author, Submission(seq=3)))
+    assert delivery.relayable  # a forwarded op's ack needs no document

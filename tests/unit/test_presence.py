@@ -352,6 +352,7 @@ def test_a_relayed_cursor_behind_this_nodes_head_is_moved_up_to_it() -> None:
     told: list[bytes] = []
     session = SimpleNamespace(
         doc="d",
+        apply_relayed=lambda: None,
         sequencer=SimpleNamespace(entries_since=lambda v: [op2] if v < 2 else []),
         delivery=SimpleNamespace(committed_version=2, broadcast=lambda m, **_: told.append(m)),
     )

@@ -24,6 +24,10 @@ touches no storage or network. Events:
   sequences them again (another node took the version first);
 * ``sync_failed(exc)``: the store cannot sync: nothing waiting is ever acked;
 * ``remote(record, document)``: another node's committed op: broadcast;
+  ``relay(version, client_id, seq, message)`` the same, already framed, for a
+  session that applies it to its document later (``relayable`` says when it
+  may: nothing of this node's awaits a commit or sync, and no forwarded
+  submission's reply describes the document);
 * ``forwarding(pending)`` / ``answered(pending, version)`` / ``withdrawn(pending)``:
   a submission sent to the document's owner node, which decided it as
   ``version`` (or refused it). Its author is held meanwhile, and acknowledged
@@ -282,8 +286,42 @@ class Delivery:
         if not self.forwarded:
             self._advance(record, document, None)
             return
-        mine = self._forwarded_as(record)
+        mine = self._forwarded_as(record.version, record.client_id, record.seq)
         self._advance(record, document, None, mine)
+        self._remote_acks(mine)
+
+    @property
+    def relayable(self) -> bool:
+        """May another node's op be broadcast without its document (``relay``)?
+
+        Only while nothing this node decided awaits its commit or its sync (so
+        the op's acks need no sync, and the listener mirrors nothing of this
+        node's in between) and no forwarded submission's reply is built from
+        the document (an offline merge's).
+        """
+        return (
+            not self.outbox
+            and self.committed_here <= self.synced_version
+            and all(p.submission.answer is None for p in self.forwarded)
+        )
+
+    def relay(self, version: int, client_id: str, seq: int | None, message: str) -> None:
+        """Another node committed the next ``version`` (framed as ``message``): broadcast it.
+
+        As ``remote``, without the listener's ``advanced``: the session mirrors
+        the op itself, later (only while ``relayable``).
+        """
+        self.committed_version = version
+        if not self.forwarded:
+            self._fan_out(version, client_id, seq, message, None)
+            return
+        mine = self._forwarded_as(version, client_id, seq)
+        if mine is not None:
+            mine.version = version
+        self._fan_out(version, client_id, seq, message, mine)
+        self._remote_acks(mine)
+
+    def _remote_acks(self, mine: Pending | None) -> None:
         if mine is not None:
             self._ack_forwarded(mine)
         for pending in [p for p in self.forwarded if 0 < p.version <= self.committed_version]:
@@ -317,15 +355,15 @@ class Delivery:
             if pending.author is not None:
                 self._release(pending.author)
 
-    def _forwarded_as(self, record: OpRecord) -> Pending | None:
-        """The forwarded submission that ``record`` commits, if it is one of them."""
+    def _forwarded_as(self, version: int, client_id: str, seq: int | None) -> Pending | None:
+        """The forwarded submission that the op committed as ``version`` is, if any."""
         for pending in self.forwarded:
             author = pending.author
-            if pending.version == record.version or (
-                record.seq is not None
+            if pending.version == version or (
+                seq is not None
                 and author is not None
-                and pending.submission.seq == record.seq
-                and author.key == record.client_id
+                and pending.submission.seq == seq
+                and author.key == client_id
             ):
                 return pending
         return None
@@ -427,19 +465,29 @@ class Delivery:
         """
         version = self.committed_version = record.version
         self.listener.advanced(record, document, pending)
-        message = encode(op_message(record))
         if forwarded is not None:
             forwarded.version, forwarded.record, forwarded.document = version, record, document
             pending = forwarded
+        self._fan_out(version, record.client_id, record.seq, encode(op_message(record)), pending)
+
+    def _fan_out(
+        self,
+        version: int,
+        client_id: str,
+        seq: int | None,
+        message: str,
+        pending: Pending | None,
+    ) -> None:
+        """Tell every member but ``pending``'s author about the op committed as ``version``."""
         author = pending.author if pending is not None else None
         author_peer = author.peer if author is not None else None
         for peer, member in self.members.items():
             if peer is author_peer:
                 continue
-            if record.seq is not None and member.key == record.client_id:
+            if seq is not None and member.key == client_id:
                 # The author again, on a new connection (it reconnected while the op
                 # was being stored): this is its ack, never "someone else's op".
-                self._ack_when_synced(Pending(version, member, Submission(seq=record.seq)))
+                self._ack_when_synced(Pending(version, member, Submission(seq=seq)))
             elif member.held is None:  # Member.send, inlined: this runs once per delivery
                 peer.send(message)
             else:

@@ -112,9 +112,9 @@ class DocumentSession:
         self.node = host.node
         #: Are there other nodes to tell (a bus)?
         self.replicated = host.replicated
-        self.sequencer = self._sequencer(document, version, history)
+        self._sequencer_now = self._sequencer(document, version, history)
         self.delivery = Delivery(doc, version, self)
-        self.committed_document = document
+        self._committed_document = document
         self.last_snapshot = version
         #: The head's snapshot content, encoded, and the (version, incarnation) it is of.
         self._content: tuple[tuple[int, str], orjson.Fragment] | None = None
@@ -127,9 +127,9 @@ class DocumentSession:
         self.idle_since: float | None = time.monotonic()
         #: Woken whenever the delivery core settles something (``settled``).
         self._settle_waiters: list[asyncio.Future[None]] = []
+        self.replication = Replication(self)
         self.presence = PresenceFanout(self)
         self.offline = OfflineMerge(self)
-        self.replication = Replication(self)
         #: The CRDT replica and the Yjs peers.
         self.replicas = ReplicaHost(self)
         #: The ``authorize`` hook's decision point (``session/authorize.py``).
@@ -149,6 +149,53 @@ class DocumentSession:
 
     def remote_presence(self, message: dict[str, Any]) -> None:
         self.presence.remote(message)
+
+    # -- what is applied lazily (``session/replication.py``) ---------------------
+
+    @property
+    def sequencer(self) -> Sequencer:
+        """The sequencer at the committed head (other owners' relayed ops applied first)."""
+        if self.replication.relayed:
+            self.replication.apply_relayed()
+        return self._sequencer_now
+
+    @sequencer.setter
+    def sequencer(self, sequencer: Sequencer) -> None:
+        self._sequencer_now = sequencer
+
+    @property
+    def own_sequencer(self) -> Sequencer:
+        """The sequencer as it is, relayed ops not applied."""
+        return self._sequencer_now
+
+    @property
+    def committed_document(self) -> Document:
+        """The document at the committed head (relayed ops applied first)."""
+        if self.replication.relayed:
+            self.replication.apply_relayed()
+        return self._committed_document
+
+    @committed_document.setter
+    def committed_document(self, document: Document) -> None:
+        self._committed_document = document
+
+    def apply_relayed(self) -> None:
+        """Bring everything up to the committed head (before reading it)."""
+        if self.replication.relayed:
+            self.replication.apply_relayed()
+
+    @property
+    def follower(self) -> bool:
+        """Another node owns the document, and nothing here needs each of its ops applied
+        as it arrives: no Yjs peer (it hears each op's update) and no presence cursor
+        (moved by each op)."""
+        owners = self.host.owners
+        return (
+            owners is not None
+            and not owners.owns(self.doc)
+            and not self.replicas.peers
+            and self.presence.empty
+        )
 
     # -- the head -------------------------------------------------------------
 
@@ -206,6 +253,7 @@ class DocumentSession:
         ):
             records = await self.records_between(version, self.committed_version)
         # No await from here on: the reply and the membership are consistent.
+        self.apply_relayed()
         presence = self.presence.snapshot()
         last_seq = self.last_seqs.get(key)
         if records is None:
@@ -530,8 +578,12 @@ class DocumentSession:
     # -- when the head moves (tandem.session.delivery.DeliveryListener) --------
 
     def advanced(self, record: OpRecord, document: Document, pending: Pending | None) -> None:
-        """``record`` is the committed head: mirror it everywhere but the members."""
-        self.committed_document = document
+        """``record`` is the committed head: mirror it everywhere but the members.
+
+        For another owner's op relayed lazily, called when it is applied
+        (``Replication.apply_relayed``), with the members told already.
+        """
+        self._committed_document = document
         self.offline.checkpoint(record.version, document)
         self.replicas.committed(record)
         if record.seq is not None:

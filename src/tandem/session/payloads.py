@@ -5,8 +5,10 @@ JSON bytes, each naming the node that sent it (a node ignores its own):
 
 * an op another node committed: ``{"kind": "op", "node", "v", "op", "key",
   "seq", "user", "time", "crdt"?}`` (``crdt`` base64, present when the op was
-  stored with a Yjs update) — decoded into the same ``OpRecord`` the stores
-  return;
+  stored with a Yjs update) — decoded into a ``RemoteOp``, which frames it for
+  this node's clients straight from the JSON and becomes the same ``OpRecord``
+  the stores return only when asked (``RemoteOp.record``: a node that does not
+  own the document applies it lazily, ``session/replication.py``);
 * a presence message, as the wire carries it: ``{"kind": "presence", "node",
   "message": {...}}``.
 
@@ -23,9 +25,17 @@ from typing import Any
 import orjson
 
 from tandem.ot.delta import Delta
-from tandem.records import OpRecord
+from tandem.records import OpRecord, public_client
 
-__all__ = ["PresencePayload", "channel", "decode", "encode_op", "encode_presence"]
+__all__ = [
+    "PresencePayload",
+    "RemoteOp",
+    "channel",
+    "decode",
+    "decode_remote",
+    "encode_op",
+    "encode_presence",
+]
 
 
 def channel(doc: str) -> str:
@@ -39,6 +49,54 @@ class PresencePayload:
 
     node: str
     message: dict[str, Any]
+
+
+class RemoteOp:
+    """Another node's committed op as it arrived: decoded only as far as relaying needs.
+
+    ``frame`` is the ``op`` message every member hears, built from the payload's
+    JSON (the same text ``encode(op_message(record))`` makes: the payload's
+    ``op`` is the owner's ``Delta.to_json()``, which a decode and encode give
+    back unchanged); ``record`` decodes the delta (and the Yjs update) into the
+    ``OpRecord``, for applying it to the document.
+    """
+
+    __slots__ = ("client_id", "doc", "payload", "seq", "version")
+
+    def __init__(self, doc: str, payload: dict[str, Any]) -> None:
+        self.doc = doc
+        self.payload = payload
+        self.version: int = payload["v"]
+        self.client_id: str = payload["key"]
+        self.seq: int | None = payload["seq"]
+
+    def frame(self) -> str:
+        payload = self.payload
+        return orjson.dumps(
+            {
+                "type": "op",
+                "doc": self.doc,
+                "v": self.version,
+                "op": payload["op"],
+                "client": public_client(self.client_id),
+                "user": payload["user"],
+                "seq": self.seq,
+            }
+        ).decode()
+
+    def record(self) -> OpRecord:
+        payload = self.payload
+        crdt = payload.get("crdt")
+        return OpRecord(
+            self.doc,
+            self.version,
+            Delta.from_json(payload["op"]),
+            self.client_id,
+            self.seq,
+            payload["user"],
+            payload["time"],
+            base64.b64decode(crdt) if crdt else None,
+        )
 
 
 def encode_op(node: str, record: OpRecord) -> bytes:
@@ -63,22 +121,18 @@ def encode_presence(node: str, message: dict[str, Any]) -> bytes:
 
 def decode(doc: str, node: str, data: bytes) -> OpRecord | PresencePayload | None:
     """A payload on ``doc``'s channel; None for this ``node``'s own or an unknown kind."""
+    payload = decode_remote(doc, node, data)
+    return payload.record() if isinstance(payload, RemoteOp) else payload
+
+
+def decode_remote(doc: str, node: str, data: bytes) -> RemoteOp | PresencePayload | None:
+    """``decode``, leaving an op's delta undecoded (``RemoteOp``)."""
     payload = orjson.loads(data)
     if payload.get("node") == node:
         return None
     kind = payload.get("kind")
     if kind == "op":
-        crdt = payload.get("crdt")
-        return OpRecord(
-            doc,
-            payload["v"],
-            Delta.from_json(payload["op"]),
-            payload["key"],
-            payload["seq"],
-            payload["user"],
-            payload["time"],
-            base64.b64decode(crdt) if crdt else None,
-        )
+        return RemoteOp(doc, payload)
     if kind == "presence":
         return PresencePayload(payload.get("node", ""), payload["message"])
     return None

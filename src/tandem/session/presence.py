@@ -55,6 +55,9 @@ class PresentSession(Protocol):
 
     def publish(self, payload: bytes) -> None: ...
 
+    def apply_relayed(self) -> None:
+        """Bring the document up to the committed head (``session/replication.py``)."""
+
 
 class PresenceFanout:
     """Who is in one document and where their cursors are, told to everyone else."""
@@ -70,6 +73,11 @@ class PresenceFanout:
         """This node's presence entries."""
         return iter(self.local)
 
+    @property
+    def empty(self) -> bool:
+        """No presence entry here: there is no cursor for an op to move."""
+        return not self.local and not self.remote_table
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every presence entry, this node's and the others', for a joiner."""
         return self.local.snapshot() + self.remote_table.snapshot()
@@ -84,6 +92,7 @@ class PresenceFanout:
     ) -> None:
         """``member``'s cursor (at ``base_version``) and state; sent on when due."""
         session = self.session
+        session.apply_relayed()  # the cursors move through every op before this one
         head = session.delivery.committed_version
         peer = member.peer
         if cursor is not None:
@@ -181,6 +190,7 @@ class PresenceFanout:
         in the sequencer's window), and one ahead is left alone by the ops it already
         reflects when they arrive (``PresenceTable.transform``).
         """
+        self.session.apply_relayed()
         if wire.get("left"):
             self.remote_table.remove(wire["client"])
         else:

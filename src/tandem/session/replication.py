@@ -10,6 +10,18 @@ their original base versions — the same transform path their clients walk
 (``tandem.session.payloads`` is the payload format); an op that arrives out of
 order waits, and a gap is filled from the store.
 
+A node that does not own the document (``ReplicatingSession.follower``)
+relays other owners' ops to its clients without applying them: each is
+framed from the payload's JSON and broadcast (``Delivery.relay``), and kept,
+undecoded, in ``relayed``. The document, its history, the CRDT replica's
+backlog, the checkpoints and the presence cursors are brought up to date —
+the same calls, in the same order, as applying each on arrival makes
+(``apply_relayed``) — when something reads them: the session's ``sequencer``
+and ``committed_document`` do it first, so a join, a REST read, a merge, a
+takeover (which applies the store's ops after them), a Yjs peer or presence
+sees the whole head. At most ``RELAY_LIMIT`` wait; beyond, the oldest
+``RELAY_CHUNK`` are applied.
+
 Imports no other session module: it sees the session through ``ReplicatingSession``.
 """
 
@@ -17,20 +29,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from tandem.errors import ConflictError, TandemError
 from tandem.ot.document import Document
 from tandem.records import OpRecord
 from tandem.sequencer import Sequencer
 from tandem.session.delivery import Delivery, Member, Pending, Submission
-from tandem.session.payloads import PresencePayload, decode, encode_op
+from tandem.session.payloads import PresencePayload, RemoteOp, decode_remote, encode_op
 from tandem.storage.base import Store
 
-__all__ = ["Replication", "ReplicatingSession"]
+__all__ = ["RELAY_CHUNK", "RELAY_LIMIT", "Replication", "ReplicatingSession"]
 
 log = logging.getLogger("tandem.session")
+
+#: Other owners' ops a follower keeps relayed but not applied, per document, at most
+#: (each an ``op`` payload of a few hundred bytes; the history window keeps 10,000 ops).
+RELAY_LIMIT: Final = 1024
+#: How many of them are applied at once when the limit is reached.
+RELAY_CHUNK: Final = 64
 
 
 class ReplicatingSession(Protocol):
@@ -38,8 +57,20 @@ class ReplicatingSession(Protocol):
 
     doc: str
     store: Store
-    sequencer: Sequencer
     delivery: Delivery
+
+    @property
+    def sequencer(self) -> Sequencer:
+        """The sequencer, with every relayed op applied."""
+
+    @property
+    def own_sequencer(self) -> Sequencer:
+        """The sequencer as it is (``apply_relayed`` advances it)."""
+
+    @property
+    def follower(self) -> bool:
+        """Another node sequences this document and nothing here needs each op as it
+        arrives (no Yjs peer, no presence cursor to move): ops may wait, unapplied."""
 
     @property
     def committed_version(self) -> int: ...
@@ -65,6 +96,9 @@ class ReplicatingSession(Protocol):
 
     def remote_presence(self, message: dict[str, Any]) -> None: ...
 
+    def advanced(self, record: OpRecord, document: Document, pending: Pending | None) -> None:
+        """Mirror the committed head ``record`` (what ``Delivery`` calls when it advances)."""
+
 
 class Replication:
     """One document's traffic with the other nodes."""
@@ -72,7 +106,10 @@ class Replication:
     def __init__(self, session: ReplicatingSession) -> None:
         self.session = session
         #: Other nodes' ops that arrived ahead of the next version, by version.
-        self._remote: dict[int, OpRecord] = {}
+        self._remote: dict[int, OpRecord | RemoteOp] = {}
+        #: Other nodes' ops broadcast (``Delivery.relay``) but not applied yet, in order.
+        self.relayed: deque[RemoteOp] = deque()
+        self._applying = False
         self._filling = False
         self._rebasing: asyncio.Event | None = None
 
@@ -141,8 +178,8 @@ class Replication:
     def on_bus(self, data: bytes) -> None:
         """A payload from another node about this document."""
         session = self.session
-        payload = decode(session.doc, session.node, data)
-        if isinstance(payload, OpRecord):
+        payload = decode_remote(session.doc, session.node, data)
+        if isinstance(payload, RemoteOp):
             if payload.version > session.committed_version:
                 self._remote[payload.version] = payload
                 self.drain()
@@ -156,9 +193,43 @@ class Replication:
             return
         remote = self._remote
         while (record := remote.pop(session.committed_version + 1, None)) is not None:
+            if isinstance(record, RemoteOp):
+                if session.delivery.relayable and session.follower:
+                    self._relay(record)
+                    continue
+                record = record.record()
             self._apply(record)
         if remote:
             self.catch_up()
+
+    def _relay(self, op: RemoteOp) -> None:
+        """Broadcast ``op`` now; apply it when something reads the document."""
+        relayed = self.relayed
+        if len(relayed) >= RELAY_LIMIT:
+            self.apply_relayed(RELAY_CHUNK)
+        relayed.append(op)
+        self.session.delivery.relay(op.version, op.client_id, op.seq, op.frame())
+
+    def apply_relayed(self, count: int | None = None) -> None:
+        """Apply the relayed ops (the oldest ``count`` of them) as ``remote`` would have.
+
+        The same calls in the same order as on arrival: the sequencer, then the
+        session's mirroring (``advanced``). Whatever those read meanwhile sees
+        the state as of the op being applied (no nested catching up).
+        """
+        relayed = self.relayed
+        if self._applying or not relayed:
+            return
+        session = self.session
+        self._applying = True
+        try:
+            for _ in range(len(relayed) if count is None else min(count, len(relayed))):
+                record = relayed[0].record()
+                document = session.own_sequencer.apply_committed(record)
+                relayed.popleft()
+                session.advanced(record, document, None)
+        finally:
+            self._applying = False
 
     def catch_up(self) -> None:
         """Check the store for ops other nodes committed that we have not seen."""
@@ -168,7 +239,7 @@ class Replication:
 
     def _apply(self, record: OpRecord) -> None:
         session = self.session
-        document: Document = session.sequencer.apply_committed(record)
+        document: Document = session.sequencer.apply_committed(record)  # relayed ones first
         session.delivery.remote(record, document)
 
     def _apply_in_order(self, records: list[OpRecord]) -> None:

@@ -120,6 +120,10 @@ class ReplicaSession(Protocol):
 
     def background(self, coroutine: Coroutine[Any, Any, Any]) -> None: ...
 
+    def apply_relayed(self) -> None:
+        """Apply other owners' relayed ops (``session/replication.py``): their records
+        reach ``committed`` then, in order."""
+
     async def sequence(
         self, member: Member, submission: Submission, *, after_conflict: bool = False
     ) -> None: ...
@@ -178,6 +182,7 @@ class ReplicaHost:
 
     def _catch_up(self) -> Replica | None:
         """Apply the backlog (no await); None when that failed and a rebuild began."""
+        self.session.apply_relayed()
         replica = self.replica
         if replica is None or not self.backlog:
             return replica
