@@ -19,6 +19,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -245,6 +246,25 @@ async def test_a_failed_batch_is_dropped_never_raised_duplicated_or_reordered(
         await listener.close()
 
 
+@asynccontextmanager
+async def two_buses_talking(url: str, payload: bytes) -> AsyncIterator[tuple[RedisBus, RedisBus]]:
+    """Two buses on ``url``, open for the body once the second heard ``payload`` from the first."""
+    a, b = RedisBus(url), RedisBus(url)
+    await a.open()
+    try:
+        await b.open()
+        try:
+            got: list[bytes] = []
+            await b.subscribe("doc", got.append)
+            await a.publish("doc", payload)
+            await until(lambda: got == [payload])
+            yield a, b
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+
+
 async def test_auth_user_and_db_come_from_the_url() -> None:
     redis = RedisServer(
         *("--user", "tandem", "on", ">pw", "~*", "&*", "+@all"), *("--user", "default", "off")
@@ -253,14 +273,7 @@ async def test_auth_user_and_db_come_from_the_url() -> None:
     try:
         name = f"tandem-test-{uuid.uuid4().hex[:12]}"
         url = f"redis://tandem:pw@127.0.0.1:{redis.port}/5?client_name={name}"
-        a, b = RedisBus(url), RedisBus(url)
-        await a.open()
-        await b.open()
-        try:
-            got: list[bytes] = []
-            await b.subscribe("doc", got.append)
-            await a.publish("doc", b"hello")
-            await until(lambda: got == [b"hello"])
+        async with two_buses_talking(url, b"hello"):
             admin = Redis.from_url(f"redis://tandem:pw@127.0.0.1:{redis.port}/0")
             try:
                 clients = [c for c in await admin.client_list() if c.get("name") == name]
@@ -268,9 +281,6 @@ async def test_auth_user_and_db_come_from_the_url() -> None:
                 await admin.aclose()
             assert len(clients) == 4 and {c["db"] for c in clients} == {"5"}
             assert {c["user"] for c in clients} == {"tandem"}
-        finally:
-            await a.close()
-            await b.close()
         wrong = RedisBus(f"redis://tandem:nope@127.0.0.1:{redis.port}/0")
         with pytest.raises(Exception, match="(?i)invalid|WRONGPASS|auth"):
             await wrong.open()
@@ -329,18 +339,8 @@ async def test_tls_from_a_rediss_url(tmp_path: Path) -> None:
     redis.start()
     try:
         url = f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={cert}"
-        a, b = RedisBus(url), RedisBus(url)
-        await a.open()
-        await b.open()
-        try:
-            got: list[bytes] = []
-            await b.subscribe("doc", got.append)
-            await a.publish("doc", b"over tls")
-            await until(lambda: got == [b"over tls"])
+        async with two_buses_talking(url, b"over tls") as (a, b):
             assert a.connected and b.connected
-        finally:
-            await a.close()
-            await b.close()
         plain = RedisBus(f"redis://127.0.0.1:{redis.port}/0")
         with pytest.raises(Exception):  # noqa: B017, PT011 - any failure: it is not TLS
             await plain.open()
@@ -355,16 +355,7 @@ async def test_a_unix_socket_url_with_a_db(tmp_path: Path) -> None:
     redis.start()
     try:
         url = f"unix://{path}?db=3"
-        a, b = RedisBus(url), RedisBus(url)
-        await a.open()
-        await b.open()
-        try:
-            got: list[bytes] = []
-            await b.subscribe("doc", got.append)
-            await a.publish("doc", b"over a socket")
-            await until(lambda: got == [b"over a socket"])
-        finally:
-            await a.close()
-            await b.close()
+        async with two_buses_talking(url, b"over a socket"):
+            pass
     finally:
         redis.kill()

@@ -141,3 +141,18 @@ _plausible_components = st.dictionaries(_component_keys, _json_values, max_size=
     attributes(allow_null=True),
 )
 json_blobs = st.lists(_plausible_components | _json_values, max_size=5) | _json_values
+
+
+def scripted_edit(
+    kind: str, a: int, b: int | None, length: int, tag: str, styles: list[Any]
+) -> Delta | None:
+    """The edit a scripted action ``(kind, a, b)`` makes in a document ``length`` long,
+    at ``a % (length + 1)``: insert ``tag`` in ``styles[b]``, delete ``b``
+    characters, or ``format`` two in ``styles[b]``; None where it does not fit."""
+    at = a % (length + 1)
+    if kind == "insert":
+        return Delta().retain(at).insert(tag, None if b is None else styles[b])
+    assert b is not None
+    if kind == "delete":
+        return None if at + b > length else Delta().retain(at).delete(b)
+    return None if at >= length else Delta().retain(at).retain(min(2, length - at), styles[b])

@@ -28,7 +28,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.property.strategies import document_and_op
+from tests.property.strategies import document_and_op, scripted_edit
 
 from tandem.metrics import Metrics
 from tandem.ot.delta import Delta
@@ -160,17 +160,9 @@ async def _run(actions: list[tuple[str, int, int]]) -> None:
             writer = lazy if took_over else owner
             text = writer.committed_document.text()
             if kind in ("insert", "delete", "format"):
-                at = a % (len(text) + 1)
-                if kind == "insert":
-                    op = Delta().retain(at).insert(f"<{seq}>", STYLES[b])
-                elif kind == "delete":
-                    if at + b > len(text):
-                        continue
-                    op = Delta().retain(at).delete(b)
-                else:
-                    if at >= len(text):
-                        continue
-                    op = Delta().retain(at).retain(min(2, len(text) - at), STYLES[b])
+                op = scripted_edit(kind, a, b, len(text), f"<{seq}>", STYLES)
+                if op is None:
+                    continue
                 seq += 1
                 if took_over:
                     await lazy.submit(new_author, op.chop(), lazy.committed_version, seq)

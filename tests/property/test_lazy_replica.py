@@ -28,13 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 from tests.integration.ystructs import canonical
+from tests.property.strategies import scripted_edit
 from tests.property.yjs_link import FrameLink
 
 from tandem.merge import yproto
 from tandem.merge.replica import SERVER_CLIENT_ID, Replica, carries_formats, replay_record
 from tandem.merge.updates import clock_ends
 from tandem.metrics import Metrics
-from tandem.ot.delta import Delta
 from tandem.session.manager import DocumentManager
 from tandem.session.stored_replica import build_replica
 from tandem.settings import Settings
@@ -115,17 +115,9 @@ async def _run(actions: list[tuple[str, int, int]], seed: int) -> None:
         for kind, a, b in actions:
             text = session.sequencer.document.text()
             if kind in ("insert", "delete", "format"):
-                at = a % (len(text) + 1)
-                if kind == "insert":
-                    op = Delta().retain(at).insert(f"<{seq}>", None if b is None else STYLES[b])
-                elif kind == "delete":
-                    if at + b > len(text):
-                        continue
-                    op = Delta().retain(at).delete(b)
-                else:
-                    if at >= len(text):
-                        continue
-                    op = Delta().retain(at).retain(min(2, len(text) - at), STYLES[b])
+                op = scripted_edit(kind, a, b, len(text), f"<{seq}>", STYLES)
+                if op is None:
+                    continue
                 seq += 1
                 await session.submit(member, op.chop(), session.sequencer.version, seq)
             elif kind == "join" and clients[a].link is None:
