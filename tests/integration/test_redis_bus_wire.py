@@ -19,7 +19,7 @@ import os
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -122,42 +122,37 @@ async def test_an_idle_connection_is_probed_and_a_silent_server_noticed(
     name = f"tandem-test-{uuid.uuid4().hex[:12]}"
     url = f"redis://127.0.0.1:{server.port}/0?client_name={name}"
     node, other = RedisBus(url, health_check_interval=0.2), RedisBus(url)
-    await node.open()
-    await other.open()
     admin = Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
     try:
-        got: list[bytes] = []
-        await node.subscribe("doc", got.append)
+        async with opened(node, other):
+            got: list[bytes] = []
+            await node.subscribe("doc", got.append)
 
-        async def probed() -> bool:
-            clients = await admin.client_list(_type="pubsub")
-            return any(c.get("name") == name and c.get("cmd") == "ping" for c in clients)
+            async def probed() -> bool:
+                clients = await admin.client_list(_type="pubsub")
+                return any(c.get("name") == name and c.get("cmd") == "ping" for c in clients)
 
-        with anyio.fail_after(TIMEOUT):
-            while not await probed():
-                await asyncio.sleep(0.05)
-        assert node.connected
-        assert server.process is not None
-        server.process.send_signal(signal.SIGSTOP)  # up, but silent
-        await until(lambda: not node.connected)  # no PONG within the interval
-        server.process.send_signal(signal.SIGCONT)
-        await until(lambda: node.connected)
-        with anyio.fail_after(TIMEOUT):
-            while not got:  # re-subscribed: publishes reach it again
-                await other.publish("doc", b"again")
-                await asyncio.sleep(0.05)
+            with anyio.fail_after(TIMEOUT):
+                while not await probed():
+                    await asyncio.sleep(0.05)
+            assert node.connected
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)  # up, but silent
+            await until(lambda: not node.connected)  # no PONG within the interval
+            server.process.send_signal(signal.SIGCONT)
+            await until(lambda: node.connected)
+            with anyio.fail_after(TIMEOUT):
+                while not got:  # re-subscribed: publishes reach it again
+                    await other.publish("doc", b"again")
+                    await asyncio.sleep(0.05)
     finally:
         await admin.aclose()
-        await node.close()
-        await other.close()
 
 
 async def test_publishes_of_one_turn_arrive_in_call_order(server: RedisServer) -> None:
     url = f"redis://127.0.0.1:{server.port}/0"
     publisher, listener = RedisBus(url), RedisBus(url)
-    await publisher.open()
-    await listener.open()
-    try:
+    async with opened(publisher, listener):
         got: list[bytes] = []
         await listener.subscribe("doc", got.append)
         await listener.subscribe("other", got.append)
@@ -175,9 +170,6 @@ async def test_publishes_of_one_turn_arrive_in_call_order(server: RedisServer) -
         await until(lambda: len(got) == len(sent))
         assert got == sent
         assert publisher.connected
-    finally:
-        await publisher.close()
-        await listener.close()
 
 
 async def test_publishes_past_the_queue_bound_are_dropped_newest_first(
@@ -186,9 +178,7 @@ async def test_publishes_past_the_queue_bound_are_dropped_newest_first(
     url = f"redis://127.0.0.1:{server.port}/0"
     publisher = RedisBus(url, max_queued_bytes=10_000)
     listener = RedisBus(url)
-    await publisher.open()
-    await listener.open()
-    try:
+    async with opened(publisher, listener):
         got: list[bytes] = []
         await listener.subscribe("doc", got.append)
         sent = [b"%04d" % i + bytes(96) for i in range(1000)]  # ~100 kB in one turn
@@ -200,9 +190,6 @@ async def test_publishes_past_the_queue_bound_are_dropped_newest_first(
         assert got == sent[: len(got)]  # a prefix: the newest were dropped
         await publisher.publish("doc", b"later")  # the queue drained: taken again
         await until(lambda: got[-1:] == [b"later"])
-    finally:
-        await publisher.close()
-        await listener.close()
 
 
 async def test_a_failed_batch_is_dropped_never_raised_duplicated_or_reordered(
@@ -210,9 +197,7 @@ async def test_a_failed_batch_is_dropped_never_raised_duplicated_or_reordered(
 ) -> None:
     url = f"redis://127.0.0.1:{server.port}/0"
     publisher, listener = RedisBus(url), RedisBus(url)
-    await publisher.open()
-    await listener.open()
-    try:
+    async with opened(publisher, listener):
         got: list[bytes] = []
         await listener.subscribe("doc", got.append)
         sent: list[bytes] = []
@@ -241,28 +226,28 @@ async def test_a_failed_batch_is_dropped_never_raised_duplicated_or_reordered(
         await publish(100)
         await until(lambda: got[-1] == sent[-1])
         assert got[-100:] == sent[-100:]
-    finally:
-        await publisher.close()
-        await listener.close()
 
 
 @asynccontextmanager
 async def two_buses_talking(url: str, payload: bytes) -> AsyncIterator[tuple[RedisBus, RedisBus]]:
     """Two buses on ``url``, open for the body once the second heard ``payload`` from the first."""
     a, b = RedisBus(url), RedisBus(url)
-    await a.open()
-    try:
-        await b.open()
-        try:
-            got: list[bytes] = []
-            await b.subscribe("doc", got.append)
-            await a.publish("doc", payload)
-            await until(lambda: got == [payload])
-            yield a, b
-        finally:
-            await b.close()
-    finally:
-        await a.close()
+    async with opened(a, b):
+        got: list[bytes] = []
+        await b.subscribe("doc", got.append)
+        await a.publish("doc", payload)
+        await until(lambda: got == [payload])
+        yield a, b
+
+
+@asynccontextmanager
+async def opened(*buses: RedisBus) -> AsyncIterator[None]:
+    """Open ``buses`` for the body; each one opened is closed after it."""
+    async with AsyncExitStack() as stack:
+        for bus in buses:
+            await bus.open()
+            stack.push_async_callback(bus.close)
+        yield
 
 
 async def test_auth_user_and_db_come_from_the_url() -> None:
