@@ -46,6 +46,7 @@ __all__ = [
     "error_message",
     "hello_message",
     "merged_message",
+    "committed_op_message",
     "op_message",
     "parse",
     "snapshot_content",
@@ -336,14 +337,23 @@ def snapshot_message(
 
 def op_message(record: OpRecord) -> dict[str, Any]:
     """A committed op as every other member hears it."""
+    return committed_op_message(
+        record.doc, record.version, record.op.to_json(), record.client_id, record.user, record.seq
+    )
+
+
+def committed_op_message(
+    doc: str, version: int, op: list[Any], client_id: str, user: str, seq: int | None
+) -> dict[str, Any]:
+    """``op_message`` from its fields, the delta already in its JSON form (``op``)."""
     return {
         "type": "op",
-        "doc": record.doc,
-        "v": record.version,
-        "op": record.op.to_json(),
-        "client": public_client(record.client_id),
-        "user": record.user,
-        "seq": record.seq,
+        "doc": doc,
+        "v": version,
+        "op": op,
+        "client": public_client(client_id),
+        "user": user,
+        "seq": seq,
     }
 
 

@@ -25,13 +25,13 @@ from typing import Any
 import orjson
 
 from tandem.ot.delta import Delta
-from tandem.records import OpRecord, public_client
+from tandem.protocol import committed_op_message, encode
+from tandem.records import OpRecord
 
 __all__ = [
     "PresencePayload",
     "RemoteOp",
     "channel",
-    "decode",
     "decode_remote",
     "encode_op",
     "encode_presence",
@@ -72,17 +72,11 @@ class RemoteOp:
 
     def frame(self) -> str:
         payload = self.payload
-        return orjson.dumps(
-            {
-                "type": "op",
-                "doc": self.doc,
-                "v": self.version,
-                "op": payload["op"],
-                "client": public_client(self.client_id),
-                "user": payload["user"],
-                "seq": self.seq,
-            }
-        ).decode()
+        return encode(
+            committed_op_message(
+                self.doc, self.version, payload["op"], self.client_id, payload["user"], self.seq
+            )
+        )
 
     def record(self) -> OpRecord:
         payload = self.payload
@@ -119,14 +113,9 @@ def encode_presence(node: str, message: dict[str, Any]) -> bytes:
     return orjson.dumps({"kind": "presence", "node": node, "message": message})
 
 
-def decode(doc: str, node: str, data: bytes) -> OpRecord | PresencePayload | None:
-    """A payload on ``doc``'s channel; None for this ``node``'s own or an unknown kind."""
-    payload = decode_remote(doc, node, data)
-    return payload.record() if isinstance(payload, RemoteOp) else payload
-
-
 def decode_remote(doc: str, node: str, data: bytes) -> RemoteOp | PresencePayload | None:
-    """``decode``, leaving an op's delta undecoded (``RemoteOp``)."""
+    """A payload on ``doc``'s channel, an op's delta left undecoded (``RemoteOp``); None
+    for this ``node``'s own or an unknown kind."""
     payload = orjson.loads(data)
     if payload.get("node") == node:
         return None
