@@ -584,6 +584,7 @@ class SimClient:
                 assert any(cursed(marker) for marker in sent), f"{self.id}: rejected {message}"
                 buffered = state.buffer.text() if state.buffer is not None else ""
                 self.world.forgiven.update(sent + buffered)
+                self.world.rejected.add((self.key, pending.seq))
                 state.discard_pending()
             else:
                 self.world.stats["stale_rejections"] += 1  # a duplicate's, already dropped
@@ -717,6 +718,10 @@ class World:
         #: ERR_STORAGE for a seq not acked yet when it came; checked against the log at the end.
         self.tolerate_stale = True
         self.stale: list[tuple[str, Any]] = []
+        #: (client key, seq) of every op its client saw rejected: never in the log. A
+        #: duplicate sent before the rejection came is sequenced (and asked) on its own,
+        #: so a storage failure may refuse it after the rejection: a stale ERR_STORAGE.
+        self.rejected: set[tuple[str, int]] = set()
         self.failure: BaseException | None = None
 
     def arm(self) -> None:
@@ -878,8 +883,12 @@ class World:
                         f"{key} seq {seq} lost"
                     )
                     assert version <= head
-        for key, seq in self.stale:  # a stale error is only fine for an op that is committed
-            assert (key, seq) in where, f"ERR_STORAGE for {key} seq {seq}, and it is not in the log"
+        for key, seq in self.rejected:
+            assert (key, seq) not in where, f"{key} seq {seq} was rejected, and it is in the log"
+        for key, seq in self.stale:  # a stale error is fine for an op committed or rejected
+            assert (key, seq) in where or (key, seq) in self.rejected, (
+                f"ERR_STORAGE for {key} seq {seq}, and it is not in the log"
+            )
         text = replayed.text()
         acked_inserts = {
             ch
