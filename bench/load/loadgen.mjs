@@ -2,11 +2,12 @@
 // or one of its peers, through a small adapter per protocol.
 //
 //   node loadgen.mjs --protocol P --url ws://127.0.0.1:PORT [--token T]
-//        --clients N --typists K --rate R --docs D --duration S [--drain S]
+//        --clients N --typists K --rate R --docs D --duration S [--warmup S] [--drain S]
 //        [--connect-rate C] [--pid SERVER_PID] [--idle --hold S] [--announce]
 //
 // Clients i = 0..N-1 join document load-(i % D); the first K clients of each document
-// type one character at the head, R times a second each; everyone else listens.
+// type one character at the head, R times a second each; everyone else listens. The
+// first --warmup seconds of typing (1 by default) are not measured.
 // Every delivery (an edit by another client reaching a client) is timed from the
 // moment its author sent it; deliveries that never arrive by the end of --drain are
 // lost. With --pid, the server's CPU seconds (utime+stime over the measured phase) and
@@ -57,14 +58,22 @@ const announce = args.announce === 'true'; // say "typing" / "drained" on stderr
 
 // -- the measurement -----------------------------------------------------------------
 
-const maxOps = Math.ceil((duration / 1000) * rate) + 2;
+// The first --warmup seconds of typing are not measured: the first ops' deliveries were
+// the slowest of every server, this generator's own code still being compiled.
+const warmup = Number(args.warmup ?? 1) * 1000;
+const measuredOps = Math.ceil((duration / 1000) * rate) + 2;
+const warmOps = Math.ceil((warmup / 1000) * rate); // seqs 1..warmOps; then the measured ones
+const maxOps = warmOps + measuredOps;
 const sentAt = new Map(); // author index -> Float64Array of send times by seq (1-based)
-const latencies = [];
-// Per delivery, beside its latency: its op's seq, whether it reached a typist, and when
-// its op was sent (ms into the typing phase): what the slowest deliveries were.
-const deliverySeqs = [];
-const toTypists = [];
-const sentAts = [];
+// Per delivery: its latency, its op's seq, whether it reached a typist, and when its op
+// was sent (ms into the typing phase): what the slowest deliveries were. Typed arrays
+// sized once the typists are known (``record``): plain arrays growing to 250,000 numbers
+// made the generator's own collector stop it mid-run, a stall in every server's max.
+let latencies = new Float64Array(0);
+let deliverySeqs = new Int32Array(0);
+let toTypists = new Uint8Array(0);
+let sentAts = new Float64Array(0);
+let recorded = 0;
 let typingStart = 0;
 const ackLatencies = []; // author's send -> its ack, where the protocol has acks
 let delivered = 0;
@@ -79,17 +88,28 @@ function deliver(c, author, seq) {
   if (author === c.i || !measuring) return;
   const times = sentAt.get(author);
   if (times === undefined || !(seq > 0) || seq > maxOps) return;
-  const key = author * 1e6 + seq;
-  if (c.seen.has(key)) { duplicates++; return; }
-  c.seen.add(key);
+  let seen = c.seen.get(author); // seq -> 1 once delivered to c
+  if (seen === undefined) c.seen.set(author, (seen = new Uint8Array(maxOps + 1)));
+  if (seen[seq]) { duplicates++; return; }
+  seen[seq] = 1;
   const t = times[seq];
   if (t > 0) {
-    latencies.push(performance.now() - t);
-    deliverySeqs.push(seq);
-    toTypists.push(c.typist === true);
-    sentAts.push(t - typingStart);
+    const i = recorded++;
+    latencies[i] = performance.now() - t;
+    deliverySeqs[i] = seq - warmOps; // the measured op's number, from 1
+    toTypists[i] = c.typist ? 1 : 0;
+    sentAts[i] = t - typingStart;
     delivered++;
   }
+}
+
+/** Room for every delivery the typing can make: each writer's ops to its document's others. */
+function record(writers) {
+  const room = writers.reduce((sum, [, members]) => sum + measuredOps * (members.length - 1), 0);
+  latencies = new Float64Array(room);
+  deliverySeqs = new Int32Array(room);
+  toTypists = new Uint8Array(room);
+  sentAts = new Float64Array(room);
 }
 
 function cpuSeconds() {
@@ -129,26 +149,43 @@ function ready(c) {
   if (!c.ready) { c.ready = true; c.resolve(c); }
 }
 
-const TANDEM_OP = /"type":"op","doc":"[^"]*","v":(\d+),"op":\[[^\]]*\],"client":"g(\d+)","user":"[^"]*","seq":(\d+)/g;
+// A Tandem op message is {"type":"op","doc":D,"v":V,"op":[...],"client":"gI","user":U,"seq":S}
+// (a frame may hold several): its fields are found in the frame's bytes, as the Yjs
+// adapters read a few varints, with no string or match object made per delivery.
+const OP_AT = Buffer.from('{"type":"op","doc":"');
+const V_AT = Buffer.from('","v":');
+const CLIENT_AT = Buffer.from('],"client":"g');
+const SEQ_AT = Buffer.from('","seq":');
+/** The decimal number at `data[at]`, or -1 if none starts there. */
+function digits(data, at) {
+  let n = -1;
+  for (let b = data[at]; b >= 48 && b <= 57; b = data[++at]) n = (n < 0 ? 0 : n * 10) + b - 48;
+  return n;
+}
 const TANDEM_ACK = /"type":"ack","doc":"[^"]*","seq":(\d+),"v":(\d+)/g;
 
 const tandem = {
   url: (c) => `${bases[c.i % bases.length]}/collab?token=${token}&doc=${c.doc}&client=g${c.i}`,
   opened() {},
   message(c, data) {
-    const text = data.toString();
     if (!c.ready) {
+      const text = data.toString();
       if (!text.includes('"snapshot"')) return;
       const parsed = JSON.parse(text);
       for (const m of Array.isArray(parsed) ? parsed : [parsed]) if (m.type === 'snapshot') c.version = m.v;
       ready(c);
       return;
     }
-    for (const m of text.matchAll(TANDEM_OP)) {
-      c.version = Math.max(c.version, Number(m[1]));
-      deliver(c, Number(m[2]), Number(m[3]));
+    for (let at = data.indexOf(OP_AT); at >= 0; at = data.indexOf(OP_AT, at + 1)) {
+      const v = data.indexOf(V_AT, at + OP_AT.length);
+      const client = data.indexOf(CLIENT_AT, v);
+      const seq = data.indexOf(SEQ_AT, client);
+      if (v < 0 || client < 0 || seq < 0) break;
+      c.version = Math.max(c.version, digits(data, v + V_AT.length));
+      deliver(c, digits(data, client + CLIENT_AT.length), digits(data, seq + SEQ_AT.length));
     }
     if (c.typist) {
+      const text = data.toString();
       for (const m of text.matchAll(TANDEM_ACK)) {
         c.version = Math.max(c.version, Number(m[2]));
         acked(c, Number(m[1]));
@@ -277,7 +314,7 @@ const everyone = [];
 
 function open(i) {
   return new Promise((resolve) => {
-    const c = { i, doc: `load-${i % docs}`, ws: null, ready: false, typist: false, version: 0, seen: new Set(), resolve };
+    const c = { i, doc: `load-${i % docs}`, ws: null, ready: false, typist: false, version: 0, nextSeq: 1, seen: new Map(), resolve };
     everyone.push(c);
     const ws = new WebSocket(adapter.url(c), { perMessageDeflate: false });
     c.ws = ws;
@@ -345,32 +382,44 @@ async function main() {
       writers.push([c, members]);
     }
   }
+  record(writers);
   const interval = 1000 / rate;
+  let ops = 0;
+  // Each typist keeps a fixed cadence from `grid` on (no drift, the same across the
+  // warm-up and the measured phase), typists staggered evenly; this types the ops due
+  // from `from` for `span` ms, up to seq `last`. Unmeasured ops are delivered and read
+  // like the others, but not timed.
+  let grid = 0;
+  const typing = (from, span, last, measured) =>
+    Promise.all(writers.map(async ([c, members], w) => {
+      const times = sentAt.get(c.i);
+      for (;;) {
+        const seq = c.nextSeq;
+        const at = grid + (w * interval) / writers.length + (seq - 1) * interval;
+        if (at - from >= span || seq > last) break;
+        await sleep(at - performance.now());
+        c.nextSeq++;
+        if (c.ws.readyState !== WebSocket.OPEN) continue;
+        const frame = adapter.edit(c, seq);
+        if (measured) times[seq] = performance.now();
+        c.ws.send(frame);
+        if (!measured) continue;
+        ops++;
+        for (const m of members) if (m !== c && m.ws.readyState === WebSocket.OPEN) expected++;
+      }
+    }));
   await sleep(200);
+  measuring = true;
+  grid = performance.now();
+  await typing(grid, Infinity, warmOps, false);
   const gen0 = process.cpuUsage();
   const cpuStart = cpuSeconds();
-  measuring = true;
   if (announce) console.error('typing'); // a profiler waiting for the measured phase
   sampleRss();
   const rssTimer = setInterval(sampleRss, 250);
-  const start = performance.now();
+  const start = grid + warmOps * interval;
   typingStart = start;
-  let ops = 0;
-  // Each typist keeps a fixed cadence (no drift), typists staggered evenly.
-  await Promise.all(writers.map(async ([c, members], w) => {
-    const times = sentAt.get(c.i);
-    for (let seq = 1; ; seq++) {
-      const at = start + (w * interval) / writers.length + (seq - 1) * interval;
-      if (at - start >= duration || seq > maxOps) break;
-      await sleep(at - performance.now());
-      if (c.ws.readyState !== WebSocket.OPEN) continue;
-      const frame = adapter.edit(c, seq);
-      times[seq] = performance.now();
-      c.ws.send(frame);
-      ops++;
-      for (const m of members) if (m !== c && m.ws.readyState === WebSocket.OPEN) expected++;
-    }
-  }));
+  await typing(start, duration, maxOps, true);
   const sendEnd = performance.now();
   // Drain: wait until everything arrived or --drain passed.
   while (performance.now() - sendEnd < drain && delivered < expected) await sleep(50);
@@ -379,15 +428,15 @@ async function main() {
   clearInterval(rssTimer);
   const cpuEnd = cpuSeconds();
   const gen = process.cpuUsage(gen0);
-  const tail = slowest();
-  latencies.sort((a, b) => a - b);
+  const sorted = latencies.slice(0, recorded).sort(); // a typed array sorts numerically
+  const tail = slowest(sorted);
   ackLatencies.sort((a, b) => a - b);
   const quantile = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] : null);
-  const q = (p) => quantile(latencies, p);
+  const q = (p) => quantile(sorted, p);
   console.log(JSON.stringify({
     protocol, clients, connected, typists, rate, docs, connectSeconds,
     ops, expected, delivered, lost: expected - delivered, duplicates,
-    p50: q(0.5), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: latencies.at(-1) ?? null,
+    p50: q(0.5), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: sorted.length ? sorted[sorted.length - 1] : null,
     ackP50: quantile(ackLatencies, 0.5), ackP99: quantile(ackLatencies, 0.99),
     serverCpu: cpuEnd !== null && cpuStart !== null ? cpuEnd - cpuStart : null,
     serverRss: peakRss || null,
@@ -401,12 +450,12 @@ async function main() {
 /** The slowest deliveries: the max's op (seq, sent how long into typing, to a typist or
  *  not), and of the slowest 0.1 %, the share that reached typists and the share that
  *  were a typist's first two ops (a warm-up). */
-function slowest() {
-  const n = latencies.length;
+function slowest(sorted) {
+  const n = sorted.length;
   if (!n) return null;
   let worst = 0;
   for (let i = 1; i < n; i++) if (latencies[i] > latencies[worst]) worst = i;
-  const cut = [...latencies].sort((a, b) => b - a)[Math.min(n - 1, Math.floor(n / 1000))];
+  const cut = sorted[n - 1 - Math.min(n - 1, Math.floor(n / 1000))];
   let count = 0;
   let typists = 0;
   let firstOps = 0;
@@ -423,7 +472,7 @@ function slowest() {
   return {
     maxSeq: deliverySeqs[worst],
     maxSentAt: Math.round(sentAts[worst]),
-    maxToTypist: toTypists[worst],
+    maxToTypist: toTypists[worst] === 1,
     slowestTypistShare: typists / count,
     slowestFirstOpsShare: firstOps / count,
     // The same run's deliveries to readers only (clients that never type): what a
