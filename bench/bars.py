@@ -10,8 +10,8 @@ by repeat number, never by position) and says how many repeats met it:
   delivery at most 1.2× the best in-memory peer's (the relay is the floor, not
   a peer);
 * **tails**: at ``200c-20t`` and ``1000c-10t``, each Tandem's max latency at
-  most 1.5× the lowest max of the peers it is compared with, in the same
-  repeat;
+  most 1.5× the lowest max of the peers it is compared with (not the relay), in
+  the same repeat;
 * **10,000 editors**: at ``10000c-1000d``, p99 under 50 ms with nothing lost
   (``propagation.verdicts``).
 
@@ -95,7 +95,11 @@ def tails(results: dict[str, Runs]) -> list[str]:
     for scenario in TAIL_SCENARIOS:
         runs = results.get(scenario, {})
         for ours in [name for name in runs if name.startswith("tandem")]:
-            peers = [name for name, t in COUNTERPART.items() if t == ours and runs.get(name)]
+            peers = [
+                name
+                for name, t in COUNTERPART.items()
+                if t == ours and name != "relay" and runs.get(name)
+            ]
             if not peers:
                 continue
             mine, met, ratios = by_repeat(runs[ours]), 0, []

@@ -46,11 +46,12 @@ def test_many_documents_compares_with_the_best_peer_not_the_relay() -> None:
     assert many_documents({"200c-20t": runs}) == []
 
 
-def test_tails_take_the_lowest_peer_max_of_the_same_repeat() -> None:
+def test_tails_take_the_lowest_peer_max_of_the_same_repeat_not_the_relays() -> None:
     runs = {
         "tandem-memory": [run(0, 5, 1, mx=30), run(1, 5, 1, mx=90)],
         "hocuspocus": [run(0, 5, 1, mx=40), run(1, 5, 1, mx=50)],
         "y-websocket": [run(1, 5, 1, mx=45), run(0, 5, 1, mx=10)],
+        "relay": [run(0, 5, 1, mx=1), run(1, 5, 1, mx=1)],  # the floor, not a peer
     }
     assert tails({"1000c-10t": runs}) == [
         "tails, 1000c-10t: tandem-memory max ÷ best peer's max in the same repeat 3.00 / 2.00; "
