@@ -86,10 +86,7 @@ class Wire:
         try:
             async with timer:
                 while True:
-                    data = await self._stream.read(READ_SIZE)
-                    if not data:
-                        raise RedisConnectionError("Redis closed the connection")
-                    self._parser.feed(data)
+                    await self._feed()
                     replies = self.buffered()
                     if replies:
                         return replies
@@ -106,9 +103,13 @@ class Wire:
             return replies
         async with asyncio.timeout(timeout):
             while len(replies) < count:
-                data = await self._stream.read(READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("Redis closed the connection")
-                self._parser.feed(data)
+                await self._feed()
                 replies.extend(self.buffered())
         return replies
+
+    async def _feed(self) -> None:
+        """One socket read into the parser; raises if the server closed the connection."""
+        data = await self._stream.read(READ_SIZE)
+        if not data:
+            raise RedisConnectionError("Redis closed the connection")
+        self._parser.feed(data)

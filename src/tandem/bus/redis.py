@@ -138,15 +138,11 @@ class RedisBus:
             socket_connect_timeout=_CONNECT_TIMEOUT,
             socket_timeout=_CONNECT_TIMEOUT,
         )
-        conn = _connection(factory)
-        publish_conn = _connection(factory)
+        wire = await _open_wire(factory)
         try:
-            await _connect(conn)
-            await _connect(publish_conn)
-            wire, publish_wire = Wire(conn), Wire(publish_conn)
+            publish_wire = await _open_wire(factory)
         except BaseException:
-            await _drop(conn)
-            await _drop(publish_conn)
+            await _drop(wire.conn)
             raise
         self._factory = factory
         self._wire = wire  # live at once: a subscribe() right after open() uses it
@@ -248,13 +244,7 @@ class RedisBus:
                 self._publish_wire = None
                 if wire is not None:
                     await _drop(wire.conn)
-                conn = _connection(self._factory)
-                try:
-                    await _connect(conn)
-                    wire = Wire(conn)
-                except BaseException:
-                    await _drop(conn)
-                    raise
+                wire = await _open_wire(self._factory)
                 self._publish_wire = wire
             wire.write(batch)
             if wire.needs_drain():
@@ -327,12 +317,9 @@ class RedisBus:
         resubscribe = False  # the connection from open() has no channels yet
         while True:
             if wire is None:
-                conn = _connection(self._factory)
                 try:
-                    await _connect(conn)
-                    wire = Wire(conn)
+                    wire = await _open_wire(self._factory)
                 except BaseException as exc:
-                    await _drop(conn)
                     if not isinstance(exc, RedisError | OSError):
                         raise
                     # Warn once per outage; the retries of a long one only at debug level.
@@ -433,15 +420,18 @@ def _write_command(wire: Wire, *args: str | bytes) -> None:
     wire.write(b"".join(wire.conn.pack_command(*args)))
 
 
-def _connection(factory: ConnectionPool | None) -> AbstractConnection:
-    """A new connection from ``factory``'s settings (the pool itself never hands out any)."""
+async def _open_wire(factory: ConnectionPool | None) -> Wire:
+    """A new connection from ``factory``'s settings (the pool itself never hands out
+    any), connected and wrapped; on any failure it is dropped and the error raised."""
     if factory is None:
         raise RuntimeError("RedisBus is not open")
-    return factory.connection_class(**factory.connection_kwargs)
-
-
-async def _connect(conn: AbstractConnection) -> None:
-    await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    conn: AbstractConnection = factory.connection_class(**factory.connection_kwargs)
+    try:
+        await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        return Wire(conn)
+    except BaseException:
+        await _drop(conn)
+        raise
 
 
 async def _drop(conn: AbstractConnection) -> None:
