@@ -14,9 +14,10 @@ touches no storage or network. Events:
 * ``stored_duplicate(pending)``: a resubmit of an op the store holds from
   before the loaded history: acknowledged once synced;
 * ``committed(version, synced)``: the store committed everything up to
-  ``version`` (and ``synced`` it, if so). Each op up to there is **broadcast**
-  to every other member and becomes the head; its author's ack follows once
-  synced;
+  ``version`` (and ``synced`` it, if so). Each op up to there becomes the
+  head and is **broadcast** to every other member; its author's ack goes out
+  once synced (if it is already, before the broadcast: the author's next op
+  need not wait for the fan-out);
 * ``synced(version)``: the store synced up to ``version``: acks go out;
 * ``failed(exc)``: a commit failed, nothing of it was written: **roll back**
   (forget the outbox) and tell every pending author ``ERR_STORAGE``;
@@ -231,8 +232,9 @@ class Delivery:
             pending = outbox.popleft()
             if pending.record is not None:
                 assert pending.document is not None
-                self._advance(pending.record, pending.document, pending)
-            self._ack_when_synced(pending)
+                self._advance(pending.record, pending.document, pending, author_first=True)
+            else:
+                self._ack_when_synced(pending)
         if any(p.record is None and p.version <= self.committed_version for p in outbox):
             # A duplicate of a committed op may wait behind later commits; release it now.
             self.outbox = deque()
@@ -457,17 +459,23 @@ class Delivery:
         document: Document,
         pending: Pending | None,
         forwarded: Pending | None = None,
+        author_first: bool = False,
     ) -> None:
         """Make ``record`` the committed head and tell every other member.
 
         ``forwarded``: the submission of this node's member that the owner node
         committed as ``record`` (its author hears an ack, not the op).
+        ``author_first``: ``pending``'s author is acknowledged (once synced) before
+        the fan-out, so its next op does not wait for the op to reach every member.
         """
         version = self.committed_version = record.version
         self.listener.advanced(record, document, pending)
         if forwarded is not None:
             forwarded.version, forwarded.record, forwarded.document = version, record, document
             pending = forwarded
+        elif author_first:
+            assert pending is not None
+            self._ack_when_synced(pending)
         self._fan_out(version, record.client_id, record.seq, encode(op_message(record)), pending)
 
     def _fan_out(
