@@ -34,10 +34,9 @@ from typing import Any
 
 import httpx
 
+from bench.propagation import LOADGEN, LOADGEN_CMD
 from bench.servers import SECRET, free_port, tandem_env
 
-ROOT = Path(__file__).resolve().parents[1]
-LOADGEN = ROOT / "bench" / "load" / "loadgen.mjs"
 POSTGRES = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -122,8 +121,7 @@ def run(count: int, duration: float, clients: int, typists: int, docs: int) -> d
         pids = ",".join(str(process.pid) for process, _ in nodes)
         out = subprocess.run(
             [
-                "node",
-                str(LOADGEN),
+                *LOADGEN_CMD,
                 "--url",
                 urls,
                 "--pid",

@@ -171,7 +171,7 @@ def profile(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     spec = propagation.scaled(propagation.SCENARIOS[args.scenario], args.scale)
     out = Path(tempfile.mkdtemp(prefix="tandem-profile-")) / "raw.txt"
     with servers.start(args.server, spec["docs"]) as server:
-        cmd = ["node", str(propagation.LOADGEN), "--protocol", propagation.protocol(args.server)]
+        cmd = [*propagation.LOADGEN_CMD, "--protocol", propagation.protocol(args.server)]
         cmd += ["--url", server.url, "--pid", server.pids, "--duration", str(args.duration)]
         cmd += ["--drain", "3", "--announce"] + (["--token", server.token] if server.token else [])
         for key, value in spec.items():

@@ -44,6 +44,11 @@ from bench.servers import COUNTERPART, PEERS, SERVERS, Server, installed, nodes,
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 LOADGEN = BENCH / "load" / "loadgen.mjs"
+#: How the generator is started. ``--single-threaded-gc``: V8 collects on the
+#: generator's own thread, so it never takes more than its one core; its background
+#: GC threads took the server's core at moments (docs/performance.md, "The generator's
+#: collector, on the server's core").
+LOADGEN_CMD = ["node", "--single-threaded-gc", str(LOADGEN)]
 
 #: name -> clients, typists per document, ops/s per typist, documents (and, where the
 #: default of 1,000/s is too fast for the servers' handshakes, connections/s).
@@ -88,7 +93,7 @@ def protocol(name: str) -> str:
 
 
 def loadgen(server: Server, **options: Any) -> dict[str, Any]:
-    cmd = ["node", str(LOADGEN), "--protocol", protocol(server.name), "--url", server.url]
+    cmd = [*LOADGEN_CMD, "--protocol", protocol(server.name), "--url", server.url]
     cmd += ["--pid", server.pids]
     if server.token:
         cmd += ["--token", server.token]
