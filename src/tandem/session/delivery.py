@@ -232,7 +232,7 @@ class Delivery:
             pending = outbox.popleft()
             if pending.record is not None:
                 assert pending.document is not None
-                self._advance(pending.record, pending.document, pending, author_first=True)
+                self._advance(pending.record, pending.document, pending)
             else:
                 self._ack_when_synced(pending)
         if any(p.record is None and p.version <= self.committed_version for p in outbox):
@@ -459,22 +459,21 @@ class Delivery:
         document: Document,
         pending: Pending | None,
         forwarded: Pending | None = None,
-        author_first: bool = False,
     ) -> None:
         """Make ``record`` the committed head and tell every other member.
 
-        ``forwarded``: the submission of this node's member that the owner node
-        committed as ``record`` (its author hears an ack, not the op).
-        ``author_first``: ``pending``'s author is acknowledged (once synced) before
-        the fan-out, so its next op does not wait for the op to reach every member.
+        ``pending``: this node's decision that made it; its author is acknowledged
+        (once synced) before the fan-out, so its next op does not wait for the op
+        to reach every member. ``forwarded``: the submission of this node's member
+        that the owner node committed as ``record`` (its author hears an ack, not
+        the op).
         """
         version = self.committed_version = record.version
         self.listener.advanced(record, document, pending)
         if forwarded is not None:
             forwarded.version, forwarded.record, forwarded.document = version, record, document
             pending = forwarded
-        elif author_first:
-            assert pending is not None
+        elif pending is not None:
             self._ack_when_synced(pending)
         self._fan_out(version, record.client_id, record.seq, encode(op_message(record)), pending)
 
