@@ -149,6 +149,11 @@ class _Flusher:
         return frame
 
     def _end_of_tick(self) -> None:
+        due = self._due
+        if due is not None and due.is_running():
+            # Scheduled already, on the running loop: this runs once per delivery, and
+            # ``get_running_loop`` costs a ``getpid`` system call each time (CPython 3.11).
+            return
         loop = asyncio.get_running_loop()
         if self._due is not loop:
             self._due = loop
