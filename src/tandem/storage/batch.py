@@ -13,7 +13,7 @@ Pure: no asyncio, no storage drivers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tandem.errors import ConflictError
 from tandem.storage.base import OpRecord
@@ -21,9 +21,12 @@ from tandem.storage.base import OpRecord
 __all__ = ["DocumentRun", "check_heads", "duplicate_seq", "plan_batch"]
 
 
-@dataclass(frozen=True, slots=True)
-class DocumentRun:
-    """One document's records in a batch: versions ``first..last``, consecutive."""
+class DocumentRun(NamedTuple):
+    """One document's records in a batch: versions ``first..last``, consecutive.
+
+    A named tuple, not a frozen dataclass: one is made per document per commit,
+    and a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     doc: str
     first: int
@@ -44,6 +47,9 @@ def plan_batch(records: Sequence[OpRecord]) -> list[DocumentRun]:
     Raises ``ConflictError`` if a document's versions are not consecutive in
     batch order, or if a ``(doc, client_id, seq)`` appears twice.
     """
+    if len(records) == 1:  # an op alone in its commit, the usual case below saturation
+        record = records[0]
+        return [DocumentRun(record.doc, record.version, record.version, record.time, (record,))]
     by_doc: dict[str, list[OpRecord]] = {}
     seen: set[tuple[str, str, int]] = set()
     for record in records:
@@ -63,13 +69,7 @@ def plan_batch(records: Sequence[OpRecord]) -> list[DocumentRun]:
             seen.add(key)
         run.append(record)
     return [
-        DocumentRun(
-            doc=doc,
-            first=run[0].version,
-            last=run[-1].version,
-            updated=run[-1].time,
-            records=tuple(run),
-        )
+        DocumentRun(doc, run[0].version, run[-1].version, run[-1].time, tuple(run))
         for doc, run in sorted(by_doc.items())
     ]
 

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tandem.storage.base import DocumentInfo, LoadedDocument, OpRecord, Snapshot
 from tandem.storage.batch import check_heads, duplicate_seq, plan_batch
@@ -34,8 +34,9 @@ from tandem.storage.revocations import MemoryRevocations
 __all__ = ["MemoryStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class _StoredOp:
+class _StoredOp(NamedTuple):
+    """One stored op (a named tuple: one is made per op committed)."""
+
     version: int
     op: bytes
     client_id: str
@@ -98,9 +99,9 @@ class MemoryStore:
         )
         encoded: list[tuple[str, _StoredOp]] = []
         for run in runs:
-            state = self._documents.get(run.doc)
+            state = documents.get(run.doc)
+            seqs = state.seqs if state is not None else {}
             for record in run.records:
-                seqs = state.seqs if state is not None else {}
                 if record.seq is not None and (record.client_id, record.seq) in seqs:
                     raise duplicate_seq(record.doc, record.client_id, record.seq)
                 stored = _StoredOp(
