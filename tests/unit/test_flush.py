@@ -33,6 +33,8 @@ class _Recorder:
         return self.open
 
     def write(self, frame: bytes) -> int:
+        if not self.open:
+            return -1
         self.frames.append(frame)
         return 0
 

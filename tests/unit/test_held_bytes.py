@@ -44,6 +44,8 @@ class _Buffer:
         return self.closed is None
 
     def write(self, frame: bytes) -> int:
+        if self.closed is not None:
+            return -1
         self.held += len(frame)
         return self.held
 

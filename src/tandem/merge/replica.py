@@ -81,7 +81,11 @@ _MAYBE_FORMAT: Final = re.compile(rb"[\x06\x26\x46\x66\x86\xa6\xc6\xe6]")
 
 def carries_formats(delta: Delta) -> bool:
     """Does any component of ``delta`` set attributes?"""
-    return any(getattr(component, "attributes", None) for component in delta.ops)
+    # A loop, not any(...): no generator per committed op.
+    for component in delta.ops:  # noqa: SIM110
+        if getattr(component, "attributes", None):
+            return True
+    return False
 
 
 def update_formats(update: bytes) -> bool:

@@ -98,9 +98,10 @@ class Wire(Protocol):
         """True when frames may be written now, without waiting."""
 
     def write(self, frame: bytes) -> int:
-        """Write one ready-made text frame (only while ``writable``); then ``buffered()``.
+        """Write one ready-made text frame if ``writable``, and return ``buffered()``;
+        -1 (nothing written) if not.
 
-        One call per delivery instead of two: a broadcast writes to every member."""
+        One call per delivery instead of three: a broadcast writes to every member."""
 
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (only while ``writable``)."""
@@ -140,7 +141,9 @@ class _Flusher:
 
     def frame(self, message: str) -> bytes:
         """The frame of ``message``, written at once; the end of this tick is scheduled."""
-        self._end_of_tick()
+        due = self._due
+        if due is None or not due.is_running():  # _end_of_tick, inlined: once per delivery
+            self._end_of_tick()
         written = self._written
         if written[0] is message:
             return written[1]
@@ -329,18 +332,16 @@ class Connection:
                 return
         else:
             flusher = _flusher
-            if (
-                not self._scheduled
-                and self._wrote != flusher.tick
-                and not self.closed
-                and self.wire.writable()
-            ):
-                # The first message of this tick, nothing before it: written now.
-                self._wrote = flusher.tick
+            tick = flusher.tick
+            if not self._scheduled and self._wrote != tick and not self.closed:
+                # The first message of this tick, nothing before it: written now if the
+                # wire is writable (-1: it is not, and the message is queued below).
                 buffered = self.wire.write(flusher.frame(message))
-                if buffered >= self._track_at:
-                    self._hold(buffered)
-                return
+                if buffered >= 0:
+                    self._wrote = tick
+                    if buffered >= self._track_at:
+                        self._hold(buffered)
+                    return
             # The first message since the last flush (a broadcast's usual case, once per
             # member): the frame limit is at least 1, and one message is at most the
             # largest while room is never negative, so neither bound can fail; only its

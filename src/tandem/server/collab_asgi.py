@@ -48,8 +48,8 @@ class AsgiWire:
     def buffered(self) -> int:
         return 0  # the writer holds at most the batch it is sending
 
-    def write(self, frame: bytes) -> int:  # pragma: no cover - never writable
-        raise RuntimeError("AsgiWire is never writable; use drain")
+    def write(self, frame: bytes) -> int:
+        return -1  # never writable: the message is queued for the writer
 
     def send_close(self, code: int, reason: str) -> None:  # pragma: no cover
         raise RuntimeError("AsgiWire is never writable; use drain")

@@ -545,6 +545,8 @@ class CollabProtocol(asyncio.Protocol):
 
     def write(self, frame: bytes) -> int:
         transport = self.transport
+        if self._write_paused or transport.is_closing():
+            return -1
         transport.write(frame)
         return transport.get_write_buffer_size()
 
