@@ -34,11 +34,8 @@ from typing import Any
 
 import httpx
 
-from bench.propagation import LOADGEN, LOADGEN_CMD
-from bench.servers import SECRET, free_port, tandem_env
-
-POSTGRES = os.environ.get("TANDEM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from bench.propagation import LOADGEN, LOADGEN_CMD, npm_install
+from bench.servers import POSTGRES, REDIS, SECRET, free_port, tandem_env
 
 
 def start_nodes(count: int, tag: str, workdir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
@@ -173,10 +170,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1)
     parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     args = parser.parse_args()
-    if not (LOADGEN.parent / "node_modules").is_dir():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund"], cwd=LOADGEN.parent, check=True
-        )
+    npm_install(LOADGEN.parent)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     print(
         f"{args.clients} clients, {args.typists} typist(s) per document, {args.docs} document(s)"
