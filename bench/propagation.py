@@ -135,6 +135,15 @@ def slowest(result: dict[str, Any]) -> str:
     )
 
 
+def conditions(result: dict[str, Any]) -> str:
+    """When the run started (UTC) and how much CPU the host took from the machine meanwhile."""
+    if result.get("started") is None:
+        return ""
+    at = time.strftime("%H:%M:%S", time.gmtime(result["started"]))
+    steal = result.get("steal")
+    return f"  at {at} UTC" + (f", host steal {steal:.0%}" if steal is not None else "")
+
+
 def med(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -337,11 +346,44 @@ def scaled(spec: dict[str, int], scale: float) -> dict[str, int]:
     return {**spec, "clients": clients, "docs": docs}
 
 
+def cpu_times(stat: str) -> tuple[int, int] | None:
+    """The machine's (steal, total) CPU time in ticks, from the text of ``/proc/stat``.
+
+    Steal is time a virtual machine's CPUs were ready to run but the host ran
+    something else: a repeat slowed by the host has it, one slowed by the
+    machine's own work has not. ``guest`` time is already counted in ``user``.
+    """
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(x) for x in fields[1:9]]  # user ... steal
+            return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+    return None
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time the host took between two ``cpu_times``."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def read_cpu_times() -> tuple[int, int] | None:
+    try:
+        return cpu_times(Path("/proc/stat").read_text())
+    except OSError:  # not Linux
+        return None
+
+
 def run_one(name: str, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = scaled(SCENARIOS[scenario], args.scale)
     drain = max(args.drain, CLUSTER_DRAIN) if nodes(name) > 1 else args.drain
     with start(name, spec["docs"]) as server:
-        return loadgen(server, duration=args.duration, drain=drain, **spec)
+        started, before = time.time(), read_cpu_times()
+        result = loadgen(server, duration=args.duration, drain=drain, **spec)
+        result["started"] = started
+        result["steal"] = steal_share(before, read_cpu_times())
+        return result
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -388,7 +430,8 @@ def compare(args: argparse.Namespace) -> None:
                         if r.get("ackP50")
                         else ""
                     )
-                    + slowest(r),
+                    + slowest(r)
+                    + conditions(r),
                     file=sys.stderr,
                     flush=True,
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.propagation import markdown, rows, scaled, table, verdicts
+from bench.propagation import cpu_times, markdown, rows, scaled, steal_share, table, verdicts
 
 
 def run(
@@ -81,3 +81,14 @@ def test_a_scaled_scenario_keeps_its_shape() -> None:
     assert scaled(spec, 0.05) == {**spec, "clients": 500, "docs": 50}
     # Never fewer clients than a typist and a reader per document.
     assert scaled({"clients": 200, "typists": 20, "rate": 5, "docs": 1}, 0.01)["clients"] == 21
+
+
+def test_host_steal_is_the_share_of_all_cpu_time_between_two_readings() -> None:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice
+    before = cpu_times("cpu  100 0 50 800 10 0 0 40 7 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
+    after = cpu_times("cpu  160 0 70 900 10 0 0 100 9 0\ncpu0 80 0 35 450 5 0 0 50 0 0\n")
+    assert before == (40, 1000) and after == (100, 1240)
+    assert steal_share(before, after) == 60 / 240
+    assert steal_share(None, after) is None
+    assert steal_share(after, after) is None  # no time passed: no share, not a division by zero
+    assert cpu_times("intr 1 2 3\n") is None
