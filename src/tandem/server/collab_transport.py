@@ -545,7 +545,7 @@ class CollabProtocol(asyncio.Protocol):
 
     def write(self, frame: bytes) -> int:
         transport = self.transport
-        if self._write_paused or transport.is_closing():
+        if self._write_paused or transport.is_closing():  # not writable(), inlined: per delivery
             return -1
         transport.write(frame)
         return transport.get_write_buffer_size()
