@@ -3,7 +3,8 @@
 // stdout ({"ok": true, "v", "text", "status", "incarnation"} or {"ok": false, "error"}).
 // Usage: node jsclient.mjs WS_URL TOKEN DOC
 // Commands: ready, type {keys} (each at the end, waiting for its ack), insert
-// {index, text} (no wait), offline, online, synced, state.
+// {index, text} (no wait), offline, online, synced, at {v} (until version v has
+// arrived: synced only waits for this client's own ops), state.
 import { createInterface } from 'node:readline';
 import { MemoryStorage, TandemClient } from '../../client/src/index.js';
 
@@ -37,6 +38,9 @@ const commands = {
   },
   async synced() {
     await doc.whenSynced();
+  },
+  async at({ v }) {
+    if (doc.version < v) await doc.once('change', (change) => change.version >= v);
   },
   async state() {},
 };
